@@ -1,0 +1,125 @@
+package config
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const good = `
+grace = "5s"
+
+[[daemon]]
+name = "egress"
+command = ["/app/egress-entrypoint.sh", "--flag"]
+env = { MITM_PORT = "8080", A = "1" }
+dir = "/"
+stop_signal = "SIGINT"
+grace = "2s"
+
+[[daemon]]
+name = "pipelock"
+command = ["pipelock", "run"]
+
+[[daemon]]
+name = "git-gate"
+command = ["git-gate"]
+
+[[daemon]]
+name = "supervise"
+command = ["supervise"]
+`
+
+func TestParseGood(t *testing.T) {
+	cfg, err := Parse("daemons.toml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Grace != 5*time.Second {
+		t.Errorf("grace = %v", cfg.Grace)
+	}
+	want := Daemon{Name: "egress", Command: []string{"/app/egress-entrypoint.sh", "--flag"},
+		Env: []string{"A=1", "MITM_PORT=8080"}, Dir: "/", StopSignal: syscall.SIGINT, Grace: 2 * time.Second}
+	if !reflect.DeepEqual(cfg.Daemons[0], want) {
+		t.Errorf("daemon[0] = %+v, want %+v", cfg.Daemons[0], want)
+	}
+	if d := cfg.Daemons[1]; d.Grace != 5*time.Second || d.StopSignal != 0 {
+		t.Errorf("daemon[1] should inherit the global grace and the shutdown's signal: %+v", d)
+	}
+	if got := cfg.Names(); !reflect.DeepEqual(got, []string{"egress", "pipelock", "git-gate", "supervise"}) {
+		t.Errorf("names = %v", got)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Parse("t.toml", []byte("[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Grace != DefaultGrace || cfg.Daemons[0].Grace != DefaultGrace {
+		t.Errorf("grace = %v / %v, want %v", cfg.Grace, cfg.Daemons[0].Grace, DefaultGrace)
+	}
+}
+
+func TestOverrideGrace(t *testing.T) {
+	cfg, err := Parse("daemons.toml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.OverrideGrace("300ms"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Daemons[0].Grace != 2*time.Second {
+		t.Errorf("a daemon's own grace must survive the override: %v", cfg.Daemons[0].Grace)
+	}
+	if cfg.Daemons[1].Grace != 300*time.Millisecond {
+		t.Errorf("daemon without its own grace = %v, want the override", cfg.Daemons[1].Grace)
+	}
+	err = cfg.OverrideGrace("soon")
+	if err == nil || !strings.Contains(err.Error(), "CLAUDE_BOTTLE_SIDECAR_GRACE") || !strings.Contains(err.Error(), `"soon"`) {
+		t.Errorf("bad override: %v", err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		toml string
+		want []string // every piece must appear in the message
+	}{
+		{"syntax error names the line", "grace = \"1s\"\nname = = \"a\"\n", []string{"bad.toml:2", "key name"}},
+		{"wrong type names the line and key", "[[daemon]]\nname = \"a\"\ncommand = \"/bin/true\"\n", []string{"bad.toml:3", "key daemon.command", "incompatible types"}},
+		{"unknown top-level key", "grace = \"1s\"\ngraze = \"2s\"\n", []string{"bad.toml", "key graze", "unknown key"}},
+		{"unknown daemon key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nrestart = \"always\"\n", []string{"daemon.restart", "unknown key"}},
+		{"duplicate names", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n[[daemon]]\nname = \"a\"\ncommand = [\"y\"]\n", []string{"daemon[1].name", `duplicate daemon name "a"`, "daemon[0]"}},
+		{"empty command", "[[daemon]]\nname = \"a\"\ncommand = []\n", []string{"daemon[0].command", `daemon "a"`, "empty"}},
+		{"missing command", "[[daemon]]\nname = \"a\"\n", []string{"daemon[0].command", "empty"}},
+		{"empty argv[0]", "[[daemon]]\nname = \"a\"\ncommand = [\"\"]\n", []string{"daemon[0].command"}},
+		{"missing name", "[[daemon]]\ncommand = [\"x\"]\n", []string{"daemon[0].name", "needs a name"}},
+		{"name with a comma", "[[daemon]]\nname = \"a,b\"\ncommand = [\"x\"]\n", []string{"daemon[0].name", `"a,b" is not a valid name`}},
+		{"bad global duration", "grace = \"eight\"\n", []string{"key grace", `bad duration "eight"`}},
+		{"negative duration", "grace = \"-1s\"\n", []string{"key grace", "negative"}},
+		{"bad daemon duration", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\ngrace = \"8 s\"\n", []string{"daemon[0].grace", `daemon "a"`, "bad duration"}},
+		{"unknown signal", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"SIGSTOPPP\"\n", []string{"daemon[0].stop_signal", `unknown signal name "SIGSTOPPP"`}},
+		{"bad env name", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"A=B\" = \"1\" }\n", []string{"daemon[0].env", `"A=B"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("bad.toml", []byte(tc.toml))
+			if err == nil {
+				t.Fatal("Parse succeeded, want an error")
+			}
+			var cerr *Error
+			if !errors.As(err, &cerr) {
+				t.Fatalf("error %T is not a *config.Error: %v", err, err)
+			}
+			for _, piece := range tc.want {
+				if !strings.Contains(err.Error(), piece) {
+					t.Errorf("error %q lacks %q", err, piece)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,135 @@
+// Package fakedaemon turns a test binary into a configurable fake daemon, so behaviour
+// tests run real processes: the test re-executes its own binary with Env set, and the
+// test's TestMain calls RunIfRequested before anything else.
+package fakedaemon
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/claude-bottle/sidecar-init/procs"
+)
+
+// Env, when set in a process's environment, makes RunIfRequested act as a fake daemon.
+const Env = "SIDECAR_FAKE_DAEMON"
+
+// Command returns the argv and environment that run exe as a fake daemon with args.
+func Command(exe string, args ...string) (argv, env []string) {
+	return append([]string{exe}, args...), []string{
+		Env + "=1",
+		"PATH=/usr/local/bin:/usr/bin:/bin",
+		// A race-built helper otherwise sleeps about a second at exit.
+		"GORACE=atexit_sleep_ms=0",
+	}
+}
+
+// RunIfRequested runs the fake daemon and exits when Env is set; otherwise it returns.
+func RunIfRequested() {
+	if os.Getenv(Env) == "" {
+		return
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+type options struct {
+	name       string
+	record     string
+	exitAfter  time.Duration
+	code       int
+	ignoreStop bool
+	stopCode   int
+	grandchild bool
+	orphans    int
+	orphanLife time.Duration
+	escape     bool
+}
+
+func run(args []string) int {
+	var o options
+	fs := flag.NewFlagSet("fakedaemon", flag.ContinueOnError)
+	fs.StringVar(&o.name, "name", "fake", "name in the record")
+	fs.StringVar(&o.record, "record", "", "append what happens to this file")
+	fs.DurationVar(&o.exitAfter, "exit-after", 0, "exit on its own after this long (0: never)")
+	fs.IntVar(&o.code, "code", 0, "status of the exit on its own")
+	fs.BoolVar(&o.ignoreStop, "ignore-stop", false, "record SIGTERM/SIGINT/SIGQUIT but keep running")
+	fs.IntVar(&o.stopCode, "stop-code", 0, "status of the exit after a stop signal")
+	fs.BoolVar(&o.grandchild, "grandchild", false, "start a grandchild in the same process group that ignores stop signals")
+	fs.IntVar(&o.orphans, "orphans", 0, "start this many short-lived children and do not wait for them")
+	fs.DurationVar(&o.orphanLife, "orphan-life", 200*time.Millisecond, "how long each orphan lives")
+	fs.BoolVar(&o.escape, "escape", false, "start a child in a new session (setsid) that sleeps forever")
+	if err := fs.Parse(args); err != nil {
+		return 64
+	}
+	signals := make(chan os.Signal, 16)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	record(o, fmt.Sprintf("started pid=%d pgid=%d", os.Getpid(), syscall.Getpgrp()))
+
+	exe, _ := os.Executable()
+	if o.grandchild {
+		startChild(o, exe, false, "-name", o.name+".grandchild", "-record", o.record, "-ignore-stop")
+	}
+	if o.escape {
+		startChild(o, exe, true, "-name", o.name+".escaped", "-record", o.record, "-ignore-stop")
+	}
+	for i := 0; i < o.orphans; i++ {
+		startChild(o, "/bin/sleep", false, strconv.FormatFloat(o.orphanLife.Seconds(), 'f', 3, 64))
+	}
+	if o.orphans > 0 {
+		record(o, fmt.Sprintf("orphans %d", o.orphans))
+	}
+
+	var exitTimer <-chan time.Time
+	if o.exitAfter > 0 {
+		exitTimer = time.After(o.exitAfter)
+	}
+	for {
+		select {
+		case sig := <-signals:
+			record(o, "signal "+procs.SignalName(sig.(syscall.Signal)))
+			switch sig {
+			case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
+				if !o.ignoreStop {
+					record(o, "exit "+strconv.Itoa(o.stopCode))
+					return o.stopCode
+				}
+			}
+		case <-exitTimer:
+			record(o, "exit "+strconv.Itoa(o.code))
+			return o.code
+		}
+	}
+}
+
+// startChild starts a process and never waits for it: once this fake daemon exits, it is an
+// orphan for the supervisor to reap.
+func startChild(o options, path string, newSession bool, args ...string) {
+	argv, env := Command(path, args...)
+	if path == "/bin/sleep" {
+		env = nil
+	}
+	attr := &syscall.ProcAttr{Env: env, Files: []uintptr{0, 1, 2}, Sys: &syscall.SysProcAttr{Setsid: newSession}}
+	if _, err := syscall.ForkExec(path, argv, attr); err != nil {
+		record(o, "child failed: "+err.Error())
+	}
+}
+
+// record appends one line, "NAME EVENT", with O_APPEND so that concurrent daemons' lines
+// never interleave within a line.
+func record(o options, event string) {
+	if o.record == "" {
+		return
+	}
+	f, err := os.OpenFile(o.record, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return
+	}
+	// A fake daemon has nowhere to report a failed record; the test waiting for the line
+	// will say it never came.
+	_, _ = fmt.Fprintf(f, "%s %s\n", o.name, event)
+	_ = f.Close()
+}

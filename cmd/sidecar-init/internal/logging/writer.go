@@ -1,0 +1,132 @@
+// Package logging builds the supervisor's logger: JSON lines on stderr, never sampled, and
+// never able to block the event loop.
+package logging
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// Writer queues whole log lines and writes them from one goroutine, so a stalled stderr (a
+// pipe nobody reads) cannot block the event loop that logs. When the queue is full the
+// newest line is dropped and counted; the count is written as a line of its own as soon
+// as the queue has room, so an operator sees that lines went missing and how many.
+type Writer struct {
+	out io.Writer
+
+	mu       sync.Mutex
+	queue    [][]byte // guarded by mu
+	queued   int      // bytes in queue, guarded by mu
+	dropped  uint64   // lines dropped since the last report, guarded by mu
+	closing  bool     // guarded by mu
+	free     [][]byte // recycled line buffers, guarded by mu
+	wake     chan struct{}
+	finished chan struct{}
+}
+
+// Limits of the queue: whichever is reached first makes the next line a drop.
+const (
+	maxQueuedLines = 8192
+	maxQueuedBytes = 4 << 20
+)
+
+// NewWriter starts the goroutine that writes to out. Close stops it.
+func NewWriter(out io.Writer) *Writer {
+	w := &Writer{out: out, wake: make(chan struct{}, 1), finished: make(chan struct{})}
+	go w.drain()
+	return w
+}
+
+// Write queues a copy of p (zap reuses its buffer) and never blocks on out.
+func (w *Writer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	if w.closing || len(w.queue) >= maxQueuedLines || w.queued+len(p) > maxQueuedBytes {
+		w.dropped++
+		w.mu.Unlock()
+		return len(p), nil
+	}
+	var line []byte
+	if n := len(w.free); n > 0 {
+		line, w.free = w.free[n-1][:0], w.free[:n-1]
+	}
+	line = append(line, p...)
+	w.queue = append(w.queue, line)
+	w.queued += len(line)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default: // already woken; the drainer takes everything queued
+	}
+	return len(p), nil
+}
+
+// Sync is a no-op: lines are written as fast as out takes them, and zap's Sync on a pipe
+// or terminal would only return EINVAL.
+func (w *Writer) Sync() error { return nil }
+
+// Dropped reports how many lines were dropped and not reported yet.
+func (w *Writer) Dropped() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.dropped
+}
+
+// Close stops taking lines and waits up to timeout for the queued ones to be written. A
+// stderr that nobody reads must not keep PID 1 from exiting, so past the timeout the rest is
+// abandoned (the writing goroutine ends when the process does).
+func (w *Writer) Close(timeout time.Duration) {
+	w.mu.Lock()
+	w.closing = true
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-w.finished:
+	case <-t.C:
+	}
+}
+
+func (w *Writer) drain() {
+	defer close(w.finished)
+	var batch [][]byte
+	for range w.wake {
+		for {
+			w.mu.Lock()
+			batch, w.queue = w.queue, batch[:0]
+			w.queued = 0
+			dropped := w.dropped
+			w.dropped = 0
+			closing := w.closing
+			w.mu.Unlock()
+			if len(batch) == 0 && dropped == 0 {
+				if closing {
+					return
+				}
+				break
+			}
+			for _, line := range batch {
+				// A failed write (EPIPE on a closed stderr, say) loses only this line; there is
+				// nowhere else to report it.
+				_, _ = w.out.Write(line)
+			}
+			if dropped > 0 {
+				_, _ = fmt.Fprintf(w.out, `{"level":"warn","ts":%q,"msg":"log lines dropped: stderr was not read fast enough","dropped":%d}`+"\n",
+					time.Now().UTC().Format(time.RFC3339Nano), dropped)
+			}
+			w.mu.Lock()
+			for _, line := range batch {
+				if cap(line) <= 4096 {
+					w.free = append(w.free, line)
+				}
+			}
+			w.mu.Unlock()
+			clear(batch)
+		}
+	}
+}

@@ -1,0 +1,500 @@
+// Package supervisor is sidecar-init's event loop: one goroutine that spawns the daemons,
+// reaps every exit, forwards signals and runs the grace timers, firing the events of the
+// fsm tables. It owns all supervisor state; nothing else touches a state machine.
+package supervisor
+
+import (
+	"errors"
+	"os"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/fsm"
+	"github.com/claude-bottle/sidecar-init/procs"
+)
+
+// Signals are the loop's inputs from the outside world, one channel per kind so that a storm
+// of one kind (10 000 SIGHUPs) cannot crowd a SIGTERM out of a full buffer: os/signal drops
+// a signal when its channel is full.
+type Signals struct {
+	Stop    <-chan os.Signal // SIGTERM, SIGINT, SIGQUIT
+	Forward <-chan os.Signal // SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH
+	Child   <-chan os.Signal // SIGCHLD
+	Drop    <-chan os.Signal // SIGPIPE and job control: received so they cannot hurt, then dropped
+}
+
+// Options configure a Supervisor.
+type Options struct {
+	Daemons []config.Daemon
+	// Environ is the environment every daemon inherits, before its own env is added.
+	Environ []string
+	Log     *zap.Logger
+	Signals Signals
+	// Stdin is every daemon's standard input (normally /dev/null).
+	Stdin *os.File
+	// PID1 says whether this process is PID 1 of its namespace: then, once the daemons are
+	// done, whatever escaped their process groups can be killed with kill(-1).
+	PID1 bool
+	// DaemonTable and SupervisorTable default to fsm.DaemonTable and fsm.SupervisorTable; a
+	// test passes a table with another crash-policy row.
+	DaemonTable     *fsm.Table
+	SupervisorTable *fsm.Table
+}
+
+// daemon is one supervised daemon. Every field is owned by the loop.
+type daemon struct {
+	cfg     config.Daemon
+	env     []string
+	machine *fsm.Machine
+	// pid is also the process group id (each daemon leads its own group); 0 before spawn.
+	pid int
+	// groupOpen: its process group may still hold processes (grandchildren can outlive the
+	// leader). Cleared when kill(-pgid, 0) finds nobody.
+	groupOpen bool
+	// deadline is when its group gets SIGKILL during shutdown; zero when not armed.
+	deadline time.Time
+}
+
+// Supervisor is the event loop's state. Every field is owned by the loop goroutine.
+type Supervisor struct {
+	opts        Options
+	log         *zap.Logger
+	daemonTable fsm.Table
+	machine     *fsm.Machine
+	daemons     []*daemon
+	byPid       map[int]*daemon
+	// nextSpawn indexes the first daemon not spawned yet (start-up spawns one per turn of
+	// the loop, so a stop signal during a long start-up is seen at once).
+	nextSpawn int
+	// firstFailure is the status of the first daemon that died on its own with a nonzero
+	// status: the supervisor's exit status. Deaths after the shutdown began do not count.
+	firstFailure int
+	// stopSignal is the signal that started the shutdown; the default stop signal.
+	stopSignal syscall.Signal
+	// childrenLeft is what the last wait4 drain said: false once it returned ECHILD.
+	childrenLeft bool
+	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups.
+	sweptEveryone bool
+	timer         *time.Timer
+	timerArmed    bool
+}
+
+// New prepares the daemons; nothing is spawned until Run. The caller validates the tables
+// (main does at start-up; a test may hand in a deliberately different one).
+func New(opts Options) *Supervisor {
+	daemonTable, supervisorTable := fsm.DaemonTable, fsm.SupervisorTable
+	if opts.DaemonTable != nil {
+		daemonTable = *opts.DaemonTable
+	}
+	if opts.SupervisorTable != nil {
+		supervisorTable = *opts.SupervisorTable
+	}
+	s := &Supervisor{
+		opts:        opts,
+		log:         opts.Log,
+		daemonTable: daemonTable,
+		machine:     fsm.NewMachine("supervisor", supervisorTable),
+		byPid:       make(map[int]*daemon, len(opts.Daemons)),
+		timer:       time.NewTimer(time.Hour),
+	}
+	s.timer.Stop()
+	for _, d := range opts.Daemons {
+		s.daemons = append(s.daemons, &daemon{
+			cfg:     d,
+			env:     mergeEnv(opts.Environ, d.Env),
+			machine: fsm.NewMachine(d.Name, daemonTable),
+		})
+	}
+	return s
+}
+
+// Run spawns the daemons and runs the loop until the supervisor's machine is done. It
+// returns the supervisor's exit status.
+func (s *Supervisor) Run() int {
+	defer s.timer.Stop()
+	s.log.Info("starting daemons", zap.Int("count", len(s.daemons)), zap.Bool("pid1", s.opts.PID1))
+	for !s.machine.Done() {
+		if s.starting() {
+			// Start-up: one daemon per turn, with a look at the stop channel first, so a
+			// signal during a long start-up stops what runs and cancels the rest at once.
+			select {
+			case sig := <-s.opts.Signals.Stop:
+				s.onStopSignal(sig.(syscall.Signal))
+			default:
+				s.spawn(s.daemons[s.nextSpawn])
+				s.nextSpawn++
+			}
+			s.settle()
+			continue
+		}
+		select {
+		case sig := <-s.opts.Signals.Stop:
+			s.onStopSignal(sig.(syscall.Signal))
+		case sig := <-s.opts.Signals.Forward:
+			s.forward(sig.(syscall.Signal))
+		case <-s.opts.Signals.Child:
+			s.reap()
+		case sig := <-s.opts.Signals.Drop:
+			s.log.Debug("signal dropped", zap.String("signal", procs.SignalName(sig.(syscall.Signal))))
+		case <-s.timerC():
+			s.timerArmed = false
+			s.onGraceExpired(time.Now())
+		}
+		s.settle()
+	}
+	s.log.Info("supervisor exiting", zap.Int("exit_code", s.firstFailure))
+	return s.firstFailure
+}
+
+func (s *Supervisor) starting() bool {
+	return s.nextSpawn < len(s.daemons) && !s.shuttingDown()
+}
+
+func (s *Supervisor) shuttingDown() bool {
+	switch s.machine.Current() {
+	case fsm.SupervisorTerminating, fsm.SupervisorKilling, fsm.SupervisorExited:
+		return true
+	}
+	return false
+}
+
+func (s *Supervisor) timerC() <-chan time.Time {
+	if !s.timerArmed {
+		return nil
+	}
+	return s.timer.C
+}
+
+// spawn starts one daemon. An exec failure is that daemon's death with status 127/126; the
+// others still start.
+func (s *Supervisor) spawn(d *daemon) {
+	pid, err := procs.Spawn(procs.Spec{Argv: d.cfg.Command, Env: d.env, Dir: d.cfg.Dir}, s.opts.Stdin)
+	if err != nil {
+		status := 126
+		var spawnErr *procs.SpawnError
+		if errors.As(err, &spawnErr) {
+			status = spawnErr.Status
+		}
+		s.log.Error("daemon failed to start: check its command and dir in the daemon table",
+			zap.String("daemon", d.cfg.Name), zap.Strings("command", d.cfg.Command), zap.Error(err))
+		s.fireDaemon(d, fsm.DaemonSpawnFailed, zapcore.ErrorLevel, zap.Int("exit_code", status))
+		s.diedOnItsOwn(d, status)
+		return
+	}
+	d.pid = pid
+	d.groupOpen = true
+	s.byPid[pid] = d
+	s.fireDaemon(d, fsm.DaemonSpawn, zapcore.InfoLevel)
+}
+
+// reap drains every exit that is ready. Unknown pids are orphans re-parented to us.
+func (s *Supervisor) reap() {
+	left, err := procs.ReapAll(s.onExit)
+	if err != nil {
+		// wait4 fails only with EINVAL/EFAULT-type programming errors; say so, keep going.
+		s.log.Error("reaping failed", zap.Error(err))
+	}
+	s.childrenLeft = left
+}
+
+func (s *Supervisor) onExit(e procs.Exit) {
+	d, ok := s.byPid[e.Pid]
+	if !ok {
+		if ce := s.log.Check(zapcore.DebugLevel, "reaped orphan"); ce != nil {
+			ce.Write(zap.Int("pid", e.Pid), zap.Int("exit_code", e.Code()))
+		}
+		if s.shuttingDown() {
+			s.closeEmptyGroups()
+		}
+		return
+	}
+	delete(s.byPid, e.Pid)
+	wasRunning := d.machine.Current() == fsm.DaemonRunning
+	level := zapcore.InfoLevel
+	if wasRunning && e.Code() != 0 {
+		level = zapcore.WarnLevel
+	}
+	fields := []zap.Field{zap.Int("exit_code", e.Code())}
+	if sig, ok := e.Signal(); ok {
+		fields = append(fields, zap.String("signal", procs.SignalName(sig)))
+	}
+	s.fireDaemon(d, fsm.DaemonDied, level, fields...)
+	if !procs.GroupAlive(d.pid) {
+		d.groupOpen = false
+		d.deadline = time.Time{}
+	}
+	if wasRunning {
+		s.diedOnItsOwn(d, e.Code())
+	}
+	if s.shuttingDown() {
+		s.closeEmptyGroups()
+	}
+}
+
+// diedOnItsOwn applies the crash policy: the supervisor's table decides what a death means.
+func (s *Supervisor) diedOnItsOwn(d *daemon, status int) {
+	if status != 0 && s.firstFailure == 0 && !s.shuttingDown() {
+		s.firstFailure = status
+	}
+	tr, ok := s.fireSupervisor(fsm.SupervisorDaemonDied, zap.String("daemon", d.cfg.Name), zap.Int("exit_code", status))
+	if ok && tr.To == fsm.SupervisorTerminating && tr.From != fsm.SupervisorTerminating {
+		s.beginShutdown(syscall.SIGTERM)
+	}
+}
+
+func (s *Supervisor) onStopSignal(sig syscall.Signal) {
+	name := procs.SignalName(sig)
+	if s.shuttingDown() {
+		if _, ok := s.fireSupervisor(fsm.SupervisorForce, zap.String("signal", name)); ok {
+			s.killAll("second stop signal")
+		}
+		return
+	}
+	if _, ok := s.fireSupervisor(fsm.SupervisorStop, zap.String("signal", name)); ok {
+		s.beginShutdown(sig)
+	}
+}
+
+// beginShutdown cancels daemons not yet spawned, sends every live daemon its stop signal and
+// arms its grace; process groups left behind by daemons that already died get the same.
+func (s *Supervisor) beginShutdown(sig syscall.Signal) {
+	s.stopSignal = sig
+	now := time.Now()
+	for _, d := range s.daemons {
+		stop := d.cfg.StopSignal
+		if stop == 0 {
+			stop = sig
+		}
+		switch d.machine.Current() {
+		case fsm.DaemonPending:
+			s.fireDaemon(d, fsm.DaemonCancel, zapcore.InfoLevel)
+			continue
+		case fsm.DaemonRunning:
+			s.signalGroup(d, stop)
+			s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, zap.String("signal", procs.SignalName(stop)))
+		default:
+			if !d.groupOpen || !procs.GroupAlive(d.pid) {
+				d.groupOpen = false
+				continue
+			}
+			s.log.Warn("stopping processes left in an exited daemon's process group",
+				zap.String("daemon", d.cfg.Name), zap.Int("pgid", d.pid), zap.String("signal", procs.SignalName(stop)))
+			s.signalGroup(d, stop)
+		}
+		d.deadline = now.Add(d.cfg.Grace)
+	}
+	s.armTimer(now)
+}
+
+// onGraceExpired SIGKILLs every group whose grace has run out.
+func (s *Supervisor) onGraceExpired(now time.Time) {
+	for _, d := range s.daemons {
+		if d.groupOpen && !d.deadline.IsZero() && !d.deadline.After(now) {
+			s.kill(d, "grace expired")
+		}
+	}
+	s.armTimer(now)
+}
+
+// killAll SIGKILLs every open group at once (a second stop signal).
+func (s *Supervisor) killAll(reason string) {
+	for _, d := range s.daemons {
+		if d.groupOpen {
+			s.kill(d, reason)
+		}
+	}
+	s.armTimer(time.Now())
+}
+
+func (s *Supervisor) kill(d *daemon, reason string) {
+	d.deadline = time.Time{}
+	s.signalGroup(d, syscall.SIGKILL)
+	if d.machine.Current() == fsm.DaemonTerminating {
+		s.fireDaemon(d, fsm.DaemonKill, zapcore.WarnLevel, zap.String("signal", "SIGKILL"), zap.String("reason", reason))
+	} else {
+		s.log.Warn("killed processes left in an exited daemon's process group",
+			zap.String("daemon", d.cfg.Name), zap.Int("pgid", d.pid), zap.String("reason", reason))
+	}
+}
+
+// armTimer points the one grace timer at the earliest pending deadline.
+func (s *Supervisor) armTimer(now time.Time) {
+	var earliest time.Time
+	for _, d := range s.daemons {
+		if d.groupOpen && !d.deadline.IsZero() && (earliest.IsZero() || d.deadline.Before(earliest)) {
+			earliest = d.deadline
+		}
+	}
+	s.timer.Stop()
+	s.timerArmed = !earliest.IsZero()
+	if s.timerArmed {
+		s.timer.Reset(earliest.Sub(now))
+	}
+}
+
+// closeEmptyGroups notes which exited daemons' groups have emptied since (their last
+// grandchildren were reaped as orphans).
+func (s *Supervisor) closeEmptyGroups() {
+	for _, d := range s.daemons {
+		if d.groupOpen && d.machine.Done() && !procs.GroupAlive(d.pid) {
+			d.groupOpen = false
+			d.deadline = time.Time{}
+		}
+	}
+}
+
+// forward sends a forwarded signal to every live daemon's group.
+func (s *Supervisor) forward(sig syscall.Signal) {
+	for _, d := range s.daemons {
+		if d.pid != 0 && !d.machine.Done() {
+			s.signalGroup(d, sig)
+		}
+	}
+	if ce := s.log.Check(zapcore.DebugLevel, "signal forwarded"); ce != nil {
+		ce.Write(zap.String("signal", procs.SignalName(sig)))
+	}
+}
+
+func (s *Supervisor) signalGroup(d *daemon, sig syscall.Signal) {
+	delivered, err := procs.SignalGroup(d.pid, sig)
+	switch {
+	case err != nil:
+		s.log.Error("could not signal a daemon's process group", zap.String("daemon", d.cfg.Name), zap.Error(err))
+	case !delivered:
+		// ESRCH: nobody is left in the group (tini: "child was already dead"). The leader's
+		// exit, if any, is waiting to be reaped; nothing to do here.
+		if ce := s.log.Check(zapcore.DebugLevel, "process group already empty"); ce != nil {
+			ce.Write(zap.String("daemon", d.cfg.Name), zap.String("signal", procs.SignalName(sig)))
+		}
+	}
+}
+
+// settle fires the supervisor's "nothing left" events once their condition holds.
+func (s *Supervisor) settle() {
+	switch s.machine.Current() {
+	case fsm.SupervisorDegraded:
+		if s.allDaemonsDone() {
+			s.killLeftoverGroups()
+			s.fireSupervisor(fsm.SupervisorAllDied)
+		}
+	case fsm.SupervisorTerminating, fsm.SupervisorKilling:
+		if !s.allDaemonsDone() || s.anyGroupOpen() {
+			return
+		}
+		if s.childrenLeft {
+			s.reap() // what is ready now, before deciding anything escaped
+		}
+		if s.childrenLeft && s.opts.PID1 && !s.sweptEveryone {
+			// Processes that left their daemon's group (setsid) are still ours as PID 1: kill
+			// them, and keep reaping until wait4 says there is no child left.
+			s.sweptEveryone = true
+			s.log.Warn("killing processes that escaped their daemon's process group")
+			if err := procs.KillEveryone(syscall.SIGKILL); err != nil {
+				s.log.Error("kill(-1, SIGKILL) failed", zap.Error(err))
+			}
+			return
+		}
+		if s.childrenLeft && s.opts.PID1 {
+			return // wait for the SIGCHLDs of the sweep
+		}
+		if s.childrenLeft {
+			pids, _ := procs.Children()
+			s.log.Warn("could not stop processes that escaped their daemon's process group; they outlive the supervisor",
+				zap.Ints("pids", pids))
+		}
+		s.fireSupervisor(fsm.SupervisorStopped)
+	}
+}
+
+// killLeftoverGroups: every daemon died on its own, but some left processes in their groups.
+// Nothing may outlive the supervisor, so they go with it.
+func (s *Supervisor) killLeftoverGroups() {
+	for _, d := range s.daemons {
+		if d.groupOpen && procs.GroupAlive(d.pid) {
+			s.kill(d, "every daemon died; supervisor exiting")
+		}
+		d.groupOpen = false
+	}
+}
+
+func (s *Supervisor) allDaemonsDone() bool {
+	for _, d := range s.daemons {
+		if !d.machine.Done() {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Supervisor) anyGroupOpen() bool {
+	for _, d := range s.daemons {
+		if d.groupOpen {
+			return true
+		}
+	}
+	return false
+}
+
+// fireDaemon and fireSupervisor are the one place transitions are applied and logged.
+func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, fields ...zap.Field) {
+	tr, err := d.machine.Fire(e)
+	if err != nil {
+		s.log.Warn("illegal event not applied", zap.String("machine", d.cfg.Name), zap.String("event", string(e)),
+			zap.String("state", string(d.machine.Current())), zap.Error(err))
+		return
+	}
+	if ce := s.log.Check(level, "transition"); ce != nil {
+		ce.Write(append([]zap.Field{
+			zap.String("machine", tr.Machine), zap.String("event", string(tr.Event)),
+			zap.String("from", string(tr.From)), zap.String("to", string(tr.To)), zap.Int("pid", d.pid),
+		}, fields...)...)
+	}
+}
+
+func (s *Supervisor) fireSupervisor(e fsm.Event, fields ...zap.Field) (fsm.Transition, bool) {
+	tr, err := s.machine.Fire(e)
+	if err != nil {
+		s.log.Warn("illegal event not applied", zap.String("machine", "supervisor"), zap.String("event", string(e)),
+			zap.String("state", string(s.machine.Current())), zap.Error(err))
+		return tr, false
+	}
+	if ce := s.log.Check(zapcore.InfoLevel, "transition"); ce != nil {
+		ce.Write(append([]zap.Field{
+			zap.String("machine", "supervisor"), zap.String("event", string(tr.Event)),
+			zap.String("from", string(tr.From)), zap.String("to", string(tr.To)),
+		}, fields...)...)
+	}
+	return tr, true
+}
+
+// mergeEnv adds the daemon's variables to the inherited environment, replacing any that
+// share a name.
+func mergeEnv(base, extra []string) []string {
+	if len(extra) == 0 {
+		return base
+	}
+	override := make(map[string]bool, len(extra))
+	for _, kv := range extra {
+		override[kv[:indexEq(kv)]] = true
+	}
+	out := make([]string, 0, len(base)+len(extra))
+	for _, kv := range base {
+		if !override[kv[:indexEq(kv)]] {
+			out = append(out, kv)
+		}
+	}
+	return append(out, extra...)
+}
+
+func indexEq(kv string) int {
+	for i := 0; i < len(kv); i++ {
+		if kv[i] == '=' {
+			return i
+		}
+	}
+	return len(kv)
+}

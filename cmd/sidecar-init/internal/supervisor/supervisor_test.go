@@ -1,0 +1,448 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/fakedaemon"
+	"github.com/claude-bottle/sidecar-init/fsm"
+	"github.com/claude-bottle/sidecar-init/procs"
+)
+
+func TestMain(m *testing.M) {
+	fakedaemon.RunIfRequested()
+	// Grandchildren whose daemon exited must come back to this test process, as they would
+	// to PID 1, or the group checks could not see them go.
+	if err := procs.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, "cannot become a child subreaper:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// testTimeout bounds every wait in these tests; none of them is a timing goal.
+const testTimeout = 20 * time.Second
+
+type harness struct {
+	t       *testing.T
+	record  string
+	stop    chan os.Signal
+	forward chan os.Signal
+	logs    *observer.ObservedLogs
+	done    chan int
+}
+
+// fake is a daemon entry that runs this test binary as a fake daemon.
+func fake(t *testing.T, h *harness, name string, grace time.Duration, args ...string) config.Daemon {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv, env := fakedaemon.Command(exe, append([]string{"-name", name, "-record", h.record}, args...)...)
+	return config.Daemon{Name: name, Command: argv, Env: env, Grace: grace}
+}
+
+func newHarness(t *testing.T) *harness {
+	return &harness{
+		t:       t,
+		record:  filepath.Join(t.TempDir(), "record"),
+		stop:    make(chan os.Signal, 8),
+		forward: make(chan os.Signal, 64),
+		done:    make(chan int, 1),
+	}
+}
+
+func (h *harness) run(daemons []config.Daemon, table *fsm.Table) {
+	child := make(chan os.Signal, 1)
+	signal.Notify(child, syscall.SIGCHLD)
+	h.t.Cleanup(func() { signal.Stop(child) })
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logs = logs
+	stdin, err := os.Open(os.DevNull)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = stdin.Close() })
+	s := New(Options{
+		Daemons:         daemons,
+		Environ:         nil,
+		Log:             zap.New(core),
+		Signals:         Signals{Stop: h.stop, Forward: h.forward, Child: child},
+		Stdin:           stdin,
+		SupervisorTable: table,
+	})
+	go func() { h.done <- s.Run() }()
+}
+
+// waitRecord waits until every line is in the record file (polling is fine in a test).
+func (h *harness) waitRecord(lines ...string) string {
+	h.t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		data, _ := os.ReadFile(h.record)
+		missing := ""
+		for _, l := range lines {
+			if !strings.Contains(string(data), l+"\n") && !strings.Contains(string(data), l+" ") {
+				missing = l
+				break
+			}
+		}
+		if missing == "" {
+			return string(data)
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("record never showed %q; it has:\n%s", missing, data)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (h *harness) recorded() string {
+	data, _ := os.ReadFile(h.record)
+	return string(data)
+}
+
+func (h *harness) exitCode() int {
+	h.t.Helper()
+	select {
+	case code := <-h.done:
+		return code
+	case <-time.After(testTimeout):
+		h.t.Fatalf("supervisor did not finish; logs:\n%s", h.dumpLogs())
+		return -1
+	}
+}
+
+// waitLog waits until a transition with these fields has been logged.
+func (h *harness) waitLog(machine string, to fsm.State) {
+	h.t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for time.Now().Before(deadline) {
+		if h.hasTransition(machine, to) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.t.Fatalf("no transition of %s to %s; logs:\n%s", machine, to, h.dumpLogs())
+}
+
+func (h *harness) hasTransition(machine string, to fsm.State) bool {
+	for _, e := range h.logs.FilterMessage("transition").All() {
+		m := e.ContextMap()
+		if m["machine"] == machine && m["to"] == string(to) {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *harness) transition(machine, event string) (map[string]any, zapcore.Level, bool) {
+	for _, e := range h.logs.FilterMessage("transition").All() {
+		m := e.ContextMap()
+		if m["machine"] == machine && m["event"] == event {
+			return m, e.Level, true
+		}
+	}
+	return nil, 0, false
+}
+
+func (h *harness) dumpLogs() string {
+	var b strings.Builder
+	for _, e := range h.logs.All() {
+		fmt.Fprintf(&b, "%s %s %v\n", e.Level, e.Message, e.ContextMap())
+	}
+	return b.String()
+}
+
+func alive(pid int) bool {
+	return unix.Kill(pid, 0) == nil
+}
+
+func TestCrashLeavesSurvivorsRunningAndStopSurfacesItsCode(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{
+		fake(t, h, "crasher", time.Second, "-exit-after", "100ms", "-code", "3"),
+		fake(t, h, "survivor", time.Second),
+	}, nil)
+	h.waitRecord("survivor started", "crasher exit 3")
+	h.waitLog("supervisor", fsm.SupervisorDegraded)
+	fields, level, ok := h.transition("crasher", "died")
+	if !ok || fields["exit_code"] != int64(3) || level != zapcore.WarnLevel {
+		t.Fatalf("crash transition = %v at %v, want exit_code 3 at warn", fields, level)
+	}
+	// The survivor keeps running, untouched, well after the crash was handled.
+	time.Sleep(200 * time.Millisecond)
+	if strings.Contains(h.recorded(), "survivor signal") {
+		t.Fatalf("the survivor got a signal after the crash:\n%s", h.recorded())
+	}
+	if _, _, stopped := h.transition("survivor", "stop"); stopped {
+		t.Fatal("the survivor was stopped after a crash")
+	}
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 3 {
+		t.Fatalf("exit code %d, want the crash's 3", code)
+	}
+	h.waitRecord("survivor signal SIGTERM")
+}
+
+func TestEveryDaemonDyingEndsTheLoop(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		codes []int
+		want  int
+	}{
+		{"all clean", []int{0, 0, 0}, 0},
+		{"first nonzero wins", []int{0, 4, 5}, 4},
+		{"signal death", []int{0, -1}, 128 + int(syscall.SIGKILL)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			var daemons []config.Daemon
+			for i, code := range tc.codes {
+				after := fmt.Sprintf("%dms", 50+150*i)
+				args := []string{"-exit-after", after, "-code", fmt.Sprint(code)}
+				if code < 0 {
+					// A shell that SIGKILLs itself: a signal death with no stop from us.
+					daemons = append(daemons, config.Daemon{Name: fmt.Sprintf("d%d", i), Grace: time.Second,
+						Command: []string{"/bin/sh", "-c", "sleep 0." + fmt.Sprint(5+i) + "; kill -KILL $$"}})
+					continue
+				}
+				daemons = append(daemons, fake(t, h, fmt.Sprintf("d%d", i), time.Second, args...))
+			}
+			h.run(daemons, nil)
+			if code := h.exitCode(); code != tc.want {
+				t.Fatalf("exit code %d, want %d\n%s", code, tc.want, h.dumpLogs())
+			}
+			if !h.hasTransition("supervisor", fsm.SupervisorExited) {
+				t.Fatal("no transition of the supervisor to exited")
+			}
+			if _, _, ok := h.transition("supervisor", "all_died"); !ok {
+				t.Fatal("the loop ended without all_died")
+			}
+		})
+	}
+}
+
+func TestIgnoredStopIsKilledAfterGrace(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{
+		fake(t, h, "stubborn", 300*time.Millisecond, "-ignore-stop"),
+		fake(t, h, "polite", 300*time.Millisecond),
+	}, nil)
+	h.waitRecord("stubborn started", "polite started")
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d, want 0: deaths after the shutdown began do not count", code)
+	}
+	h.waitRecord("stubborn signal SIGTERM", "polite signal SIGTERM", "polite exit 0")
+	fields, level, ok := h.transition("stubborn", "kill")
+	if !ok || level != zapcore.WarnLevel || fields["signal"] != "SIGKILL" {
+		t.Fatalf("kill transition = %v at %v, want SIGKILL at warn", fields, level)
+	}
+	died, _, _ := h.transition("stubborn", "died")
+	if died["exit_code"] != int64(137) || died["from"] != "killed" {
+		t.Fatalf("stubborn died %v, want 137 from killed", died)
+	}
+	if _, _, killed := h.transition("polite", "kill"); killed {
+		t.Fatal("the polite daemon was SIGKILLed")
+	}
+}
+
+func TestSecondStopSignalKillsAtOnce(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{fake(t, h, "stubborn", time.Hour, "-ignore-stop")}, nil)
+	h.waitRecord("stubborn started")
+	h.stop <- syscall.SIGTERM
+	h.waitRecord("stubborn signal SIGTERM")
+	h.stop <- syscall.SIGINT
+	// The grace is an hour: only the second signal can end this within the test's timeout.
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if _, _, ok := h.transition("supervisor", "force"); !ok {
+		t.Fatal("no force transition")
+	}
+	if fields, _, ok := h.transition("stubborn", "kill"); !ok || fields["reason"] != "second stop signal" {
+		t.Fatalf("kill transition = %v", fields)
+	}
+}
+
+func TestForwardedSignalsReachEveryGroup(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{
+		fake(t, h, "a", time.Second, "-grandchild"),
+		fake(t, h, "b", time.Second),
+	}, nil)
+	h.waitRecord("a started", "b started", "a.grandchild started")
+	h.forward <- syscall.SIGHUP
+	h.forward <- syscall.SIGUSR1
+	h.waitRecord("a signal SIGHUP", "b signal SIGHUP", "a.grandchild signal SIGHUP",
+		"a signal SIGUSR1", "b signal SIGUSR1", "a.grandchild signal SIGUSR1")
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+func TestGrandchildLeftInGroupIsKilledAtShutdown(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{
+		fake(t, h, "leader", 300*time.Millisecond, "-grandchild", "-exit-after", "300ms"),
+		fake(t, h, "other", 300*time.Millisecond),
+	}, nil)
+	rec := h.waitRecord("leader.grandchild started", "leader exit 0")
+	h.waitLog("leader", fsm.DaemonExited)
+	grandchild := pidOf(t, rec, "leader.grandchild")
+	if !alive(grandchild) {
+		t.Fatal("the grandchild should outlive its leader until shutdown")
+	}
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	// It got the stop signal first (graceful), then SIGKILL at the grace.
+	h.waitRecord("leader.grandchild signal SIGTERM")
+	if alive(grandchild) {
+		t.Fatalf("grandchild %d outlived the supervisor", grandchild)
+	}
+	found := false
+	for _, e := range h.logs.FilterMessage("killed processes left in an exited daemon's process group").All() {
+		found = found || e.ContextMap()["daemon"] == "leader"
+	}
+	if !found {
+		t.Fatalf("no log of the leftover group being killed:\n%s", h.dumpLogs())
+	}
+}
+
+func pidOf(t *testing.T, record, name string) int {
+	t.Helper()
+	for _, line := range strings.Split(record, "\n") {
+		var pid, pgid int
+		if _, err := fmt.Sscanf(line, name+" started pid=%d pgid=%d", &pid, &pgid); err == nil {
+			return pid
+		}
+	}
+	t.Fatalf("no pid for %s in:\n%s", name, record)
+	return 0
+}
+
+func TestExecFailuresAndTheRestStart(t *testing.T) {
+	h := newHarness(t)
+	notExecutable := filepath.Join(t.TempDir(), "not-executable")
+	if err := os.WriteFile(notExecutable, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.run([]config.Daemon{
+		{Name: "missing", Command: []string{"/nonexistent/daemon"}, Grace: time.Second},
+		{Name: "noexec", Command: []string{notExecutable}, Grace: time.Second},
+		{Name: "not-on-path", Command: []string{"no-such-program-on-path"}, Env: []string{"PATH=/nonexistent"}, Grace: time.Second},
+		fake(t, h, "fine", time.Second),
+	}, nil)
+	h.waitRecord("fine started")
+	for name, want := range map[string]int64{"missing": 127, "noexec": 126, "not-on-path": 127} {
+		fields, level, ok := h.transition(name, "spawn_failed")
+		if !ok || fields["exit_code"] != want || level != zapcore.ErrorLevel {
+			t.Errorf("%s: spawn_failed = %v at %v, want exit_code %d at error", name, fields, level, want)
+		}
+	}
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 127 {
+		t.Fatalf("exit code %d, want 127 (the first failure)", code)
+	}
+}
+
+func TestStopSignalDuringStartUpDoesNotHang(t *testing.T) {
+	h := newHarness(t)
+	var daemons []config.Daemon
+	for i := 0; i < 60; i++ {
+		daemons = append(daemons, fake(t, h, fmt.Sprintf("d%02d", i), 2*time.Second))
+	}
+	h.run(daemons, nil)
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	spawned, cancelled := 0, 0
+	for _, d := range daemons {
+		_, _, wasSpawned := h.transition(d.Name, "spawn")
+		_, _, wasStopped := h.transition(d.Name, "stop")
+		_, _, wasCancelled := h.transition(d.Name, "cancel")
+		switch {
+		case wasSpawned && wasStopped:
+			spawned++
+		case wasCancelled && !wasSpawned:
+			cancelled++
+		default:
+			t.Errorf("%s: spawned=%v stopped=%v cancelled=%v", d.Name, wasSpawned, wasStopped, wasCancelled)
+		}
+	}
+	t.Logf("%d daemons spawned and stopped, %d cancelled before they started", spawned, cancelled)
+}
+
+func TestPerDaemonStopSignal(t *testing.T) {
+	h := newHarness(t)
+	d := fake(t, h, "wants-int", time.Second)
+	d.StopSignal = syscall.SIGINT
+	h.run([]config.Daemon{d, fake(t, h, "default", time.Second)}, nil)
+	h.waitRecord("wants-int started", "default started")
+	h.stop <- syscall.SIGQUIT
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	h.waitRecord("wants-int signal SIGINT", "default signal SIGQUIT")
+}
+
+// The other crash policy, built by changing that one row, tears the bundle down and exits
+// with the crash's status: proof that the policy is a one-line edit.
+func TestFlippedCrashPolicyTearsDown(t *testing.T) {
+	h := newHarness(t)
+	table := fsm.TearDownOnCrash()
+	h.run([]config.Daemon{
+		fake(t, h, "crasher", time.Second, "-exit-after", "200ms", "-code", "7"),
+		fake(t, h, "survivor", time.Second),
+	}, &table)
+	if code := h.exitCode(); code != 7 {
+		t.Fatalf("exit code %d, want the crash's 7", code)
+	}
+	h.waitRecord("survivor signal SIGTERM")
+	if fields, _, ok := h.transition("supervisor", "daemon_died"); !ok || fields["to"] != "terminating" {
+		t.Fatalf("daemon_died = %v, want → terminating", fields)
+	}
+}
+
+func TestNoDaemonOutlivesTheLoop(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{fake(t, h, "a", 200*time.Millisecond, "-grandchild")}, nil)
+	rec := h.waitRecord("a started", "a.grandchild started")
+	h.stop <- syscall.SIGTERM
+	h.exitCode()
+	for _, name := range []string{"a", "a.grandchild"} {
+		if pid := pidOf(t, rec, name); alive(pid) {
+			t.Errorf("%s (pid %d) is alive after the loop ended", name, pid)
+		}
+	}
+	if err := unix.Kill(pidOf(t, rec, "a"), 0); !errors.Is(err, unix.ESRCH) {
+		t.Errorf("leader not reaped: kill(pid, 0) = %v", err)
+	}
+}
+
+func TestMergeEnv(t *testing.T) {
+	got := mergeEnv([]string{"A=1", "PATH=/bin", "B=2"}, []string{"PATH=/usr/bin", "C=3"})
+	want := "A=1 B=2 PATH=/usr/bin C=3"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("mergeEnv = %v, want %s", got, want)
+	}
+}

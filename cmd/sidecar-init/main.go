@@ -1,0 +1,225 @@
+// Command sidecar-init is the PID 1 of the sidecar bundle: it starts the bundle's daemons,
+// reaps every zombie, forwards signals and stops everything gracefully.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/logging"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/supervisor"
+	"github.com/claude-bottle/sidecar-init/fsm"
+	"github.com/claude-bottle/sidecar-init/procs"
+	"github.com/claude-bottle/sidecar-init/sidecars"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Environment variables read by the supervisor.
+const (
+	envConfig   = "CLAUDE_BOTTLE_SIDECAR_CONFIG"
+	envGrace    = "CLAUDE_BOTTLE_SIDECAR_GRACE"
+	envLogLevel = "CLAUDE_BOTTLE_SIDECAR_LOG_LEVEL"
+)
+
+// logFlushTimeout bounds how long exiting waits for stderr to take the last log lines.
+const logFlushTimeout = time.Second
+
+func main() {
+	// First thing: a Go PID 1 that has not asked for SIGTERM exits with status 2 when it gets
+	// one (the runtime re-raises it, the kernel ignores it for init, the runtime exits).
+	signals := notifySignals()
+	logOut := logging.NewWriter(os.Stderr)
+	err := run(os.Args[1:], signals, logOut)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		var failed daemonsFailed
+		if !errors.As(err, &failed) {
+			if log, lerr := logging.New(logOut, "info"); lerr == nil {
+				log.Error("sidecar-init cannot start; nothing was started", zap.Error(err))
+			}
+		}
+	}
+	logOut.Close(logFlushTimeout)
+	os.Exit(exitCode(err))
+}
+
+// notifySignals asks for exactly the signals the loop handles, one channel per kind. Never
+// signal.Notify with no list (it would take SIGURG, the runtime's preemption signal, 20
+// times a second), and never signal.Ignore (children would inherit the ignore).
+func notifySignals() supervisor.Signals {
+	stop := make(chan os.Signal, 8)
+	forward := make(chan os.Signal, 64)
+	child := make(chan os.Signal, 1) // SIGCHLD coalesces anyway: one pending wake-up is enough
+	drop := make(chan os.Signal, 8)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
+	signal.Notify(forward, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	signal.Notify(child, syscall.SIGCHLD)
+	signal.Notify(drop, syscall.SIGPIPE, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
+	return supervisor.Signals{Stop: stop, Forward: forward, Child: child, Drop: drop}
+}
+
+// usageError is a bad command line.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// daemonsFailed carries the supervisor's nonzero exit status: the first daemon that died on
+// its own with a nonzero status.
+type daemonsFailed struct{ status int }
+
+func (e daemonsFailed) Error() string { return fmt.Sprintf("a daemon failed with status %d", e.status) }
+
+// exitCode is the one place exit statuses are decided: 0 on success, the failed daemon's
+// status, and 2 for anything that stopped the supervisor before it started a daemon.
+func exitCode(err error) int {
+	var failed daemonsFailed
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &failed):
+		return failed.status
+	default:
+		return 2
+	}
+}
+
+// options is the parsed command line with its environment fallbacks.
+type options struct {
+	configPath string
+	logLevel   string
+}
+
+func run(args []string, signals supervisor.Signals, logOut *logging.Writer) error {
+	opts, err := parseArgs(args)
+	if err != nil {
+		return err
+	}
+	log, err := logging.New(logOut, opts.logLevel)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	if err := validateTables(); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(opts.configPath)
+	if err != nil {
+		return err
+	}
+	selection, selected := os.LookupEnv(config.SelectEnv)
+	daemons, err := cfg.Select(selection, selected)
+	if err != nil {
+		return err
+	}
+	if len(daemons) == 0 {
+		log.Info("no daemons selected: nothing to supervise, exiting", zap.String(config.SelectEnv, selection))
+		return nil
+	}
+	log.Info("sidecar-init", zap.String("version", version), zap.String("config", cfg.Source),
+		zap.Strings("daemons", names(daemons)), zap.Duration("grace", cfg.Grace))
+
+	pid1 := os.Getpid() == 1
+	if !pid1 {
+		if err := procs.BecomeSubreaper(); err != nil {
+			log.Warn("not PID 1 and could not become a child subreaper: orphans of the daemons will not be reaped "+
+				"here and their exits go unseen; run sidecar-init as the container's PID 1 (ENTRYPOINT, no --init) "+
+				"or on Linux ≥ 3.4", zap.Error(err))
+		}
+	}
+	stdin, err := os.Open(os.DevNull)
+	if err != nil {
+		return fmt.Errorf("open %s for the daemons' stdin: %w", os.DevNull, err)
+	}
+	defer func() { _ = stdin.Close() }() // read-only /dev/null: nothing to lose on close
+
+	status := supervisor.New(supervisor.Options{
+		Daemons: daemons,
+		Environ: os.Environ(),
+		Log:     log,
+		Signals: signals,
+		Stdin:   stdin,
+		PID1:    pid1,
+	}).Run()
+	if status != 0 {
+		return daemonsFailed{status}
+	}
+	return nil
+}
+
+func parseArgs(args []string) (options, error) {
+	opts := options{configPath: os.Getenv(envConfig), logLevel: os.Getenv(envLogLevel)}
+	if opts.logLevel == "" {
+		opts.logLevel = "info"
+	}
+	flags := flag.NewFlagSet("sidecar-init", flag.ContinueOnError)
+	flags.SetOutput(io.Discard)
+	flags.StringVar(&opts.configPath, "config", opts.configPath, "daemon table (TOML); env "+envConfig)
+	flags.StringVar(&opts.logLevel, "log-level", opts.logLevel, "debug, info, warn or error; env "+envLogLevel)
+	showVersion := flags.Bool("version", false, "print the version and exit")
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			flags.SetOutput(os.Stdout)
+			_, _ = fmt.Fprintln(os.Stdout, "usage: sidecar-init [--config FILE] [--log-level LEVEL] [--version]")
+			flags.PrintDefaults()
+			return opts, err
+		}
+		return opts, usageError{fmt.Sprintf("%v (usage: sidecar-init [--config FILE] [--log-level LEVEL] [--version])", err)}
+	}
+	if flags.NArg() > 0 {
+		return opts, usageError{fmt.Sprintf("unexpected argument %q: daemons come from the table, not the command line", flags.Arg(0))}
+	}
+	if *showVersion {
+		_, _ = fmt.Fprintln(os.Stdout, "sidecar-init", version)
+		return opts, flag.ErrHelp
+	}
+	return opts, nil
+}
+
+// validateTables checks the transition tables at start-up: looplab/fsm itself checks none of
+// this, and a broken table must stop the supervisor before any daemon exists.
+func validateTables() error {
+	for _, t := range []fsm.Table{fsm.DaemonTable, fsm.SupervisorTable} {
+		if err := t.Validate(); err != nil {
+			return fmt.Errorf("internal error: %w", err)
+		}
+	}
+	return nil
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	source, data := sidecars.DaemonsTOMLName, sidecars.DaemonsTOML
+	if path != "" {
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			return nil, &config.Error{File: path, Msg: fmt.Sprintf("cannot read the daemon table: %v", err)}
+		}
+		source = path
+	}
+	cfg, err := config.Parse(source, data)
+	if err != nil {
+		return nil, err
+	}
+	if grace, ok := os.LookupEnv(envGrace); ok {
+		if err := cfg.OverrideGrace(grace); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+func names(daemons []config.Daemon) []string {
+	out := make([]string, len(daemons))
+	for i, d := range daemons {
+		out[i] = d.Name
+	}
+	return out
+}

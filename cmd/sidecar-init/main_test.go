@@ -1,0 +1,423 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/fakedaemon"
+)
+
+// These tests run the real binary, built once in TestMain, as PID 1 of a fresh PID namespace
+// where the kernel allows it. The fake daemons are this test binary re-executed.
+
+var binary string
+
+func TestMain(m *testing.M) {
+	fakedaemon.RunIfRequested()
+	dir, err := os.MkdirTemp("", "sidecar-init-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "sidecar-init")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build sidecar-init: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const waitLimit = 30 * time.Second
+
+type initProc struct {
+	t   *testing.T
+	cmd *exec.Cmd
+	// stderrPath is a file, not a pipe: daemons inherit stderr, and one that outlives the
+	// supervisor would keep a pipe (and exec.Cmd.Wait) open for good.
+	stderrPath string
+	record     string
+	done       chan struct{}
+}
+
+// stderr is everything sidecar-init (and the daemons) wrote to stderr so far.
+func (p *initProc) stderr() string {
+	data, _ := os.ReadFile(p.stderrPath)
+	return string(data)
+}
+
+// daemonTOML is one [[daemon]] entry running this test binary as a fake daemon.
+func daemonTOML(t *testing.T, record, name, grace string, args ...string) string {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv, env := fakedaemon.Command(exe, append([]string{"-name", name, "-record", record}, args...)...)
+	quoted := make([]string, len(argv))
+	for i, a := range argv {
+		quoted[i] = strconv.Quote(a)
+	}
+	envPairs := make([]string, len(env))
+	for i, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		envPairs[i] = fmt.Sprintf("%s = %q", k, v)
+	}
+	return fmt.Sprintf("[[daemon]]\nname = %q\ncommand = [%s]\nenv = { %s }\ngrace = %q\n",
+		name, strings.Join(quoted, ", "), strings.Join(envPairs, ", "), grace)
+}
+
+// startInit runs the binary on the table; as PID 1 of a new PID namespace when pid1.
+func startInit(t *testing.T, table string, pid1 bool, env ...string) *initProc {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "daemons.toml")
+	if err := os.WriteFile(cfg, []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := &initProc{t: t, stderrPath: filepath.Join(dir, "stderr"), record: filepath.Join(dir, "record"), done: make(chan struct{})}
+	stderr, err := os.Create(p.stderrPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stderr.Close() }()
+	p.cmd = exec.Command(binary, "--config", cfg, "--log-level", "debug")
+	p.cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
+	p.cmd.Stderr = stderr
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if pid1 {
+		p.cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
+	}
+	if err := p.cmd.Start(); err != nil {
+		if pid1 && errors.Is(err, syscall.EPERM) {
+			t.Skipf("cannot create a PID namespace here (%v): run as root to test sidecar-init as PID 1", err)
+		}
+		t.Fatal(err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+func (p *initProc) signal(sig syscall.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *initProc) wait() int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(waitLimit):
+		p.t.Fatalf("sidecar-init did not exit; stderr:\n%s", p.stderr())
+		return -1
+	}
+}
+
+func (p *initProc) waitRecord(lines ...string) string {
+	p.t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		data, _ := os.ReadFile(p.record)
+		missing := ""
+		for _, l := range lines {
+			if !strings.Contains(string(data), l) {
+				missing = l
+				break
+			}
+		}
+		if missing == "" {
+			return string(data)
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("record never showed %q; it has:\n%s\nstderr:\n%s", missing, data, p.stderr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// namespaceProcs lists the processes in the PID namespace of pid (by /proc/PID/ns/pid) with
+// their state letter (Z for zombies).
+func namespaceProcs(t *testing.T, pid int) map[int]string {
+	t.Helper()
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
+	if err != nil {
+		return nil // the init is gone, and with it the namespace
+	}
+	entries, _ := os.ReadDir("/proc")
+	out := map[int]string{}
+	for _, e := range entries {
+		other, err := strconv.Atoi(e.Name())
+		if err != nil || other == pid {
+			continue
+		}
+		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", other)); err != nil || link != ns {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", other))
+		if err != nil {
+			continue
+		}
+		// The state follows the command name's closing parenthesis.
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) {
+			out[other] = string(stat[i+2])
+		}
+	}
+	return out
+}
+
+func TestPID1ReapsAThousandOrphans(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	table := `grace = "2s"` + "\n" +
+		daemonTOML(t, record, "orphaner", "2s", "-orphans", "1000", "-orphan-life", "300ms", "-exit-after", "50ms") +
+		daemonTOML(t, record, "survivor", "2s")
+	p := startInit(t, table, true)
+	p.record = record
+	p.waitRecord("orphans 1000", "orphaner exit 0", "survivor started")
+	start := time.Now()
+	var left map[int]string
+	for time.Since(start) < waitLimit {
+		left = namespaceProcs(t, p.cmd.Process.Pid)
+		if len(left) == 1 { // only the survivor
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	zombies := 0
+	for _, state := range left {
+		if state == "Z" {
+			zombies++
+		}
+	}
+	if len(left) != 1 || zombies != 0 {
+		t.Fatalf("after the orphans exited the namespace holds %d processes (%d zombies), want only the survivor", len(left), zombies)
+	}
+	t.Logf("1000 orphans gone, 0 zombies, %v after the orphaner's exit was recorded (each orphan lives 300 ms)", time.Since(start).Round(time.Millisecond))
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d, want 0 (the orphaner exited 0)", code)
+	}
+	orphanLines := strings.Count(p.stderr(), `"msg":"reaped orphan"`)
+	if orphanLines < 1000 {
+		t.Errorf("%d orphans logged at debug, want at least 1000", orphanLines)
+	}
+}
+
+func TestPID1StopsEveryDaemonAndLogsJSON(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	table := daemonTOML(t, record, "crasher", "2s", "-exit-after", "100ms", "-code", "5") +
+		daemonTOML(t, record, "a", "2s") +
+		daemonTOML(t, record, "b", "2s", "-grandchild") +
+		daemonTOML(t, record, "stubborn", "500ms", "-ignore-stop")
+	p := startInit(t, table, true)
+	p.record = record
+	p.waitRecord("crasher exit 5", "a started", "b started", "b.grandchild started", "stubborn started")
+	initPid := p.cmd.Process.Pid
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 5 {
+		t.Fatalf("exit code %d, want the crash's 5; stderr:\n%s", code, p.stderr())
+	}
+	p.waitRecord("a signal SIGTERM", "b signal SIGTERM", "b.grandchild signal SIGTERM", "stubborn signal SIGTERM")
+	if left := namespaceProcs(t, initPid); len(left) != 0 {
+		t.Errorf("processes left in the namespace after sidecar-init exited: %v", left)
+	}
+	checkJSONLog(t, p.stderr())
+}
+
+// checkJSONLog: every stderr line is a JSON object with level, ts and msg, and every
+// transition line has machine, event, from and to.
+func checkJSONLog(t *testing.T, stderr string) {
+	t.Helper()
+	transitions := 0
+	scanner := bufio.NewScanner(strings.NewReader(stderr))
+	for scanner.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(scanner.Bytes(), &line); err != nil {
+			t.Errorf("stderr line is not JSON: %q", scanner.Text())
+			continue
+		}
+		for _, key := range []string{"level", "ts", "msg"} {
+			if _, ok := line[key]; !ok {
+				t.Errorf("line lacks %q: %s", key, scanner.Text())
+			}
+		}
+		if line["msg"] != "transition" {
+			continue
+		}
+		transitions++
+		for _, key := range []string{"machine", "event", "from", "to"} {
+			if _, ok := line[key]; !ok {
+				t.Errorf("transition lacks %q: %s", key, scanner.Text())
+			}
+		}
+		if line["machine"] != "supervisor" {
+			if _, ok := line["pid"]; !ok {
+				t.Errorf("daemon transition lacks pid: %s", scanner.Text())
+			}
+		}
+		if line["event"] == "died" {
+			if _, ok := line["exit_code"]; !ok {
+				t.Errorf("death lacks exit_code: %s", scanner.Text())
+			}
+		}
+		if line["event"] == "kill" && line["signal"] != "SIGKILL" {
+			t.Errorf("kill without signal SIGKILL: %s", scanner.Text())
+		}
+	}
+	if transitions == 0 {
+		t.Error("no transitions logged")
+	}
+}
+
+func TestPID1KillsWhatEscapedItsGroup(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	table := daemonTOML(t, record, "escaper", "300ms", "-escape")
+	p := startInit(t, table, true)
+	p.record = record
+	p.waitRecord("escaper started", "escaper.escaped started")
+	initPid := p.cmd.Process.Pid
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if left := namespaceProcs(t, initPid); len(left) != 0 {
+		t.Errorf("processes left in the namespace: %v", left)
+	}
+	if !strings.Contains(p.stderr(), "killing processes that escaped") {
+		t.Errorf("no log of the sweep:\n%s", p.stderr())
+	}
+}
+
+func TestNotPID1ReportsWhatEscaped(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	table := daemonTOML(t, record, "escaper", "300ms", "-escape")
+	p := startInit(t, table, false)
+	p.record = record
+	rec := p.waitRecord("escaper started", "escaper.escaped started")
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	var escaped, pgid int
+	for _, line := range strings.Split(rec, "\n") {
+		if _, err := fmt.Sscanf(line, "escaper.escaped started pid=%d pgid=%d", &escaped, &pgid); err == nil {
+			break
+		}
+	}
+	if escaped == 0 {
+		t.Fatalf("no pid for the escaped process in %q", rec)
+	}
+	defer func() { _ = syscall.Kill(escaped, syscall.SIGKILL) }()
+	if !strings.Contains(p.stderr(), "could not stop processes that escaped") ||
+		!strings.Contains(p.stderr(), strconv.Itoa(escaped)) {
+		t.Errorf("the log does not name escaped pid %d:\n%s", escaped, p.stderr())
+	}
+}
+
+func TestPID1CleanStopExitsZero(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	p := startInit(t, daemonTOML(t, record, "a", "1s")+daemonTOML(t, record, "b", "1s"), true)
+	p.record = record
+	p.waitRecord("a started", "b started")
+	p.signal(syscall.SIGTERM)
+	// A Go PID 1 that did not ask for SIGTERM would exit 2 here.
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d, want 0; stderr:\n%s", code, p.stderr())
+	}
+}
+
+func TestErrorsExitTwoBeforeAnythingStarts(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	good := daemonTOML(t, record, "a", "1s")
+	for _, tc := range []struct {
+		name  string
+		table string
+		args  []string
+		env   []string
+		want  string
+	}{
+		{"unknown key", good + "colour = \"red\"\n", nil, nil, "unknown key"},
+		{"bad TOML", good + "[[daemon\n", nil, nil, "daemons.toml:"},
+		{"unknown daemon selected", good, nil, []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=a,nope"}, `unknown daemon \"nope\"`},
+		{"bad grace in the environment", good, nil, []string{"CLAUDE_BOTTLE_SIDECAR_GRACE=forever"}, "CLAUDE_BOTTLE_SIDECAR_GRACE"},
+		{"bad flag", good, []string{"--frobnicate"}, nil, "frobnicate"},
+		{"stray argument", good, []string{"extra"}, nil, "unexpected argument"},
+		{"bad log level", good, []string{"--log-level", "loud"}, nil, "log level"},
+		{"missing config file", "", []string{"--config", "/nonexistent.toml"}, nil, "/nonexistent.toml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "daemons.toml")
+			if err := os.WriteFile(cfg, []byte(tc.table), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(binary, append([]string{"--config", cfg}, tc.args...)...)
+			cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, tc.env...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+				t.Fatalf("run = %v, want exit status 2; stderr:\n%s", err, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("stderr lacks %q:\n%s", tc.want, stderr.String())
+			}
+			checkJSONLog(t, stderr.String()+`{"level":"x","ts":"x","msg":"transition","machine":"supervisor","event":"x","from":"x","to":"x"}`)
+			if _, err := os.Stat(record); err == nil {
+				t.Fatal("a daemon started despite the error")
+			}
+		})
+	}
+}
+
+func TestNoDaemonsSelectedExitsZeroAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	for _, value := range []string{"", "  ", " , "} {
+		p := startInit(t, daemonTOML(t, record, "a", "1s"), false, "CLAUDE_BOTTLE_SIDECAR_DAEMONS="+value)
+		if code := p.wait(); code != 0 {
+			t.Fatalf("CLAUDE_BOTTLE_SIDECAR_DAEMONS=%q: exit %d", value, code)
+		}
+		if !strings.Contains(p.stderr(), "no daemons selected") {
+			t.Errorf("no log line says nothing was selected:\n%s", p.stderr())
+		}
+		if _, err := os.Stat(record); err == nil {
+			t.Fatal("a daemon started")
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(binary, "--version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "sidecar-init ") {
+		t.Fatalf("--version = %q, %v", out, err)
+	}
+}

@@ -1,0 +1,198 @@
+// Package fsm holds the state machines of sidecar-init: one for each daemon and one for the
+// supervisor. It is pure: states, events, the transition tables, their validation and the
+// rendering of docs/states.md. It makes no system calls; procs/ does the effects and the
+// supervisor's event loop decides which event to fire.
+package fsm
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// State is a state of a machine.
+type State string
+
+// Event is an input to a machine.
+type Event string
+
+// Row is one transition: Event moves a machine from any of Src to Dst. Driver says what, in
+// the running process, fires the event; it is rendered into docs/states.md.
+type Row struct {
+	Event  Event
+	Src    []State
+	Dst    State
+	Driver string
+	// Note marks a row worth pointing at in the docs, such as the crash-policy row.
+	Note string
+}
+
+// Table is the whole transition table of one kind of machine.
+type Table struct {
+	// Machine names the kind of machine ("daemon", "supervisor") in docs and errors.
+	Machine string
+	Initial State
+	Rows    []Row
+	// Terminal states have no way out; a machine there is done.
+	Terminal []State
+}
+
+// States returns every state the table names, initial first, the rest sorted.
+func (t Table) States() []State {
+	seen := map[State]bool{t.Initial: true}
+	var rest []State
+	add := func(s State) {
+		if !seen[s] {
+			seen[s] = true
+			rest = append(rest, s)
+		}
+	}
+	for _, r := range t.Rows {
+		for _, s := range r.Src {
+			add(s)
+		}
+		add(r.Dst)
+	}
+	sort.Slice(rest, func(i, j int) bool { return rest[i] < rest[j] })
+	return append([]State{t.Initial}, rest...)
+}
+
+// Events returns every event the table names, sorted.
+func (t Table) Events() []Event {
+	seen := map[Event]bool{}
+	var out []Event
+	for _, r := range t.Rows {
+		if !seen[r.Event] {
+			seen[r.Event] = true
+			out = append(out, r.Event)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// IsTerminal reports whether s is one of the table's terminal states.
+func (t Table) IsTerminal(s State) bool {
+	for _, x := range t.Terminal {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Replace returns a copy of the table with the row for (event, any of src) swapped for row.
+// It exists so that a policy can be flipped in one place (and tested that way).
+func (t Table) Replace(event Event, src State, row Row) (Table, error) {
+	out := t
+	out.Rows = make([]Row, len(t.Rows))
+	copy(out.Rows, t.Rows)
+	for i, r := range out.Rows {
+		if r.Event != event {
+			continue
+		}
+		for _, s := range r.Src {
+			if s == src {
+				out.Rows[i] = row
+				return out, nil
+			}
+		}
+	}
+	return Table{}, fmt.Errorf("%s table: no row for event %q from %q", t.Machine, event, src)
+}
+
+// Validate checks what looplab/fsm does not: no (event, source) pair appears twice (the
+// library silently keeps the last), every state is reachable from the initial state, every
+// terminal state has no way out, and every callback key names a real state or event (the
+// library silently drops misspelled keys).
+func (t Table) Validate(callbackKeys ...string) error {
+	var problems []string
+	type pair struct {
+		e Event
+		s State
+	}
+	seen := map[pair]bool{}
+	next := map[State][]State{}
+	for _, r := range t.Rows {
+		if r.Event == "" || r.Dst == "" || len(r.Src) == 0 {
+			problems = append(problems, fmt.Sprintf("row %q → %q is incomplete", r.Event, r.Dst))
+		}
+		for _, s := range r.Src {
+			if seen[pair{r.Event, s}] {
+				problems = append(problems, fmt.Sprintf("event %q from %q appears twice", r.Event, s))
+			}
+			seen[pair{r.Event, s}] = true
+			next[s] = append(next[s], r.Dst)
+			if t.IsTerminal(s) {
+				problems = append(problems, fmt.Sprintf("terminal state %q has a way out (%q)", s, r.Event))
+			}
+		}
+	}
+	reached := map[State]bool{t.Initial: true}
+	queue := []State{t.Initial}
+	for len(queue) > 0 {
+		s := queue[0]
+		queue = queue[1:]
+		for _, d := range next[s] {
+			if !reached[d] {
+				reached[d] = true
+				queue = append(queue, d)
+			}
+		}
+	}
+	for _, s := range t.States() {
+		if !reached[s] {
+			problems = append(problems, fmt.Sprintf("state %q is unreachable from %q", s, t.Initial))
+		}
+	}
+	for _, s := range t.Terminal {
+		if !reached[s] {
+			problems = append(problems, fmt.Sprintf("terminal state %q is unreachable", s))
+		}
+	}
+	for _, k := range callbackKeys {
+		if !t.knowsCallbackKey(k) {
+			problems = append(problems, fmt.Sprintf("callback key %q names no state or event", k))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%s table is invalid: %s", t.Machine, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// knowsCallbackKey mirrors looplab/fsm's key grammar: "state"/"event" alone, the generic
+// "{before,leave,enter,after}_{event,state}", and a prefixed or bare state or event name.
+func (t Table) knowsCallbackKey(key string) bool {
+	switch key {
+	case "before_event", "leave_state", "enter_state", "after_event":
+		return true
+	}
+	isState := func(s string) bool {
+		for _, x := range t.States() {
+			if string(x) == s {
+				return true
+			}
+		}
+		return false
+	}
+	isEvent := func(s string) bool {
+		for _, x := range t.Events() {
+			if string(x) == s {
+				return true
+			}
+		}
+		return false
+	}
+	for _, p := range []string{"before_", "after_"} {
+		if name, ok := strings.CutPrefix(key, p); ok {
+			return isEvent(name)
+		}
+	}
+	for _, p := range []string{"leave_", "enter_"} {
+		if name, ok := strings.CutPrefix(key, p); ok {
+			return isState(name)
+		}
+	}
+	return isState(key) || isEvent(key)
+}

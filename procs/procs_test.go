@@ -1,0 +1,158 @@
+package procs
+
+import (
+	"errors"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+func TestParseSignal(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want syscall.Signal
+	}{
+		{"SIGTERM", syscall.SIGTERM}, {"term", syscall.SIGTERM}, {" Hup ", syscall.SIGHUP},
+		{"SIGINT", syscall.SIGINT}, {"sigquit", syscall.SIGQUIT}, {"USR1", syscall.SIGUSR1},
+		{"SIGKILL", syscall.SIGKILL}, {"SIGWINCH", syscall.SIGWINCH},
+	} {
+		got, err := ParseSignal(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("ParseSignal(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", " ", "SIG", "SIGTERMX", "15", "TERM,INT"} {
+		if sig, err := ParseSignal(bad); err == nil || err.Error() == "" {
+			t.Errorf("ParseSignal(%q) = %v, want an error with a message", bad, sig)
+		}
+	}
+	if got := SignalName(syscall.SIGKILL); got != "SIGKILL" {
+		t.Errorf("SignalName(SIGKILL) = %q", got)
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	for _, tc := range []struct {
+		script string
+		code   int
+		signal syscall.Signal
+	}{
+		{"exit 0", 0, 0},
+		{"exit 3", 3, 0},
+		{"kill -KILL $$", 137, syscall.SIGKILL},
+		{"kill -TERM $$", 143, syscall.SIGTERM},
+	} {
+		exit := runAndReap(t, []string{"/bin/sh", "-c", tc.script})
+		if exit.Code() != tc.code {
+			t.Errorf("%q: Code() = %d, want %d", tc.script, exit.Code(), tc.code)
+		}
+		sig, signaled := exit.Signal()
+		if signaled != (tc.signal != 0) || sig != tc.signal {
+			t.Errorf("%q: Signal() = %v, %v; want %v", tc.script, sig, signaled, tc.signal)
+		}
+	}
+}
+
+// runAndReap spawns argv and reaps it with ReapAll, as the supervisor does.
+func runAndReap(t *testing.T, argv []string) Exit {
+	t.Helper()
+	sigchld := make(chan os.Signal, 1)
+	signal.Notify(sigchld, syscall.SIGCHLD)
+	defer signal.Stop(sigchld)
+	pid, err := Spawn(Spec{Argv: argv, Env: []string{"PATH=/usr/bin:/bin"}}, os.Stdin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *Exit
+	for got == nil {
+		<-sigchld
+		if _, err := ReapAll(func(e Exit) {
+			if e.Pid == pid {
+				got = &e
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return *got
+}
+
+func TestSpawnRunsInItsOwnGroup(t *testing.T) {
+	exit := runAndReap(t, []string{"/bin/sh", "-c", `read -r _ _ _ _ pgid _ < /proc/$$/stat; [ "$pgid" = "$$" ] || exit 9`})
+	if exit.Code() != 0 {
+		t.Fatalf("the daemon is not the leader of its own process group (status %d)", exit.Code())
+	}
+}
+
+func TestSpawnErrors(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		spec   Spec
+		status int
+	}{
+		{"missing path", Spec{Argv: []string{filepath.Join(dir, "nope")}}, 127},
+		{"not executable", Spec{Argv: []string{plain}}, 126},
+		{"a directory", Spec{Argv: []string{dir}}, 126},
+		{"not on PATH", Spec{Argv: []string{"surely-not-a-program"}, Env: []string{"PATH=" + dir}}, 127},
+		{"on PATH but not executable", Spec{Argv: []string{"plain"}, Env: []string{"PATH=" + dir}}, 126},
+		{"missing dir", Spec{Argv: []string{"/bin/true"}, Dir: filepath.Join(dir, "nodir")}, 127},
+		{"empty argv", Spec{}, 127},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Spawn(tc.spec, os.Stdin)
+			var se *SpawnError
+			if !errors.As(err, &se) || se.Status != tc.status || se.Error() == "" {
+				t.Fatalf("Spawn = %v, want a SpawnError with status %d", err, tc.status)
+			}
+		})
+	}
+}
+
+func TestSignalGroupRefusesSpecialGroups(t *testing.T) {
+	for _, pgid := range []int{-1, 0, 1} {
+		if _, err := SignalGroup(pgid, syscall.SIGTERM); err == nil {
+			t.Errorf("SignalGroup(%d) should refuse", pgid)
+		}
+	}
+}
+
+func TestSignalGroupEmpty(t *testing.T) {
+	exit := runAndReap(t, []string{"/bin/true"})
+	// The group of a reaped process with no other members is gone: ESRCH is "not delivered".
+	if delivered, err := SignalGroup(exit.Pid, syscall.SIGTERM); delivered || err != nil {
+		t.Fatalf("SignalGroup on an empty group = %v, %v", delivered, err)
+	}
+	if GroupAlive(exit.Pid) {
+		t.Fatal("GroupAlive on an empty group")
+	}
+}
+
+// BenchmarkReapAll measures the reap path per exit (spawn excluded from the timer); it should
+// not allocate.
+func BenchmarkReapAll(b *testing.B) {
+	sigchld := make(chan os.Signal, 1)
+	signal.Notify(sigchld, syscall.SIGCHLD)
+	defer signal.Stop(sigchld)
+	b.ReportAllocs()
+	var reaped int
+	count := func(Exit) { reaped++ }
+	for b.Loop() {
+		b.StopTimer()
+		if _, err := Spawn(Spec{Argv: []string{"/bin/true"}}, os.Stdin); err != nil {
+			b.Fatal(err)
+		}
+		<-sigchld
+		b.StartTimer()
+		if _, err := ReapAll(count); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(reaped)/float64(b.N), "reaped/op")
+}

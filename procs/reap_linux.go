@@ -1,0 +1,53 @@
+package procs
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Exit is one reaped process: its pid and its wait status.
+type Exit struct {
+	Pid    int
+	Status unix.WaitStatus
+}
+
+// Code is the status a shell would give: the exit code, or 128+signal for a signal death.
+func (e Exit) Code() int {
+	if e.Status.Signaled() {
+		return 128 + int(e.Status.Signal())
+	}
+	return e.Status.ExitStatus()
+}
+
+// Signal is the signal that killed the process, if one did.
+func (e Exit) Signal() (syscall.Signal, bool) {
+	if e.Status.Signaled() {
+		return e.Status.Signal(), true
+	}
+	return 0, false
+}
+
+// ReapAll reaps every child that has exited, calling onExit for each, until none is left to
+// reap right now. SIGCHLD coalesces (many exits arrive as one signal) and can be spurious,
+// so one signal means "drain", never "one child". It returns whether any child remains
+// (false once wait4 says ECHILD). It never blocks.
+func ReapAll(onExit func(Exit)) (childrenLeft bool, err error) {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.ECHILD):
+			return false, nil
+		case err != nil:
+			return true, fmt.Errorf("wait4: %w", err)
+		case pid == 0:
+			return true, nil
+		}
+		onExit(Exit{Pid: pid, Status: ws})
+	}
+}

@@ -1,0 +1,105 @@
+// Package procs does the effects of sidecar-init: fork/exec into a new process group,
+// signalling a group, the wait4 reap loop, the subreaper prctl and wait-status decoding.
+// It keeps no state: the supervisor's event loop owns every pid it hands back.
+package procs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// Spec is what to start: argv (argv[0] is a path, or a name looked up in the PATH of Env),
+// the whole environment, and an optional working directory.
+type Spec struct {
+	Argv []string
+	Env  []string
+	Dir  string
+}
+
+// SpawnError is a failed start. Status is what a shell would report for it: 127 when the
+// program is missing, 126 when it is there but cannot be executed.
+type SpawnError struct {
+	Argv0  string
+	Err    error
+	Status int
+}
+
+func (e *SpawnError) Error() string {
+	return fmt.Sprintf("exec %s: %v (status %d)", e.Argv0, e.Err, e.Status)
+}
+
+func (e *SpawnError) Unwrap() error { return e.Err }
+
+// Spawn forks and execs spec in a new process group whose id is the child's pid, with stdin
+// from stdin (normally /dev/null: daemons must not fight over a terminal, and a background
+// group reading one would stop on SIGTTIN) and stdout/stderr shared with the supervisor.
+//
+// It never waits: the caller's reap loop owns the pid. syscall.ForkExec reports exec
+// failures synchronously through a pipe and reaps the failed child itself, so a
+// *SpawnError leaves no zombie behind.
+func Spawn(spec Spec, stdin *os.File) (pid int, err error) {
+	if len(spec.Argv) == 0 || spec.Argv[0] == "" {
+		return 0, &SpawnError{Err: errors.New("empty command"), Status: 127}
+	}
+	path, err := lookPath(spec.Argv[0], spec.Env)
+	if err != nil {
+		return 0, &SpawnError{Argv0: spec.Argv[0], Err: err, Status: statusFor(err)}
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   spec.Dir,
+		Env:   spec.Env,
+		Files: []uintptr{stdin.Fd(), 1, 2},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	}
+	pid, err = syscall.ForkExec(path, spec.Argv, attr)
+	if err != nil {
+		return 0, &SpawnError{Argv0: spec.Argv[0], Err: err, Status: statusFor(err)}
+	}
+	return pid, nil
+}
+
+// statusFor maps an exec error to a shell's status: 127 "command not found" for a missing
+// file or directory, 126 "found but not executable" for the rest (EACCES, ENOEXEC, ...).
+func statusFor(err error) int {
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
+		return 127
+	}
+	return 126
+}
+
+// lookPath resolves a bare program name in the PATH of the daemon's own environment (not
+// the supervisor's), as execvp would. Names with a slash are used as they are.
+func lookPath(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	pathList := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			pathList = v
+		}
+	}
+	firstErr := error(syscall.ENOENT)
+	for _, dir := range filepath.SplitList(pathList) {
+		if dir == "" {
+			dir = "."
+		}
+		candidate := filepath.Join(dir, name)
+		info, err := os.Stat(candidate)
+		if err != nil || info.IsDir() {
+			continue
+		}
+		if info.Mode()&0o111 == 0 {
+			// Remember it, as execvp does, so a non-executable match reports EACCES (126)
+			// rather than "not found" (127) when nothing better turns up.
+			firstErr = syscall.EACCES
+			continue
+		}
+		return candidate, nil
+	}
+	return "", firstErr
+}
