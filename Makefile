@@ -7,7 +7,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
-.PHONY: build demo test test-go test-dockerlint lint docs shellcheck clean
+.PHONY: build demo test test-go test-dockerlint lint docs shellcheck image clean
 
 ## build: a static, stripped sidecar-init in bin/
 build:
@@ -20,7 +20,7 @@ demo: build
 	./$(BIN) --config examples/demo.toml; echo "--- sidecar-init exited with status $$?"
 
 ## test: the whole suite (race detector on; includes the docs staleness check)
-test: test-go
+test: test-go test-dockerlint shellcheck
 
 test-go:
 	$(GO) test -race -count=1 ./...
@@ -38,9 +38,19 @@ lint: $(GOLANGCI_LINT)
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GOLANGCI_LINT) run ./...
+	cd sidecars/dockerlint && $(GO) vet ./... && $(GO) mod tidy -diff
 
 $(GOLANGCI_LINT):
 	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+## image: the sidecar bundle (needs a Docker engine with buildx, and the claude_bottle
+## payload as the `bottle` build context: BOTTLE=path/to/context, layout in
+## sidecars/bottle-context.md)
+IMAGE  ?= claude-bottle-sidecars:$(VERSION)
+BOTTLE ?= ../claude_bottle/sidecar-context
+image:
+	docker buildx build --build-context bottle=$(BOTTLE) --build-arg VERSION=$(VERSION) \
+	  -f Dockerfile.sidecars -t $(IMAGE) .
 
 ## docs: regenerate docs/states.md from the transition tables
 docs:

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/fakedaemon"
+	"github.com/claude-bottle/sidecar-init/sidecars"
 )
 
 // These tests run the real binary, built once in TestMain, as PID 1 of a fresh PID namespace
@@ -158,6 +159,18 @@ func (p *initProc) waitRecord(lines ...string) string {
 	}
 }
 
+// waitLog waits until stderr holds the fragment: the supervisor has acted on something.
+func (p *initProc) waitLog(fragment string) {
+	p.t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !strings.Contains(p.stderr(), fragment) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("stderr never showed %s:\n%s", fragment, p.stderr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // namespaceProcs lists the processes in the PID namespace of pid (by /proc/PID/ns/pid) with
 // their state letter (Z for zombies).
 func namespaceProcs(t *testing.T, pid int) map[int]string {
@@ -236,6 +249,7 @@ func TestPID1StopsEveryDaemonAndLogsJSON(t *testing.T) {
 	p := startInit(t, table, true)
 	p.record = record
 	p.waitRecord("crasher exit 5", "a started", "b started", "b.grandchild started", "stubborn started")
+	p.waitLog(`"machine":"crasher","event":"died","from":"running"`)
 	initPid := p.cmd.Process.Pid
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(); code != 5 {
@@ -419,5 +433,36 @@ func TestVersion(t *testing.T) {
 	out, err := exec.Command(binary, "--version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "sidecar-init ") {
 		t.Fatalf("--version = %q, %v", out, err)
+	}
+}
+
+// The image installs sidecars/daemons.toml as /etc/sidecar-init/daemons.toml, and the
+// binary embeds the same file as its default: one source, not two copies.
+func TestEmbeddedDefaultIsTheBundleTable(t *testing.T) {
+	onDisk, err := os.ReadFile("../../sidecars/daemons.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(onDisk, sidecars.DaemonsTOML) {
+		t.Fatal("the embedded default differs from sidecars/daemons.toml")
+	}
+	cfg, err := loadConfig("")
+	if err != nil {
+		t.Fatalf("the embedded default does not parse: %v", err)
+	}
+	if got := strings.Join(cfg.Names(), ","); got != "pipelock,egress,git-gate,supervise" {
+		t.Errorf("bundle daemons in start order = %s", got)
+	}
+	dockerfile, err := os.ReadFile("../../Dockerfile.sidecars")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"COPY sidecars/daemons.toml /etc/sidecar-init/daemons.toml",
+		"ENV CLAUDE_BOTTLE_SIDECAR_CONFIG=/etc/sidecar-init/daemons.toml",
+	} {
+		if !strings.Contains(string(dockerfile), want) {
+			t.Errorf("Dockerfile.sidecars lacks %q", want)
+		}
 	}
 }

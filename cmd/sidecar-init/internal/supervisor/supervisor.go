@@ -247,6 +247,10 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int) {
 }
 
 func (s *Supervisor) onStopSignal(sig syscall.Signal) {
+	// Reap first: a daemon that is already a zombie died on its own before the stop signal
+	// was acted on, and its status must count (select picks among ready channels at random,
+	// so the SIGCHLD may still be waiting behind this signal).
+	s.reap()
 	name := procs.SignalName(sig)
 	if s.shuttingDown() {
 		if _, ok := s.fireSupervisor(fsm.SupervisorForce, zap.String("signal", name)); ok {

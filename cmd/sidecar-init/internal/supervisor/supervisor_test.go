@@ -37,7 +37,10 @@ func TestMain(m *testing.M) {
 const testTimeout = 20 * time.Second
 
 type harness struct {
-	t       *testing.T
+	t *testing.T
+	// child is the SIGCHLD channel; with holdSIGCHLD the test decides when it is connected.
+	child       chan os.Signal
+	holdSIGCHLD bool
 	record  string
 	stop    chan os.Signal
 	forward chan os.Signal
@@ -67,7 +70,10 @@ func newHarness(t *testing.T) *harness {
 
 func (h *harness) run(daemons []config.Daemon, table *fsm.Table) {
 	child := make(chan os.Signal, 1)
-	signal.Notify(child, syscall.SIGCHLD)
+	h.child = child
+	if !h.holdSIGCHLD {
+		signal.Notify(child, syscall.SIGCHLD)
+	}
 	h.t.Cleanup(func() { signal.Stop(child) })
 	core, logs := observer.New(zapcore.DebugLevel)
 	h.logs = logs
@@ -196,6 +202,41 @@ func TestCrashLeavesSurvivorsRunningAndStopSurfacesItsCode(t *testing.T) {
 		t.Fatalf("exit code %d, want the crash's 3", code)
 	}
 	h.waitRecord("survivor signal SIGTERM")
+}
+
+// A daemon that is already dead when the stop signal is handled died on its own: its
+// status counts even if its SIGCHLD had not been handled yet.
+func TestDeathBeforeStopSignalCounts(t *testing.T) {
+	h := newHarness(t)
+	h.holdSIGCHLD = true
+	h.run([]config.Daemon{
+		fake(t, h, "crasher", time.Second, "-exit-after", "50ms", "-code", "6"),
+		fake(t, h, "other", time.Second),
+	}, nil)
+	rec := h.waitRecord("crasher exit 6", "other started")
+	crasher := pidOf(t, rec, "crasher")
+	deadline := time.Now().Add(testTimeout)
+	for !isZombie(crasher) {
+		if time.Now().After(deadline) {
+			t.Fatal("the crasher never became a zombie")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.stop <- syscall.SIGTERM
+	signal.Notify(h.child, syscall.SIGCHLD)
+	h.child <- syscall.SIGCHLD // anything that exited before Notify
+	if code := h.exitCode(); code != 6 {
+		t.Fatalf("exit code %d, want 6: the crash happened before the stop signal", code)
+	}
+}
+
+func isZombie(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	return i > 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
 
 func TestEveryDaemonDyingEndsTheLoop(t *testing.T) {
