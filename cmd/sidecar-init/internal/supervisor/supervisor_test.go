@@ -41,11 +41,11 @@ type harness struct {
 	// child is the SIGCHLD channel; with holdSIGCHLD the test decides when it is connected.
 	child       chan os.Signal
 	holdSIGCHLD bool
-	record  string
-	stop    chan os.Signal
-	forward chan os.Signal
-	logs    *observer.ObservedLogs
-	done    chan int
+	record      string
+	stop        chan os.Signal
+	forward     chan os.Signal
+	logs        *observer.ObservedLogs
+	done        chan int
 }
 
 // fake is a daemon entry that runs this test binary as a fake daemon.

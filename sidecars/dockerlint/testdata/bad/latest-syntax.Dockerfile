@@ -1,0 +1,3 @@
+# syntax=docker/dockerfile:latest
+# The frontend image floats too.
+FROM debian:bookworm-slim

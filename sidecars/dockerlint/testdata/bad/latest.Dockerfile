@@ -1,0 +1,2 @@
+# FROM with the moving tag "latest".
+FROM debian:latest

@@ -1,0 +1,2 @@
+# FROM with no tag pulls whatever "latest" is today.
+FROM debian

@@ -1,0 +1,1 @@
+"""Stub of the claude_bottle package, for building the sidecar image in tests."""

@@ -1,0 +1,42 @@
+#!/bin/sh
+# egress: the proxy the agent talks to. mitmdump with the bottle's addon,
+# forwarding upstream to pipelock.
+#
+# Configured by environment; the defaults are the sidecar image's layout:
+#   EGRESS_LISTEN_HOST  address to listen on             (0.0.0.0)
+#   EGRESS_LISTEN_PORT  port to listen on                (8080)
+#   EGRESS_UPSTREAM     upstream proxy URL, pipelock     (http://127.0.0.1:8888)
+#                       set but empty: no upstream, mitmdump's regular mode
+#   EGRESS_ADDON        mitmdump addon script            (/app/claude_bottle/egress/addon.py)
+#   EGRESS_CONFDIR      mitmproxy confdir (CA and certs) (/home/mitmproxy/.mitmproxy)
+# Arguments are passed on to mitmdump after these options.
+#
+# It ends in exec so that mitmdump is the daemon sidecar-init started: it gets
+# the stop signal directly and its exit status is the daemon's.
+set -eu
+
+listen_host=${EGRESS_LISTEN_HOST:-0.0.0.0}
+listen_port=${EGRESS_LISTEN_PORT:-8080}
+# "-" rather than ":-": an empty EGRESS_UPSTREAM is a choice (no upstream),
+# only an unset one takes the default.
+upstream=${EGRESS_UPSTREAM-http://127.0.0.1:8888}
+addon=${EGRESS_ADDON:-/app/claude_bottle/egress/addon.py}
+confdir=${EGRESS_CONFDIR:-/home/mitmproxy/.mitmproxy}
+
+# The addon is the egress policy: refuse to run without it rather than proxy
+# everything unfiltered.
+if [ ! -r "${addon}" ]; then
+	echo "egress-entrypoint: addon ${addon} is missing or unreadable; set EGRESS_ADDON or fix the bottle build context" >&2
+	exit 1
+fi
+
+if [ -n "${upstream}" ]; then
+	set -- --mode "upstream:${upstream}" "$@"
+fi
+
+exec mitmdump \
+	--listen-host "${listen_host}" \
+	--listen-port "${listen_port}" \
+	--set "confdir=${confdir}" \
+	--scripts "${addon}" \
+	"$@"
