@@ -7,7 +7,7 @@ import "testing"
 func BenchmarkDaemonLifecycle(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
-		m := NewMachine("bench", DaemonTable)
+		m := NewMachine("bench", DaemonTable(RestartNever))
 		for _, e := range []Event{DaemonSpawn, DaemonStop, DaemonKill, DaemonDied} {
 			if _, err := m.Fire(e); err != nil {
 				b.Fatal(err)

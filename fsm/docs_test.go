@@ -14,7 +14,7 @@ const statesDoc = "../docs/states.md"
 // TestStatesDocIsCurrent fails when docs/states.md differs from what the tables render;
 // `make docs` (this test with -update) regenerates it.
 func TestStatesDocIsCurrent(t *testing.T) {
-	got, err := RenderDocs(DaemonTable, SupervisorTable)
+	got, err := RenderDocs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,11 +36,11 @@ func TestStatesDocIsCurrent(t *testing.T) {
 }
 
 func TestRenderDocsShowsEveryRow(t *testing.T) {
-	got, err := RenderDocs(DaemonTable, SupervisorTable)
+	got, err := RenderDocs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, table := range []Table{DaemonTable, SupervisorTable} {
+	for _, table := range []Table{DaemonTable(RestartOnFailure), SupervisorTable} {
 		for _, r := range table.Rows {
 			for _, src := range r.Src {
 				arrow := "    " + string(src) + " --> " + string(r.Dst) + ": " + string(r.Event) + "\n"
@@ -55,5 +55,14 @@ func TestRenderDocsShowsEveryRow(t *testing.T) {
 	}
 	if !strings.Contains(got, "**crash policy:**") {
 		t.Error("the crash-policy row is not marked")
+	}
+	for _, row := range []string{
+		"| `never` | `exited` | `exited` | `exited` |",
+		"| `on-failure` | `backoff` | `exited` | `backoff` |",
+		"| `always` | `backoff` | `backoff` | `backoff` |",
+	} {
+		if !strings.Contains(got, row) {
+			t.Errorf("restart-policy matrix lacks %q", row)
+		}
 	}
 }

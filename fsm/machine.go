@@ -61,8 +61,8 @@ func (m *Machine) Name() string { return m.name }
 // Current is the machine's state.
 func (m *Machine) Current() State { return State(m.fsm.Current()) }
 
-// Done reports whether the machine is in a terminal state.
-func (m *Machine) Done() bool { return m.table.IsTerminal(m.Current()) }
+// Done reports whether the machine is in a final state.
+func (m *Machine) Done() bool { return m.table.IsFinal(m.Current()) }
 
 // Fire applies the event. An event with no row from the current state returns an
 // *IllegalEventError and changes nothing.

@@ -6,6 +6,7 @@ package fsm
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -33,8 +34,9 @@ type Table struct {
 	Machine string
 	Initial State
 	Rows    []Row
-	// Terminal states have no way out; a machine there is done.
-	Terminal []State
+	// Final states are where a machine is done: nothing happens to it unless asked from
+	// outside (an operator's start). The supervisor counts a daemon there as finished.
+	Final []State
 }
 
 // States returns every state the table names, initial first, the rest sorted.
@@ -71,9 +73,9 @@ func (t Table) Events() []Event {
 	return out
 }
 
-// IsTerminal reports whether s is one of the table's terminal states.
-func (t Table) IsTerminal(s State) bool {
-	for _, x := range t.Terminal {
+// IsFinal reports whether s is one of the table's final states.
+func (t Table) IsFinal(s State) bool {
+	for _, x := range t.Final {
 		if x == s {
 			return true
 		}
@@ -102,9 +104,9 @@ func (t Table) Replace(event Event, src State, row Row) (Table, error) {
 }
 
 // Validate checks what looplab/fsm does not: no (event, source) pair appears twice (the
-// library silently keeps the last), every state is reachable from the initial state, every
-// terminal state has no way out, and every callback key names a real state or event (the
-// library silently drops misspelled keys).
+// library silently keeps the last), every state is reachable from the initial state, there
+// is a final state and every one is reachable, and every callback key names a real state
+// or event (the library silently drops misspelled keys).
 func (t Table) Validate(callbackKeys ...string) error {
 	var problems []string
 	type pair struct {
@@ -123,9 +125,6 @@ func (t Table) Validate(callbackKeys ...string) error {
 			}
 			seen[pair{r.Event, s}] = true
 			next[s] = append(next[s], r.Dst)
-			if t.IsTerminal(s) {
-				problems = append(problems, fmt.Sprintf("terminal state %q has a way out (%q)", s, r.Event))
-			}
 		}
 	}
 	reached := map[State]bool{t.Initial: true}
@@ -145,9 +144,12 @@ func (t Table) Validate(callbackKeys ...string) error {
 			problems = append(problems, fmt.Sprintf("state %q is unreachable from %q", s, t.Initial))
 		}
 	}
-	for _, s := range t.Terminal {
+	if len(t.Final) == 0 {
+		problems = append(problems, "no final state")
+	}
+	for _, s := range t.Final {
 		if !reached[s] {
-			problems = append(problems, fmt.Sprintf("terminal state %q is unreachable", s))
+			problems = append(problems, fmt.Sprintf("final state %q is unreachable", s))
 		}
 	}
 	for _, k := range callbackKeys {
@@ -195,4 +197,14 @@ func (t Table) knowsCallbackKey(key string) bool {
 		}
 	}
 	return isState(key) || isEvent(key)
+}
+
+// Dst is where event e leads from state from, if the table has that row.
+func (t Table) Dst(e Event, from State) (State, bool) {
+	for _, r := range t.Rows {
+		if r.Event == e && slices.Contains(r.Src, from) {
+			return r.Dst, true
+		}
+	}
+	return "", false
 }

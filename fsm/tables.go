@@ -6,36 +6,81 @@ const (
 	DaemonRunning     State = "running"     // spawned; its process group is alive
 	DaemonTerminating State = "terminating" // stop signal sent, grace timer armed
 	DaemonKilled      State = "killed"      // SIGKILL sent to its group
-	DaemonExited      State = "exited"      // reaped, or never started; terminal
+	DaemonBackoff     State = "backoff"     // died; waiting for its restart timer
+	DaemonStopped     State = "stopped"     // held down by an operator's stop until a start
+	DaemonExited      State = "exited"      // reaped (or never started) and not restarting: done
+	DaemonGivenUp     State = "given_up"    // died too often within backoff_reset: done
 
 	DaemonSpawn       Event = "spawn"
 	DaemonSpawnFailed Event = "spawn_failed"
-	DaemonCancel      Event = "cancel"
-	DaemonDied        Event = "died"
+	DaemonExit        Event = "exit" // died on its own with status 0
+	DaemonFail        Event = "fail" // died on its own with a nonzero status or a signal
+	DaemonGiveUp      Event = "give_up"
 	DaemonStop        Event = "stop"
 	DaemonKill        Event = "kill"
+	DaemonDied        Event = "died" // reaped after a stop
+	DaemonCancel      Event = "cancel"
+	DaemonHold        Event = "hold"
+	DaemonStart       Event = "start"
 )
 
-// DaemonTable is the life of one daemon: spawned once, stopped at shutdown with its stop
-// signal, escalated to SIGKILL when its grace runs out, done once reaped.
-var DaemonTable = Table{
-	Machine: "daemon",
-	Initial: DaemonPending,
-	Rows: []Row{
-		{Event: DaemonSpawn, Src: []State{DaemonPending}, Dst: DaemonRunning,
-			Driver: "the loop forked and exec'd the daemon into its own process group"},
-		{Event: DaemonSpawnFailed, Src: []State{DaemonPending}, Dst: DaemonExited,
-			Driver: "exec failed (ENOENT → status 127, EACCES → 126); counts as a death on its own"},
-		{Event: DaemonCancel, Src: []State{DaemonPending}, Dst: DaemonExited,
-			Driver: "a stop signal arrived before the daemon was spawned; it never starts"},
-		{Event: DaemonDied, Src: []State{DaemonRunning, DaemonTerminating, DaemonKilled}, Dst: DaemonExited,
-			Driver: "SIGCHLD: wait4 reaped the daemon's pid (from running: it died on its own)"},
-		{Event: DaemonStop, Src: []State{DaemonRunning}, Dst: DaemonTerminating,
-			Driver: "shutdown: the stop signal was sent to the daemon's process group and its grace timer armed"},
-		{Event: DaemonKill, Src: []State{DaemonTerminating}, Dst: DaemonKilled,
-			Driver: "the grace timer fired, or a second stop signal arrived: SIGKILL to the group"},
-	},
-	Terminal: []State{DaemonExited},
+// RestartPolicy is a daemon's `restart` key.
+type RestartPolicy string
+
+// The restart policies.
+const (
+	RestartNever     RestartPolicy = "never"
+	RestartOnFailure RestartPolicy = "on-failure"
+	RestartAlways    RestartPolicy = "always"
+)
+
+// RestartPolicies lists the valid policies, in the order the docs show them.
+var RestartPolicies = []RestartPolicy{RestartNever, RestartOnFailure, RestartAlways}
+
+// afterDeath is where a death on its own leads under policy p: backoff (then a restart) or
+// exited. failed says the death was a failure (nonzero status, signal, exec failure).
+func afterDeath(p RestartPolicy, failed bool) State {
+	if p == RestartAlways || (p == RestartOnFailure && failed) {
+		return DaemonBackoff
+	}
+	return DaemonExited
+}
+
+// DaemonTable is the life of one daemon under restart policy p. The policy is the
+// destinations of the three "died on its own" rows (spawn_failed, exit, fail): backoff when
+// the policy restarts after that kind of death, exited when it does not. Everything else
+// is the same for every policy.
+func DaemonTable(p RestartPolicy) Table {
+	policyNote := "restart policy (" + string(p) + ")"
+	return Table{
+		Machine: "daemon",
+		Initial: DaemonPending,
+		Rows: []Row{
+			{Event: DaemonSpawn, Src: []State{DaemonPending, DaemonBackoff}, Dst: DaemonRunning,
+				Driver: "the loop forked and exec'd the daemon into its own process group (at start-up, when its restart timer fires, or on an operator's start)"},
+			{Event: DaemonSpawnFailed, Src: []State{DaemonPending, DaemonBackoff}, Dst: afterDeath(p, true),
+				Driver: "exec failed (ENOENT → status 127, EACCES → 126): a failure", Note: policyNote},
+			{Event: DaemonExit, Src: []State{DaemonRunning}, Dst: afterDeath(p, false),
+				Driver: "SIGCHLD: reaped with status 0, no stop asked for", Note: policyNote},
+			{Event: DaemonFail, Src: []State{DaemonRunning}, Dst: afterDeath(p, true),
+				Driver: "SIGCHLD: reaped with a nonzero status or killed by a signal, no stop asked for", Note: policyNote},
+			{Event: DaemonGiveUp, Src: []State{DaemonBackoff}, Dst: DaemonGivenUp,
+				Driver: "it died more than max_restarts times within backoff_reset: no more restarts"},
+			{Event: DaemonStop, Src: []State{DaemonRunning}, Dst: DaemonTerminating,
+				Driver: "shutdown, or an operator's stop or restart: the stop signal went to its process group and its grace timer is armed"},
+			{Event: DaemonKill, Src: []State{DaemonTerminating}, Dst: DaemonKilled,
+				Driver: "the grace timer fired, or a second stop signal arrived: SIGKILL to the group"},
+			{Event: DaemonDied, Src: []State{DaemonTerminating, DaemonKilled}, Dst: DaemonExited,
+				Driver: "SIGCHLD: reaped after its stop signal (an expected death: not counted)"},
+			{Event: DaemonCancel, Src: []State{DaemonPending, DaemonBackoff}, Dst: DaemonExited,
+				Driver: "shutdown before it was (re)spawned: it never starts, a pending restart is dropped"},
+			{Event: DaemonHold, Src: []State{DaemonExited, DaemonBackoff, DaemonGivenUp}, Dst: DaemonStopped,
+				Driver: "an operator's stop: it stays down (after its death, if it was running) until a start"},
+			{Event: DaemonStart, Src: []State{DaemonStopped, DaemonExited, DaemonGivenUp}, Dst: DaemonPending,
+				Driver: "an operator's start, or the second half of an operator's restart; the loop spawns it next"},
+		},
+		Final: []State{DaemonExited, DaemonGivenUp},
+	}
 }
 
 // States and events of the supervisor's machine.
@@ -65,9 +110,9 @@ var SupervisorTable = Table{
 		// others running. To tear the bundle down on a crash instead, make Dst
 		// SupervisorTerminating: the loop stops every daemon when the supervisor enters it.
 		{Event: SupervisorDaemonDied, Src: []State{SupervisorRunning, SupervisorDegraded}, Dst: SupervisorDegraded,
-			Driver: "a daemon died on its own (reaped while running, or exec failed)", Note: CrashPolicyNote},
+			Driver: "a daemon died on its own (reaped while running, or exec failed), restarting or not", Note: CrashPolicyNote},
 		{Event: SupervisorAllDied, Src: []State{SupervisorDegraded}, Dst: SupervisorExited,
-			Driver: "every daemon has died on its own: nothing is left to supervise"},
+			Driver: "every daemon is exited or given up: nothing is left to supervise"},
 		{Event: SupervisorStop, Src: []State{SupervisorRunning, SupervisorDegraded}, Dst: SupervisorTerminating,
 			Driver: "SIGTERM, SIGINT or SIGQUIT: every live daemon gets its stop signal"},
 		{Event: SupervisorForce, Src: []State{SupervisorTerminating}, Dst: SupervisorKilling,
@@ -75,7 +120,7 @@ var SupervisorTable = Table{
 		{Event: SupervisorStopped, Src: []State{SupervisorTerminating, SupervisorKilling}, Dst: SupervisorExited,
 			Driver: "every daemon is reaped and every daemon's process group is empty"},
 	},
-	Terminal: []State{SupervisorExited},
+	Final: []State{SupervisorExited},
 }
 
 // TearDownOnCrash is the supervisor table with the other crash policy, the bundle's old

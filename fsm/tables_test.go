@@ -8,12 +8,19 @@ import (
 
 // The expected transitions are written out by hand, not derived from the tables: a test
 // computed from the table it checks could not fail.
-var wantDaemon = map[State]map[Event]State{
-	DaemonPending:     {DaemonSpawn: DaemonRunning, DaemonSpawnFailed: DaemonExited, DaemonCancel: DaemonExited},
-	DaemonRunning:     {DaemonDied: DaemonExited, DaemonStop: DaemonTerminating},
-	DaemonTerminating: {DaemonDied: DaemonExited, DaemonKill: DaemonKilled},
-	DaemonKilled:      {DaemonDied: DaemonExited},
-	DaemonExited:      {},
+// wantDaemon is the daemon table under a policy; restarted/failedRestart are where the
+// policy sends a clean exit and a failure.
+func wantDaemon(clean, failure State) map[State]map[Event]State {
+	return map[State]map[Event]State{
+		DaemonPending:     {DaemonSpawn: DaemonRunning, DaemonSpawnFailed: failure, DaemonCancel: DaemonExited},
+		DaemonRunning:     {DaemonExit: clean, DaemonFail: failure, DaemonStop: DaemonTerminating},
+		DaemonTerminating: {DaemonDied: DaemonExited, DaemonKill: DaemonKilled},
+		DaemonKilled:      {DaemonDied: DaemonExited},
+		DaemonBackoff:     {DaemonSpawn: DaemonRunning, DaemonSpawnFailed: failure, DaemonGiveUp: DaemonGivenUp, DaemonCancel: DaemonExited, DaemonHold: DaemonStopped},
+		DaemonStopped:     {DaemonStart: DaemonPending},
+		DaemonExited:      {DaemonHold: DaemonStopped, DaemonStart: DaemonPending},
+		DaemonGivenUp:     {DaemonHold: DaemonStopped, DaemonStart: DaemonPending},
+	}
 }
 
 var wantSupervisor = map[State]map[Event]State{
@@ -28,7 +35,12 @@ func TestAllPairs(t *testing.T) {
 	for _, tc := range []struct {
 		table Table
 		want  map[State]map[Event]State
-	}{{DaemonTable, wantDaemon}, {SupervisorTable, wantSupervisor}} {
+	}{
+		{DaemonTable(RestartNever), wantDaemon(DaemonExited, DaemonExited)},
+		{DaemonTable(RestartOnFailure), wantDaemon(DaemonExited, DaemonBackoff)},
+		{DaemonTable(RestartAlways), wantDaemon(DaemonBackoff, DaemonBackoff)},
+		{SupervisorTable, wantSupervisor},
+	} {
 		if got, want := len(tc.table.States()), len(tc.want); got != want {
 			t.Fatalf("%s table has %d states, the test expects %d: update the expectations", tc.table.Machine, got, want)
 		}
@@ -39,6 +51,10 @@ func TestAllPairs(t *testing.T) {
 			}
 			for _, event := range tc.table.Events() {
 				t.Run(tc.table.Machine+"/"+string(state)+"/"+string(event), func(t *testing.T) {
+					if (state == DaemonBackoff || state == DaemonGivenUp) && tc.table.dstFrom(DaemonFail, DaemonRunning) != DaemonBackoff {
+						// Under restart = "never" nothing leads there (TestBuiltInTablesAreValid).
+						t.Skipf("%s is unreachable under restart = never", state)
+					}
 					m := machineIn(t, tc.table, state)
 					tr, err := m.Fire(event)
 					want, legal := row[event]
@@ -103,15 +119,22 @@ func machineIn(t *testing.T, table Table, state State) *Machine {
 }
 
 func TestBuiltInTablesAreValid(t *testing.T) {
-	for _, table := range []Table{DaemonTable, SupervisorTable} {
+	for _, table := range []Table{DaemonTable(RestartOnFailure), DaemonTable(RestartAlways), SupervisorTable} {
 		if err := table.Validate("enter_state", "leave_"+string(table.Initial)); err != nil {
 			t.Errorf("%v", err)
 		}
 	}
+	// Under restart = "never" the restart rows are dead code, and the validator says so:
+	// backoff and given_up are unreachable, and nothing else is wrong.
+	err := DaemonTable(RestartNever).Validate()
+	want := `daemon table is invalid: state "backoff" is unreachable from "pending"; state "given_up" is unreachable from "pending"; final state "given_up" is unreachable`
+	if err == nil || err.Error() != want {
+		t.Errorf("restart = never: Validate() = %v, want %s", err, want)
+	}
 }
 
 func TestValidateCatches(t *testing.T) {
-	base := Table{Machine: "m", Initial: "a", Terminal: []State{"c"}, Rows: []Row{
+	base := Table{Machine: "m", Initial: "a", Final: []State{"c"}, Rows: []Row{
 		{Event: "go", Src: []State{"a"}, Dst: "b"},
 		{Event: "end", Src: []State{"b"}, Dst: "c"},
 	}}
@@ -132,10 +155,14 @@ func TestValidateCatches(t *testing.T) {
 			tb.Rows = append(tb.Rows, Row{Event: "odd", Src: []State{"x"}, Dst: "c"})
 			return tb
 		}, nil, `state "x" is unreachable`},
-		{"terminal with a way out", func(tb Table) Table {
-			tb.Rows = append(tb.Rows, Row{Event: "again", Src: []State{"c"}, Dst: "a"})
+		{"no final state", func(tb Table) Table {
+			tb.Final = nil
 			return tb
-		}, nil, `terminal state "c" has a way out`},
+		}, nil, "no final state"},
+		{"unreachable final state", func(tb Table) Table {
+			tb.Final = append(tb.Final, "z")
+			return tb
+		}, nil, `final state "z" is unreachable`},
 		{"misspelled callback key", func(tb Table) Table { return tb }, []string{"enter_bb"}, `callback key "enter_bb"`},
 		{"callback on unknown event", func(tb Table) Table { return tb }, []string{"before_og"}, `callback key "before_og"`},
 		{"incomplete row", func(tb Table) Table {

@@ -15,7 +15,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/logging"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/supervisor"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
@@ -27,10 +29,15 @@ var version = "dev"
 
 // Environment variables read by the supervisor.
 const (
-	envConfig   = "CLAUDE_BOTTLE_SIDECAR_CONFIG"
-	envGrace    = "CLAUDE_BOTTLE_SIDECAR_GRACE"
-	envLogLevel = "CLAUDE_BOTTLE_SIDECAR_LOG_LEVEL"
+	envConfig        = "CLAUDE_BOTTLE_SIDECAR_CONFIG"
+	envGrace         = "CLAUDE_BOTTLE_SIDECAR_GRACE"
+	envLogLevel      = "CLAUDE_BOTTLE_SIDECAR_LOG_LEVEL"
+	envNotifyURL     = "CLAUDE_BOTTLE_SUPERVISE_URL"
+	envControlSocket = "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET"
 )
+
+// notifyFlushTimeout bounds how long exiting waits for the last notifications.
+const notifyFlushTimeout = time.Second
 
 // logFlushTimeout bounds how long exiting waits for stderr to take the last log lines.
 const logFlushTimeout = time.Second
@@ -40,10 +47,18 @@ func main() {
 	// one (the runtime re-raises it, the kernel ignores it for init, the runtime exits).
 	signals := notifySignals()
 	logOut := logging.NewWriter(os.Stderr)
-	err := run(os.Args[1:], signals, logOut)
+	var err error
+	if len(os.Args) > 1 && isClientCommand(os.Args[1]) {
+		err = runClient(os.Args[1:], os.Stdout)
+	} else {
+		err = run(os.Args[1:], signals, logOut)
+	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		var failed daemonsFailed
-		if !errors.As(err, &failed) {
+		var client clientError
+		if errors.As(err, &client) {
+			_, _ = fmt.Fprintln(os.Stderr, "sidecar-init:", err)
+		} else if !errors.As(err, &failed) {
 			if log, lerr := logging.New(logOut, "info"); lerr == nil {
 				log.Error("sidecar-init cannot start; nothing was started", zap.Error(err))
 			}
@@ -83,11 +98,14 @@ func (e daemonsFailed) Error() string { return fmt.Sprintf("a daemon failed with
 // status, and 2 for anything that stopped the supervisor before it started a daemon.
 func exitCode(err error) int {
 	var failed daemonsFailed
+	var client clientError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &failed):
 		return failed.status
+	case errors.As(err, &client):
+		return 1
 	default:
 		return 2
 	}
@@ -141,14 +159,35 @@ func run(args []string, signals supervisor.Signals, logOut *logging.Writer) erro
 	}
 	defer func() { _ = stdin.Close() }() // read-only /dev/null: nothing to lose on close
 
-	status := supervisor.New(supervisor.Options{
+	supervised := supervisor.Options{
 		Daemons: daemons,
 		Environ: os.Environ(),
 		Log:     log,
 		Signals: signals,
 		Stdin:   stdin,
 		PID1:    pid1,
-	}).Run()
+	}
+	if cfg.NotifyURL != "" {
+		notifier, err := notify.New(cfg.NotifyURL, cfg.NotifyTokenFile, log)
+		if err != nil {
+			return &config.Error{File: cfg.Source, Key: "notify_token_file", Msg: err.Error()}
+		}
+		defer notifier.Close(notifyFlushTimeout)
+		supervised.Notifier = notifier
+		log.Info("daemon events are POSTed to the supervise sidecar", zap.String("url", cfg.NotifyURL))
+	}
+	calls := make(chan control.Call)
+	if server, err := control.Listen(cfg.ControlSocket, calls, log); err != nil {
+		// The daemons matter more than the control socket: run without it, loudly.
+		log.Warn("no control socket: `sidecar-init status|restart|stop|start` will not reach this supervisor; "+
+			"set control_socket (or "+envControlSocket+") to a writable path", zap.Error(err))
+	} else {
+		defer server.Close()
+		supervised.Calls = calls
+		log.Info("control socket listening", zap.String("path", cfg.ControlSocket))
+	}
+
+	status := supervisor.New(supervised).Run()
 	if status != 0 {
 		return daemonsFailed{status}
 	}
@@ -168,7 +207,7 @@ func parseArgs(args []string) (options, error) {
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			flags.SetOutput(os.Stdout)
-			_, _ = fmt.Fprintln(os.Stdout, "usage: sidecar-init [--config FILE] [--log-level LEVEL] [--version]")
+			_, _ = fmt.Fprintln(os.Stdout, "usage: sidecar-init [--config FILE] [--log-level LEVEL] [--version]\n       sidecar-init status [--json] | restart NAME | stop NAME | start NAME")
 			flags.PrintDefaults()
 			return opts, err
 		}
@@ -187,7 +226,9 @@ func parseArgs(args []string) (options, error) {
 // validateTables checks the transition tables at start-up: looplab/fsm itself checks none of
 // this, and a broken table must stop the supervisor before any daemon exists.
 func validateTables() error {
-	for _, t := range []fsm.Table{fsm.DaemonTable, fsm.SupervisorTable} {
+	// The daemon table is checked under the restart policies where every state is in use;
+	// under "never", backoff and given_up are unreachable by design (a test pins that).
+	for _, t := range []fsm.Table{fsm.DaemonTable(fsm.RestartOnFailure), fsm.DaemonTable(fsm.RestartAlways), fsm.SupervisorTable} {
 		if err := t.Validate(); err != nil {
 			return fmt.Errorf("internal error: %w", err)
 		}
@@ -212,6 +253,14 @@ func loadConfig(path string) (*config.Config, error) {
 		if err := cfg.OverrideGrace(grace); err != nil {
 			return nil, err
 		}
+	}
+	if url, ok := os.LookupEnv(envNotifyURL); ok {
+		if err := cfg.SetNotifyURL(url); err != nil {
+			return nil, &config.Error{File: "environment", Key: envNotifyURL, Msg: err.Error()}
+		}
+	}
+	if path := os.Getenv(envControlSocket); path != "" {
+		cfg.ControlSocket = path
 	}
 	return cfg, nil
 }

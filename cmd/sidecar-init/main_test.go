@@ -96,7 +96,7 @@ func startInit(t *testing.T, table string, pid1 bool, env ...string) *initProc {
 	}
 	defer func() { _ = stderr.Close() }()
 	p.cmd = exec.Command(binary, "--config", cfg, "--log-level", "debug")
-	p.cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
+	p.cmd.Env = append([]string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + filepath.Join(dir, "control.sock")}, env...)
 	p.cmd.Stderr = stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if pid1 {
@@ -249,7 +249,7 @@ func TestPID1StopsEveryDaemonAndLogsJSON(t *testing.T) {
 	p := startInit(t, table, true)
 	p.record = record
 	p.waitRecord("crasher exit 5", "a started", "b started", "b.grandchild started", "stubborn started")
-	p.waitLog(`"machine":"crasher","event":"died","from":"running"`)
+	p.waitLog(`"machine":"crasher","event":"fail","from":"running"`)
 	initPid := p.cmd.Process.Pid
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(); code != 5 {
@@ -293,7 +293,7 @@ func checkJSONLog(t *testing.T, stderr string) {
 				t.Errorf("daemon transition lacks pid: %s", scanner.Text())
 			}
 		}
-		if line["event"] == "died" {
+		if line["event"] == "died" || line["event"] == "fail" || line["event"] == "exit" {
 			if _, ok := line["exit_code"]; !ok {
 				t.Errorf("death lacks exit_code: %s", scanner.Text())
 			}

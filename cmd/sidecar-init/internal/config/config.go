@@ -7,7 +7,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
 )
 
@@ -23,12 +26,28 @@ import (
 // stays under docker stop's default 10 s, so the supervisor's own SIGKILL comes first.
 const DefaultGrace = 8 * time.Second
 
+// Defaults of the restart policy's keys.
+const (
+	DefaultBackoffInitial = time.Second
+	DefaultBackoffMax     = 60 * time.Second
+	DefaultBackoffReset   = 60 * time.Second
+)
+
+// DefaultControlSocket is where the control socket listens unless told otherwise.
+const DefaultControlSocket = "/run/sidecar-init/control.sock"
+
 // Config is a validated daemon table.
 type Config struct {
 	// Source names where the table came from, for logs and errors.
 	Source  string
 	Grace   time.Duration
 	Daemons []Daemon
+	// NotifyURL receives every daemon event as a JSON POST: http://... or unix:/path.
+	NotifyURL string
+	// NotifyTokenFile holds a bearer token for NotifyURL (read at start-up, never logged).
+	NotifyTokenFile string
+	// ControlSocket is the unix socket of `sidecar-init status|restart|stop|start`.
+	ControlSocket string
 }
 
 // Daemon is one validated [[daemon]] entry.
@@ -41,14 +60,25 @@ type Daemon struct {
 	// StopSignal is sent at shutdown; 0 means "the signal that started the shutdown".
 	StopSignal syscall.Signal
 	Grace      time.Duration
+	Restart    fsm.RestartPolicy
+	// Backoff: the delay before restart n is BackoffInitial·2^(n-1) (with jitter), at most
+	// BackoffMax; n resets once the daemon stayed up BackoffReset. Past MaxRestarts within
+	// that window (0: no limit) the daemon is given up.
+	BackoffInitial time.Duration
+	BackoffMax     time.Duration
+	BackoffReset   time.Duration
+	MaxRestarts    int
 	// inheritsGrace is true when the daemon has no grace of its own and follows the global one.
 	inheritsGrace bool
 }
 
 // fileTable mirrors the TOML file; it is decoded, then validated into a Config.
 type fileTable struct {
-	Grace   *string      `toml:"grace"`
-	Daemons []fileDaemon `toml:"daemon"`
+	Grace           *string      `toml:"grace"`
+	NotifyURL       string       `toml:"notify_url"`
+	NotifyTokenFile string       `toml:"notify_token_file"`
+	ControlSocket   string       `toml:"control_socket"`
+	Daemons         []fileDaemon `toml:"daemon"`
 }
 
 type fileDaemon struct {
@@ -58,6 +88,12 @@ type fileDaemon struct {
 	Dir        string            `toml:"dir"`
 	StopSignal string            `toml:"stop_signal"`
 	Grace      *string           `toml:"grace"`
+
+	Restart        string  `toml:"restart"`
+	BackoffInitial *string `toml:"backoff_initial"`
+	BackoffMax     *string `toml:"backoff_max"`
+	BackoffReset   *string `toml:"backoff_reset"`
+	MaxRestarts    *int    `toml:"max_restarts"`
 }
 
 // Error is a config problem: the file, the key (when one is to blame), the line (when the
@@ -113,11 +149,19 @@ func Parse(source string, data []byte) (*Config, error) {
 			keys[i] = k.String()
 		}
 		return nil, &Error{File: source, Key: keys[0], Msg: fmt.Sprintf(
-			"unknown key (unknown: %s; known: grace, daemon.name, daemon.command, daemon.env, daemon.dir, daemon.stop_signal, daemon.grace)",
+			"unknown key (unknown: %s; known: grace, notify_url, notify_token_file, control_socket, "+
+				"daemon.name, daemon.command, daemon.env, daemon.dir, daemon.stop_signal, daemon.grace, daemon.restart, "+
+				"daemon.backoff_initial, daemon.backoff_max, daemon.backoff_reset, daemon.max_restarts)",
 			strings.Join(keys, ", "))}
 	}
 
-	cfg := &Config{Source: source, Grace: DefaultGrace}
+	cfg := &Config{Source: source, Grace: DefaultGrace, NotifyTokenFile: raw.NotifyTokenFile, ControlSocket: DefaultControlSocket}
+	if raw.ControlSocket != "" {
+		cfg.ControlSocket = raw.ControlSocket
+	}
+	if err := cfg.SetNotifyURL(raw.NotifyURL); err != nil {
+		return nil, &Error{File: source, Key: "notify_url", Msg: err.Error()}
+	}
 	if raw.Grace != nil {
 		if cfg.Grace, err = parseGrace(*raw.Grace); err != nil {
 			return nil, &Error{File: source, Key: "grace", Msg: err.Error()}
@@ -163,10 +207,81 @@ func Parse(source string, data []byte) (*Config, error) {
 				return nil, &Error{File: source, Key: key("grace"), Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
 			}
 		}
+		if err := d.parseRestart(&daemon); err != nil {
+			err.File, err.Key = source, key(err.Key)
+			return nil, err
+		}
 		cfg.Daemons = append(cfg.Daemons, daemon)
 	}
 	cfg.resolveGrace()
 	return cfg, nil
+}
+
+// parseRestart fills the restart policy and its backoff. The returned *Error carries only
+// the field's name in Key; the caller completes File and Key.
+func (d fileDaemon) parseRestart(daemon *Daemon) *Error {
+	daemon.Restart = fsm.RestartNever
+	if d.Restart != "" {
+		daemon.Restart = fsm.RestartPolicy(d.Restart)
+		if !slices.Contains(fsm.RestartPolicies, daemon.Restart) {
+			return &Error{Key: "restart", Msg: fmt.Sprintf("daemon %q: unknown restart policy %q (want never, on-failure or always)", d.Name, d.Restart)}
+		}
+	}
+	for _, f := range []struct {
+		key   string
+		value *string
+		into  *time.Duration
+		deflt time.Duration
+	}{
+		{"backoff_initial", d.BackoffInitial, &daemon.BackoffInitial, DefaultBackoffInitial},
+		{"backoff_max", d.BackoffMax, &daemon.BackoffMax, DefaultBackoffMax},
+		{"backoff_reset", d.BackoffReset, &daemon.BackoffReset, DefaultBackoffReset},
+	} {
+		*f.into = f.deflt
+		if f.value == nil {
+			continue
+		}
+		v, err := parseGrace(*f.value)
+		if err == nil && v == 0 {
+			err = fmt.Errorf("%s must be positive", f.key)
+		}
+		if err != nil {
+			return &Error{Key: f.key, Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
+		}
+		*f.into = v
+	}
+	if daemon.BackoffMax < daemon.BackoffInitial {
+		return &Error{Key: "backoff_max", Msg: fmt.Sprintf("daemon %q: backoff_max %v is below backoff_initial %v", d.Name, daemon.BackoffMax, daemon.BackoffInitial)}
+	}
+	if d.MaxRestarts != nil {
+		if *d.MaxRestarts < 0 {
+			return &Error{Key: "max_restarts", Msg: fmt.Sprintf("daemon %q: max_restarts must be 0 (no limit) or more, not %d", d.Name, *d.MaxRestarts)}
+		}
+		daemon.MaxRestarts = *d.MaxRestarts
+	}
+	return nil
+}
+
+// SetNotifyURL checks and sets where daemon events are POSTed: http://host[:port]/path or
+// unix:/absolute/path; empty turns notification off.
+func (c *Config) SetNotifyURL(raw string) error {
+	if raw == "" {
+		c.NotifyURL = ""
+		return nil
+	}
+	if path, ok := strings.CutPrefix(raw, "unix:"); ok {
+		if !strings.HasPrefix(path, "/") {
+			return fmt.Errorf("%q: a unix socket needs an absolute path (unix:/run/supervise.sock)", raw)
+		}
+		c.NotifyURL = raw
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("%q: want http://host[:port]/path or unix:/path", raw)
+	}
+	c.NotifyURL = raw
+	return nil
 }
 
 // OverrideGrace replaces the table's global grace (CLAUDE_BOTTLE_SIDECAR_GRACE); daemons with

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/claude-bottle/sidecar-init/fsm"
 )
 
 const good = `
@@ -42,7 +44,8 @@ func TestParseGood(t *testing.T) {
 		t.Errorf("grace = %v", cfg.Grace)
 	}
 	want := Daemon{Name: "egress", Command: []string{"/app/egress-entrypoint.sh", "--flag"},
-		Env: []string{"A=1", "MITM_PORT=8080"}, Dir: "/", StopSignal: syscall.SIGINT, Grace: 2 * time.Second}
+		Env: []string{"A=1", "MITM_PORT=8080"}, Dir: "/", StopSignal: syscall.SIGINT, Grace: 2 * time.Second,
+		Restart: fsm.RestartNever, BackoffInitial: DefaultBackoffInitial, BackoffMax: DefaultBackoffMax, BackoffReset: DefaultBackoffReset}
 	if !reflect.DeepEqual(cfg.Daemons[0], want) {
 		t.Errorf("daemon[0] = %+v, want %+v", cfg.Daemons[0], want)
 	}
@@ -93,7 +96,7 @@ func TestParseErrors(t *testing.T) {
 		{"syntax error names the line", "grace = \"1s\"\nname = = \"a\"\n", []string{"bad.toml:2", "key name"}},
 		{"wrong type names the line and key", "[[daemon]]\nname = \"a\"\ncommand = \"/bin/true\"\n", []string{"bad.toml:3", "key daemon.command", "incompatible types"}},
 		{"unknown top-level key", "grace = \"1s\"\ngraze = \"2s\"\n", []string{"bad.toml", "key graze", "unknown key"}},
-		{"unknown daemon key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nrestart = \"always\"\n", []string{"daemon.restart", "unknown key"}},
+		{"unknown daemon key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nrestrat = \"always\"\n", []string{"daemon.restrat", "unknown key"}},
 		{"duplicate names", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n[[daemon]]\nname = \"a\"\ncommand = [\"y\"]\n", []string{"daemon[1].name", `duplicate daemon name "a"`, "daemon[0]"}},
 		{"empty command", "[[daemon]]\nname = \"a\"\ncommand = []\n", []string{"daemon[0].command", `daemon "a"`, "empty"}},
 		{"missing command", "[[daemon]]\nname = \"a\"\n", []string{"daemon[0].command", "empty"}},
@@ -104,6 +107,13 @@ func TestParseErrors(t *testing.T) {
 		{"negative duration", "grace = \"-1s\"\n", []string{"key grace", "negative"}},
 		{"bad daemon duration", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\ngrace = \"8 s\"\n", []string{"daemon[0].grace", `daemon "a"`, "bad duration"}},
 		{"unknown signal", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"SIGSTOPPP\"\n", []string{"daemon[0].stop_signal", `unknown signal name "SIGSTOPPP"`}},
+		{"unknown restart policy", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nrestart = \"sometimes\"\n", []string{"daemon[0].restart", `unknown restart policy "sometimes"`, "on-failure"}},
+		{"zero backoff", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nbackoff_initial = \"0s\"\n", []string{"daemon[0].backoff_initial", "positive"}},
+		{"bad backoff", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nbackoff_reset = \"a while\"\n", []string{"daemon[0].backoff_reset", "bad duration"}},
+		{"max below initial", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n", []string{"daemon[0].backoff_max", "below backoff_initial"}},
+		{"negative max_restarts", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nmax_restarts = -1\n", []string{"daemon[0].max_restarts", "-1"}},
+		{"notify_url scheme", "notify_url = \"https://x\"\n", []string{"key notify_url", "http://host"}},
+		{"notify_url relative unix", "notify_url = \"unix:run/s.sock\"\n", []string{"key notify_url", "absolute path"}},
 		{"bad env name", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"A=B\" = \"1\" }\n", []string{"daemon[0].env", `"A=B"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,5 +131,39 @@ func TestParseErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestRestartKeys(t *testing.T) {
+	cfg, err := Parse("t.toml", []byte(`
+notify_url = "unix:/run/supervise.sock"
+notify_token_file = "/run/secrets/token"
+control_socket = "/tmp/c.sock"
+[[daemon]]
+name = "a"
+command = ["x"]
+restart = "on-failure"
+backoff_initial = "50ms"
+backoff_max = "2s"
+backoff_reset = "10s"
+max_restarts = 3
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Daemons[0]
+	if d.Restart != fsm.RestartOnFailure || d.BackoffInitial != 50*time.Millisecond || d.BackoffMax != 2*time.Second ||
+		d.BackoffReset != 10*time.Second || d.MaxRestarts != 3 {
+		t.Errorf("restart keys = %+v", d)
+	}
+	if cfg.NotifyURL != "unix:/run/supervise.sock" || cfg.NotifyTokenFile != "/run/secrets/token" || cfg.ControlSocket != "/tmp/c.sock" {
+		t.Errorf("top-level keys = %+v", cfg)
+	}
+	if err := cfg.SetNotifyURL("http://127.0.0.1:9/events"); err != nil || cfg.NotifyURL != "http://127.0.0.1:9/events" {
+		t.Errorf("SetNotifyURL = %v, %q", err, cfg.NotifyURL)
+	}
+	def, _ := Parse("t.toml", []byte("[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n"))
+	if def.ControlSocket != DefaultControlSocket || def.NotifyURL != "" || def.Daemons[0].Restart != fsm.RestartNever {
+		t.Errorf("defaults = %+v", def)
 	}
 }

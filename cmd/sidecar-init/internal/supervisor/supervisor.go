@@ -1,10 +1,10 @@
 // Package supervisor is sidecar-init's event loop: one goroutine that spawns the daemons,
-// reaps every exit, forwards signals and runs the grace timers, firing the events of the
-// fsm tables. It owns all supervisor state; nothing else touches a state machine.
+// reaps every exit, forwards signals, runs the grace and restart timers and answers the
+// control socket, firing the events of the fsm tables. It owns all supervisor state;
+// nothing else touches a state machine.
 package supervisor
 
 import (
-	"errors"
 	"os"
 	"syscall"
 	"time"
@@ -13,6 +13,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
 )
@@ -27,6 +29,11 @@ type Signals struct {
 	Drop    <-chan os.Signal // SIGPIPE and job control: received so they cannot hurt, then dropped
 }
 
+// Notifier takes daemon events for the supervise sidecar; Send must never block.
+type Notifier interface {
+	Send(notify.Event)
+}
+
 // Options configure a Supervisor.
 type Options struct {
 	Daemons []config.Daemon
@@ -34,47 +41,33 @@ type Options struct {
 	Environ []string
 	Log     *zap.Logger
 	Signals Signals
+	// Calls are control-socket requests (nil: no control socket).
+	Calls <-chan control.Call
+	// Notifier receives every daemon transition (nil: none).
+	Notifier Notifier
 	// Stdin is every daemon's standard input (normally /dev/null).
 	Stdin *os.File
 	// PID1 says whether this process is PID 1 of its namespace: then, once the daemons are
 	// done, whatever escaped their process groups can be killed with kill(-1).
 	PID1 bool
-	// DaemonTable and SupervisorTable default to fsm.DaemonTable and fsm.SupervisorTable; a
-	// test passes a table with another crash-policy row.
-	DaemonTable     *fsm.Table
+	// SupervisorTable defaults to fsm.SupervisorTable; a test passes one with the other
+	// crash-policy row.
 	SupervisorTable *fsm.Table
-}
-
-// daemon is one supervised daemon. Every field is owned by the loop.
-type daemon struct {
-	cfg     config.Daemon
-	env     []string
-	machine *fsm.Machine
-	// pid is also the process group id (each daemon leads its own group); 0 before spawn.
-	pid int
-	// groupOpen: its process group may still hold processes (grandchildren can outlive the
-	// leader). Cleared when kill(-pgid, 0) finds nobody.
-	groupOpen bool
-	// deadline is when its group gets SIGKILL during shutdown; zero when not armed.
-	deadline time.Time
 }
 
 // Supervisor is the event loop's state. Every field is owned by the loop goroutine.
 type Supervisor struct {
-	opts        Options
-	log         *zap.Logger
-	daemonTable fsm.Table
-	machine     *fsm.Machine
-	daemons     []*daemon
-	byPid       map[int]*daemon
-	// nextSpawn indexes the first daemon not spawned yet (start-up spawns one per turn of
-	// the loop, so a stop signal during a long start-up is seen at once).
+	opts    Options
+	log     *zap.Logger
+	machine *fsm.Machine
+	daemons []*daemon
+	byPid   map[int]*daemon
+	// nextSpawn indexes the first daemon not spawned yet at start-up (one per turn of the
+	// loop, so a stop signal during a long start-up is seen at once).
 	nextSpawn int
 	// firstFailure is the status of the first daemon that died on its own with a nonzero
 	// status: the supervisor's exit status. Deaths after the shutdown began do not count.
 	firstFailure int
-	// stopSignal is the signal that started the shutdown; the default stop signal.
-	stopSignal syscall.Signal
 	// childrenLeft is what the last wait4 drain said: false once it returned ECHILD.
 	childrenLeft bool
 	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups.
@@ -86,27 +79,23 @@ type Supervisor struct {
 // New prepares the daemons; nothing is spawned until Run. The caller validates the tables
 // (main does at start-up; a test may hand in a deliberately different one).
 func New(opts Options) *Supervisor {
-	daemonTable, supervisorTable := fsm.DaemonTable, fsm.SupervisorTable
-	if opts.DaemonTable != nil {
-		daemonTable = *opts.DaemonTable
-	}
+	supervisorTable := fsm.SupervisorTable
 	if opts.SupervisorTable != nil {
 		supervisorTable = *opts.SupervisorTable
 	}
 	s := &Supervisor{
-		opts:        opts,
-		log:         opts.Log,
-		daemonTable: daemonTable,
-		machine:     fsm.NewMachine("supervisor", supervisorTable),
-		byPid:       make(map[int]*daemon, len(opts.Daemons)),
-		timer:       time.NewTimer(time.Hour),
+		opts:    opts,
+		log:     opts.Log,
+		machine: fsm.NewMachine("supervisor", supervisorTable),
+		byPid:   make(map[int]*daemon, len(opts.Daemons)),
+		timer:   time.NewTimer(time.Hour),
 	}
 	s.timer.Stop()
 	for _, d := range opts.Daemons {
 		s.daemons = append(s.daemons, &daemon{
 			cfg:     d,
 			env:     mergeEnv(opts.Environ, d.Env),
-			machine: fsm.NewMachine(d.Name, daemonTable),
+			machine: fsm.NewMachine(d.Name, fsm.DaemonTable(d.Restart)),
 		})
 	}
 	return s
@@ -125,7 +114,9 @@ func (s *Supervisor) Run() int {
 			case sig := <-s.opts.Signals.Stop:
 				s.onStopSignal(sig.(syscall.Signal))
 			default:
-				s.spawn(s.daemons[s.nextSpawn])
+				if d := s.daemons[s.nextSpawn]; d.machine.Current() == fsm.DaemonPending {
+					s.spawn(d, time.Now())
+				}
 				s.nextSpawn++
 			}
 			s.settle()
@@ -140,9 +131,11 @@ func (s *Supervisor) Run() int {
 			s.reap()
 		case sig := <-s.opts.Signals.Drop:
 			s.log.Debug("signal dropped", zap.String("signal", procs.SignalName(sig.(syscall.Signal))))
+		case call := <-s.opts.Calls:
+			call.Reply <- s.onCall(call.Request, time.Now())
 		case <-s.timerC():
 			s.timerArmed = false
-			s.onGraceExpired(time.Now())
+			s.onTimer(time.Now())
 		}
 		s.settle()
 	}
@@ -169,26 +162,40 @@ func (s *Supervisor) timerC() <-chan time.Time {
 	return s.timer.C
 }
 
-// spawn starts one daemon. An exec failure is that daemon's death with status 127/126; the
-// others still start.
-func (s *Supervisor) spawn(d *daemon) {
-	pid, err := procs.Spawn(procs.Spec{Argv: d.cfg.Command, Env: d.env, Dir: d.cfg.Dir}, s.opts.Stdin)
-	if err != nil {
-		status := 126
-		var spawnErr *procs.SpawnError
-		if errors.As(err, &spawnErr) {
-			status = spawnErr.Status
+// onTimer handles whatever deadlines have passed: graces (SIGKILL) and restarts.
+func (s *Supervisor) onTimer(now time.Time) {
+	for _, d := range s.daemons {
+		if d.groupOpen && !d.deadline.IsZero() && !d.deadline.After(now) {
+			s.kill(d, "grace expired")
 		}
-		s.log.Error("daemon failed to start: check its command and dir in the daemon table",
-			zap.String("daemon", d.cfg.Name), zap.Strings("command", d.cfg.Command), zap.Error(err))
-		s.fireDaemon(d, fsm.DaemonSpawnFailed, zapcore.ErrorLevel, zap.Int("exit_code", status))
-		s.diedOnItsOwn(d, status)
-		return
+		if d.machine.Current() == fsm.DaemonBackoff && !d.restartAt.IsZero() && !d.restartAt.After(now) {
+			s.spawn(d, now)
+		}
 	}
-	d.pid = pid
-	d.groupOpen = true
-	s.byPid[pid] = d
-	s.fireDaemon(d, fsm.DaemonSpawn, zapcore.InfoLevel)
+	s.armTimer(now)
+}
+
+// armTimer points the one timer at the earliest deadline: a grace or a restart.
+func (s *Supervisor) armTimer(now time.Time) {
+	var earliest time.Time
+	consider := func(t time.Time) {
+		if !t.IsZero() && (earliest.IsZero() || t.Before(earliest)) {
+			earliest = t
+		}
+	}
+	for _, d := range s.daemons {
+		if d.groupOpen {
+			consider(d.deadline)
+		}
+		if d.machine.Current() == fsm.DaemonBackoff {
+			consider(d.restartAt)
+		}
+	}
+	s.timer.Stop()
+	s.timerArmed = !earliest.IsZero()
+	if s.timerArmed {
+		s.timer.Reset(earliest.Sub(now))
+	}
 }
 
 // reap drains every exit that is ready. Unknown pids are orphans re-parented to us.
@@ -213,23 +220,7 @@ func (s *Supervisor) onExit(e procs.Exit) {
 		return
 	}
 	delete(s.byPid, e.Pid)
-	wasRunning := d.machine.Current() == fsm.DaemonRunning
-	level := zapcore.InfoLevel
-	if wasRunning && e.Code() != 0 {
-		level = zapcore.WarnLevel
-	}
-	fields := []zap.Field{zap.Int("exit_code", e.Code())}
-	if sig, ok := e.Signal(); ok {
-		fields = append(fields, zap.String("signal", procs.SignalName(sig)))
-	}
-	s.fireDaemon(d, fsm.DaemonDied, level, fields...)
-	if !procs.GroupAlive(d.pid) {
-		d.groupOpen = false
-		d.deadline = time.Time{}
-	}
-	if wasRunning {
-		s.diedOnItsOwn(d, e.Code())
-	}
+	s.onDaemonExit(d, e, time.Now())
 	if s.shuttingDown() {
 		s.closeEmptyGroups()
 	}
@@ -246,115 +237,10 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int) {
 	}
 }
 
-func (s *Supervisor) onStopSignal(sig syscall.Signal) {
-	// Reap first: a daemon that is already a zombie died on its own before the stop signal
-	// was acted on, and its status must count (select picks among ready channels at random,
-	// so the SIGCHLD may still be waiting behind this signal).
-	s.reap()
-	name := procs.SignalName(sig)
-	if s.shuttingDown() {
-		if _, ok := s.fireSupervisor(fsm.SupervisorForce, zap.String("signal", name)); ok {
-			s.killAll("second stop signal")
-		}
-		return
-	}
-	if _, ok := s.fireSupervisor(fsm.SupervisorStop, zap.String("signal", name)); ok {
-		s.beginShutdown(sig)
-	}
-}
-
-// beginShutdown cancels daemons not yet spawned, sends every live daemon its stop signal and
-// arms its grace; process groups left behind by daemons that already died get the same.
-func (s *Supervisor) beginShutdown(sig syscall.Signal) {
-	s.stopSignal = sig
-	now := time.Now()
-	for _, d := range s.daemons {
-		stop := d.cfg.StopSignal
-		if stop == 0 {
-			stop = sig
-		}
-		switch d.machine.Current() {
-		case fsm.DaemonPending:
-			s.fireDaemon(d, fsm.DaemonCancel, zapcore.InfoLevel)
-			continue
-		case fsm.DaemonRunning:
-			s.signalGroup(d, stop)
-			s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, zap.String("signal", procs.SignalName(stop)))
-		default:
-			if !d.groupOpen || !procs.GroupAlive(d.pid) {
-				d.groupOpen = false
-				continue
-			}
-			s.log.Warn("stopping processes left in an exited daemon's process group",
-				zap.String("daemon", d.cfg.Name), zap.Int("pgid", d.pid), zap.String("signal", procs.SignalName(stop)))
-			s.signalGroup(d, stop)
-		}
-		d.deadline = now.Add(d.cfg.Grace)
-	}
-	s.armTimer(now)
-}
-
-// onGraceExpired SIGKILLs every group whose grace has run out.
-func (s *Supervisor) onGraceExpired(now time.Time) {
-	for _, d := range s.daemons {
-		if d.groupOpen && !d.deadline.IsZero() && !d.deadline.After(now) {
-			s.kill(d, "grace expired")
-		}
-	}
-	s.armTimer(now)
-}
-
-// killAll SIGKILLs every open group at once (a second stop signal).
-func (s *Supervisor) killAll(reason string) {
-	for _, d := range s.daemons {
-		if d.groupOpen {
-			s.kill(d, reason)
-		}
-	}
-	s.armTimer(time.Now())
-}
-
-func (s *Supervisor) kill(d *daemon, reason string) {
-	d.deadline = time.Time{}
-	s.signalGroup(d, syscall.SIGKILL)
-	if d.machine.Current() == fsm.DaemonTerminating {
-		s.fireDaemon(d, fsm.DaemonKill, zapcore.WarnLevel, zap.String("signal", "SIGKILL"), zap.String("reason", reason))
-	} else {
-		s.log.Warn("killed processes left in an exited daemon's process group",
-			zap.String("daemon", d.cfg.Name), zap.Int("pgid", d.pid), zap.String("reason", reason))
-	}
-}
-
-// armTimer points the one grace timer at the earliest pending deadline.
-func (s *Supervisor) armTimer(now time.Time) {
-	var earliest time.Time
-	for _, d := range s.daemons {
-		if d.groupOpen && !d.deadline.IsZero() && (earliest.IsZero() || d.deadline.Before(earliest)) {
-			earliest = d.deadline
-		}
-	}
-	s.timer.Stop()
-	s.timerArmed = !earliest.IsZero()
-	if s.timerArmed {
-		s.timer.Reset(earliest.Sub(now))
-	}
-}
-
-// closeEmptyGroups notes which exited daemons' groups have emptied since (their last
-// grandchildren were reaped as orphans).
-func (s *Supervisor) closeEmptyGroups() {
-	for _, d := range s.daemons {
-		if d.groupOpen && d.machine.Done() && !procs.GroupAlive(d.pid) {
-			d.groupOpen = false
-			d.deadline = time.Time{}
-		}
-	}
-}
-
 // forward sends a forwarded signal to every live daemon's group.
 func (s *Supervisor) forward(sig syscall.Signal) {
 	for _, d := range s.daemons {
-		if d.pid != 0 && !d.machine.Done() {
+		if d.live() {
 			s.signalGroup(d, sig)
 		}
 	}
@@ -386,7 +272,7 @@ func (s *Supervisor) settle() {
 			s.fireSupervisor(fsm.SupervisorAllDied)
 		}
 	case fsm.SupervisorTerminating, fsm.SupervisorKilling:
-		if !s.allDaemonsDone() || s.anyGroupOpen() {
+		if s.anyDaemonLive() || s.anyGroupOpen() {
 			return
 		}
 		if s.childrenLeft {
@@ -414,17 +300,8 @@ func (s *Supervisor) settle() {
 	}
 }
 
-// killLeftoverGroups: every daemon died on its own, but some left processes in their groups.
-// Nothing may outlive the supervisor, so they go with it.
-func (s *Supervisor) killLeftoverGroups() {
-	for _, d := range s.daemons {
-		if d.groupOpen && procs.GroupAlive(d.pid) {
-			s.kill(d, "every daemon died; supervisor exiting")
-		}
-		d.groupOpen = false
-	}
-}
-
+// allDaemonsDone: every daemon is exited or given up (a daemon in backoff, or held
+// stopped by an operator, keeps the supervisor alive).
 func (s *Supervisor) allDaemonsDone() bool {
 	for _, d := range s.daemons {
 		if !d.machine.Done() {
@@ -432,6 +309,15 @@ func (s *Supervisor) allDaemonsDone() bool {
 		}
 	}
 	return true
+}
+
+func (s *Supervisor) anyDaemonLive() bool {
+	for _, d := range s.daemons {
+		if d.live() {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Supervisor) anyGroupOpen() bool {
@@ -443,22 +329,8 @@ func (s *Supervisor) anyGroupOpen() bool {
 	return false
 }
 
-// fireDaemon and fireSupervisor are the one place transitions are applied and logged.
-func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, fields ...zap.Field) {
-	tr, err := d.machine.Fire(e)
-	if err != nil {
-		s.log.Warn("illegal event not applied", zap.String("machine", d.cfg.Name), zap.String("event", string(e)),
-			zap.String("state", string(d.machine.Current())), zap.Error(err))
-		return
-	}
-	if ce := s.log.Check(level, "transition"); ce != nil {
-		ce.Write(append([]zap.Field{
-			zap.String("machine", tr.Machine), zap.String("event", string(tr.Event)),
-			zap.String("from", string(tr.From)), zap.String("to", string(tr.To)), zap.Int("pid", d.pid),
-		}, fields...)...)
-	}
-}
-
+// fireSupervisor is the one place the supervisor's transitions are applied and logged
+// (fireDaemon is the daemons').
 func (s *Supervisor) fireSupervisor(e fsm.Event, fields ...zap.Field) (fsm.Transition, bool) {
 	tr, err := s.machine.Fire(e)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,7 +18,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/fakedaemon"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
 )
@@ -46,6 +49,26 @@ type harness struct {
 	forward     chan os.Signal
 	logs        *observer.ObservedLogs
 	done        chan int
+	calls       chan control.Call
+	events      *recordingNotifier
+}
+
+// recordingNotifier keeps every notification (the loop calls Send; tests read).
+type recordingNotifier struct {
+	mu     sync.Mutex
+	events []notify.Event
+}
+
+func (r *recordingNotifier) Send(ev notify.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, ev)
+}
+
+func (r *recordingNotifier) all() []notify.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]notify.Event(nil), r.events...)
 }
 
 // fake is a daemon entry that runs this test binary as a fake daemon.
@@ -65,7 +88,50 @@ func newHarness(t *testing.T) *harness {
 		stop:    make(chan os.Signal, 8),
 		forward: make(chan os.Signal, 64),
 		done:    make(chan int, 1),
+		calls:   make(chan control.Call),
+		events:  &recordingNotifier{},
 	}
+}
+
+// call sends a control request through the loop, as the control socket does.
+func (h *harness) call(cmd, name string) control.Response {
+	h.t.Helper()
+	c := control.Call{Request: control.Request{Cmd: cmd, Name: name}, Reply: make(chan control.Response, 1)}
+	select {
+	case h.calls <- c:
+	case <-time.After(testTimeout):
+		h.t.Fatal("the loop did not take the control request")
+	}
+	return <-c.Reply
+}
+
+// waitState polls the status until the daemon is in state.
+func (h *harness) waitState(name, state string) control.DaemonStatus {
+	h.t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		for _, d := range h.call(control.CmdStatus, "").Daemons {
+			if d.Name == name && d.State == state {
+				return d
+			}
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s never reached %s; logs:\n%s", name, state, h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// transitions lists the logged transitions of one machine with this event, in order.
+func (h *harness) transitions(machine, event string) []map[string]any {
+	var out []map[string]any
+	for _, e := range h.logs.FilterMessage("transition").All() {
+		m := e.ContextMap()
+		if m["machine"] == machine && m["event"] == event {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func (h *harness) run(daemons []config.Daemon, table *fsm.Table) {
@@ -87,6 +153,8 @@ func (h *harness) run(daemons []config.Daemon, table *fsm.Table) {
 		Environ:         nil,
 		Log:             zap.New(core),
 		Signals:         Signals{Stop: h.stop, Forward: h.forward, Child: child},
+		Calls:           h.calls,
+		Notifier:        h.events,
 		Stdin:           stdin,
 		SupervisorTable: table,
 	})
@@ -185,8 +253,8 @@ func TestCrashLeavesSurvivorsRunningAndStopSurfacesItsCode(t *testing.T) {
 	}, nil)
 	h.waitRecord("survivor started", "crasher exit 3")
 	h.waitLog("supervisor", fsm.SupervisorDegraded)
-	fields, level, ok := h.transition("crasher", "died")
-	if !ok || fields["exit_code"] != int64(3) || level != zapcore.WarnLevel {
+	fields, level, ok := h.transition("crasher", "fail")
+	if !ok || fields["exit_code"] != int64(3) || level != zapcore.WarnLevel || fields["to"] != "exited" {
 		t.Fatalf("crash transition = %v at %v, want exit_code 3 at warn", fields, level)
 	}
 	// The survivor keeps running, untouched, well after the crash was handled.
@@ -216,7 +284,7 @@ func TestDeathBeforeStopSignalCounts(t *testing.T) {
 	rec := h.waitRecord("crasher exit 6", "other started")
 	crasher := pidOf(t, rec, "crasher")
 	deadline := time.Now().Add(testTimeout)
-	for !isZombie(crasher) {
+	for !reapable(crasher) {
 		if time.Now().After(deadline) {
 			t.Fatal("the crasher never became a zombie")
 		}
@@ -226,17 +294,17 @@ func TestDeathBeforeStopSignalCounts(t *testing.T) {
 	signal.Notify(h.child, syscall.SIGCHLD)
 	h.child <- syscall.SIGCHLD // anything that exited before Notify
 	if code := h.exitCode(); code != 6 {
-		t.Fatalf("exit code %d, want 6: the crash happened before the stop signal", code)
+		t.Fatalf("exit code %d, want 6: the crash happened before the stop signal\n%s", code, h.dumpLogs())
 	}
 }
 
-func isZombie(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(stat), ')')
-	return i > 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+// reapable says the child has exited and wait4 would reap it now. It leaves the child
+// unreaped (WNOWAIT). A zombie thread-group leader in /proc is not enough: wait4 waits
+// until the other threads of a multi-threaded program are gone too.
+func reapable(pid int) bool {
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	return err == nil && info.Signo == int32(syscall.SIGCHLD)
 }
 
 func TestEveryDaemonDyingEndsTheLoop(t *testing.T) {

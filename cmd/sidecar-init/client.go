@@ -1,0 +1,92 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
+)
+
+// clientTimeout bounds a client's whole exchange with the supervisor.
+const clientTimeout = 5 * time.Second
+
+// clientError is a failed client command: exit status 1.
+type clientError struct{ msg string }
+
+func (e clientError) Error() string { return e.msg }
+
+func isClientCommand(arg string) bool {
+	switch arg {
+	case control.CmdStatus, control.CmdRestart, control.CmdStop, control.CmdStart:
+		return true
+	}
+	return false
+}
+
+// runClient is `sidecar-init status [--json]` and `sidecar-init restart|stop|start NAME`:
+// one request over the control socket (CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET, or the default).
+func runClient(args []string, stdout io.Writer) error {
+	cmd := args[0]
+	flags := flag.NewFlagSet("sidecar-init "+cmd, flag.ContinueOnError)
+	flags.SetOutput(io.Discard)
+	asJSON := flags.Bool("json", false, "print JSON (status only)")
+	socket := flags.String("socket", "", "control socket (default $"+envControlSocket+" or "+config.DefaultControlSocket+")")
+	if err := flags.Parse(args[1:]); err != nil {
+		return usageError{fmt.Sprintf("%s: %v", cmd, err)}
+	}
+	req := control.Request{Cmd: cmd}
+	switch {
+	case cmd == control.CmdStatus && flags.NArg() != 0:
+		return usageError{"usage: sidecar-init status [--json]"}
+	case cmd != control.CmdStatus && flags.NArg() != 1:
+		return usageError{fmt.Sprintf("usage: sidecar-init %s NAME", cmd)}
+	case cmd != control.CmdStatus:
+		req.Name = flags.Arg(0)
+	}
+	path := *socket
+	if path == "" {
+		path = os.Getenv(envControlSocket)
+	}
+	if path == "" {
+		path = config.DefaultControlSocket
+	}
+	resp, err := control.Do(path, req, clientTimeout)
+	if err != nil {
+		return clientError{err.Error()}
+	}
+	if !resp.OK {
+		return clientError{resp.Error}
+	}
+	if cmd != control.CmdStatus {
+		_, err := fmt.Fprintln(stdout, resp.Message)
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(resp.Daemons)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	_, _ = fmt.Fprintln(tw, "NAME\tSTATE\tPID\tUPTIME\tRESTARTS\tLAST EXIT\tNEXT RESTART")
+	for _, d := range resp.Daemons {
+		pid := "-"
+		if d.Pid != 0 {
+			pid = fmt.Sprint(d.Pid)
+		}
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.Name, d.State, pid, dash(d.Uptime), d.Restarts, dash(d.LastExit), dash(d.NextRestartIn))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
+)
+
+// client runs `sidecar-init ARGS...` against socket and returns stdout, stderr, exit status.
+func client(t *testing.T, socket string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+}
+
+func TestControlCLIAndNotifications(t *testing.T) {
+	var mu sync.Mutex
+	var events []notify.Event
+	supervise := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var ev notify.Event
+		if json.Unmarshal(body, &ev) == nil {
+			mu.Lock()
+			events = append(events, ev)
+			mu.Unlock()
+		}
+	}))
+	defer supervise.Close()
+
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	p := startInit(t, daemonTOML(t, record, "web", "1s")+daemonTOML(t, record, "worker", "1s"), false,
+		"CLAUDE_BOTTLE_SUPERVISE_URL="+supervise.URL+"/events")
+	p.record = record
+	p.waitRecord("web started", "worker started")
+	socket := filepath.Join(filepath.Dir(p.stderrPath), "control.sock")
+
+	out, stderr, code := client(t, socket, "status", "--json")
+	var rows []control.DaemonStatus
+	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 2 || rows[0].Name != "web" || rows[0].State != "running" || rows[0].Pid == 0 {
+		t.Fatalf("status --json: %d %q %q", code, out, stderr)
+	}
+	for _, key := range []string{`"name"`, `"state"`, `"pid"`, `"uptime"`, `"restarts"`, `"last_exit"`, `"next_restart_in"`} {
+		if !strings.Contains(out, key) {
+			t.Errorf("status --json lacks %s", key)
+		}
+	}
+	if out, _, code := client(t, socket, "restart", "web"); code != 0 || !strings.Contains(out, "web") {
+		t.Fatalf("restart web: %d %q", code, out)
+	}
+	p.waitLog(`"machine":"web","event":"spawn","from":"pending","to":"running"`)
+	out, _, _ = client(t, socket, "status")
+	if !strings.Contains(out, "NAME") || !strings.Contains(out, "LAST EXIT") {
+		t.Errorf("status table = %q", out)
+	}
+	if _, stderr, code := client(t, socket, "stop", "nope"); code != 1 || !strings.Contains(stderr, `unknown daemon "nope"`) {
+		t.Errorf("stop nope: %d %q", code, stderr)
+	}
+	if _, _, code := client(t, socket, "restart"); code != 2 {
+		t.Errorf("restart without a name: exit %d, want 2 (usage)", code)
+	}
+	if _, stderr, code := client(t, filepath.Join(dir, "nobody.sock"), "status"); code != 1 || !strings.Contains(stderr, "no sidecar-init is listening") {
+		t.Errorf("no supervisor: %d %q", code, stderr)
+	}
+
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var sawRestart bool
+	for i, ev := range events {
+		if i > 0 && ev.Seq <= events[i-1].Seq {
+			t.Errorf("notifications out of order: %d after %d", ev.Seq, events[i-1].Seq)
+		}
+		sawRestart = sawRestart || (ev.Daemon == "web" && ev.Event == "start" && ev.To == "pending")
+	}
+	if !sawRestart || len(events) < 8 {
+		t.Errorf("notifications (%d) lack the restart: %+v", len(events), events)
+	}
+}
+
+// With the supervise endpoint unreachable the loop must not care: it still reaps and shuts
+// down, and waits at most notifyFlushTimeout for the undelivered events.
+func TestUnreachableNotifyEndpointDoesNotHoldTheLoop(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	p := startInit(t, daemonTOML(t, record, "a", "1s", "-exit-after", "100ms", "-code", "4")+daemonTOML(t, record, "b", "1s"),
+		true, "CLAUDE_BOTTLE_SUPERVISE_URL=http://127.0.0.1:9/")
+	p.record = record
+	p.waitRecord("a exit 4", "b started")
+	p.waitLog(`"machine":"a","event":"fail"`)
+	start := time.Now()
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 4 {
+		t.Fatalf("exit %d, want 4", code)
+	}
+	t.Logf("shut down in %v with the endpoint unreachable", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(p.stderr(), "notification not delivered") {
+		t.Errorf("no log of the failed delivery:\n%s", p.stderr())
+	}
+}

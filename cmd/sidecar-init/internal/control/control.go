@@ -1,0 +1,222 @@
+// Package control is the supervisor's status and control socket: a unix socket speaking
+// line-delimited JSON, one request and one response per connection. The server never
+// touches supervisor state: it hands each request to the event loop as a Call on a channel
+// and writes back what the loop answers.
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Commands a client may send.
+const (
+	CmdStatus  = "status"
+	CmdRestart = "restart"
+	CmdStop    = "stop"
+	CmdStart   = "start"
+)
+
+// Request is one client request.
+type Request struct {
+	Cmd  string `json:"cmd"`
+	Name string `json:"name,omitempty"`
+}
+
+// DaemonStatus is one row of `sidecar-init status`.
+type DaemonStatus struct {
+	Name          string `json:"name"`
+	State         string `json:"state"`
+	Pid           int    `json:"pid"`
+	Uptime        string `json:"uptime"`
+	Restarts      int    `json:"restarts"`
+	LastExit      string `json:"last_exit"`
+	NextRestartIn string `json:"next_restart_in"`
+}
+
+// Response is the answer to one request.
+type Response struct {
+	OK      bool           `json:"ok"`
+	Error   string         `json:"error,omitempty"`
+	Message string         `json:"message,omitempty"`
+	Daemons []DaemonStatus `json:"daemons,omitempty"`
+}
+
+// Call is a request handed to the event loop with the channel for its answer (buffered:
+// the loop never blocks on a client).
+type Call struct {
+	Request Request
+	Reply   chan Response
+}
+
+// maxRequest bounds a request line; a real one is a few dozen bytes.
+const maxRequest = 4096
+
+// DecodeRequest parses and checks one request line.
+func DecodeRequest(line []byte) (Request, error) {
+	var req Request
+	if len(line) > maxRequest {
+		return req, fmt.Errorf("request longer than %d bytes", maxRequest)
+	}
+	if err := json.Unmarshal(line, &req); err != nil {
+		return req, fmt.Errorf("request is not a JSON object: %w", err)
+	}
+	switch req.Cmd {
+	case CmdStatus:
+		if req.Name != "" {
+			return req, errors.New("status takes no daemon name")
+		}
+	case CmdRestart, CmdStop, CmdStart:
+		if req.Name == "" {
+			return req, fmt.Errorf("%s needs a daemon name", req.Cmd)
+		}
+	default:
+		return req, fmt.Errorf("unknown command %q (want status, restart, stop or start)", req.Cmd)
+	}
+	return req, nil
+}
+
+// IdleTimeout drops a client that connects and sends nothing, or never reads its answer (a
+// variable so tests can shorten it).
+var IdleTimeout = 5 * time.Second
+
+// Server accepts clients on a unix socket.
+type Server struct {
+	path  string
+	ln    net.Listener
+	calls chan<- Call
+	log   *zap.Logger
+	done  chan struct{}
+	wg    sync.WaitGroup
+}
+
+// Listen creates the socket at path (directory 0700, socket 0600: only root may control the
+// supervisor), replacing a stale socket left by an earlier run.
+func Listen(path string, calls chan<- Call, log *zap.Logger) (*Server, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("control socket directory: %w", err)
+	}
+	if conn, err := net.Dial("unix", path); err == nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("control socket %s: another sidecar-init is listening there", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale control socket: %w", err)
+	}
+	// The umask keeps the socket private from its first moment, before the chmod.
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("control socket permissions: %w", err)
+	}
+	s := &Server{path: path, ln: ln, calls: calls, log: log, done: make(chan struct{})}
+	s.wg.Add(1)
+	go s.accept()
+	return s, nil
+}
+
+// Close stops accepting, ends every connection's wait for the loop, removes the socket and
+// waits for the connection goroutines.
+func (s *Server) Close() {
+	close(s.done)
+	_ = s.ln.Close()
+	s.wg.Wait()
+	_ = os.Remove(s.path)
+}
+
+func (s *Server) accept() {
+	defer s.wg.Done()
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			select {
+			case <-s.done:
+			default:
+				s.log.Error("control socket stopped accepting", zap.Error(err))
+			}
+			return
+		}
+		s.wg.Add(1)
+		go s.serve(conn)
+	}
+}
+
+func (s *Server) serve(conn net.Conn) {
+	defer s.wg.Done()
+	defer func() { _ = conn.Close() }()
+	_ = conn.SetDeadline(time.Now().Add(IdleTimeout))
+	line, err := bufio.NewReader(io.LimitReader(conn, maxRequest+1)).ReadBytes('\n')
+	if len(line) == 0 {
+		return // hung up, or sent nothing before the deadline
+	}
+	resp := Response{Error: fmt.Sprintf("incomplete request: %v", err)}
+	// A last line without its newline is still a request (io.EOF after data).
+	if err == nil || errors.Is(err, io.EOF) {
+		resp = s.handle(bytes.TrimRight(line, "\r\n"))
+	}
+	data, _ := json.Marshal(resp)
+	_, _ = conn.Write(append(data, '\n'))
+}
+
+func (s *Server) handle(line []byte) Response {
+	req, err := DecodeRequest(line)
+	if err != nil {
+		return Response{Error: err.Error()}
+	}
+	call := Call{Request: req, Reply: make(chan Response, 1)}
+	select {
+	case s.calls <- call:
+	case <-s.done:
+		return Response{Error: "sidecar-init is shutting down"}
+	}
+	select {
+	case resp := <-call.Reply:
+		return resp
+	case <-s.done:
+		return Response{Error: "sidecar-init is shutting down"}
+	}
+}
+
+// ErrNotListening says no supervisor answers on the socket.
+var ErrNotListening = errors.New("no sidecar-init is listening")
+
+// Do sends one request to the supervisor listening at path and returns its answer.
+func Do(path string, req Request, timeout time.Duration) (Response, error) {
+	conn, err := net.DialTimeout("unix", path, timeout)
+	if err != nil {
+		return Response{}, fmt.Errorf("%w on %s (is it running? does CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET match its control_socket?): %w",
+			ErrNotListening, path, err)
+	}
+	defer func() { _ = conn.Close() }()
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	data, _ := json.Marshal(req)
+	if _, err := conn.Write(append(data, '\n')); err != nil {
+		return Response{}, fmt.Errorf("send to %s: %w", path, err)
+	}
+	line, err := bufio.NewReader(conn).ReadBytes('\n')
+	if err != nil && (!errors.Is(err, io.EOF) || len(line) == 0) {
+		return Response{}, fmt.Errorf("read answer from %s: %w", path, err)
+	}
+	var resp Response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return Response{}, fmt.Errorf("answer from %s is not JSON: %w", path, err)
+	}
+	return resp, nil
+}

@@ -1,0 +1,181 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// fakeLoop answers calls the way the supervisor's loop does, from one goroutine.
+func fakeLoop(calls <-chan Call, done <-chan struct{}) {
+	for {
+		select {
+		case c := <-calls:
+			if c.Request.Cmd == CmdStatus {
+				c.Reply <- Response{OK: true, Daemons: []DaemonStatus{{Name: "egress", State: "running", Pid: 7}}}
+			} else {
+				c.Reply <- Response{OK: true, Message: c.Request.Cmd + " " + c.Request.Name}
+			}
+		case <-done:
+			return
+		}
+	}
+}
+
+func listen(t *testing.T) (string, *Server) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "run", "control.sock")
+	calls := make(chan Call)
+	done := make(chan struct{})
+	go fakeLoop(calls, done)
+	s, err := Listen(path, calls, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Close()
+		close(done)
+	})
+	return path, s
+}
+
+func TestPermissionsAndRoundTrip(t *testing.T) {
+	path, _ := listen(t)
+	info, err := os.Stat(path)
+	if err != nil || info.Mode().Perm() != 0o600 || info.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket mode = %v, %v; want a 0600 socket", info.Mode(), err)
+	}
+	dir, _ := os.Stat(filepath.Dir(path))
+	if dir.Mode().Perm() != 0o700 {
+		t.Errorf("directory mode = %v, want 0700", dir.Mode().Perm())
+	}
+	resp, err := Do(path, Request{Cmd: CmdStatus}, time.Second)
+	if err != nil || !resp.OK || len(resp.Daemons) != 1 || resp.Daemons[0].Pid != 7 {
+		t.Fatalf("status = %+v, %v", resp, err)
+	}
+	resp, err = Do(path, Request{Cmd: CmdRestart, Name: "egress"}, time.Second)
+	if err != nil || resp.Message != "restart egress" {
+		t.Fatalf("restart = %+v, %v", resp, err)
+	}
+}
+
+func TestManyClientsAtOnce(t *testing.T) {
+	path, _ := listen(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := Do(path, Request{Cmd: CmdStatus}, 5*time.Second)
+			if err == nil && !resp.OK {
+				err = errors.New(resp.Error)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestSilentClientIsDropped(t *testing.T) {
+	old := IdleTimeout
+	IdleTimeout = 100 * time.Millisecond
+	defer func() { IdleTimeout = old }()
+	path, _ := listen(t)
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1)
+	if _, err := conn.Read(buf); err == nil {
+		t.Fatal("a silent client got an answer")
+	} else if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the server never dropped the silent client")
+	}
+	// And the server still serves others.
+	if resp, err := Do(path, Request{Cmd: CmdStatus}, time.Second); err != nil || !resp.OK {
+		t.Fatalf("after a silent client: %+v, %v", resp, err)
+	}
+}
+
+func TestBadRequestsGetAnError(t *testing.T) {
+	path, _ := listen(t)
+	for _, line := range []string{"not json", `{"cmd":"reboot"}`, `{"cmd":"stop"}`, `{"cmd":"status","name":"x"}`, strings.Repeat("x", 5000)} {
+		conn, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = fmt.Fprintln(conn, line)
+		buf := make([]byte, 512)
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _ := conn.Read(buf)
+		_ = conn.Close()
+		if !strings.Contains(string(buf[:n]), `"ok":false`) || !strings.Contains(string(buf[:n]), `"error"`) {
+			t.Errorf("request %.20q: answer %q, want an error", line, buf[:n])
+		}
+	}
+}
+
+func TestDecodeRequest(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		ok   bool
+	}{
+		{`{"cmd":"status"}`, true},
+		{`{"cmd":"restart","name":"egress"}`, true},
+		{`{"cmd":"start","name":"a"}`, true},
+		{`{"cmd":"stop","name":"a"}`, true},
+		{`{"cmd":"stop"}`, false},
+		{`{"cmd":"status","name":"a"}`, false},
+		{`{"cmd":""}`, false},
+		{`[]`, false},
+		{``, false},
+	} {
+		_, err := DecodeRequest([]byte(tc.line))
+		if (err == nil) != tc.ok || (err != nil && err.Error() == "") {
+			t.Errorf("DecodeRequest(%q) = %v, want ok=%v", tc.line, err, tc.ok)
+		}
+	}
+}
+
+func TestListenRefusesALiveSocketAndReplacesAStaleOne(t *testing.T) {
+	path, _ := listen(t)
+	if _, err := Listen(path, make(chan Call), zap.NewNop()); err == nil || !strings.Contains(err.Error(), "another sidecar-init") {
+		t.Fatalf("second Listen on a live socket = %v", err)
+	}
+	stale := filepath.Join(t.TempDir(), "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	_ = ln.Close() // the file stays, nobody listens: stale
+	s, err := Listen(stale, make(chan Call), zap.NewNop())
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	s.Close()
+}
+
+func TestDoWithNobodyListening(t *testing.T) {
+	_, err := Do(filepath.Join(t.TempDir(), "none.sock"), Request{Cmd: CmdStatus}, time.Second)
+	if !errors.Is(err, ErrNotListening) || !strings.Contains(err.Error(), "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET") {
+		t.Fatalf("Do = %v, want ErrNotListening with the fix", err)
+	}
+}

@@ -1,0 +1,215 @@
+// Package notify POSTs daemon events to the supervise sidecar, without ever blocking the
+// event loop: Send only queues; one goroutine sends, retries with backoff, and when the
+// queue is full drops the oldest event and reports how many were dropped with the next.
+package notify
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Event is one daemon event as POSTed, one JSON object per request.
+type Event struct {
+	Seq           uint64    `json:"seq"`
+	Time          time.Time `json:"time"`
+	Daemon        string    `json:"daemon"`
+	Pid           int       `json:"pid,omitempty"`
+	Event         string    `json:"event"`
+	From          string    `json:"from"`
+	To            string    `json:"to"`
+	ExitCode      *int      `json:"exit_code,omitempty"`
+	Signal        string    `json:"signal,omitempty"`
+	Restarts      int       `json:"restarts"`
+	NextRestartIn string    `json:"next_restart_in,omitempty"`
+	// Dropped counts events dropped (queue full) since the previous one that was sent.
+	Dropped uint64 `json:"dropped,omitempty"`
+}
+
+// Tuning; the bounds the issue asks for.
+const (
+	QueueSize      = 1024
+	requestTimeout = 2 * time.Second
+	retryFirst     = 100 * time.Millisecond
+	retryMax       = 5 * time.Second
+)
+
+// Notifier sends events to one URL.
+type Notifier struct {
+	url    string
+	token  string
+	client *http.Client
+	log    *zap.Logger
+
+	mu      sync.Mutex
+	queue   []Event // guarded by mu; oldest first
+	dropped uint64  // guarded by mu: dropped and not reported yet
+	seq     uint64  // guarded by mu
+	closing bool    // guarded by mu
+
+	wake     chan struct{}
+	quit     chan struct{} // closed by Close: stop retrying, flush what can be flushed
+	finished chan struct{}
+}
+
+// New starts a notifier for rawURL (http://... or unix:/path). tokenFile, when set, holds a
+// bearer token; it is read once here and never logged.
+func New(rawURL, tokenFile string, log *zap.Logger) (*Notifier, error) {
+	n := &Notifier{url: rawURL, log: log, wake: make(chan struct{}, 1), quit: make(chan struct{}), finished: make(chan struct{})}
+	if tokenFile != "" {
+		data, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("notify_token_file: %w", err)
+		}
+		n.token = strings.TrimSpace(string(data))
+	}
+	transport := &http.Transport{MaxIdleConns: 1, IdleConnTimeout: 30 * time.Second}
+	if path, ok := strings.CutPrefix(rawURL, "unix:"); ok {
+		n.url = "http://unix/"
+		dialer := &net.Dialer{}
+		transport.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", path)
+		}
+	}
+	n.client = &http.Client{Transport: transport, Timeout: requestTimeout}
+	go n.run()
+	return n, nil
+}
+
+// Send queues ev with the next sequence number and returns at once. When the queue is full
+// the oldest queued event is dropped and counted.
+func (n *Notifier) Send(ev Event) {
+	n.mu.Lock()
+	if n.closing {
+		n.mu.Unlock()
+		return
+	}
+	n.seq++
+	ev.Seq = n.seq
+	if len(n.queue) >= QueueSize {
+		n.queue = n.queue[1:]
+		n.dropped++
+	}
+	n.queue = append(n.queue, ev)
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops taking events and gives the sender up to timeout to deliver what is queued.
+func (n *Notifier) Close(timeout time.Duration) {
+	n.mu.Lock()
+	n.closing = true
+	n.mu.Unlock()
+	close(n.quit)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-n.finished:
+	case <-t.C:
+		n.mu.Lock()
+		left := len(n.queue)
+		n.mu.Unlock()
+		n.log.Warn("notifications not delivered before exit", zap.Int("undelivered", left), zap.String("url", n.url))
+	}
+	n.client.CloseIdleConnections()
+}
+
+// next takes the oldest event, stamping it with the drop count it must report.
+func (n *Notifier) next() (Event, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.queue) == 0 {
+		return Event{}, false
+	}
+	ev := n.queue[0]
+	n.queue = n.queue[1:]
+	if n.dropped > 0 {
+		ev.Dropped = n.dropped
+		n.dropped = 0
+		n.log.Warn("notifications dropped: the supervise endpoint did not keep up", zap.Uint64("dropped", ev.Dropped))
+	}
+	return ev, true
+}
+
+func (n *Notifier) run() {
+	defer close(n.finished)
+	for {
+		ev, ok := n.next()
+		if !ok {
+			select {
+			case <-n.wake:
+				continue
+			case <-n.quit:
+				return
+			}
+		}
+		if !n.deliver(ev) {
+			return
+		}
+	}
+}
+
+// deliver retries one event with backoff until it is accepted (true), or until Close
+// while it fails (false: the sender gives up; Close reports what is left).
+func (n *Notifier) deliver(ev Event) bool {
+	body, err := json.Marshal(ev)
+	if err != nil {
+		n.log.Error("notification not encodable", zap.Error(err))
+		return true
+	}
+	delay := retryFirst
+	for attempt := 1; ; attempt++ {
+		err := n.post(body)
+		if err == nil {
+			return true
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			n.log.Warn("notification not delivered; retrying", zap.String("url", n.url), zap.Uint64("seq", ev.Seq),
+				zap.Int("attempt", attempt), zap.Error(err))
+		}
+		select {
+		case <-n.quit:
+			// Shutting down: keep the event at the head so Close counts it as undelivered.
+			n.mu.Lock()
+			n.queue = append([]Event{ev}, n.queue...)
+			n.mu.Unlock()
+			return false
+		case <-time.After(delay):
+		}
+		// Meanwhile Send keeps queueing, dropping the oldest when full; the count goes out
+		// with the next event delivered.
+		delay = min(2*delay, retryMax)
+	}
+}
+
+func (n *Notifier) post(body []byte) error {
+	req, err := http.NewRequest(http.MethodPost, n.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if n.token != "" {
+		req.Header.Set("Authorization", "Bearer "+n.token)
+	}
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return err
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("HTTP %s", resp.Status)
+	}
+	return nil
+}

@@ -1,0 +1,184 @@
+package notify
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// collector is a supervise endpoint that keeps what it receives.
+type collector struct {
+	mu     sync.Mutex
+	events []Event
+	auth     []string
+	down     atomic.Bool
+	attempts atomic.Int64
+}
+
+func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.attempts.Add(1)
+	if c.down.Load() {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	var ev Event
+	if err := json.Unmarshal(body, &ev); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	c.mu.Lock()
+	c.events = append(c.events, ev)
+	c.auth = append(c.auth, r.Header.Get("Authorization"))
+	c.mu.Unlock()
+}
+
+func (c *collector) received() []Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Event(nil), c.events...)
+}
+
+func (c *collector) waitFor(t *testing.T, n int) []Event {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(c.received()) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("received %d events, want %d", len(c.received()), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return c.received()
+}
+
+func checkSeqOrder(t *testing.T, events []Event) {
+	t.Helper()
+	for i := 1; i < len(events); i++ {
+		if events[i].Seq <= events[i-1].Seq {
+			t.Fatalf("event %d has seq %d after %d: out of order", i, events[i].Seq, events[i-1].Seq)
+		}
+	}
+}
+
+func TestHTTPDeliversInSeqOrderWithToken(t *testing.T) {
+	c := &collector{}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(srv.URL+"/events", token, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := 3
+	for i := 0; i < 50; i++ {
+		n.Send(Event{Daemon: "egress", Event: "fail", From: "running", To: "backoff", ExitCode: &code, NextRestartIn: "1s"})
+	}
+	events := c.waitFor(t, 50)
+	n.Close(time.Second)
+	checkSeqOrder(t, events)
+	if events[0].Seq != 1 || events[49].Seq != 50 || *events[0].ExitCode != 3 || events[0].NextRestartIn != "1s" {
+		t.Errorf("first/last events: %+v / %+v", events[0], events[49])
+	}
+	for _, a := range c.auth {
+		if a != "Bearer s3cret" {
+			t.Fatalf("Authorization = %q", a)
+		}
+	}
+}
+
+func TestUnixSocketDelivers(t *testing.T) {
+	c := &collector{}
+	sock := filepath.Join(t.TempDir(), "supervise.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: c, ReadHeaderTimeout: time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer func() { _ = srv.Close() }()
+	n, err := New("unix:"+sock, "", zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		n.Send(Event{Daemon: "git-gate", Event: "spawn"})
+	}
+	checkSeqOrder(t, c.waitFor(t, 20))
+	n.Close(time.Second)
+}
+
+// With the endpoint down, Send never blocks, the oldest events are dropped once the queue is
+// full, and the count arrives with the first event delivered after it recovers.
+func TestDownEndpointDropsOldestAndReportsIt(t *testing.T) {
+	c := &collector{}
+	c.down.Store(true)
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	n, err := New(srv.URL, "", zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first event is in flight (being retried) before the flood: then exactly the
+	// newest QueueSize of the flood wait in the queue and the 100 before them are dropped.
+	n.Send(Event{Daemon: "egress", Event: "spawn"})
+	for c.attempts.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	const flood, extra = QueueSize + 100, 100
+	for i := 0; i < flood; i++ {
+		n.Send(Event{Daemon: "egress", Event: "spawn"})
+	}
+	c.down.Store(false)
+	const sent = flood + 1
+	events := c.waitFor(t, sent-extra)
+	n.Close(time.Second)
+	checkSeqOrder(t, events)
+	var dropped uint64
+	for i, ev := range events {
+		dropped += ev.Dropped
+		if i > 0 && ev.Seq-events[i-1].Seq-1 != ev.Dropped {
+			t.Errorf("seq gap %d→%d but dropped = %d", events[i-1].Seq, ev.Seq, ev.Dropped)
+		}
+	}
+	if dropped != extra || len(events) != sent-extra {
+		t.Fatalf("received %d events reporting %d dropped; want %d and %d", len(events), dropped, sent-extra, extra)
+	}
+}
+
+func TestCloseIsBoundedWhenNobodyListens(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nobody listens there now: every POST is refused
+	n, err := New("http://"+addr+"/", "", zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Send(Event{Daemon: "a", Event: "spawn"})
+	start := time.Now()
+	n.Close(300 * time.Millisecond)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Close took %v", took)
+	}
+}
+
+func TestMissingTokenFile(t *testing.T) {
+	if _, err := New("http://127.0.0.1:1/", "/nonexistent/token", zap.NewNop()); err == nil {
+		t.Fatal("want an error for a missing token file")
+	}
+}

@@ -1,0 +1,108 @@
+package supervisor
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
+	"github.com/claude-bottle/sidecar-init/fsm"
+)
+
+// onCall answers one control-socket request. Every change goes through the daemon's table,
+// like any other event of the loop.
+func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response {
+	if req.Cmd == control.CmdStatus {
+		return control.Response{OK: true, Daemons: s.status(now)}
+	}
+	d := s.byName(req.Name)
+	if d == nil {
+		return control.Response{Error: fmt.Sprintf("unknown daemon %q (running here: %s)", req.Name, s.names())}
+	}
+	if s.shuttingDown() {
+		return control.Response{Error: "sidecar-init is shutting down; " + req.Cmd + " refused"}
+	}
+	s.log.Info("control request", zap.String("cmd", req.Cmd), zap.String("daemon", d.cfg.Name))
+	state := d.machine.Current()
+	switch req.Cmd {
+	case control.CmdStop:
+		switch state {
+		case fsm.DaemonRunning:
+			d.afterStop = afterStopHold
+			s.stopDaemon(d, syscall.SIGTERM, now)
+			s.armTimer(now)
+			return control.Response{OK: true, Message: fmt.Sprintf("%s: stop signal sent; it stays stopped until `sidecar-init start %s`", d.cfg.Name, d.cfg.Name)}
+		case fsm.DaemonBackoff, fsm.DaemonExited, fsm.DaemonGivenUp:
+			d.restartAt = time.Time{}
+			s.fireDaemon(d, fsm.DaemonHold, zapcore.InfoLevel, detail{reason: "operator stop"})
+			s.armTimer(now)
+			return control.Response{OK: true, Message: d.cfg.Name + ": stopped"}
+		}
+	case control.CmdStart:
+		switch state {
+		case fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
+			s.fireDaemon(d, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: "operator start"})
+			d.windowRestarts = 0
+			s.spawn(d, now)
+			return control.Response{OK: true, Message: d.cfg.Name + ": started"}
+		}
+	case control.CmdRestart:
+		switch state {
+		case fsm.DaemonRunning:
+			d.afterStop = afterStopStart
+			s.stopDaemon(d, syscall.SIGTERM, now)
+			s.armTimer(now)
+			return control.Response{OK: true, Message: d.cfg.Name + ": stop signal sent; it starts again once it has exited"}
+		case fsm.DaemonBackoff:
+			s.spawn(d, now) // the pending restart, now
+			s.armTimer(now)
+			return control.Response{OK: true, Message: d.cfg.Name + ": restarted"}
+		case fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
+			s.fireDaemon(d, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: "operator restart"})
+			d.windowRestarts = 0
+			d.restarts++
+			s.spawn(d, now)
+			return control.Response{OK: true, Message: d.cfg.Name + ": restarted"}
+		}
+	}
+	return control.Response{Error: fmt.Sprintf("%s: cannot %s a daemon that is %s", d.cfg.Name, req.Cmd, state)}
+}
+
+func (s *Supervisor) status(now time.Time) []control.DaemonStatus {
+	out := make([]control.DaemonStatus, 0, len(s.daemons))
+	for _, d := range s.daemons {
+		st := control.DaemonStatus{Name: d.cfg.Name, State: string(d.machine.Current()), Restarts: d.restarts, LastExit: d.lastExit}
+		if d.live() {
+			st.Pid = d.pid
+			st.Uptime = now.Sub(d.startedAt).Round(time.Second).String()
+		}
+		if d.machine.Current() == fsm.DaemonBackoff && !d.restartAt.IsZero() {
+			st.NextRestartIn = d.restartAt.Sub(now).Round(time.Millisecond).String()
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+func (s *Supervisor) byName(name string) *daemon {
+	for _, d := range s.daemons {
+		if d.cfg.Name == name {
+			return d
+		}
+	}
+	return nil
+}
+
+func (s *Supervisor) names() string {
+	names := ""
+	for i, d := range s.daemons {
+		if i > 0 {
+			names += ", "
+		}
+		names += d.cfg.Name
+	}
+	return names
+}

@@ -1,0 +1,226 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
+	"github.com/claude-bottle/sidecar-init/fsm"
+	"github.com/claude-bottle/sidecar-init/procs"
+)
+
+// daemon is one supervised daemon. Every field is owned by the loop.
+type daemon struct {
+	cfg     config.Daemon
+	env     []string
+	machine *fsm.Machine
+	// pid is also the process group id (each daemon leads its own group); kept after the
+	// daemon died so leftovers in its group can still be found.
+	pid int
+	// groupOpen: its process group may still hold processes (grandchildren can outlive the
+	// leader). Cleared when kill(-pgid, 0) finds nobody.
+	groupOpen bool
+	// deadline is when its group gets SIGKILL during a stop; zero when not armed.
+	deadline time.Time
+	// startedAt is when it was last spawned; restartAt when its pending restart is due.
+	startedAt time.Time
+	restartAt time.Time
+	// restarts counts every restart; windowRestarts those since it last stayed up for
+	// backoff_reset, which set the backoff and the max_restarts budget.
+	restarts       int
+	windowRestarts int
+	// lastExit describes the last death ("status 3", "signal SIGKILL", "exec failed (127)").
+	lastExit string
+	// afterStop is what an operator's stop or restart wants once the daemon has died.
+	afterStop afterStop
+}
+
+type afterStop int
+
+const (
+	afterStopNothing afterStop = iota // a shutdown: it stays exited
+	afterStopHold                     // an operator's stop: held in stopped
+	afterStopStart                    // an operator's restart: started again at once
+)
+
+// live says the daemon has a process that has not been reaped.
+func (d *daemon) live() bool {
+	switch d.machine.Current() {
+	case fsm.DaemonRunning, fsm.DaemonTerminating, fsm.DaemonKilled:
+		return true
+	}
+	return false
+}
+
+// detail is what a transition's log line and notification carry besides the transition.
+type detail struct {
+	exit     *procs.Exit // the reaped status, for deaths
+	status   int         // exec failure status (spawn_failed)
+	signal   string      // a signal sent (stop, kill)
+	reason   string
+	hasState bool // status is set
+}
+
+// spawn starts the daemon (from pending or backoff). An exec failure is that daemon's death
+// with status 127/126; the others still start.
+func (s *Supervisor) spawn(d *daemon, now time.Time) {
+	from := d.machine.Current()
+	pid, err := procs.Spawn(procs.Spec{Argv: d.cfg.Command, Env: d.env, Dir: d.cfg.Dir}, s.opts.Stdin)
+	if err != nil {
+		status := 126
+		var spawnErr *procs.SpawnError
+		if errors.As(err, &spawnErr) {
+			status = spawnErr.Status
+		}
+		s.log.Error("daemon failed to start: check its command and dir in the daemon table",
+			zap.String("daemon", d.cfg.Name), zap.Strings("command", d.cfg.Command), zap.Error(err))
+		d.lastExit = fmt.Sprintf("exec failed (%d)", status)
+		d.pid = 0
+		d.startedAt = time.Time{}
+		s.dieOnItsOwn(d, fsm.DaemonSpawnFailed, detail{status: status, hasState: true}, zapcore.ErrorLevel, status, now)
+		return
+	}
+	if from == fsm.DaemonBackoff {
+		d.restarts++
+		d.windowRestarts++
+	}
+	d.pid = pid
+	d.groupOpen = true
+	d.startedAt = now
+	d.restartAt = time.Time{}
+	s.byPid[pid] = d
+	s.fireDaemon(d, fsm.DaemonSpawn, zapcore.InfoLevel, detail{})
+}
+
+// onDaemonExit handles a reaped daemon: a death on its own, or the end of a stop.
+func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
+	if sig, ok := e.Signal(); ok {
+		d.lastExit = "signal " + procs.SignalName(sig)
+	} else {
+		d.lastExit = fmt.Sprintf("status %d", e.Code())
+	}
+	if d.machine.Current() == fsm.DaemonRunning {
+		event, level := fsm.DaemonExit, zapcore.InfoLevel
+		if e.Code() != 0 {
+			event, level = fsm.DaemonFail, zapcore.WarnLevel
+		}
+		s.dieOnItsOwn(d, event, detail{exit: &e}, level, e.Code(), now)
+		s.afterGroupLeaderExit(d)
+		return
+	}
+	s.fireDaemon(d, fsm.DaemonDied, zapcore.InfoLevel, detail{exit: &e})
+	s.afterGroupLeaderExit(d)
+	switch d.afterStop {
+	case afterStopHold:
+		s.fireDaemon(d, fsm.DaemonHold, zapcore.InfoLevel, detail{reason: "operator stop"})
+	case afterStopStart:
+		s.fireDaemon(d, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: "operator restart"})
+		d.windowRestarts = 0
+		d.restarts++
+		s.spawn(d, now)
+	}
+	d.afterStop = afterStopNothing
+}
+
+func (s *Supervisor) afterGroupLeaderExit(d *daemon) {
+	if !procs.GroupAlive(d.pid) {
+		d.groupOpen = false
+		d.deadline = time.Time{}
+	}
+}
+
+// dieOnItsOwn fires the death row that the daemon's restart policy set (backoff or
+// exited), schedules the restart or gives up, then tells the supervisor's crash policy.
+func (s *Supervisor) dieOnItsOwn(d *daemon, event fsm.Event, det detail, level zapcore.Level, status int, now time.Time) {
+	dst, _ := fsm.DaemonTable(d.cfg.Restart).Dst(event, d.machine.Current())
+	giveUp := false
+	if dst == fsm.DaemonBackoff {
+		if !d.startedAt.IsZero() && now.Sub(d.startedAt) >= d.cfg.BackoffReset {
+			d.windowRestarts = 0 // it stayed up long enough: a fresh start
+		}
+		giveUp = d.cfg.MaxRestarts > 0 && d.windowRestarts >= d.cfg.MaxRestarts
+		if !giveUp {
+			d.restartAt = now.Add(backoffDelay(d.cfg, d.windowRestarts))
+		}
+	}
+	s.fireDaemon(d, event, level, det)
+	if giveUp {
+		s.fireDaemon(d, fsm.DaemonGiveUp, zapcore.ErrorLevel, detail{reason: fmt.Sprintf(
+			"died %d times within backoff_reset %v (max_restarts %d)", d.windowRestarts+1, d.cfg.BackoffReset, d.cfg.MaxRestarts)})
+	}
+	s.diedOnItsOwn(d, status)
+	s.armTimer(now)
+}
+
+// backoffDelay is the wait before the restart that follows n restarts in the current
+// window: backoff_initial doubled n times, at most backoff_max, with ±20 % jitter so that
+// daemons crashing together do not restart in lockstep.
+func backoffDelay(cfg config.Daemon, n int) time.Duration {
+	delay := cfg.BackoffInitial
+	for i := 0; i < n && delay < cfg.BackoffMax; i++ {
+		delay *= 2
+	}
+	jittered := time.Duration(float64(min(delay, cfg.BackoffMax)) * (0.8 + 0.4*rand.Float64()))
+	return min(jittered, cfg.BackoffMax)
+}
+
+// fireDaemon is the one place a daemon's transitions are applied, logged and notified.
+func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det detail) {
+	tr, err := d.machine.Fire(e)
+	if err != nil {
+		s.log.Warn("illegal event not applied", zap.String("machine", d.cfg.Name), zap.String("event", string(e)),
+			zap.String("state", string(d.machine.Current())), zap.Error(err))
+		return
+	}
+	var exitCode *int
+	signal := det.signal
+	switch {
+	case det.exit != nil:
+		code := det.exit.Code()
+		exitCode = &code
+		if sig, ok := det.exit.Signal(); ok {
+			signal = procs.SignalName(sig)
+		}
+	case det.hasState:
+		exitCode = &det.status
+	}
+	var nextRestart time.Duration
+	if tr.To == fsm.DaemonBackoff && !d.restartAt.IsZero() {
+		nextRestart = time.Until(d.restartAt).Round(time.Millisecond)
+	}
+	if ce := s.log.Check(level, "transition"); ce != nil {
+		fields := make([]zap.Field, 0, 10)
+		fields = append(fields, zap.String("machine", tr.Machine), zap.String("event", string(tr.Event)),
+			zap.String("from", string(tr.From)), zap.String("to", string(tr.To)), zap.Int("pid", d.pid))
+		if exitCode != nil {
+			fields = append(fields, zap.Int("exit_code", *exitCode))
+		}
+		if signal != "" {
+			fields = append(fields, zap.String("signal", signal))
+		}
+		if det.reason != "" {
+			fields = append(fields, zap.String("reason", det.reason))
+		}
+		if d.restarts > 0 {
+			fields = append(fields, zap.Int("restarts", d.restarts))
+		}
+		if nextRestart > 0 {
+			fields = append(fields, zap.Duration("next_restart_in", nextRestart))
+		}
+		ce.Write(fields...)
+	}
+	if s.opts.Notifier != nil {
+		ev := notify.Event{Time: time.Now().UTC(), Daemon: d.cfg.Name, Pid: d.pid, Event: string(tr.Event),
+			From: string(tr.From), To: string(tr.To), ExitCode: exitCode, Signal: signal, Restarts: d.restarts}
+		if nextRestart > 0 {
+			ev.NextRestartIn = nextRestart.String()
+		}
+		s.opts.Notifier.Send(ev)
+	}
+}

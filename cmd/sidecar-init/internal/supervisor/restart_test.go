@@ -1,0 +1,227 @@
+package supervisor
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/fsm"
+)
+
+// restarting is a fake daemon entry with a restart policy and a backoff.
+func restarting(t *testing.T, h *harness, name string, policy fsm.RestartPolicy, initial, reset time.Duration, maxRestarts int, args ...string) config.Daemon {
+	d := fake(t, h, name, 500*time.Millisecond, args...)
+	d.Restart = policy
+	d.BackoffInitial = initial
+	d.BackoffMax = time.Hour
+	d.BackoffReset = reset
+	d.MaxRestarts = maxRestarts
+	return d
+}
+
+func nextRestarts(t *testing.T, h *harness, name, event string) []time.Duration {
+	t.Helper()
+	var out []time.Duration
+	for _, m := range h.transitions(name, event) {
+		if m["to"] != "backoff" {
+			continue
+		}
+		d, ok := m["next_restart_in"].(time.Duration)
+		if !ok {
+			t.Fatalf("backoff transition without next_restart_in: %v", m)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func TestOnFailureRestartsWithGrowingDelays(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{
+		restarting(t, h, "crashy", fsm.RestartOnFailure, 100*time.Millisecond, time.Hour, 0, "-exit-after", "20ms", "-code", "4"),
+		fake(t, h, "steady", time.Second),
+	}, nil)
+	deadline := time.Now().Add(testTimeout)
+	for len(h.transitions("crashy", "spawn")) < 4 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	delays := nextRestarts(t, h, "crashy", "fail")
+	if len(delays) < 3 {
+		t.Fatalf("want 3 restarts, saw delays %v\n%s", delays, h.dumpLogs())
+	}
+	// 100 ms, 200 ms, 400 ms, each ±20 %: strictly growing whatever the jitter.
+	for i, d := range delays[:3] {
+		base := 100 * time.Millisecond << i
+		if d < base*8/10-5*time.Millisecond || d > base*12/10 {
+			t.Errorf("restart %d after %v, want %v ± 20%%", i+1, d, base)
+		}
+		if i > 0 && d <= delays[i-1] {
+			t.Errorf("delays do not grow: %v", delays)
+		}
+	}
+	if got := h.transitions("crashy", "spawn"); got[len(got)-1]["restarts"] == nil {
+		t.Errorf("a restart's spawn does not log the restart count: %v", got[len(got)-1])
+	}
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 4 {
+		t.Fatalf("exit code %d, want the first failure's 4 (restarts or not)", code)
+	}
+}
+
+func TestBackoffResetsAfterAHealthyPeriod(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{
+		restarting(t, h, "slowcrash", fsm.RestartOnFailure, 50*time.Millisecond, 200*time.Millisecond, 0, "-exit-after", "300ms", "-code", "1"),
+	}, nil)
+	deadline := time.Now().Add(testTimeout)
+	for len(nextRestarts(t, h, "slowcrash", "fail")) < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Every life lasts longer than backoff_reset: each restart is the first of its window.
+	for _, d := range nextRestarts(t, h, "slowcrash", "fail")[:3] {
+		if d > 60*time.Millisecond {
+			t.Errorf("delay %v after a healthy period, want backoff_initial (50 ms ± 20%%)", d)
+		}
+	}
+	h.stop <- syscall.SIGTERM
+	h.exitCode()
+}
+
+func TestMaxRestartsGivesUp(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{
+		restarting(t, h, "hopeless", fsm.RestartAlways, 20*time.Millisecond, time.Hour, 2, "-exit-after", "10ms", "-code", "9"),
+	}, nil)
+	// With nothing else running, giving up is the last daemon done: the supervisor exits.
+	if code := h.exitCode(); code != 9 {
+		t.Fatalf("exit code %d, want 9", code)
+	}
+	if n := len(h.transitions("hopeless", "spawn")); n != 3 {
+		t.Errorf("%d spawns, want 1 + max_restarts 2", n)
+	}
+	if len(h.transitions("hopeless", "give_up")) != 1 {
+		t.Fatalf("no give_up transition:\n%s", h.dumpLogs())
+	}
+	var sawGivenUp bool
+	for _, ev := range h.events.all() {
+		sawGivenUp = sawGivenUp || (ev.Daemon == "hopeless" && ev.To == "given_up")
+	}
+	if !sawGivenUp {
+		t.Error("no notification of the daemon being given up")
+	}
+}
+
+func TestAlwaysRestartsACleanExitNeverDoesNot(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{
+		restarting(t, h, "oneshot-always", fsm.RestartAlways, 20*time.Millisecond, time.Hour, 0, "-exit-after", "20ms"),
+		restarting(t, h, "oneshot-onfail", fsm.RestartOnFailure, 20*time.Millisecond, time.Hour, 0, "-exit-after", "20ms"),
+		restarting(t, h, "crash-never", fsm.RestartNever, 20*time.Millisecond, time.Hour, 0, "-exit-after", "20ms", "-code", "2"),
+	}, nil)
+	deadline := time.Now().Add(testTimeout)
+	for len(h.transitions("oneshot-always", "spawn")) < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.waitState("oneshot-onfail", "exited")
+	h.waitState("crash-never", "exited")
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 2 {
+		t.Fatalf("exit code %d", code)
+	}
+	if n := len(h.transitions("oneshot-always", "spawn")); n < 3 {
+		t.Errorf("always: %d spawns, want restarts after clean exits", n)
+	}
+	for _, name := range []string{"oneshot-onfail", "crash-never"} {
+		if n := len(h.transitions(name, "spawn")); n != 1 {
+			t.Errorf("%s: %d spawns, want no restart", name, n)
+		}
+	}
+}
+
+func TestStopSignalDuringBackoffExitsAtOnce(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{
+		restarting(t, h, "waiting", fsm.RestartOnFailure, time.Hour, time.Hour, 0, "-exit-after", "10ms", "-code", "3"),
+	}, nil)
+	st := h.waitState("waiting", "backoff")
+	if st.NextRestartIn == "" || st.LastExit != "status 3" || st.Pid != 0 {
+		t.Errorf("status in backoff = %+v", st)
+	}
+	h.stop <- syscall.SIGTERM
+	// The restart is an hour away: only cancelling it ends this within the test's timeout.
+	if code := h.exitCode(); code != 3 {
+		t.Fatalf("exit code %d", code)
+	}
+	if len(h.transitions("waiting", "cancel")) != 1 {
+		t.Fatalf("the pending restart was not cancelled:\n%s", h.dumpLogs())
+	}
+}
+
+func TestControlStatusRestartStopStart(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{fake(t, h, "svc", time.Second), fake(t, h, "other", time.Second)}, nil)
+	rec := h.waitRecord("svc started", "other started")
+	first := pidOf(t, rec, "svc")
+
+	st := h.waitState("svc", "running")
+	if st.Pid == 0 || st.Uptime == "" {
+		t.Errorf("running status = %+v", st)
+	}
+	if resp := h.call("restart", "svc"); !resp.OK {
+		t.Fatalf("restart: %+v", resp)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for len(h.transitions("svc", "spawn")) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	st = h.waitState("svc", "running")
+	if st.Pid == first || st.Restarts != 1 {
+		t.Errorf("after restart: %+v (first pid %d)", st, first)
+	}
+	if !strings.Contains(h.recorded(), "svc signal SIGTERM") {
+		t.Error("restart did not stop the old process with SIGTERM")
+	}
+	var notified bool
+	for _, ev := range h.events.all() {
+		notified = notified || (ev.Daemon == "svc" && ev.Event == "start" && ev.To == "pending")
+	}
+	if !notified {
+		t.Errorf("no notification of the restart: %+v", h.events.all())
+	}
+
+	if resp := h.call("stop", "svc"); !resp.OK {
+		t.Fatalf("stop: %+v", resp)
+	}
+	h.waitState("svc", "stopped")
+	if resp := h.call("stop", "svc"); resp.OK || !strings.Contains(resp.Error, "stopped") {
+		t.Errorf("stopping a stopped daemon: %+v", resp)
+	}
+	if resp := h.call("start", "svc"); !resp.OK {
+		t.Fatalf("start: %+v", resp)
+	}
+	h.waitState("svc", "running")
+	if resp := h.call("start", "nope"); resp.OK || !strings.Contains(resp.Error, `unknown daemon "nope"`) {
+		t.Errorf("unknown name: %+v", resp)
+	}
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+func TestNotificationsFollowTransitions(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{fake(t, h, "a", time.Second, "-exit-after", "50ms", "-code", "5")}, nil)
+	if code := h.exitCode(); code != 5 {
+		t.Fatalf("exit code %d", code)
+	}
+	events := h.events.all()
+	if len(events) != 2 || events[0].Event != "spawn" || events[1].Event != "fail" {
+		t.Fatalf("notifications = %+v, want spawn then fail", events)
+	}
+	if events[1].ExitCode == nil || *events[1].ExitCode != 5 || events[1].Pid == 0 || events[1].From != "running" {
+		t.Errorf("fail notification = %+v", events[1])
+	}
+}

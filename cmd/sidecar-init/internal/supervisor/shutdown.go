@@ -1,0 +1,119 @@
+package supervisor
+
+import (
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/claude-bottle/sidecar-init/fsm"
+	"github.com/claude-bottle/sidecar-init/procs"
+)
+
+func (s *Supervisor) onStopSignal(sig syscall.Signal) {
+	// Reap first: a daemon that is already a zombie died on its own before the stop signal
+	// was acted on, and its status must count (select picks among ready channels at random,
+	// so the SIGCHLD may still be waiting behind this signal).
+	s.reap()
+	name := procs.SignalName(sig)
+	if s.shuttingDown() {
+		if _, ok := s.fireSupervisor(fsm.SupervisorForce, zap.String("signal", name)); ok {
+			s.killAll("second stop signal")
+		}
+		return
+	}
+	if _, ok := s.fireSupervisor(fsm.SupervisorStop, zap.String("signal", name)); ok {
+		s.beginShutdown(sig)
+	}
+}
+
+// beginShutdown cancels daemons not yet spawned and pending restarts, sends every live
+// daemon its stop signal and arms its grace; process groups left behind by daemons that
+// already died get the same.
+func (s *Supervisor) beginShutdown(sig syscall.Signal) {
+	now := time.Now()
+	for _, d := range s.daemons {
+		d.afterStop = afterStopNothing
+		switch d.machine.Current() {
+		case fsm.DaemonPending, fsm.DaemonBackoff:
+			d.restartAt = time.Time{}
+			s.fireDaemon(d, fsm.DaemonCancel, zapcore.InfoLevel, detail{reason: "shutdown"})
+			continue
+		case fsm.DaemonRunning:
+			s.stopDaemon(d, sig, now)
+			continue
+		case fsm.DaemonTerminating, fsm.DaemonKilled:
+			continue // an operator's stop already under way: its grace stands
+		}
+		if !d.groupOpen || d.pid == 0 || !procs.GroupAlive(d.pid) {
+			d.groupOpen = false
+			continue
+		}
+		stop := stopSignalOf(d, sig)
+		s.log.Warn("stopping processes left in an exited daemon's process group",
+			zap.String("daemon", d.cfg.Name), zap.Int("pgid", d.pid), zap.String("signal", procs.SignalName(stop)))
+		s.signalGroup(d, stop)
+		d.deadline = now.Add(d.cfg.Grace)
+	}
+	s.armTimer(now)
+}
+
+// stopDaemon sends a running daemon its stop signal and arms its grace.
+func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time) {
+	stop := stopSignalOf(d, sig)
+	s.signalGroup(d, stop)
+	d.deadline = now.Add(d.cfg.Grace)
+	s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, detail{signal: procs.SignalName(stop)})
+}
+
+// stopSignalOf is the daemon's stop_signal, or else the signal that asked for the stop.
+func stopSignalOf(d *daemon, sig syscall.Signal) syscall.Signal {
+	if d.cfg.StopSignal != 0 {
+		return d.cfg.StopSignal
+	}
+	return sig
+}
+
+// killAll SIGKILLs every open group at once (a second stop signal).
+func (s *Supervisor) killAll(reason string) {
+	for _, d := range s.daemons {
+		if d.groupOpen {
+			s.kill(d, reason)
+		}
+	}
+	s.armTimer(time.Now())
+}
+
+func (s *Supervisor) kill(d *daemon, reason string) {
+	d.deadline = time.Time{}
+	s.signalGroup(d, syscall.SIGKILL)
+	if d.machine.Current() == fsm.DaemonTerminating {
+		s.fireDaemon(d, fsm.DaemonKill, zapcore.WarnLevel, detail{signal: "SIGKILL", reason: reason})
+	} else {
+		s.log.Warn("killed processes left in an exited daemon's process group",
+			zap.String("daemon", d.cfg.Name), zap.Int("pgid", d.pid), zap.String("reason", reason))
+	}
+}
+
+// closeEmptyGroups notes which dead daemons' groups have emptied since (their last
+// grandchildren were reaped as orphans).
+func (s *Supervisor) closeEmptyGroups() {
+	for _, d := range s.daemons {
+		if d.groupOpen && !d.live() && !procs.GroupAlive(d.pid) {
+			d.groupOpen = false
+			d.deadline = time.Time{}
+		}
+	}
+}
+
+// killLeftoverGroups: every daemon died on its own, but some left processes in their groups.
+// Nothing may outlive the supervisor, so they go with it.
+func (s *Supervisor) killLeftoverGroups() {
+	for _, d := range s.daemons {
+		if d.groupOpen && procs.GroupAlive(d.pid) {
+			s.kill(d, "every daemon died; supervisor exiting")
+		}
+		d.groupOpen = false
+	}
+}
