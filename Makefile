@@ -7,7 +7,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
-.PHONY: build demo test test-go test-dockerlint lint docs shellcheck image clean
+.PHONY: build demo test test-go test-dockerlint lint docs shellcheck image integration integration-deps clean
 
 ## build: a static, stripped sidecar-init in bin/
 build:
@@ -15,8 +15,10 @@ build:
 
 ## demo: three small daemons; one crashes after 4 s, the rest run on; Ctrl-C stops them
 demo: build
-	@echo '--- sidecar-init demo: "flaky" crashes after 4 s and the others keep running.'
-	@echo '--- Press Ctrl-C to stop them; the exit status is then the crash'"'"'s (3).'
+	@echo '--- sidecar-init demo: "flaky" crashes after 4 s and the others keep running;'
+	@echo '--- "phoenix" crashes every 6 s and is restarted with a growing backoff.'
+	@echo '--- In another terminal: CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=/tmp/sidecar-init-demo.sock ./$(BIN) status'
+	@echo '--- Press Ctrl-C to stop them all; the exit status is then the first crash'"'"'s (3).'
 	./$(BIN) --config examples/demo.toml; echo "--- sidecar-init exited with status $$?"
 
 ## test: the whole suite (race detector on; includes the docs staleness check)
@@ -32,12 +34,20 @@ test-dockerlint:
 shellcheck:
 	shellcheck sidecars/egress-entrypoint.sh
 
+## integration: real daemons (mitmdump, git daemon + gitleaks) under sidecar-init as PID 1
+## of a fresh PID namespace; needs root and `make integration-deps`
+integration:
+	$(GO) test -tags integration -race -count=1 -v ./sidecars/integration/
+
+integration-deps:
+	sidecars/integration/install-deps.sh
+
 ## lint: gofmt, go vet and a pinned golangci-lint
 lint: $(GOLANGCI_LINT)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	$(GOLANGCI_LINT) run ./...
+	$(GOLANGCI_LINT) run --build-tags integration ./...
 	cd sidecars/dockerlint && $(GO) vet ./... && $(GO) mod tidy -diff
 
 $(GOLANGCI_LINT):
