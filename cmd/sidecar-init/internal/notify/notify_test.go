@@ -18,8 +18,8 @@ import (
 
 // collector is a supervise endpoint that keeps what it receives.
 type collector struct {
-	mu     sync.Mutex
-	events []Event
+	mu       sync.Mutex
+	events   []Event
 	auth     []string
 	down     atomic.Bool
 	attempts atomic.Int64
