@@ -3,12 +3,12 @@ package fsm
 import "testing"
 
 // BenchmarkDaemonLifecycle measures the transition path one daemon takes from spawn to reap
-// at shutdown: four transitions.
+// at shutdown: five transitions.
 func BenchmarkDaemonLifecycle(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		m := NewMachine("bench", DaemonTable(RestartNever))
-		for _, e := range []Event{DaemonSpawn, DaemonStop, DaemonKill, DaemonDied} {
+		for _, e := range []Event{DaemonSpawn, DaemonReady, DaemonStop, DaemonKill, DaemonDied} {
 			if _, err := m.Fire(e); err != nil {
 				b.Fatal(err)
 			}

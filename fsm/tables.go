@@ -2,8 +2,9 @@ package fsm
 
 // States and events of a daemon's machine.
 const (
-	DaemonPending     State = "pending"     // configured, not spawned yet
-	DaemonRunning     State = "running"     // spawned; its process group is alive
+	DaemonPending     State = "pending"     // configured, not spawned yet (or waiting for its `after`)
+	DaemonStarting    State = "starting"    // spawned, its readiness probe has not passed yet
+	DaemonRunning     State = "running"     // spawned and ready
 	DaemonTerminating State = "terminating" // stop signal sent, grace timer armed
 	DaemonKilled      State = "killed"      // SIGKILL sent to its group
 	DaemonBackoff     State = "backoff"     // died; waiting for its restart timer
@@ -13,6 +14,7 @@ const (
 
 	DaemonSpawn       Event = "spawn"
 	DaemonSpawnFailed Event = "spawn_failed"
+	DaemonReady       Event = "ready"
 	DaemonExit        Event = "exit" // died on its own with status 0
 	DaemonFail        Event = "fail" // died on its own with a nonzero status or a signal
 	DaemonGiveUp      Event = "give_up"
@@ -56,24 +58,26 @@ func DaemonTable(p RestartPolicy) Table {
 		Machine: "daemon",
 		Initial: DaemonPending,
 		Rows: []Row{
-			{Event: DaemonSpawn, Src: []State{DaemonPending, DaemonBackoff}, Dst: DaemonRunning,
-				Driver: "the loop forked and exec'd the daemon into its own process group (at start-up, when its restart timer fires, or on an operator's start)"},
+			{Event: DaemonSpawn, Src: []State{DaemonPending, DaemonBackoff}, Dst: DaemonStarting,
+				Driver: "the loop forked and exec'd the daemon into its own process group (at start-up once its `after` daemons are ready, when its restart timer fires, or on an operator's start)"},
+			{Event: DaemonReady, Src: []State{DaemonStarting}, Dst: DaemonRunning,
+				Driver: "its readiness probe passed (tcp, file or exec), or at once when it has none"},
 			{Event: DaemonSpawnFailed, Src: []State{DaemonPending, DaemonBackoff}, Dst: afterDeath(p, true),
 				Driver: "exec failed (ENOENT → status 127, EACCES → 126): a failure", Note: policyNote},
-			{Event: DaemonExit, Src: []State{DaemonRunning}, Dst: afterDeath(p, false),
+			{Event: DaemonExit, Src: []State{DaemonStarting, DaemonRunning}, Dst: afterDeath(p, false),
 				Driver: "SIGCHLD: reaped with status 0, no stop asked for", Note: policyNote},
-			{Event: DaemonFail, Src: []State{DaemonRunning}, Dst: afterDeath(p, true),
-				Driver: "SIGCHLD: reaped with a nonzero status or killed by a signal, no stop asked for", Note: policyNote},
+			{Event: DaemonFail, Src: []State{DaemonStarting, DaemonRunning}, Dst: afterDeath(p, true),
+				Driver: "SIGCHLD: reaped with a nonzero status or killed by a signal, no stop asked for (also after SIGKILL for not being ready within ready_timeout)", Note: policyNote},
 			{Event: DaemonGiveUp, Src: []State{DaemonBackoff}, Dst: DaemonGivenUp,
 				Driver: "it died more than max_restarts times within backoff_reset: no more restarts"},
-			{Event: DaemonStop, Src: []State{DaemonRunning}, Dst: DaemonTerminating,
+			{Event: DaemonStop, Src: []State{DaemonStarting, DaemonRunning}, Dst: DaemonTerminating,
 				Driver: "shutdown, or an operator's stop or restart: the stop signal went to its process group and its grace timer is armed"},
 			{Event: DaemonKill, Src: []State{DaemonTerminating}, Dst: DaemonKilled,
 				Driver: "the grace timer fired, or a second stop signal arrived: SIGKILL to the group"},
 			{Event: DaemonDied, Src: []State{DaemonTerminating, DaemonKilled}, Dst: DaemonExited,
 				Driver: "SIGCHLD: reaped after its stop signal (an expected death: not counted)"},
 			{Event: DaemonCancel, Src: []State{DaemonPending, DaemonBackoff}, Dst: DaemonExited,
-				Driver: "shutdown before it was (re)spawned: it never starts, a pending restart is dropped"},
+				Driver: "shutdown before it was (re)spawned (a pending restart is dropped), or a daemon it comes `after` is done for good: it never starts"},
 			{Event: DaemonHold, Src: []State{DaemonExited, DaemonBackoff, DaemonGivenUp}, Dst: DaemonStopped,
 				Driver: "an operator's stop: it stays down (after its death, if it was running) until a start"},
 			{Event: DaemonStart, Src: []State{DaemonStopped, DaemonExited, DaemonGivenUp}, Dst: DaemonPending,

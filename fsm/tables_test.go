@@ -12,11 +12,12 @@ import (
 // policy sends a clean exit and a failure.
 func wantDaemon(clean, failure State) map[State]map[Event]State {
 	return map[State]map[Event]State{
-		DaemonPending:     {DaemonSpawn: DaemonRunning, DaemonSpawnFailed: failure, DaemonCancel: DaemonExited},
+		DaemonPending:     {DaemonSpawn: DaemonStarting, DaemonSpawnFailed: failure, DaemonCancel: DaemonExited},
+		DaemonStarting:    {DaemonReady: DaemonRunning, DaemonExit: clean, DaemonFail: failure, DaemonStop: DaemonTerminating},
 		DaemonRunning:     {DaemonExit: clean, DaemonFail: failure, DaemonStop: DaemonTerminating},
 		DaemonTerminating: {DaemonDied: DaemonExited, DaemonKill: DaemonKilled},
 		DaemonKilled:      {DaemonDied: DaemonExited},
-		DaemonBackoff:     {DaemonSpawn: DaemonRunning, DaemonSpawnFailed: failure, DaemonGiveUp: DaemonGivenUp, DaemonCancel: DaemonExited, DaemonHold: DaemonStopped},
+		DaemonBackoff:     {DaemonSpawn: DaemonStarting, DaemonSpawnFailed: failure, DaemonGiveUp: DaemonGivenUp, DaemonCancel: DaemonExited, DaemonHold: DaemonStopped},
 		DaemonStopped:     {DaemonStart: DaemonPending},
 		DaemonExited:      {DaemonHold: DaemonStopped, DaemonStart: DaemonPending},
 		DaemonGivenUp:     {DaemonHold: DaemonStopped, DaemonStart: DaemonPending},

@@ -23,14 +23,16 @@ func (e clientError) Error() string { return e.msg }
 
 func isClientCommand(arg string) bool {
 	switch arg {
-	case control.CmdStatus, control.CmdRestart, control.CmdStop, control.CmdStart:
+	case control.CmdStatus, control.CmdHealth, control.CmdRestart, control.CmdStop, control.CmdStart:
 		return true
 	}
 	return false
 }
 
-// runClient is `sidecar-init status [--json]` and `sidecar-init restart|stop|start NAME`:
-// one request over the control socket (CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET, or the default).
+// runClient is `sidecar-init status [--json]`, `sidecar-init health` (exit 0 when every
+// daemon that should run is ready, 1 otherwise: a Docker HEALTHCHECK or Kubernetes exec
+// probe) and `sidecar-init restart|stop|start NAME`: one request over the control socket
+// (CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET, or the default).
 func runClient(args []string, stdout io.Writer) error {
 	cmd := args[0]
 	flags := flag.NewFlagSet("sidecar-init "+cmd, flag.ContinueOnError)
@@ -41,12 +43,13 @@ func runClient(args []string, stdout io.Writer) error {
 		return usageError{fmt.Sprintf("%s: %v", cmd, err)}
 	}
 	req := control.Request{Cmd: cmd}
+	takesName := cmd != control.CmdStatus && cmd != control.CmdHealth
 	switch {
-	case cmd == control.CmdStatus && flags.NArg() != 0:
-		return usageError{"usage: sidecar-init status [--json]"}
-	case cmd != control.CmdStatus && flags.NArg() != 1:
+	case !takesName && flags.NArg() != 0:
+		return usageError{fmt.Sprintf("usage: sidecar-init %s", cmd)}
+	case takesName && flags.NArg() != 1:
 		return usageError{fmt.Sprintf("usage: sidecar-init %s NAME", cmd)}
-	case cmd != control.CmdStatus:
+	case takesName:
 		req.Name = flags.Arg(0)
 	}
 	path := *socket

@@ -3,11 +3,14 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -68,7 +71,8 @@ func TestControlCLIAndNotifications(t *testing.T) {
 	if out, _, code := client(t, socket, "restart", "web"); code != 0 || !strings.Contains(out, "web") {
 		t.Fatalf("restart web: %d %q", code, out)
 	}
-	p.waitLog(`"machine":"web","event":"spawn","from":"pending","to":"running"`)
+	p.waitLog(`"machine":"web","event":"ready","from":"starting","to":"running"`)
+	p.waitLog(`"reason":"no readiness probe","restarts":1`)
 	out, _, _ = client(t, socket, "status")
 	if !strings.Contains(out, "NAME") || !strings.Contains(out, "LAST EXIT") {
 		t.Errorf("status table = %q", out)
@@ -120,4 +124,55 @@ func TestUnreachableNotifyEndpointDoesNotHoldTheLoop(t *testing.T) {
 	if !strings.Contains(p.stderr(), "notification not delivered") {
 		t.Errorf("no log of the failed delivery:\n%s", p.stderr())
 	}
+}
+
+func TestHealthCLI(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	p := startInit(t, daemonTOML(t, record, "a", "1s")+daemonTOML(t, record, "b", "1s"), true)
+	p.record = record
+	rec := p.waitRecord("a started", "b started")
+	p.waitLog(`"msg":"every daemon is ready"`)
+	socket := filepath.Join(filepath.Dir(p.stderrPath), "control.sock")
+	if out, stderr, code := client(t, socket, "health"); code != 0 || !strings.Contains(out, "ready") {
+		t.Fatalf("health while all run: %d %q %q", code, out, stderr)
+	}
+	var pid, pgid int
+	for _, line := range strings.Split(rec, "\n") {
+		if _, err := fmt.Sscanf(line, "b started pid=%d pgid=%d", &pid, &pgid); err == nil {
+			break
+		}
+	}
+	// The record holds b's pid inside the namespace; find its host pid through NSpid.
+	hostPid := hostPidOf(t, p.cmd.Process.Pid, pid)
+	if err := syscall.Kill(hostPid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(`"machine":"b","event":"fail"`)
+	if _, stderr, code := client(t, socket, "health"); code != 1 || !strings.Contains(stderr, "b (exited)") {
+		t.Fatalf("health after b died: %d %q", code, stderr)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 137 {
+		t.Fatalf("exit %d, want 137", code)
+	}
+}
+
+// hostPidOf maps a pid inside init's PID namespace to its pid on the host (NSpid in
+// /proc/PID/status lists the pid in each namespace, outermost first).
+func hostPidOf(t *testing.T, initPid, nsPid int) int {
+	t.Helper()
+	for host := range namespaceProcs(t, initPid) {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", host))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == "NSpid:" && f[2] == strconv.Itoa(nsPid) {
+				return host
+			}
+		}
+	}
+	t.Fatalf("no host pid for pid %d in the namespace of %d", nsPid, initPid)
+	return 0
 }

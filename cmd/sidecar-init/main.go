@@ -138,6 +138,12 @@ func run(args []string, signals supervisor.Signals, logOut *logging.Writer) erro
 	if err != nil {
 		return err
 	}
+	for _, d := range daemons {
+		// Parsed already, wired in the next change: refuse rather than ignore them.
+		if d.User != "" || d.Log != "inherit" {
+			return &config.Error{File: cfg.Source, Key: "daemon " + d.Name, Msg: "user and log are not supported yet"}
+		}
+	}
 	if len(daemons) == 0 {
 		log.Info("no daemons selected: nothing to supervise, exiting", zap.String(config.SelectEnv, selection))
 		return nil
@@ -166,6 +172,9 @@ func run(args []string, signals supervisor.Signals, logOut *logging.Writer) erro
 		Signals: signals,
 		Stdin:   stdin,
 		PID1:    pid1,
+
+		ReadyFile:   cfg.ReadyFile,
+		ReverseStop: cfg.StopOrder == config.StopReverse,
 	}
 	if cfg.NotifyURL != "" {
 		notifier, err := notify.New(cfg.NotifyURL, cfg.NotifyTokenFile, log)
@@ -207,7 +216,7 @@ func parseArgs(args []string) (options, error) {
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			flags.SetOutput(os.Stdout)
-			_, _ = fmt.Fprintln(os.Stdout, "usage: sidecar-init [--config FILE] [--log-level LEVEL] [--version]\n       sidecar-init status [--json] | restart NAME | stop NAME | start NAME")
+			_, _ = fmt.Fprintln(os.Stdout, "usage: sidecar-init [--config FILE] [--log-level LEVEL] [--version]\n       sidecar-init status [--json] | health | restart NAME | stop NAME | start NAME")
 			flags.PrintDefaults()
 			return opts, err
 		}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"slices"
@@ -46,8 +47,45 @@ type Config struct {
 	NotifyURL string
 	// NotifyTokenFile holds a bearer token for NotifyURL (read at start-up, never logged).
 	NotifyTokenFile string
-	// ControlSocket is the unix socket of `sidecar-init status|restart|stop|start`.
+	// ControlSocket is the unix socket of `sidecar-init status|restart|stop|start|health`.
 	ControlSocket string
+	// StopOrder is "parallel" (every daemon at once) or "reverse" (dependents first).
+	StopOrder string
+	// ReadyFile is written once every selected daemon is ready, and removed at shutdown.
+	ReadyFile string
+}
+
+// Stop orders.
+const (
+	StopParallel = "parallel"
+	StopReverse  = "reverse"
+)
+
+// DefaultReadyTimeout bounds how long a daemon may take to pass its readiness probe.
+const DefaultReadyTimeout = 30 * time.Second
+
+// Probe is a daemon's readiness probe: exactly one of its fields is set, or none (ready as
+// soon as it is spawned).
+type Probe struct {
+	TCP  string   `toml:"tcp"`  // host:port that accepts a connection
+	File string   `toml:"file"` // a path that exists
+	Exec []string `toml:"exec"` // a command that exits 0
+}
+
+// IsSet says the daemon has a probe.
+func (p Probe) IsSet() bool { return p.TCP != "" || p.File != "" || len(p.Exec) > 0 }
+
+// String describes the probe for logs.
+func (p Probe) String() string {
+	switch {
+	case p.TCP != "":
+		return "tcp " + p.TCP
+	case p.File != "":
+		return "file " + p.File
+	case len(p.Exec) > 0:
+		return "exec " + strings.Join(p.Exec, " ")
+	}
+	return "none"
 }
 
 // Daemon is one validated [[daemon]] entry.
@@ -68,6 +106,14 @@ type Daemon struct {
 	BackoffMax     time.Duration
 	BackoffReset   time.Duration
 	MaxRestarts    int
+	// After names daemons that must be ready before this one starts.
+	After        []string
+	Ready        Probe
+	ReadyTimeout time.Duration
+	// User is "name" or "uid:gid" to run as; empty: the supervisor's own user.
+	User string
+	// Log is "inherit", "prefix" or "json".
+	Log string
 	// inheritsGrace is true when the daemon has no grace of its own and follows the global one.
 	inheritsGrace bool
 }
@@ -78,6 +124,8 @@ type fileTable struct {
 	NotifyURL       string       `toml:"notify_url"`
 	NotifyTokenFile string       `toml:"notify_token_file"`
 	ControlSocket   string       `toml:"control_socket"`
+	StopOrder       string       `toml:"stop_order"`
+	ReadyFile       string       `toml:"ready_file"`
 	Daemons         []fileDaemon `toml:"daemon"`
 }
 
@@ -94,6 +142,12 @@ type fileDaemon struct {
 	BackoffMax     *string `toml:"backoff_max"`
 	BackoffReset   *string `toml:"backoff_reset"`
 	MaxRestarts    *int    `toml:"max_restarts"`
+
+	After        []string `toml:"after"`
+	Ready        *Probe   `toml:"ready"`
+	ReadyTimeout *string  `toml:"ready_timeout"`
+	User         string   `toml:"user"`
+	Log          string   `toml:"log"`
 }
 
 // Error is a config problem: the file, the key (when one is to blame), the line (when the
@@ -151,13 +205,23 @@ func Parse(source string, data []byte) (*Config, error) {
 		return nil, &Error{File: source, Key: keys[0], Msg: fmt.Sprintf(
 			"unknown key (unknown: %s; known: grace, notify_url, notify_token_file, control_socket, "+
 				"daemon.name, daemon.command, daemon.env, daemon.dir, daemon.stop_signal, daemon.grace, daemon.restart, "+
-				"daemon.backoff_initial, daemon.backoff_max, daemon.backoff_reset, daemon.max_restarts)",
+				"daemon.backoff_initial, daemon.backoff_max, daemon.backoff_reset, daemon.max_restarts, daemon.after, "+
+				"daemon.ready.tcp, daemon.ready.file, daemon.ready.exec, daemon.ready_timeout, daemon.user, daemon.log, "+
+				"stop_order, ready_file)",
 			strings.Join(keys, ", "))}
 	}
 
 	cfg := &Config{Source: source, Grace: DefaultGrace, NotifyTokenFile: raw.NotifyTokenFile, ControlSocket: DefaultControlSocket}
 	if raw.ControlSocket != "" {
 		cfg.ControlSocket = raw.ControlSocket
+	}
+	cfg.ReadyFile = raw.ReadyFile
+	switch cfg.StopOrder = raw.StopOrder; cfg.StopOrder {
+	case "":
+		cfg.StopOrder = StopParallel
+	case StopParallel, StopReverse:
+	default:
+		return nil, &Error{File: source, Key: "stop_order", Msg: fmt.Sprintf("%q: want \"parallel\" or \"reverse\"", raw.StopOrder)}
 	}
 	if err := cfg.SetNotifyURL(raw.NotifyURL); err != nil {
 		return nil, &Error{File: source, Key: "notify_url", Msg: err.Error()}
@@ -207,11 +271,17 @@ func Parse(source string, data []byte) (*Config, error) {
 				return nil, &Error{File: source, Key: key("grace"), Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
 			}
 		}
-		if err := d.parseRestart(&daemon); err != nil {
-			err.File, err.Key = source, key(err.Key)
-			return nil, err
+		for _, parse := range []func(*Daemon) *Error{d.parseRestart, d.parseStart} {
+			if err := parse(&daemon); err != nil {
+				err.File, err.Key = source, key(err.Key)
+				return nil, err
+			}
 		}
 		cfg.Daemons = append(cfg.Daemons, daemon)
+	}
+	if err := cfg.checkAfter(); err != nil {
+		err.File = source
+		return nil, err
 	}
 	cfg.resolveGrace()
 	return cfg, nil
@@ -258,6 +328,107 @@ func (d fileDaemon) parseRestart(daemon *Daemon) *Error {
 			return &Error{Key: "max_restarts", Msg: fmt.Sprintf("daemon %q: max_restarts must be 0 (no limit) or more, not %d", d.Name, *d.MaxRestarts)}
 		}
 		daemon.MaxRestarts = *d.MaxRestarts
+	}
+	return nil
+}
+
+// parseStart fills what governs the daemon's start: after, ready, ready_timeout, user, log.
+func (d fileDaemon) parseStart(daemon *Daemon) *Error {
+	daemon.After = d.After
+	daemon.User = strings.TrimSpace(d.User)
+	daemon.ReadyTimeout = DefaultReadyTimeout
+	if d.ReadyTimeout != nil {
+		v, err := parseGrace(*d.ReadyTimeout)
+		if err == nil && v == 0 {
+			err = errors.New("ready_timeout must be positive")
+		}
+		if err != nil {
+			return &Error{Key: "ready_timeout", Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
+		}
+		daemon.ReadyTimeout = v
+	}
+	if d.Ready != nil {
+		p := *d.Ready
+		set := 0
+		for _, isSet := range []bool{p.TCP != "", p.File != "", len(p.Exec) > 0} {
+			if isSet {
+				set++
+			}
+		}
+		if set != 1 {
+			return &Error{Key: "ready", Msg: fmt.Sprintf("daemon %q: a probe is exactly one of tcp, file or exec (ready = { tcp = \"127.0.0.1:8888\" })", d.Name)}
+		}
+		if _, _, err := net.SplitHostPort(p.TCP); p.TCP != "" && err != nil {
+			return &Error{Key: "ready.tcp", Msg: fmt.Sprintf("daemon %q: %q is not host:port", d.Name, p.TCP)}
+		}
+		if p.File != "" && !strings.HasPrefix(p.File, "/") {
+			return &Error{Key: "ready.file", Msg: fmt.Sprintf("daemon %q: %q is not an absolute path", d.Name, p.File)}
+		}
+		if len(p.Exec) > 0 && p.Exec[0] == "" {
+			return &Error{Key: "ready.exec", Msg: fmt.Sprintf("daemon %q: empty command", d.Name)}
+		}
+		daemon.Ready = p
+	}
+	switch daemon.Log = d.Log; daemon.Log {
+	case "":
+		daemon.Log = "inherit"
+	case "inherit", "prefix", "json":
+	default:
+		return &Error{Key: "log", Msg: fmt.Sprintf("daemon %q: log %q: want inherit, prefix or json", d.Name, d.Log)}
+	}
+	return nil
+}
+
+// checkAfter rejects `after` names that are not daemons of the table, and cycles (naming
+// every daemon in the cycle).
+func (c *Config) checkAfter() *Error {
+	index := map[string]int{}
+	for i, d := range c.Daemons {
+		index[d.Name] = i
+	}
+	for i, d := range c.Daemons {
+		for _, dep := range d.After {
+			if _, ok := index[dep]; !ok {
+				return &Error{Key: fmt.Sprintf("daemon[%d].after", i), Msg: fmt.Sprintf(
+					"daemon %q comes after %q, which is not in the table (known: %s)", d.Name, dep, strings.Join(c.Names(), ", "))}
+			}
+		}
+	}
+	const (
+		unvisited = iota
+		onPath
+		finished
+	)
+	mark := make([]int, len(c.Daemons))
+	var path []string
+	var visit func(i int) *Error
+	visit = func(i int) *Error {
+		mark[i] = onPath
+		path = append(path, c.Daemons[i].Name)
+		for _, dep := range c.Daemons[i].After {
+			j := index[dep]
+			switch mark[j] {
+			case onPath:
+				start := slices.Index(path, dep)
+				cycle := append(append([]string{}, path[start:]...), dep)
+				return &Error{Key: fmt.Sprintf("daemon[%d].after", i), Msg: fmt.Sprintf(
+					"start order has a cycle: %s", strings.Join(cycle, " → "))}
+			case unvisited:
+				if err := visit(j); err != nil {
+					return err
+				}
+			}
+		}
+		path = path[:len(path)-1]
+		mark[i] = finished
+		return nil
+	}
+	for i := range c.Daemons {
+		if mark[i] == unvisited {
+			if err := visit(i); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

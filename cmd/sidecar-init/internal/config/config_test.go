@@ -45,7 +45,8 @@ func TestParseGood(t *testing.T) {
 	}
 	want := Daemon{Name: "egress", Command: []string{"/app/egress-entrypoint.sh", "--flag"},
 		Env: []string{"A=1", "MITM_PORT=8080"}, Dir: "/", StopSignal: syscall.SIGINT, Grace: 2 * time.Second,
-		Restart: fsm.RestartNever, BackoffInitial: DefaultBackoffInitial, BackoffMax: DefaultBackoffMax, BackoffReset: DefaultBackoffReset}
+		Restart: fsm.RestartNever, BackoffInitial: DefaultBackoffInitial, BackoffMax: DefaultBackoffMax, BackoffReset: DefaultBackoffReset,
+		ReadyTimeout: DefaultReadyTimeout, Log: "inherit"}
 	if !reflect.DeepEqual(cfg.Daemons[0], want) {
 		t.Errorf("daemon[0] = %+v, want %+v", cfg.Daemons[0], want)
 	}
@@ -114,6 +115,16 @@ func TestParseErrors(t *testing.T) {
 		{"negative max_restarts", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nmax_restarts = -1\n", []string{"daemon[0].max_restarts", "-1"}},
 		{"notify_url scheme", "notify_url = \"https://x\"\n", []string{"key notify_url", "http://host"}},
 		{"notify_url relative unix", "notify_url = \"unix:run/s.sock\"\n", []string{"key notify_url", "absolute path"}},
+		{"unknown after", "[[daemon]]\nname = \"egress\"\ncommand = [\"x\"]\nafter = [\"pipelok\"]\n", []string{"daemon[0].after", `"egress" comes after "pipelok"`}},
+		{"cycle names both", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nafter = [\"b\"]\n[[daemon]]\nname = \"b\"\ncommand = [\"x\"]\nafter = [\"a\"]\n", []string{"cycle", "a → b → a"}},
+		{"self cycle", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nafter = [\"a\"]\n", []string{"cycle", "a → a"}},
+		{"two probes", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:1\", file = \"/x\" }\n", []string{"daemon[0].ready", "exactly one"}},
+		{"bad tcp probe", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"localhost\" }\n", []string{"daemon[0].ready.tcp", "host:port"}},
+		{"relative file probe", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { file = \"run/ok\" }\n", []string{"daemon[0].ready.file", "absolute"}},
+		{"unknown probe key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { http = \"x\" }\n", []string{"daemon.ready.http", "unknown key"}},
+		{"bad ready_timeout", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready_timeout = \"0s\"\n", []string{"daemon[0].ready_timeout", "positive"}},
+		{"bad log mode", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nlog = \"syslog\"\n", []string{"daemon[0].log", "inherit, prefix or json"}},
+		{"bad stop_order", "stop_order = \"random\"\n", []string{"key stop_order", "reverse"}},
 		{"bad env name", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"A=B\" = \"1\" }\n", []string{"daemon[0].env", `"A=B"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -165,5 +176,37 @@ max_restarts = 3
 	def, _ := Parse("t.toml", []byte("[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n"))
 	if def.ControlSocket != DefaultControlSocket || def.NotifyURL != "" || def.Daemons[0].Restart != fsm.RestartNever {
 		t.Errorf("defaults = %+v", def)
+	}
+}
+
+func TestStartKeys(t *testing.T) {
+	cfg, err := Parse("t.toml", []byte(`
+stop_order = "reverse"
+ready_file = "/run/ready"
+[[daemon]]
+name = "pipelock"
+command = ["x"]
+ready = { tcp = "127.0.0.1:8888" }
+ready_timeout = "5s"
+user = "nobody"
+log = "json"
+[[daemon]]
+name = "egress"
+command = ["y"]
+after = ["pipelock"]
+ready = { exec = ["/bin/true"] }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StopOrder != StopReverse || cfg.ReadyFile != "/run/ready" {
+		t.Errorf("top level = %+v", cfg)
+	}
+	p, e := cfg.Daemons[0], cfg.Daemons[1]
+	if p.Ready.TCP != "127.0.0.1:8888" || p.ReadyTimeout != 5*time.Second || p.User != "nobody" || p.Log != "json" || p.Ready.String() != "tcp 127.0.0.1:8888" {
+		t.Errorf("pipelock = %+v", p)
+	}
+	if len(e.After) != 1 || e.After[0] != "pipelock" || e.Ready.String() != "exec /bin/true" || e.Log != "inherit" {
+		t.Errorf("egress = %+v", e)
 	}
 }

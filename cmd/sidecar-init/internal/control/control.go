@@ -27,6 +27,7 @@ const (
 	CmdRestart = "restart"
 	CmdStop    = "stop"
 	CmdStart   = "start"
+	CmdHealth  = "health"
 )
 
 // Request is one client request.
@@ -74,16 +75,16 @@ func DecodeRequest(line []byte) (Request, error) {
 		return req, fmt.Errorf("request is not a JSON object: %w", err)
 	}
 	switch req.Cmd {
-	case CmdStatus:
+	case CmdStatus, CmdHealth:
 		if req.Name != "" {
-			return req, errors.New("status takes no daemon name")
+			return req, fmt.Errorf("%s takes no daemon name", req.Cmd)
 		}
 	case CmdRestart, CmdStop, CmdStart:
 		if req.Name == "" {
 			return req, fmt.Errorf("%s needs a daemon name", req.Cmd)
 		}
 	default:
-		return req, fmt.Errorf("unknown command %q (want status, restart, stop or start)", req.Cmd)
+		return req, fmt.Errorf("unknown command %q (want status, health, restart, stop or start)", req.Cmd)
 	}
 	return req, nil
 }

@@ -6,6 +6,7 @@ package fakedaemon
 import (
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -47,6 +48,9 @@ type options struct {
 	orphans    int
 	orphanLife time.Duration
 	escape     bool
+	listen     string
+	touch      string
+	readyAfter time.Duration
 }
 
 func run(args []string) int {
@@ -62,6 +66,9 @@ func run(args []string) int {
 	fs.IntVar(&o.orphans, "orphans", 0, "start this many short-lived children and do not wait for them")
 	fs.DurationVar(&o.orphanLife, "orphan-life", 200*time.Millisecond, "how long each orphan lives")
 	fs.BoolVar(&o.escape, "escape", false, "start a child in a new session (setsid) that sleeps forever")
+	fs.StringVar(&o.listen, "listen", "", "listen on this TCP address (after -ready-after)")
+	fs.StringVar(&o.touch, "touch", "", "create this file (after -ready-after)")
+	fs.DurationVar(&o.readyAfter, "ready-after", 0, "wait this long before -listen and -touch")
 	if err := fs.Parse(args); err != nil {
 		return 64
 	}
@@ -83,6 +90,9 @@ func run(args []string) int {
 		record(o, fmt.Sprintf("orphans %d", o.orphans))
 	}
 
+	if o.listen != "" || o.touch != "" {
+		go becomeReady(o)
+	}
 	var exitTimer <-chan time.Time
 	if o.exitAfter > 0 {
 		exitTimer = time.After(o.exitAfter)
@@ -102,6 +112,35 @@ func run(args []string) int {
 			record(o, "exit "+strconv.Itoa(o.code))
 			return o.code
 		}
+	}
+}
+
+// becomeReady opens the listener and creates the file that readiness probes look for.
+func becomeReady(o options) {
+	time.Sleep(o.readyAfter)
+	if o.listen != "" {
+		ln, err := net.Listen("tcp", o.listen)
+		if err != nil {
+			record(o, "listen failed: "+err.Error())
+			return
+		}
+		record(o, "listening")
+		go func() {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_ = conn.Close()
+			}
+		}()
+	}
+	if o.touch != "" {
+		if err := os.WriteFile(o.touch, nil, 0o644); err != nil {
+			record(o, "touch failed: "+err.Error())
+			return
+		}
+		record(o, "touched")
 	}
 }
 

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
 
@@ -15,8 +16,14 @@ import (
 // onCall answers one control-socket request. Every change goes through the daemon's table,
 // like any other event of the loop.
 func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response {
-	if req.Cmd == control.CmdStatus {
+	switch req.Cmd {
+	case control.CmdStatus:
 		return control.Response{OK: true, Daemons: s.status(now)}
+	case control.CmdHealth:
+		if missing := s.notReady(); len(missing) > 0 {
+			return control.Response{Error: "not ready: " + strings.Join(missing, ", ")}
+		}
+		return control.Response{OK: true, Message: fmt.Sprintf("ready: all %d daemons", len(s.daemons))}
 	}
 	d := s.byName(req.Name)
 	if d == nil {

@@ -39,6 +39,18 @@ type daemon struct {
 	lastExit string
 	// afterStop is what an operator's stop or restart wants once the daemon has died.
 	afterStop afterStop
+
+	// deps are the selected daemons it comes `after`; dependents those that come after it.
+	deps, dependents []*daemon
+	// Readiness: the next probe attempt, the wait before the one after, the ready_timeout
+	// deadline, whether an attempt is under way, and for which incarnation (pid).
+	probeAt       time.Time
+	probeInterval time.Duration
+	readyDeadline time.Time
+	probing       bool
+	probeFor      int
+	// awaitingStop: a reverse-order shutdown holds its stop until its dependents are gone.
+	awaitingStop bool
 }
 
 type afterStop int
@@ -52,7 +64,7 @@ const (
 // live says the daemon has a process that has not been reaped.
 func (d *daemon) live() bool {
 	switch d.machine.Current() {
-	case fsm.DaemonRunning, fsm.DaemonTerminating, fsm.DaemonKilled:
+	case fsm.DaemonStarting, fsm.DaemonRunning, fsm.DaemonTerminating, fsm.DaemonKilled:
 		return true
 	}
 	return false
@@ -96,6 +108,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	d.restartAt = time.Time{}
 	s.byPid[pid] = d
 	s.fireDaemon(d, fsm.DaemonSpawn, zapcore.InfoLevel, detail{})
+	s.beginStarting(d, now)
 }
 
 // onDaemonExit handles a reaped daemon: a death on its own, or the end of a stop.
@@ -105,7 +118,8 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 	} else {
 		d.lastExit = fmt.Sprintf("status %d", e.Code())
 	}
-	if d.machine.Current() == fsm.DaemonRunning {
+	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
+	if state := d.machine.Current(); state == fsm.DaemonRunning || state == fsm.DaemonStarting {
 		event, level := fsm.DaemonExit, zapcore.InfoLevel
 		if e.Code() != 0 {
 			event, level = fsm.DaemonFail, zapcore.WarnLevel

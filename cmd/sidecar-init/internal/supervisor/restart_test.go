@@ -218,10 +218,10 @@ func TestNotificationsFollowTransitions(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 	events := h.events.all()
-	if len(events) != 2 || events[0].Event != "spawn" || events[1].Event != "fail" {
-		t.Fatalf("notifications = %+v, want spawn then fail", events)
+	if len(events) != 3 || events[0].Event != "spawn" || events[1].Event != "ready" || events[2].Event != "fail" {
+		t.Fatalf("notifications = %+v, want spawn, ready, fail", events)
 	}
-	if events[1].ExitCode == nil || *events[1].ExitCode != 5 || events[1].Pid == 0 || events[1].From != "running" {
-		t.Errorf("fail notification = %+v", events[1])
+	if events[2].ExitCode == nil || *events[2].ExitCode != 5 || events[2].Pid == 0 || events[2].From != "running" {
+		t.Errorf("fail notification = %+v", events[2])
 	}
 }

@@ -33,6 +33,15 @@ func (s *Supervisor) onStopSignal(sig syscall.Signal) {
 // already died get the same.
 func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 	now := time.Now()
+	s.removeReadyFile()
+	s.stopSignal = sig
+	if s.opts.ReverseStop {
+		var largest time.Duration
+		for _, d := range s.daemons {
+			largest = max(largest, d.cfg.Grace)
+		}
+		s.reverseDeadline = now.Add(largest)
+	}
 	for _, d := range s.daemons {
 		d.afterStop = afterStopNothing
 		switch d.machine.Current() {
@@ -40,7 +49,11 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 			d.restartAt = time.Time{}
 			s.fireDaemon(d, fsm.DaemonCancel, zapcore.InfoLevel, detail{reason: "shutdown"})
 			continue
-		case fsm.DaemonRunning:
+		case fsm.DaemonStarting, fsm.DaemonRunning:
+			if s.opts.ReverseStop && d.anyDependentLive() {
+				d.awaitingStop = true // its dependents go first
+				continue
+			}
 			s.stopDaemon(d, sig, now)
 			continue
 		case fsm.DaemonTerminating, fsm.DaemonKilled:
@@ -59,12 +72,45 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 	s.armTimer(now)
 }
 
-// stopDaemon sends a running daemon its stop signal and arms its grace.
+// stopDaemon sends a live daemon its stop signal and arms its grace (never past the end of
+// a reverse-order shutdown).
 func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time) {
 	stop := stopSignalOf(d, sig)
+	d.awaitingStop = false
 	s.signalGroup(d, stop)
 	d.deadline = now.Add(d.cfg.Grace)
+	if !s.reverseDeadline.IsZero() && s.reverseDeadline.Before(d.deadline) {
+		d.deadline = s.reverseDeadline
+	}
 	s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, detail{signal: procs.SignalName(stop)})
+}
+
+func (d *daemon) anyDependentLive() bool {
+	for _, dep := range d.dependents {
+		if dep.live() {
+			return true
+		}
+	}
+	return false
+}
+
+// stopAwaiting stops the daemons a reverse-order shutdown held back whose dependents are
+// gone; with force (the overall deadline passed) it stops and kills all of them at once.
+func (s *Supervisor) stopAwaiting(now time.Time, force bool) {
+	for _, d := range s.daemons {
+		if !d.awaitingStop || !d.live() {
+			d.awaitingStop = false
+			continue
+		}
+		if force {
+			s.stopDaemon(d, s.stopSignal, now)
+			s.kill(d, "stop_order reverse: the largest grace ran out")
+			continue
+		}
+		if !d.anyDependentLive() {
+			s.stopDaemon(d, s.stopSignal, now)
+		}
+	}
 }
 
 // stopSignalOf is the daemon's stop_signal, or else the signal that asked for the stop.

@@ -5,6 +5,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"os"
 	"syscall"
 	"time"
@@ -50,6 +51,11 @@ type Options struct {
 	// PID1 says whether this process is PID 1 of its namespace: then, once the daemons are
 	// done, whatever escaped their process groups can be killed with kill(-1).
 	PID1 bool
+	// ReadyFile is written once every daemon is ready and removed at shutdown ("": none).
+	ReadyFile string
+	// ReverseStop: stop dependents first, each `after` daemon once its dependents are gone,
+	// all within the largest grace (stop_order = "reverse").
+	ReverseStop bool
 	// SupervisorTable defaults to fsm.SupervisorTable; a test passes one with the other
 	// crash-policy row.
 	SupervisorTable *fsm.Table
@@ -62,14 +68,23 @@ type Supervisor struct {
 	machine *fsm.Machine
 	daemons []*daemon
 	byPid   map[int]*daemon
-	// nextSpawn indexes the first daemon not spawned yet at start-up (one per turn of the
-	// loop, so a stop signal during a long start-up is seen at once).
-	nextSpawn int
+	// probeResults brings the outcome of tcp and file readiness probes, which run beside
+	// the loop (exec probes are processes: the loop spawns and reaps them itself). Buffered
+	// for one outstanding attempt per daemon, so a probe never blocks on sending.
+	probeResults chan probeResult
+	// probePids maps a running exec probe's pid to its daemon.
+	probePids map[int]*daemon
+	// allReady: "every daemon is ready" was logged (and the ready file written).
+	allReady bool
+	// reverseDeadline bounds a stop_order = "reverse" shutdown: the largest grace.
+	reverseDeadline time.Time
 	// firstFailure is the status of the first daemon that died on its own with a nonzero
 	// status: the supervisor's exit status. Deaths after the shutdown began do not count.
 	firstFailure int
 	// childrenLeft is what the last wait4 drain said: false once it returned ECHILD.
 	childrenLeft bool
+	// stopSignal is the signal that started the shutdown (the default stop signal).
+	stopSignal syscall.Signal
 	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups.
 	sweptEveryone bool
 	timer         *time.Timer
@@ -89,14 +104,32 @@ func New(opts Options) *Supervisor {
 		machine: fsm.NewMachine("supervisor", supervisorTable),
 		byPid:   make(map[int]*daemon, len(opts.Daemons)),
 		timer:   time.NewTimer(time.Hour),
+
+		probeResults: make(chan probeResult, len(opts.Daemons)),
+		probePids:    map[int]*daemon{},
 	}
 	s.timer.Stop()
+	byName := map[string]*daemon{}
 	for _, d := range opts.Daemons {
-		s.daemons = append(s.daemons, &daemon{
+		dm := &daemon{
 			cfg:     d,
 			env:     mergeEnv(opts.Environ, d.Env),
 			machine: fsm.NewMachine(d.Name, fsm.DaemonTable(d.Restart)),
-		})
+		}
+		s.daemons = append(s.daemons, dm)
+		byName[d.Name] = dm
+	}
+	for _, d := range s.daemons {
+		for _, name := range d.cfg.After {
+			dep, selected := byName[name]
+			if !selected {
+				s.log.Info("dependency not selected: starting without waiting for it",
+					zap.String("daemon", d.cfg.Name), zap.String("after", name))
+				continue
+			}
+			d.deps = append(d.deps, dep)
+			dep.dependents = append(dep.dependents, d)
+		}
 	}
 	return s
 }
@@ -107,17 +140,15 @@ func (s *Supervisor) Run() int {
 	defer s.timer.Stop()
 	s.log.Info("starting daemons", zap.Int("count", len(s.daemons)), zap.Bool("pid1", s.opts.PID1))
 	for !s.machine.Done() {
-		if s.starting() {
-			// Start-up: one daemon per turn, with a look at the stop channel first, so a
-			// signal during a long start-up stops what runs and cancels the rest at once.
+		if d := s.nextToStart(); d != nil {
+			// Start-up (and a start once its `after` daemons are ready): one daemon per turn,
+			// with a look at the stop channel first, so a signal during a long start-up stops
+			// what runs and cancels the rest at once.
 			select {
 			case sig := <-s.opts.Signals.Stop:
 				s.onStopSignal(sig.(syscall.Signal))
 			default:
-				if d := s.daemons[s.nextSpawn]; d.machine.Current() == fsm.DaemonPending {
-					s.spawn(d, time.Now())
-				}
-				s.nextSpawn++
+				s.spawn(d, time.Now())
 			}
 			s.settle()
 			continue
@@ -133,6 +164,8 @@ func (s *Supervisor) Run() int {
 			s.log.Debug("signal dropped", zap.String("signal", procs.SignalName(sig.(syscall.Signal))))
 		case call := <-s.opts.Calls:
 			call.Reply <- s.onCall(call.Request, time.Now())
+		case r := <-s.probeResults:
+			s.onProbeResult(r, time.Now())
 		case <-s.timerC():
 			s.timerArmed = false
 			s.onTimer(time.Now())
@@ -143,8 +176,18 @@ func (s *Supervisor) Run() int {
 	return s.firstFailure
 }
 
-func (s *Supervisor) starting() bool {
-	return s.nextSpawn < len(s.daemons) && !s.shuttingDown()
+// nextToStart is the first pending daemon, in table order, whose `after` daemons are all
+// ready; nil when none may start now (or the supervisor is shutting down).
+func (s *Supervisor) nextToStart() *daemon {
+	if s.shuttingDown() {
+		return nil
+	}
+	for _, d := range s.daemons {
+		if d.machine.Current() == fsm.DaemonPending && d.depsReady() {
+			return d
+		}
+	}
+	return nil
 }
 
 func (s *Supervisor) shuttingDown() bool {
@@ -162,14 +205,29 @@ func (s *Supervisor) timerC() <-chan time.Time {
 	return s.timer.C
 }
 
-// onTimer handles whatever deadlines have passed: graces (SIGKILL) and restarts.
+// onTimer handles whatever deadlines have passed: graces (SIGKILL), restarts, readiness
+// probes and their timeouts, and the end of a reverse-order shutdown.
 func (s *Supervisor) onTimer(now time.Time) {
+	due := func(t time.Time) bool { return !t.IsZero() && !t.After(now) }
+	if due(s.reverseDeadline) {
+		s.reverseDeadline = time.Time{}
+		s.stopAwaiting(now, true)
+	}
 	for _, d := range s.daemons {
-		if d.groupOpen && !d.deadline.IsZero() && !d.deadline.After(now) {
+		if d.groupOpen && due(d.deadline) {
 			s.kill(d, "grace expired")
 		}
-		if d.machine.Current() == fsm.DaemonBackoff && !d.restartAt.IsZero() && !d.restartAt.After(now) {
-			s.spawn(d, now)
+		switch d.machine.Current() {
+		case fsm.DaemonBackoff:
+			if due(d.restartAt) {
+				s.spawn(d, now)
+			}
+		case fsm.DaemonStarting:
+			if due(d.readyDeadline) {
+				s.notReadyInTime(d, now)
+			} else if due(d.probeAt) && !d.probing {
+				s.probe(d, now)
+			}
 		}
 	}
 	s.armTimer(now)
@@ -183,12 +241,19 @@ func (s *Supervisor) armTimer(now time.Time) {
 			earliest = t
 		}
 	}
+	consider(s.reverseDeadline)
 	for _, d := range s.daemons {
 		if d.groupOpen {
 			consider(d.deadline)
 		}
-		if d.machine.Current() == fsm.DaemonBackoff {
+		switch d.machine.Current() {
+		case fsm.DaemonBackoff:
 			consider(d.restartAt)
+		case fsm.DaemonStarting:
+			consider(d.readyDeadline)
+			if !d.probing {
+				consider(d.probeAt)
+			}
 		}
 	}
 	s.timer.Stop()
@@ -210,6 +275,12 @@ func (s *Supervisor) reap() {
 
 func (s *Supervisor) onExit(e procs.Exit) {
 	d, ok := s.byPid[e.Pid]
+	if probed, isProbe := s.probePids[e.Pid]; isProbe {
+		delete(s.probePids, e.Pid)
+		s.onProbeResult(probeResult{d: probed, pid: probed.probeFor, ok: e.Code() == 0,
+			err: fmt.Errorf("exec probe exited with status %d", e.Code())}, time.Now())
+		return
+	}
 	if !ok {
 		if ce := s.log.Check(zapcore.DebugLevel, "reaped orphan"); ce != nil {
 			ce.Write(zap.Int("pid", e.Pid), zap.Int("exit_code", e.Code()))
@@ -220,9 +291,12 @@ func (s *Supervisor) onExit(e procs.Exit) {
 		return
 	}
 	delete(s.byPid, e.Pid)
-	s.onDaemonExit(d, e, time.Now())
+	now := time.Now()
+	s.onDaemonExit(d, e, now)
 	if s.shuttingDown() {
 		s.closeEmptyGroups()
+		s.stopAwaiting(now, false)
+		s.armTimer(now)
 	}
 }
 
@@ -265,6 +339,11 @@ func (s *Supervisor) signalGroup(d *daemon, sig syscall.Signal) {
 
 // settle fires the supervisor's "nothing left" events once their condition holds.
 func (s *Supervisor) settle() {
+	switch s.machine.Current() {
+	case fsm.SupervisorRunning, fsm.SupervisorDegraded:
+		s.cancelOrphanedStarts()
+		s.checkAllReady()
+	}
 	switch s.machine.Current() {
 	case fsm.SupervisorDegraded:
 		if s.allDaemonsDone() {

@@ -51,6 +51,8 @@ type harness struct {
 	done        chan int
 	calls       chan control.Call
 	events      *recordingNotifier
+	readyFile   string
+	reverseStop bool
 }
 
 // recordingNotifier keeps every notification (the loop calls Send; tests read).
@@ -156,6 +158,8 @@ func (h *harness) run(daemons []config.Daemon, table *fsm.Table) {
 		Calls:           h.calls,
 		Notifier:        h.events,
 		Stdin:           stdin,
+		ReadyFile:       h.readyFile,
+		ReverseStop:     h.reverseStop,
 		SupervisorTable: table,
 	})
 	go func() { h.done <- s.Run() }()

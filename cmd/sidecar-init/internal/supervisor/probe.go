@@ -1,0 +1,185 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/claude-bottle/sidecar-init/fsm"
+	"github.com/claude-bottle/sidecar-init/procs"
+)
+
+// Readiness probe pacing: the first attempt at once, then 20 ms doubling to 1 s.
+const (
+	probeFirstInterval = 20 * time.Millisecond
+	probeMaxInterval   = time.Second
+	probeDialTimeout   = time.Second
+)
+
+// probeResult is the outcome of one probe attempt for the daemon incarnation with pid.
+type probeResult struct {
+	d   *daemon
+	pid int
+	ok  bool
+	err error
+}
+
+// depsReady says every daemon this one comes `after` is ready (running).
+func (d *daemon) depsReady() bool {
+	for _, dep := range d.deps {
+		if dep.machine.Current() != fsm.DaemonRunning {
+			return false
+		}
+	}
+	return true
+}
+
+// beginStarting follows a successful spawn: a daemon without a probe is ready at once;
+// one with a probe gets its first attempt now and its ready_timeout armed.
+func (s *Supervisor) beginStarting(d *daemon, now time.Time) {
+	if !d.cfg.Ready.IsSet() {
+		s.becomeReady(d)
+		return
+	}
+	d.probeInterval = probeFirstInterval
+	d.readyDeadline = now.Add(d.cfg.ReadyTimeout)
+	s.probe(d, now)
+	s.armTimer(now)
+}
+
+// probe starts one attempt. tcp and file attempts run in a goroutine and report on
+// probeResults; an exec probe is a process the loop spawns and reaps like any other.
+func (s *Supervisor) probe(d *daemon, now time.Time) {
+	d.probing = true
+	d.probeFor = d.pid
+	probe := d.cfg.Ready
+	if len(probe.Exec) > 0 {
+		pid, err := procs.Spawn(procs.Spec{Argv: probe.Exec, Env: d.env, Dir: d.cfg.Dir}, s.opts.Stdin)
+		if err != nil {
+			s.onProbeResult(probeResult{d: d, pid: d.pid, err: err}, now)
+			return
+		}
+		s.probePids[pid] = d
+		return
+	}
+	go func(r probeResult) {
+		switch {
+		case probe.TCP != "":
+			conn, err := net.DialTimeout("tcp", probe.TCP, probeDialTimeout)
+			if err == nil {
+				_ = conn.Close()
+			}
+			r.ok, r.err = err == nil, err
+		case probe.File != "":
+			_, err := os.Stat(probe.File)
+			r.ok, r.err = err == nil, err
+		}
+		s.probeResults <- r // buffered: one outstanding attempt per daemon
+	}(probeResult{d: d, pid: d.pid})
+}
+
+// onProbeResult: ready, or another attempt after a longer wait. A result for an earlier
+// incarnation of the daemon, or for one no longer starting, is stale and dropped.
+func (s *Supervisor) onProbeResult(r probeResult, now time.Time) {
+	d := r.d
+	if r.pid != d.probeFor {
+		return
+	}
+	d.probing = false
+	if d.machine.Current() != fsm.DaemonStarting || r.pid != d.pid {
+		return
+	}
+	if r.ok {
+		s.becomeReady(d)
+		return
+	}
+	if ce := s.log.Check(zapcore.DebugLevel, "not ready yet"); ce != nil {
+		ce.Write(zap.String("daemon", d.cfg.Name), zap.String("probe", d.cfg.Ready.String()), zap.Error(r.err))
+	}
+	d.probeAt = now.Add(d.probeInterval)
+	d.probeInterval = min(2*d.probeInterval, probeMaxInterval)
+	s.armTimer(now)
+}
+
+func (s *Supervisor) becomeReady(d *daemon) {
+	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
+	reason := "no readiness probe"
+	if d.cfg.Ready.IsSet() {
+		reason = "probe passed: " + d.cfg.Ready.String()
+	}
+	s.fireDaemon(d, fsm.DaemonReady, zapcore.InfoLevel, detail{reason: reason})
+}
+
+// notReadyInTime: the probe did not pass within ready_timeout. That is a failed start: the
+// group is SIGKILLed, and its reaped death (a failure) goes to the restart policy.
+func (s *Supervisor) notReadyInTime(d *daemon, now time.Time) {
+	s.log.Error("daemon not ready within ready_timeout: killing it; its restart policy decides what follows",
+		zap.String("daemon", d.cfg.Name), zap.String("probe", d.cfg.Ready.String()),
+		zap.Duration("ready_timeout", d.cfg.ReadyTimeout))
+	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
+	s.signalGroup(d, syscall.SIGKILL)
+	s.armTimer(now)
+}
+
+// cancelOrphanedStarts: a pending daemon whose `after` daemon is done for good (exited or
+// given up) can never start; say so, rather than wait for ever.
+func (s *Supervisor) cancelOrphanedStarts() {
+	for _, d := range s.daemons {
+		if d.machine.Current() != fsm.DaemonPending {
+			continue
+		}
+		for _, dep := range d.deps {
+			if dep.machine.Done() {
+				s.log.Error("not starting a daemon: a daemon it comes after is done",
+					zap.String("daemon", d.cfg.Name), zap.String("after", dep.cfg.Name), zap.String("after_state", string(dep.machine.Current())))
+				s.fireDaemon(d, fsm.DaemonCancel, zapcore.ErrorLevel, detail{reason: dep.cfg.Name + " is " + string(dep.machine.Current())})
+				break
+			}
+		}
+	}
+}
+
+// notReady lists the daemons that should be running and are not ready (held stopped ones
+// are not expected to run).
+func (s *Supervisor) notReady() []string {
+	var out []string
+	for _, d := range s.daemons {
+		switch state := d.machine.Current(); state {
+		case fsm.DaemonRunning, fsm.DaemonStopped:
+		default:
+			out = append(out, fmt.Sprintf("%s (%s)", d.cfg.Name, state))
+		}
+	}
+	return out
+}
+
+// checkAllReady logs, once, that every daemon is ready, and writes the ready file.
+func (s *Supervisor) checkAllReady() {
+	if s.allReady || len(s.notReady()) > 0 {
+		return
+	}
+	s.allReady = true
+	s.log.Info("every daemon is ready", zap.Int("daemons", len(s.daemons)))
+	if s.opts.ReadyFile == "" {
+		return
+	}
+	if err := os.WriteFile(s.opts.ReadyFile, []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o644); err != nil {
+		s.log.Error("could not write the ready file", zap.String("path", s.opts.ReadyFile), zap.Error(err))
+	}
+}
+
+// removeReadyFile at shutdown: the bundle is no longer ready.
+func (s *Supervisor) removeReadyFile() {
+	if s.opts.ReadyFile == "" {
+		return
+	}
+	if err := os.Remove(s.opts.ReadyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("could not remove the ready file", zap.String("path", s.opts.ReadyFile), zap.Error(err))
+	}
+}
