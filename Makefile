@@ -7,7 +7,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
-.PHONY: build demo test test-go test-dockerlint lint docs shellcheck image integration integration-deps clean
+.PHONY: build demo test test-go test-dockerlint lint docs shellcheck image integration integration-deps bench bench-deps bench-smoke clean
 
 ## build: a static, stripped sidecar-init in bin/
 build:
@@ -41,6 +41,20 @@ integration:
 
 integration-deps:
 	sidecars/integration/install-deps.sh
+
+## bench: sidecar-init side by side with tini, dumb-init, catatonit, s6 and supervisord,
+## each as PID 1 of a fresh PID namespace, interleaved; writes docs/benchmarks.md and the raw
+## samples (root; after `make bench-deps`; about 10 minutes)
+BENCH_DEBS := tini dumb-init catatonit s6 supervisor runit
+bench-deps:
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends $(BENCH_DEBS)
+
+bench: build
+	$(GO) run ./bench/cmd/initbench -sidecar-init $(BIN) -out docs
+
+# A few repetitions, so the harness cannot rot (CI); the figures go to a temporary dir.
+bench-smoke: build
+	$(GO) run ./bench/cmd/initbench -quick -sidecar-init $(BIN) -out $$(mktemp -d)
 
 ## lint: gofmt, go vet and a pinned golangci-lint
 lint: $(GOLANGCI_LINT)

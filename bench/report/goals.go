@@ -1,0 +1,162 @@
+package report
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Verdict is the outcome of one goal.
+type Verdict string
+
+const (
+	Met         Verdict = "met"
+	Missed      Verdict = "missed"
+	NotMeasured Verdict = "not measured"
+)
+
+// GoalResult is one row of the goals table.
+type GoalResult struct {
+	Goal     string
+	Measured string
+	Verdict  Verdict
+}
+
+// The limits of issue 7. Ratios compare the subject's median with the anchor's
+// from the same run.
+const (
+	shutdownRatioK4   = 1.25
+	shutdownRatioK100 = 1.0
+	startupRatioK4    = 1.25
+	startupRatioK100  = 1.0
+	reapRatio         = 1.1
+	rssK4MiB          = 6
+	rssAnonK4MiB      = 1.5
+	rssK100MiB        = 7
+	rssAnonK100MiB    = 2.5
+	binaryLimitBytes  = 8e6 // "8 MB", read as the stricter 8·10^6 bytes
+)
+
+// Goals checks the subject's figures against issue 7's goals. A goal whose
+// figures are missing (a quick run has no K = 100) is NotMeasured, never Met.
+func Goals(r Results) []GoalResult {
+	return []GoalResult{
+		r.ratioGoal(Shutdown, 4, shutdownRatioK4),
+		r.ratioGoal(Shutdown, 100, shutdownRatioK100),
+		r.gracefulGoal(),
+		r.ratioGoal(Startup, 4, startupRatioK4),
+		r.ratioGoal(Startup, 100, startupRatioK100),
+		r.ratioGoal(Reap, 1, reapRatio),
+		r.limitGoal(RSS, 4, rssK4MiB),
+		r.limitGoal(RSSAnon, 4, rssAnonK4MiB),
+		r.limitGoal(RSS, 100, rssK100MiB),
+		r.limitGoal(RSSAnon, 100, rssAnonK100MiB),
+		r.zeroGoal(Wakeups, IdleK, "idle: 0 wakeups per second"),
+		r.zeroGoal(CPU, IdleK, "idle: no measurable CPU"),
+		r.binaryGoal(),
+	}
+}
+
+func metricByID(id string, k int) Metric {
+	for _, m := range Catalog() {
+		if m.ID == id && m.K == k {
+			return m
+		}
+	}
+	panic(fmt.Sprintf("report: no metric %s at K = %d in the catalog", id, k))
+}
+
+func (r Results) ratioGoal(id string, k int, limit float64) GoalResult {
+	m := metricByID(id, k)
+	goal := fmt.Sprintf("%s ≤ %.2f× %s", m.Title, limit, r.Anchor)
+	s, okS := r.Summary(r.Subject, m)
+	a, okA := r.Summary(r.Anchor, m)
+	if !okS || !okA {
+		return GoalResult{Goal: goal, Verdict: NotMeasured}
+	}
+	ratio, ok := Ratio(s.Median, a.Median)
+	if !ok {
+		return GoalResult{Goal: goal, Measured: "anchor median is 0: no ratio", Verdict: NotMeasured}
+	}
+	measured := fmt.Sprintf("%s× (%s vs %s %s)", formatRatio(ratio), formatValue(s.Median*m.Scale, m.Integer),
+		formatValue(a.Median*m.Scale, m.Integer), m.Unit)
+	return GoalResult{Goal: goal, Measured: measured, Verdict: verdict(ratio <= limit)}
+}
+
+// gracefulGoal: every service gets its stop signal in every run, at every K.
+func (r Results) gracefulGoal() GoalResult {
+	goal := "graceful = K in every run"
+	var parts []string
+	all := true
+	for _, k := range Ks {
+		values := r.Values(r.Subject, Graceful, k)
+		if len(values) == 0 {
+			continue
+		}
+		full := 0
+		for _, v := range values {
+			if v == float64(k) {
+				full++
+			}
+		}
+		all = all && full == len(values)
+		parts = append(parts, fmt.Sprintf("K = %d: %d of %d runs", k, full, len(values)))
+	}
+	if len(parts) == 0 {
+		return GoalResult{Goal: goal, Verdict: NotMeasured}
+	}
+	return GoalResult{Goal: goal, Measured: strings.Join(parts, "; "), Verdict: verdict(all)}
+}
+
+func (r Results) limitGoal(id string, k int, limitMiB float64) GoalResult {
+	m := metricByID(id, k)
+	goal := fmt.Sprintf("%s ≤ %s MiB", m.Title, formatValue(limitMiB, false))
+	s, ok := r.Summary(r.Subject, m)
+	if !ok {
+		return GoalResult{Goal: goal, Verdict: NotMeasured}
+	}
+	measured := fmt.Sprintf("%s MiB (max %s)", formatValue(s.Median*m.Scale, false), formatValue(s.Max*m.Scale, false))
+	return GoalResult{Goal: goal, Measured: measured, Verdict: verdict(s.Median*m.Scale <= limitMiB)}
+}
+
+func (r Results) zeroGoal(id string, k int, goal string) GoalResult {
+	m := metricByID(id, k)
+	goal = fmt.Sprintf("%s (K = %d)", goal, k)
+	s, ok := r.Summary(r.Subject, m)
+	if !ok {
+		return GoalResult{Goal: goal, Verdict: NotMeasured}
+	}
+	measured := fmt.Sprintf("%s %s (max %s)", formatValue(s.Median, false), m.Unit, formatValue(s.Max, false))
+	return GoalResult{Goal: goal, Measured: measured, Verdict: verdict(s.Median == 0)}
+}
+
+func (r Results) binaryGoal() GoalResult {
+	goal := fmt.Sprintf("static stripped binary ≤ %s MB", formatValue(binaryLimitBytes/bytesPerMB, false))
+	for _, b := range r.Binaries {
+		if b.Init != r.Subject || len(b.Files) == 0 {
+			continue
+		}
+		static, stripped := true, true
+		for _, f := range b.Files {
+			static = static && f.ELF && f.Static
+			stripped = stripped && f.ELF && f.Stripped
+		}
+		measured := fmt.Sprintf("%s MB, %s, %s", formatValue(float64(b.Size())/bytesPerMB, false),
+			yesNo(static, "static", "not static"), yesNo(stripped, "stripped", "not stripped"))
+		return GoalResult{Goal: goal, Measured: measured, Verdict: verdict(static && stripped && float64(b.Size()) <= binaryLimitBytes)}
+	}
+	return GoalResult{Goal: goal, Verdict: NotMeasured}
+}
+
+func verdict(ok bool) Verdict {
+	if ok {
+		return Met
+	}
+	return Missed
+}
+
+func yesNo(b bool, yes, no string) string {
+	if b {
+		return yes
+	}
+	return no
+}

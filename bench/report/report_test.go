@@ -1,0 +1,245 @@
+package report
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func TestSummarize(t *testing.T) {
+	tests := []struct {
+		name   string
+		values []float64
+		want   Summary
+		wantOK bool
+	}{
+		{name: "no values", values: nil, wantOK: false},
+		{name: "one value", values: []float64{3}, want: Summary{N: 1, Median: 3, Min: 3, Max: 3}, wantOK: true},
+		{name: "odd count, unsorted", values: []float64{9, 1, 5}, want: Summary{N: 3, Median: 5, Min: 1, Max: 9}, wantOK: true},
+		{name: "even count: mean of the middle two", values: []float64{4, 1, 10, 2}, want: Summary{N: 4, Median: 3, Min: 1, Max: 10}, wantOK: true},
+		{name: "ties", values: []float64{7, 7, 7, 1}, want: Summary{N: 4, Median: 7, Min: 1, Max: 7}, wantOK: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := slices.Clone(tt.values)
+			got, ok := Summarize(tt.values)
+			if ok != tt.wantOK || got != tt.want {
+				t.Errorf("Summarize(%v) = %+v, %v; want %+v, %v", before, got, ok, tt.want, tt.wantOK)
+			}
+			if !slices.Equal(tt.values, before) {
+				t.Errorf("Summarize reordered its input: %v, was %v", tt.values, before)
+			}
+		})
+	}
+}
+
+func TestRatio(t *testing.T) {
+	tests := []struct {
+		value, anchor float64
+		want          float64
+		wantOK        bool
+	}{
+		{value: 3, anchor: 2, want: 1.5, wantOK: true},
+		{value: 0, anchor: 2, want: 0, wantOK: true},
+		{value: 3, anchor: 0, wantOK: false},
+	}
+	for _, tt := range tests {
+		got, ok := Ratio(tt.value, tt.anchor)
+		if ok != tt.wantOK || got != tt.want {
+			t.Errorf("Ratio(%v, %v) = %v, %v; want %v, %v", tt.value, tt.anchor, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}
+
+func TestFormatValue(t *testing.T) {
+	tests := []struct {
+		v       float64
+		integer bool
+		want    string
+	}{
+		{0, false, "0"},
+		{1234.4, false, "1234"},
+		{123.45, false, "123"},
+		{12.345, false, "12.3"},
+		{1.2345, false, "1.23"},
+		{0.12345, false, "0.123"},
+		{0.012345, false, "0.0123"},
+		{-2.5, false, "-2.50"},
+		{100, true, "100"},
+		{99.5, true, "99.5"},
+	}
+	for _, tt := range tests {
+		if got := formatValue(tt.v, tt.integer); got != tt.want {
+			t.Errorf("formatValue(%v, %v) = %q, want %q", tt.v, tt.integer, got, tt.want)
+		}
+	}
+}
+
+func TestCSVRoundTrip(t *testing.T) {
+	samples := []Sample{
+		{Init: "tini", Metric: Startup, K: 4, Rep: 1, Value: 3.25},
+		{Init: "sidecar-init", Metric: BinarySize, K: 0, Rep: 1, Value: 6.5e6},
+	}
+	var buf bytes.Buffer
+	if err := WriteCSV(&buf, samples); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(buf.String(), "init,metric,k,rep,value\ntini,startup_ms,4,1,3.25\n") {
+		t.Errorf("unexpected CSV:\n%s", buf.String())
+	}
+	got, err := ReadCSV(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, samples) {
+		t.Errorf("round trip: got %+v, want %+v", got, samples)
+	}
+
+	for _, bad := range []string{"", "a,b,c,d,e\n", "init,metric,k,rep,value\ntini,startup_ms,four,1,3\n"} {
+		if _, err := ReadCSV(strings.NewReader(bad)); err == nil {
+			t.Errorf("ReadCSV(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+// add appends one sample per value, reps counting from 1.
+func add(r *Results, init, metric string, k int, values ...float64) {
+	for i, v := range values {
+		r.Samples = append(r.Samples, Sample{Init: init, Metric: metric, K: k, Rep: i + 1, Value: v})
+	}
+}
+
+// fixture is a small run: sidecar-init meets some goals, misses others, and
+// K = 100 was not run at all.
+func fixture() Results {
+	r := Results{Inits: []string{"sidecar-init", "tini", "s6-svscan"}, Anchor: "tini", Subject: "sidecar-init"}
+	add(&r, "sidecar-init", Startup, 4, 4.0, 5.0, 6.0)
+	add(&r, "tini", Startup, 4, 4.0, 4.0, 5.0)
+	add(&r, "s6-svscan", Startup, 4, 20, 19, 21)
+	add(&r, "sidecar-init", Shutdown, 4, 1.0, 1.4, 1.2)
+	add(&r, "tini", Shutdown, 4, 1.0, 0.9, 1.1)
+	add(&r, "sidecar-init", Graceful, 4, 4, 4, 3)
+	add(&r, "tini", Graceful, 4, 0, 0, 0)
+	add(&r, "sidecar-init", Graceful, 1, 1, 1, 1)
+	add(&r, "sidecar-init", Reap, 1, 25, 26)
+	add(&r, "tini", Reap, 1, 24, 24)
+	add(&r, "sidecar-init", RSS, 4, 5000, 5100, 5200)
+	add(&r, "sidecar-init", RSSAnon, 4, 2000, 2000, 2000)
+	add(&r, "s6-svscan", RSS, 4, 7700)
+	add(&r, "sidecar-init", Wakeups, IdleK, 0, 0.1, 0)
+	add(&r, "tini", Wakeups, IdleK, 1, 1, 1)
+	add(&r, "sidecar-init", CPU, IdleK, 0, 0, 0)
+	add(&r, "sidecar-init", BinarySize, 0, 6_500_000)
+	r.Binaries = []Binary{
+		{Init: "sidecar-init", Files: []File{{Path: "/bin/sidecar-init", Size: 6_500_000, ELF: true, Static: true, Stripped: true}}},
+		{Init: "s6-svscan", Files: []File{{Path: "/usr/bin/s6-svscan", Size: 26936, ELF: true}, {Path: "/usr/bin/s6-supervise", Size: 39328, ELF: true}}},
+		{Init: "supervisord", Files: []File{{Path: "/usr/bin/supervisord", Size: 975}}, Note: "a Python script"},
+	}
+	r.Failures = []Failure{{Rep: 2, Init: "tini", Trial: "lifecycle K=4", Err: "timed out | twice"}}
+	r.Setup = Setup{
+		Generated: "Run of 2026-01-02 03:04 UTC.",
+		Machine:   []string{"Machine: test"},
+		Method:    []string{"Method: test"},
+		Inits:     []InitSetup{{Name: "tini", Version: "Debian 0.19.0", Command: "tini -- SERVICE", Fanout: "a shell"}},
+	}
+	return r
+}
+
+func TestGoals(t *testing.T) {
+	got := map[string]GoalResult{}
+	for _, g := range Goals(fixture()) {
+		got[g.Goal] = g
+	}
+	tests := []struct {
+		goal     string
+		verdict  Verdict
+		measured string
+	}{
+		// 1.2 / 1.0: over 1.25? No: met.
+		{"shutdown, K = 4 ≤ 1.25× tini", Met, "1.20× (1.20 vs 1.00 ms)"},
+		{"shutdown, K = 100 ≤ 1.00× tini", NotMeasured, ""},
+		// One K = 4 run lost a service.
+		{"graceful = K in every run", Missed, "K = 1: 3 of 3 runs; K = 4: 2 of 3 runs"},
+		// 5 / 4 = 1.25: the limit itself is met.
+		{"startup, K = 4 ≤ 1.25× tini", Met, "1.25× (5.00 vs 4.00 ms)"},
+		// 25.5 / 24 = 1.0625.
+		{"reap orphans ≤ 1.10× tini", Met, "1.06× (25.5 vs 24.0 ms)"},
+		// 5100 KiB = 4.98 MiB.
+		{"RSS, K = 4 ≤ 6.00 MiB", Met, "4.98 MiB (max 5.08)"},
+		// 2000 KiB = 1.95 MiB.
+		{"RssAnon, K = 4 ≤ 1.50 MiB", Missed, "1.95 MiB (max 1.95)"},
+		{"RSS, K = 100 ≤ 7.00 MiB", NotMeasured, ""},
+		{"idle: 0 wakeups per second (K = 4)", Met, "0 /s (max 0.100)"},
+		{"idle: no measurable CPU (K = 4)", Met, "0 ms/s (max 0)"},
+		{"static stripped binary ≤ 8.00 MB", Met, "6.50 MB, static, stripped"},
+	}
+	for _, tt := range tests {
+		g, ok := got[tt.goal]
+		if !ok {
+			t.Errorf("no goal %q among %v", tt.goal, got)
+			continue
+		}
+		if g.Verdict != tt.verdict || g.Measured != tt.measured {
+			t.Errorf("%s: got %q, %q; want %q, %q", tt.goal, g.Verdict, g.Measured, tt.verdict, tt.measured)
+		}
+	}
+}
+
+func TestGoalsMissedRatioAndBinary(t *testing.T) {
+	r := fixture()
+	add(&r, "sidecar-init", Shutdown, 100, 10)
+	add(&r, "tini", Shutdown, 100, 8)
+	r.Binaries[0].Files[0].Stripped = false
+	for _, g := range Goals(r) {
+		switch g.Goal {
+		case "shutdown, K = 100 ≤ 1.00× tini", "static stripped binary ≤ 8.00 MB":
+			if g.Verdict != Missed {
+				t.Errorf("%s: verdict %q (%s), want missed", g.Goal, g.Verdict, g.Measured)
+			}
+		}
+	}
+}
+
+func TestMarkdownGolden(t *testing.T) {
+	var buf bytes.Buffer
+	if err := Markdown(&buf, fixture(), "raw.csv"); err != nil {
+		t.Fatal(err)
+	}
+	const golden = "testdata/benchmarks.golden.md"
+	if *update {
+		if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./bench/report -update to create it)", err)
+	}
+	if !bytes.Equal(buf.Bytes(), want) {
+		t.Errorf("Markdown output differs from %s (go test ./bench/report -update rewrites it):\n%s", golden, buf.String())
+	}
+}
+
+// TestMarkdownShowsOnlyMeasuredMetrics: a quick run without K = 100 must not
+// print empty K = 100 tables, and every init gets a column.
+func TestMarkdownShowsOnlyMeasuredMetrics(t *testing.T) {
+	var buf bytes.Buffer
+	if err := Markdown(&buf, fixture(), "raw.csv"); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if strings.Contains(out, "### startup, K = 100") {
+		t.Error("report has a table for a metric with no samples")
+	}
+	if !strings.Contains(out, "| metric | unit | sidecar-init | tini | s6-svscan |") {
+		t.Error("medians table lacks a column per init")
+	}
+	if !strings.Contains(out, `timed out \| twice`) {
+		t.Error("a | inside a cell is not escaped")
+	}
+}
