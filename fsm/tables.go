@@ -48,11 +48,28 @@ func afterDeath(p RestartPolicy, failed bool) State {
 	return DaemonExited
 }
 
+// daemonTables holds the table of each policy, built once: the reap path looks rows up
+// on every death and must not rebuild a table each time.
+var daemonTables = func() map[RestartPolicy]Table {
+	tables := map[RestartPolicy]Table{}
+	for _, p := range append([]RestartPolicy{""}, RestartPolicies...) {
+		tables[p] = buildDaemonTable(p)
+	}
+	return tables
+}()
+
 // DaemonTable is the life of one daemon under restart policy p. The policy is the
 // destinations of the three "died on its own" rows (spawn_failed, exit, fail): backoff when
 // the policy restarts after that kind of death, exited when it does not. Everything else
-// is the same for every policy.
+// is the same for every policy. The empty policy is "never".
 func DaemonTable(p RestartPolicy) Table {
+	if t, ok := daemonTables[p]; ok {
+		return t
+	}
+	return buildDaemonTable(p)
+}
+
+func buildDaemonTable(p RestartPolicy) Table {
 	policyNote := "restart policy (" + string(p) + ")"
 	return Table{
 		Machine: "daemon",

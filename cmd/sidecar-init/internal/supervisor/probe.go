@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -166,6 +167,10 @@ func (s *Supervisor) checkAllReady() {
 	}
 	s.allReady = true
 	s.log.Info("every daemon is ready", zap.Int("daemons", len(s.daemons)))
+	// Start-up is over: hand its garbage (argv/env copies of every fork, config decoding)
+	// back to the kernel now, once, rather than carry it while idle. Measured at K = 100:
+	// RssAnon falls from about 3 MiB to about 1.5 MiB (docs/benchmarks.md).
+	debug.FreeOSMemory()
 	if s.opts.ReadyFile == "" {
 		return
 	}
