@@ -15,7 +15,8 @@ build:
 
 ## demo: three small daemons; one crashes after 4 s, the rest run on; Ctrl-C stops them
 demo: build
-	@echo '--- sidecar-init demo: "flaky" crashes after 4 s and the others keep running;'
+	@echo '--- sidecar-init demo: "ticker" starts once "backend" is ready; lines are labelled NAME | ...;'
+	@echo '--- "flaky" crashes after 4 s and the others keep running;'
 	@echo '--- "phoenix" crashes every 6 s and is restarted with a growing backoff.'
 	@echo '--- In another terminal: CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=/tmp/sidecar-init-demo.sock ./$(BIN) status'
 	@echo '--- Press Ctrl-C to stop them all; the exit status is then the first crash'"'"'s (3).'

@@ -13,11 +13,19 @@ import (
 )
 
 // Spec is what to start: argv (argv[0] is a path, or a name looked up in the PATH of Env),
-// the whole environment, and an optional working directory.
+// the whole environment, an optional working directory and an optional user.
 type Spec struct {
 	Argv []string
 	Env  []string
 	Dir  string
+	// Credential, when set, is who the daemon runs as: uid, gid and exactly its Groups
+	// (root's supplementary groups are dropped). Spawn leaves Env alone: the caller adds
+	// HOME and USER (Credential.Env). The switch happens in the child before chdir and exec,
+	// so Dir and the program must be reachable by that user (else EACCES: status 126).
+	Credential *Credential
+	// Stdout and Stderr, when set, replace the supervisor's own fds 1 and 2 (labelled logs:
+	// the write ends of pipes the supervisor reads).
+	Stdout, Stderr *os.File
 }
 
 // SpawnError is a failed start. Status is what a shell would report for it: 127 when the
@@ -52,8 +60,13 @@ func Spawn(spec Spec, stdin *os.File) (pid int, err error) {
 	attr := &syscall.ProcAttr{
 		Dir:   spec.Dir,
 		Env:   spec.Env,
-		Files: []uintptr{stdin.Fd(), 1, 2},
+		Files: []uintptr{stdin.Fd(), fdOr(spec.Stdout, 1), fdOr(spec.Stderr, 2)},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	}
+	if c := spec.Credential; c != nil {
+		// Go's child calls setgroups, setgid, setuid in that order (syscall/exec_linux.go):
+		// groups and gid while still root, the uid last. Empty Groups is setgroups(0).
+		attr.Sys.Credential = &syscall.Credential{Uid: c.UID, Gid: c.GID, Groups: c.Groups}
 	}
 	pid, err = syscall.ForkExec(path, spec.Argv, attr)
 	if err != nil {
@@ -102,4 +115,12 @@ func lookPath(name string, env []string) (string, error) {
 		return candidate, nil
 	}
 	return "", firstErr
+}
+
+// fdOr is f's descriptor, or fallback when f is nil.
+func fdOr(f *os.File, fallback uintptr) uintptr {
+	if f == nil {
+		return fallback
+	}
+	return f.Fd()
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/daemonlog"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/logging"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/supervisor"
@@ -46,12 +47,15 @@ func main() {
 	// First thing: a Go PID 1 that has not asked for SIGTERM exits with status 2 when it gets
 	// one (the runtime re-raises it, the kernel ignores it for init, the runtime exits).
 	signals := notifySignals()
-	logOut := logging.NewWriter(os.Stderr)
+	// Whole lines only on each stream: the supervisor's log and labelled daemon lines
+	// share stderr through one sink.
+	sinks := supervisor.Sinks{Stdout: daemonlog.NewSink(os.Stdout), Stderr: daemonlog.NewSink(os.Stderr)}
+	logOut := logging.NewWriter(sinks.Stderr)
 	var err error
 	if len(os.Args) > 1 && isClientCommand(os.Args[1]) {
 		err = runClient(os.Args[1:], os.Stdout)
 	} else {
-		err = run(os.Args[1:], signals, logOut)
+		err = run(os.Args[1:], signals, sinks, logOut)
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		var failed daemonsFailed
@@ -117,7 +121,7 @@ type options struct {
 	logLevel   string
 }
 
-func run(args []string, signals supervisor.Signals, logOut *logging.Writer) error {
+func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logOut *logging.Writer) error {
 	opts, err := parseArgs(args)
 	if err != nil {
 		return err
@@ -138,11 +142,8 @@ func run(args []string, signals supervisor.Signals, logOut *logging.Writer) erro
 	if err != nil {
 		return err
 	}
-	for _, d := range daemons {
-		// Parsed already, wired in the next change: refuse rather than ignore them.
-		if d.User != "" || d.Log != "inherit" {
-			return &config.Error{File: cfg.Source, Key: "daemon " + d.Name, Msg: "user and log are not supported yet"}
-		}
+	if err := config.ResolveUsers(daemons, cfg.Source, procs.PasswdPath, procs.GroupPath); err != nil {
+		return err
 	}
 	if len(daemons) == 0 {
 		log.Info("no daemons selected: nothing to supervise, exiting", zap.String(config.SelectEnv, selection))
@@ -171,6 +172,7 @@ func run(args []string, signals supervisor.Signals, logOut *logging.Writer) erro
 		Log:     log,
 		Signals: signals,
 		Stdin:   stdin,
+		Sinks:   sinks,
 		PID1:    pid1,
 
 		ReadyFile:   cfg.ReadyFile,

@@ -247,7 +247,7 @@ func TestSidecarBundle(t *testing.T) {
 	t.Logf("the gate holds main=%.12s and no trace of %.12s (the leaking commit)", clean1, leaked)
 
 	step(6, "SIGKILL mitmdump: egress dies with 137, git-gate keeps serving")
-	spawn := logs.waitFor(t, "egress's spawn transition", transition("egress", "spawn", "pending", "running"))
+	spawn := logs.waitFor(t, "egress's spawn transition", transition("egress", "spawn", "pending", "starting"))
 	egressNSPID, ok := spawn.num("pid")
 	if !ok {
 		t.Fatalf("egress's spawn transition has no pid: %v", spawn)
@@ -283,7 +283,7 @@ func TestSidecarBundle(t *testing.T) {
 
 	step(7, "SIGTERM sidecar-init: git-gate gets its stop signal, the init exits 137, the namespace is empty")
 	gitDaemon := hostPID(t, ns, mustNum(t, logs.waitFor(t, "git-gate's spawn transition",
-		transition("git-gate", "spawn", "pending", "running")), "pid"))
+		transition("git-gate", "spawn", "pending", "starting")), "pid"))
 	if err := initCmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM sidecar-init: %v", err)
 	}

@@ -110,8 +110,10 @@ type Daemon struct {
 	After        []string
 	Ready        Probe
 	ReadyTimeout time.Duration
-	// User is "name" or "uid:gid" to run as; empty: the supervisor's own user.
-	User string
+	// User is "name" or "uid:gid" to run as; empty: the supervisor's own user. Credential
+	// is what it resolved to (ResolveUsers).
+	User       string
+	Credential *procs.Credential
 	// Log is "inherit", "prefix" or "json".
 	Log string
 	// inheritsGrace is true when the daemon has no grace of its own and follows the global one.
@@ -487,6 +489,23 @@ func parseGrace(value string) (time.Duration, error) {
 		return 0, fmt.Errorf("negative duration %q", value)
 	}
 	return d, nil
+}
+
+// ResolveUsers looks up the `user` of each selected daemon in passwdPath and groupPath
+// (no cgo, no NSS: the files the image has), only for the daemons that will run, so a
+// table naming an image's users still loads where those users do not exist.
+func ResolveUsers(daemons []Daemon, source, passwdPath, groupPath string) error {
+	for i := range daemons {
+		if daemons[i].User == "" {
+			continue
+		}
+		cred, err := procs.LookupUser(daemons[i].User, passwdPath, groupPath)
+		if err != nil {
+			return &Error{File: source, Key: "daemon " + daemons[i].Name + ".user", Msg: err.Error()}
+		}
+		daemons[i].Credential = cred
+	}
+	return nil
 }
 
 // Names lists the daemons' names in table order.

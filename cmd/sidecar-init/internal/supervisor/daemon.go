@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/daemonlog"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
@@ -83,7 +84,22 @@ type detail struct {
 // with status 127/126; the others still start.
 func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	from := d.machine.Current()
-	pid, err := procs.Spawn(procs.Spec{Argv: d.cfg.Command, Env: d.env, Dir: d.cfg.Dir}, s.opts.Stdin)
+	spec := procs.Spec{Argv: d.cfg.Command, Env: d.env, Dir: d.cfg.Dir, Credential: d.cfg.Credential}
+	if mode := daemonlog.Mode(d.cfg.Log); mode != daemonlog.Inherit {
+		pipes, err := daemonlog.Attach(d.cfg.Name, mode, s.opts.Sinks.Stdout, s.opts.Sinks.Stderr)
+		if err != nil {
+			// Out of fds, most likely: the daemon still runs, with unlabelled output.
+			s.log.Error("cannot label the daemon's output; it inherits stdout and stderr",
+				zap.String("daemon", d.cfg.Name), zap.Error(err))
+		} else {
+			spec.Stdout, spec.Stderr = pipes.ChildFiles()
+			// The child has its copies once Spawn returns; without closing ours, EOF
+			// would never come.
+			defer pipes.CloseChildEnds()
+			s.logPipes = append(s.logPipes, pipes)
+		}
+	}
+	pid, err := procs.Spawn(spec, s.opts.Stdin)
 	if err != nil {
 		status := 126
 		var spawnErr *procs.SpawnError

@@ -15,6 +15,7 @@ import (
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/daemonlog"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
@@ -35,6 +36,14 @@ type Notifier interface {
 	Send(notify.Event)
 }
 
+// Sinks are the supervisor's stdout and stderr, shared line by line.
+type Sinks struct {
+	Stdout, Stderr *daemonlog.Sink
+}
+
+// logDrainTimeout bounds the wait, at exit, for labelled daemon lines still in pipes.
+const logDrainTimeout = 2 * time.Second
+
 // Options configure a Supervisor.
 type Options struct {
 	Daemons []config.Daemon
@@ -48,6 +57,8 @@ type Options struct {
 	Notifier Notifier
 	// Stdin is every daemon's standard input (normally /dev/null).
 	Stdin *os.File
+	// Sinks take the lines of daemons whose log mode is prefix or json.
+	Sinks Sinks
 	// PID1 says whether this process is PID 1 of its namespace: then, once the daemons are
 	// done, whatever escaped their process groups can be killed with kill(-1).
 	PID1 bool
@@ -78,6 +89,8 @@ type Supervisor struct {
 	allReady bool
 	// reverseDeadline bounds a stop_order = "reverse" shutdown: the largest grace.
 	reverseDeadline time.Time
+	// logPipes are the labelled-log pipes of every spawn, drained until EOF.
+	logPipes []*daemonlog.Pipes
 	// firstFailure is the status of the first daemon that died on its own with a nonzero
 	// status: the supervisor's exit status. Deaths after the shutdown began do not count.
 	firstFailure int
@@ -111,9 +124,14 @@ func New(opts Options) *Supervisor {
 	s.timer.Stop()
 	byName := map[string]*daemon{}
 	for _, d := range opts.Daemons {
+		extra := d.Env
+		if d.Credential != nil {
+			// HOME, USER and LOGNAME of its user, unless the table sets them itself.
+			extra = append(d.Credential.Env(), d.Env...)
+		}
 		dm := &daemon{
 			cfg:     d,
-			env:     mergeEnv(opts.Environ, d.Env),
+			env:     mergeEnv(opts.Environ, extra),
 			machine: fsm.NewMachine(d.Name, fsm.DaemonTable(d.Restart)),
 		}
 		s.daemons = append(s.daemons, dm)
@@ -172,6 +190,7 @@ func (s *Supervisor) Run() int {
 		}
 		s.settle()
 	}
+	s.drainLogPipes()
 	s.log.Info("supervisor exiting", zap.Int("exit_code", s.firstFailure))
 	return s.firstFailure
 }
@@ -196,6 +215,22 @@ func (s *Supervisor) shuttingDown() bool {
 		return true
 	}
 	return false
+}
+
+// drainLogPipes waits, within logDrainTimeout, for the copiers of labelled daemon output to
+// reach EOF, so the last lines a daemon wrote appear before the supervisor exits. A process
+// that escaped and still holds a pipe (only possible outside PID 1) cannot hold the exit.
+func (s *Supervisor) drainLogPipes() {
+	timeout := time.NewTimer(logDrainTimeout)
+	defer timeout.Stop()
+	for _, p := range s.logPipes {
+		select {
+		case <-p.Done():
+		case <-timeout.C:
+			s.log.Warn("labelled daemon output still open at exit; the rest is lost")
+			return
+		}
+	}
 }
 
 func (s *Supervisor) timerC() <-chan time.Time {

@@ -1,0 +1,253 @@
+// Package daemonlog labels what daemons write. In "prefix" and "json" mode each daemon's
+// stdout and stderr are pipes; two copier goroutines per daemon read them line by line and
+// write labelled lines to shared, locked sinks. In "inherit" mode the daemon writes straight
+// to the supervisor's fd 1 and 2, as before.
+//
+// Nothing is dropped: a copier reads until EOF, which comes only when every holder of the
+// pipe's write end (grandchildren too) has closed it or died. Nothing else is slowed down
+// by a stalled consumer: a copier blocked on its sink stops reading, the pipe fills, and
+// the daemon blocks in write(2). That back-pressure is deliberate and reaches only the
+// daemons writing to the stalled stream; no call in this package's API waits on a copier.
+package daemonlog
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Mode is how a daemon's output reaches the supervisor's.
+type Mode string
+
+const (
+	// Inherit passes the supervisor's own fd 1 and 2 to the daemon: no pipes, no labels.
+	Inherit Mode = "inherit"
+	// Prefix writes each line as "NAME | line" on the stream it came from.
+	Prefix Mode = "prefix"
+	// JSON writes each line, from either stream, as one JSON object on stderr:
+	// {"ts":RFC3339Nano,"daemon":NAME,"stream":"stdout"|"stderr","line":...}.
+	JSON Mode = "json"
+)
+
+// ParseMode reads a daemon table's log setting. The empty string is Inherit, the default,
+// so a daemon without the key needs no special case.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case "":
+		return Inherit, nil
+	case Inherit, Prefix, JSON:
+		return m, nil
+	}
+	return "", fmt.Errorf("log mode %q: want inherit, prefix or json", s)
+}
+
+// MaxLine is the longest piece a copier writes as one line. A longer line is split into
+// pieces of MaxLine bytes, each written as a line of its own, so memory per daemon stays
+// bounded and no line is dropped.
+const MaxLine = 64 << 10
+
+// Sink is one destination stream (the supervisor's stdout, or its stderr) shared by every
+// copier and by the supervisor's own log writer. Each Write is one whole line, written
+// under the lock, so lines from different daemons never interleave. Create one per stream
+// and share it.
+//
+// Lines from "inherit" daemons bypass the sink (they hold fd 1/2 themselves); the kernel
+// keeps their writes whole only up to PIPE_BUF (4096 bytes) when fd 1/2 is a pipe.
+type Sink struct {
+	mu sync.Mutex
+	w  io.Writer // guarded by mu
+}
+
+// NewSink wraps w, normally os.Stdout or os.Stderr.
+func NewSink(w io.Writer) *Sink { return &Sink{w: w} }
+
+// Write writes p, which must be one or more whole lines, in one locked call. It blocks
+// while the destination does: callers that must not block (the event loop) write through a
+// queue such as logging.Writer.
+func (s *Sink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// Pipes is one spawn's output plumbing. Its methods are for the goroutine that spawns (the
+// event loop); only Done may be used from anywhere.
+type Pipes struct {
+	// childOut and childErr are the write ends the child gets; nil in Inherit mode.
+	childOut, childErr *os.File
+	childClosed        bool
+	running            atomic.Int32 // copiers not at EOF yet
+	done               chan struct{}
+}
+
+// Attach prepares the output of one spawn of the daemon name. For Prefix and JSON it makes
+// two pipes and starts their copiers at once: Prefix writes stdout lines to stdout and
+// stderr lines to stderr; JSON writes both to stderr (stdout may then be nil). For Inherit
+// it makes nothing and Done is already closed.
+//
+// Call it again for every restart: each spawn gets its own pipes, and the previous ones
+// keep copying until their last writer (perhaps an orphaned grandchild) is gone. After
+// the spawn, successful or not, call CloseChildEnds, or Done never closes.
+func Attach(name string, mode Mode, stdout, stderr *Sink) (*Pipes, error) {
+	p := &Pipes{done: make(chan struct{})}
+	var outDest *Sink
+	switch mode {
+	case Inherit:
+		close(p.done)
+		return p, nil
+	case Prefix:
+		outDest = stdout
+	case JSON:
+		outDest = stderr
+	default:
+		return nil, fmt.Errorf("daemon %s: log mode %q: want inherit, prefix or json", name, mode)
+	}
+	if outDest == nil || stderr == nil {
+		return nil, fmt.Errorf("daemon %s: log mode %s needs its sinks (stdout %v, stderr %v)", name, mode, stdout != nil, stderr != nil)
+	}
+	outRead, outWrite, err := pipe()
+	if err != nil {
+		return nil, fmt.Errorf("daemon %s: stdout pipe: %w", name, err)
+	}
+	errRead, errWrite, err := pipe()
+	if err != nil {
+		_ = outRead.Close()
+		_ = outWrite.Close()
+		return nil, fmt.Errorf("daemon %s: stderr pipe: %w", name, err)
+	}
+	p.childOut, p.childErr = outWrite, errWrite
+	p.running.Store(2)
+	go p.copyLines(outRead, newLabeller(name, "stdout", mode, outDest))
+	go p.copyLines(errRead, newLabeller(name, "stderr", mode, stderr))
+	return p, nil
+}
+
+// pipe is os.Pipe (close-on-exec, so no other child inherits it) with the write end put
+// back into blocking mode. os.Pipe makes both ends non-blocking for Go's poller, and
+// O_NONBLOCK belongs to the open file description the child shares: a daemon writing to a
+// full non-blocking pipe gets EAGAIN, which most programs treat as a failed write and so
+// lose the line, instead of waiting. File.Fd is documented to set blocking mode. The read
+// end stays non-blocking, so an idle copier parks on the poller rather than a thread.
+func pipe() (r, w *os.File, err error) {
+	r, w, err = os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = w.Fd()
+	return r, w, nil
+}
+
+// ChildFiles are the child's stdout and stderr, for the spawn's file table (as fd 1 and 2).
+// Both are nil in Inherit mode, meaning "give it the supervisor's own fd 1 and 2".
+func (p *Pipes) ChildFiles() (stdout, stderr *os.File) { return p.childOut, p.childErr }
+
+// CloseChildEnds closes the supervisor's copies of the write ends. Call it right after the
+// spawn, whether it succeeded or not: until then the copiers can never see EOF. It never
+// blocks and may be called more than once.
+func (p *Pipes) CloseChildEnds() {
+	if p.childClosed || p.childOut == nil {
+		return
+	}
+	p.childClosed = true
+	// Closing a pipe end we own cannot fail in a way that matters here: the descriptor is
+	// released either way (close(2): "the file descriptor is freed" even on EINTR).
+	_ = p.childOut.Close()
+	_ = p.childErr.Close()
+}
+
+// Done is closed when both copiers have reached EOF and written everything: every process
+// holding the write ends has exited or closed them. At supervisor exit, wait for it with a
+// bound; a stalled consumer or a lingering grandchild would otherwise hold the exit.
+func (p *Pipes) Done() <-chan struct{} { return p.done }
+
+// copyLines reads r line by line until EOF and hands each line (at most MaxLine bytes,
+// without its newline) to label.
+func (p *Pipes) copyLines(r *os.File, label *labeller) {
+	defer func() {
+		_ = r.Close()
+		if p.running.Add(-1) == 0 {
+			close(p.done)
+		}
+	}()
+	br := bufio.NewReaderSize(r, MaxLine)
+	for {
+		line, err := br.ReadSlice('\n')
+		switch {
+		case err == nil:
+			label.emit(line[:len(line)-1])
+		case errors.Is(err, bufio.ErrBufferFull):
+			// MaxLine bytes and no newline yet: write them as a line of their own.
+			label.emit(line)
+			// If the newline comes right after, this was a line of exactly MaxLine bytes: eat
+			// the newline, or it would show up as an empty line.
+			if next, _ := br.Peek(1); len(next) == 1 && next[0] == '\n' {
+				_, _ = br.Discard(1)
+			}
+		default:
+			if len(line) > 0 {
+				label.emit(line) // a last line without its newline: one is added
+			}
+			if !errors.Is(err, io.EOF) {
+				// Reads from a pipe do not fail in practice; if one did, the daemon would see
+				// EPIPE from here on, so say where its output went.
+				label.emit([]byte("sidecar-init: reading this output failed, the rest is lost: " + err.Error()))
+			}
+			return
+		}
+	}
+}
+
+// labeller turns a daemon's raw lines into labelled ones on its sink. One per copier: its
+// buffers are not shared.
+type labeller struct {
+	sink   *Sink
+	prefix []byte // "NAME | " in Prefix mode; nil in JSON mode
+	buf    bytes.Buffer
+	enc    *json.Encoder
+	record struct {
+		TS     string `json:"ts"`
+		Daemon string `json:"daemon"`
+		Stream string `json:"stream"`
+		Line   string `json:"line"`
+	}
+}
+
+func newLabeller(name, stream string, mode Mode, sink *Sink) *labeller {
+	l := &labeller{sink: sink}
+	if mode == Prefix {
+		l.prefix = []byte(name + " | ")
+		return l
+	}
+	l.record.Daemon, l.record.Stream = name, stream
+	l.enc = json.NewEncoder(&l.buf)
+	// Log lines are full of <, > and &; \u003c helps nobody reading a container's output.
+	l.enc.SetEscapeHTML(false)
+	return l
+}
+
+// emit writes one labelled line. A failed write (EPIPE on a closed stdout, say) loses this
+// line only; the copier keeps reading so the daemon is never blocked or killed by it.
+func (l *labeller) emit(line []byte) {
+	l.buf.Reset()
+	if l.enc == nil {
+		l.buf.Write(l.prefix)
+		l.buf.Write(line)
+		l.buf.WriteByte('\n')
+	} else {
+		// The time the line was read, in UTC like the supervisor's own log lines. Bytes that
+		// are not UTF-8 become U+FFFD: JSON strings cannot carry them.
+		l.record.TS = time.Now().UTC().Format(time.RFC3339Nano)
+		l.record.Line = string(line)
+		if err := l.enc.Encode(&l.record); err != nil {
+			return // a struct of strings always encodes
+		}
+	}
+	_, _ = l.sink.Write(l.buf.Bytes())
+}

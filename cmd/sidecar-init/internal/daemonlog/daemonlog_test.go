@@ -1,0 +1,532 @@
+package daemonlog
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestParseMode(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Mode
+	}{
+		{"", Inherit}, {"inherit", Inherit}, {"prefix", Prefix}, {"json", JSON},
+	} {
+		if got, err := ParseMode(tc.in); err != nil || got != tc.want {
+			t.Errorf("ParseMode(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"JSON", "Prefix", " json", "text", "none"} {
+		if got, err := ParseMode(bad); err == nil || !strings.Contains(err.Error(), strconv.Quote(bad)) {
+			t.Errorf("ParseMode(%q) = %q, %v; want an error quoting it", bad, got, err)
+		}
+	}
+}
+
+func TestAttachRefusesBadArguments(t *testing.T) {
+	sink := NewSink(&bytes.Buffer{})
+	for _, tc := range []struct {
+		mode           Mode
+		stdout, stderr *Sink
+	}{
+		{"text", sink, sink},
+		{Prefix, nil, sink},
+		{Prefix, sink, nil},
+		{JSON, sink, nil},
+	} {
+		if p, err := Attach("web", tc.mode, tc.stdout, tc.stderr); err == nil || !strings.Contains(err.Error(), "web") {
+			t.Errorf("Attach(%q, out %v, err %v) = %v, %v; want an error naming the daemon", tc.mode, tc.stdout != nil, tc.stderr != nil, p, err)
+		}
+	}
+	// JSON writes everything to stderr: no stdout sink needed.
+	p, err := Attach("web", JSON, nil, sink)
+	if err != nil {
+		t.Fatalf("Attach(json, nil stdout): %v", err)
+	}
+	p.CloseChildEnds()
+	<-p.Done()
+}
+
+func TestInheritMakesNothing(t *testing.T) {
+	p, err := Attach("web", Inherit, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, errf := p.ChildFiles(); out != nil || errf != nil {
+		t.Errorf("ChildFiles() = %v, %v; want nil, nil (the supervisor's own fd 1 and 2)", out, errf)
+	}
+	p.CloseChildEnds()
+	select {
+	case <-p.Done():
+	default:
+		t.Error("Done is not closed in inherit mode")
+	}
+}
+
+// TestChildEndsBlock: O_NONBLOCK is shared with the child through the open file
+// description; a daemon must wait on a full pipe, not get EAGAIN and lose the line. Checked
+// through SyscallConn, because calling Fd here would itself switch the file to blocking.
+func TestChildEndsBlock(t *testing.T) {
+	p, err := Attach("web", Prefix, NewSink(&bytes.Buffer{}), NewSink(&bytes.Buffer{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { p.CloseChildEnds(); <-p.Done() }()
+	out, errf := p.ChildFiles()
+	for _, f := range []*os.File{out, errf} {
+		raw, err := f.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var flags int
+		var fcntlErr error
+		if err := raw.Control(func(fd uintptr) { flags, fcntlErr = unix.FcntlInt(fd, unix.F_GETFL, 0) }); err != nil {
+			t.Fatal(err)
+		}
+		if fcntlErr != nil {
+			t.Fatal(fcntlErr)
+		}
+		if flags&unix.O_NONBLOCK != 0 {
+			t.Errorf("%s is non-blocking: a daemon writing to it when full would get EAGAIN", f.Name())
+		}
+	}
+}
+
+// outputs collects what the sinks got. Reading the buffers after Done needs no lock: the
+// copiers' writes happen before Done closes, and the sinks serialise them.
+type outputs struct {
+	stdout, stderr         bytes.Buffer
+	stdoutSink, stderrSink *Sink
+}
+
+func newOutputs() *outputs {
+	o := &outputs{}
+	o.stdoutSink, o.stderrSink = NewSink(&o.stdout), NewSink(&o.stderr)
+	return o
+}
+
+// daemon is a real process started the way the supervisor will: fork/exec with the pipes
+// as fds 1 and 2, then the parent's write ends closed.
+type daemon struct {
+	pid   int
+	pipes *Pipes
+}
+
+func start(t testing.TB, name string, mode Mode, o *outputs, script string, stdin *os.File) *daemon {
+	t.Helper()
+	p, err := Attach(name, mode, o.stdoutSink, o.stderrSink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stdin == nil {
+		devNull, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = devNull.Close() }()
+		stdin = devNull
+	}
+	out, errf := p.ChildFiles()
+	pid, err := syscall.ForkExec("/bin/sh", []string{"/bin/sh", "-c", script}, &syscall.ProcAttr{
+		Env:   []string{"PATH=/usr/bin:/bin", "LC_ALL=C"},
+		Files: []uintptr{stdin.Fd(), out.Fd(), errf.Fd()},
+	})
+	p.CloseChildEnds()
+	if err != nil {
+		t.Fatalf("fork/exec %q: %v", script, err)
+	}
+	return &daemon{pid: pid, pipes: p}
+}
+
+// wait reaps the daemon, then waits for its output to be copied.
+func (d *daemon) wait(t testing.TB) syscall.WaitStatus {
+	t.Helper()
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(d.pid, &ws, 0, nil)
+		if !errors.Is(err, syscall.EINTR) {
+			if err != nil {
+				t.Fatalf("wait4 %d: %v", d.pid, err)
+			}
+			break
+		}
+	}
+	<-d.pipes.Done()
+	return ws
+}
+
+func run(t *testing.T, mode Mode, script string) *outputs {
+	t.Helper()
+	o := newOutputs()
+	start(t, "web", mode, o, script, nil).wait(t)
+	return o
+}
+
+func TestPrefix(t *testing.T) {
+	// The last line has no newline: it is flushed at EOF with one added. The empty line
+	// stays a (labelled) empty line.
+	o := run(t, Prefix, `echo out1; echo err1 >&2; echo; echo "out2 <&> \"q\""; echo err2 >&2; printf partial`)
+	if want := "web | out1\nweb | \nweb | out2 <&> \"q\"\nweb | partial\n"; o.stdout.String() != want {
+		t.Errorf("stdout = %q, want %q", o.stdout.String(), want)
+	}
+	if want := "web | err1\nweb | err2\n"; o.stderr.String() != want {
+		t.Errorf("stderr = %q, want %q", o.stderr.String(), want)
+	}
+}
+
+type record struct {
+	TS     string `json:"ts"`
+	Daemon string `json:"daemon"`
+	Stream string `json:"stream"`
+	Line   string `json:"line"`
+}
+
+// decodeJSONLines checks that every line is one JSON object with exactly the four keys.
+func decodeJSONLines(t *testing.T, text string) []record {
+	t.Helper()
+	var records []record
+	for i, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		if line == "" {
+			t.Fatalf("line %d is empty", i+1)
+		}
+		var keys map[string]any
+		if err := json.Unmarshal([]byte(line), &keys); err != nil {
+			t.Fatalf("line %d %q: %v", i+1, line, err)
+		}
+		if len(keys) != 4 {
+			t.Errorf("line %d %q: want exactly ts, daemon, stream, line", i+1, line)
+		}
+		var r record
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, r.TS); err != nil {
+			t.Errorf("line %d: ts %q: %v", i+1, r.TS, err)
+		}
+		records = append(records, r)
+	}
+	return records
+}
+
+func TestJSON(t *testing.T) {
+	o := run(t, JSON, `echo out1; echo err1 >&2; printf 'tab\there <a href="x">&</a>\n'; printf 'bad \377 utf8\n' >&2; printf partial`)
+	if o.stdout.Len() != 0 {
+		t.Errorf("json mode wrote to stdout: %q", o.stdout.String())
+	}
+	if strings.Contains(o.stderr.String(), `\u003c`) {
+		t.Errorf("HTML-escaped output: %q", o.stderr.String())
+	}
+	byStream := map[string][]string{}
+	for _, r := range decodeJSONLines(t, o.stderr.String()) {
+		if r.Daemon != "web" {
+			t.Errorf("daemon = %q, want web", r.Daemon)
+		}
+		byStream[r.Stream] = append(byStream[r.Stream], r.Line)
+	}
+	// The two streams are copied independently: order holds within each.
+	want := map[string][]string{
+		"stdout": {"out1", "tab\there <a href=\"x\">&</a>", "partial"},
+		"stderr": {"err1", "bad \uFFFD utf8"},
+	}
+	for stream, lines := range want {
+		if !slices.Equal(byStream[stream], lines) {
+			t.Errorf("%s lines = %q, want %q", stream, byStream[stream], lines)
+		}
+	}
+	if len(byStream) != 2 {
+		t.Errorf("streams = %v, want stdout and stderr only", byStream)
+	}
+}
+
+// checkSequence checks lines are prefix+"1" .. prefix+n, each once, in order.
+func checkSequence(t *testing.T, lines []string, prefix string, n int) {
+	t.Helper()
+	if len(lines) != n {
+		t.Errorf("%d lines, want %d", len(lines), n)
+	}
+	for i, line := range lines {
+		if want := prefix + strconv.Itoa(i+1); line != want {
+			t.Fatalf("line %d = %q, want %q", i+1, line, want)
+		}
+	}
+}
+
+func TestBurstArrivesWholeAndInOrder(t *testing.T) {
+	const n = 100_000
+	t.Run("prefix", func(t *testing.T) {
+		o := run(t, Prefix, "seq 1 "+strconv.Itoa(n))
+		checkSequence(t, strings.Split(strings.TrimSuffix(o.stdout.String(), "\n"), "\n"), "web | ", n)
+	})
+	t.Run("json", func(t *testing.T) {
+		o := run(t, JSON, "seq 1 "+strconv.Itoa(n))
+		var lines []string
+		for _, r := range decodeJSONLines(t, o.stderr.String()) {
+			lines = append(lines, r.Line)
+		}
+		checkSequence(t, lines, "", n)
+	})
+}
+
+func TestLastLinesBeforeExit(t *testing.T) {
+	for _, mode := range []Mode{Prefix, JSON} {
+		t.Run(string(mode), func(t *testing.T) {
+			o := newOutputs()
+			ws := start(t, "web", mode, o, `echo first; echo dying >&2; printf 'no newline'; kill -KILL $$`, nil).wait(t)
+			if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+				t.Fatalf("status %v, want killed by SIGKILL", ws)
+			}
+			all := o.stdout.String() + o.stderr.String()
+			for _, want := range []string{"first", "dying", "no newline"} {
+				if !strings.Contains(all, want) {
+					t.Errorf("%q missing from %q", want, all)
+				}
+			}
+		})
+	}
+}
+
+// TestGrandchildKeepsTheCopierGoing: the daemon exits, but a process it left behind still
+// holds its stdout. The copier must run until that one is gone too.
+func TestGrandchildKeepsTheCopierGoing(t *testing.T) {
+	gate, hold, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = gate.Close() }()
+	o := newOutputs()
+	// The background subshell waits on fd 3 (the test's pipe): a non-interactive shell gives
+	// a background job /dev/null as stdin, so it is passed explicitly.
+	d := start(t, "web", Prefix, o, `exec 3<&0; (read x <&3; echo from-grandchild) & echo parent-done`, gate)
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(d.pid, &ws, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.pipes.Done():
+		t.Fatal("Done closed while the grandchild still holds stdout")
+	default:
+	}
+	_ = hold.Close() // the grandchild reads EOF, writes and exits
+	<-d.pipes.Done()
+	if want := "web | parent-done\nweb | from-grandchild\n"; o.stdout.String() != want {
+		t.Errorf("stdout = %q, want %q", o.stdout.String(), want)
+	}
+}
+
+func TestLongLinesAreSplitNotDropped(t *testing.T) {
+	for _, tc := range []struct {
+		length int
+		pieces []int
+	}{
+		{MaxLine - 1, []int{MaxLine - 1}},
+		{MaxLine, []int{MaxLine}}, // exactly the limit: no empty line after it
+		{MaxLine + 1, []int{MaxLine, 1}},
+		{200 << 10, []int{MaxLine, MaxLine, MaxLine, 200<<10 - 3*MaxLine}},
+	} {
+		t.Run(strconv.Itoa(tc.length), func(t *testing.T) {
+			o := run(t, Prefix, fmt.Sprintf(`head -c %d /dev/zero | tr '\0' a; echo; echo after`, tc.length))
+			lines := strings.Split(strings.TrimSuffix(o.stdout.String(), "\n"), "\n")
+			var got []int
+			for _, line := range lines[:len(lines)-1] {
+				piece, ok := strings.CutPrefix(line, "web | ")
+				if !ok || strings.Trim(piece, "a") != "" {
+					t.Fatalf("line %.40q... is not a labelled piece of the long line", line)
+				}
+				got = append(got, len(piece))
+			}
+			if !slices.Equal(got, tc.pieces) {
+				t.Errorf("pieces %v, want %v", got, tc.pieces)
+			}
+			if last := lines[len(lines)-1]; last != "web | after" {
+				t.Errorf("last line %q, want %q", last, "web | after")
+			}
+		})
+	}
+}
+
+// lineWriter records each Write and fails the test if one is not exactly one whole line.
+type lineWriter struct {
+	t     *testing.T
+	lines []string
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 || p[len(p)-1] != '\n' || bytes.IndexByte(p, '\n') != len(p)-1 {
+		w.t.Errorf("a write of %q is not one whole line", p)
+	}
+	w.lines = append(w.lines, string(p[:len(p)-1]))
+	return len(p), nil
+}
+
+// TestManyDaemonsShareTheSinks: lines from daemons writing at the same time reach a shared
+// sink one whole line per write, each daemon's in its own order.
+func TestManyDaemonsShareTheSinks(t *testing.T) {
+	const daemons, n = 8, 20_000
+	stdout, stderr := &lineWriter{t: t}, &lineWriter{t: t}
+	o := &outputs{stdoutSink: NewSink(stdout), stderrSink: NewSink(stderr)}
+	var started []*daemon
+	for i := range daemons {
+		mode := Prefix
+		if i%2 == 1 {
+			mode = JSON
+		}
+		started = append(started, start(t, "d"+strconv.Itoa(i), mode, o, fmt.Sprintf("seq 1 %d; seq 1 %d >&2", n, n), nil))
+	}
+	for _, d := range started {
+		d.wait(t)
+	}
+	per := map[string][]string{}
+	for _, line := range stdout.lines {
+		name, rest, _ := strings.Cut(line, " | ")
+		per[name+" stdout"] = append(per[name+" stdout"], rest)
+	}
+	for _, line := range stderr.lines {
+		if strings.HasPrefix(line, "{") {
+			var r record
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			per[r.Daemon+" "+r.Stream] = append(per[r.Daemon+" "+r.Stream], r.Line)
+			continue
+		}
+		name, rest, _ := strings.Cut(line, " | ")
+		per[name+" stderr"] = append(per[name+" stderr"], rest)
+	}
+	if len(per) != 2*daemons {
+		t.Errorf("%d (daemon, stream) pairs, want %d", len(per), 2*daemons)
+	}
+	for key, lines := range per {
+		t.Run(key, func(t *testing.T) { checkSequence(t, lines, "", n) })
+	}
+}
+
+// gateWriter blocks every Write until released: a consumer that stopped reading.
+type gateWriter struct {
+	entered     chan struct{}
+	enteredOnce sync.Once
+	release     chan struct{}
+	buf         bytes.Buffer
+}
+
+func (g *gateWriter) Write(p []byte) (int, error) {
+	g.enteredOnce.Do(func() { close(g.entered) })
+	<-g.release
+	return g.buf.Write(p)
+}
+
+// blockedInPipeWrite reports whether pid sleeps in the kernel's pipe write, from
+// /proc/PID/stat (state) and /proc/PID/wchan (where it sleeps).
+func blockedInPipeWrite(t *testing.T, pid int) bool {
+	t.Helper()
+	dir := filepath.Join("/proc", strconv.Itoa(pid))
+	stat, err := os.ReadFile(filepath.Join(dir, "stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The state follows the command name, which is in parentheses and may hold spaces.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(fields) == 0 || fields[0] != "S" {
+		return false
+	}
+	wchan, err := os.ReadFile(filepath.Join(dir, "wchan"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(wchan) == "0" {
+		t.Skipf("pid %d sleeps but this kernel hides where (/proc/PID/wchan is 0): cannot show it is blocked on its pipe", pid)
+	}
+	return strings.Contains(string(wchan), "pipe_write")
+}
+
+// TestStalledConsumerSlowsOnlyTheDaemon: while stdout is not read, the daemon cannot
+// finish writing (about 1.3 MB, far more than the pipe and the copier's buffer hold) and
+// sleeps in pipe_write; the caller's goroutine and another daemon on stderr carry on.
+// Released, every line arrives in order.
+func TestStalledConsumerSlowsOnlyTheDaemon(t *testing.T) {
+	const n = 200_000 // seq 1 200000 writes 1 288 895 bytes
+	stalled := &gateWriter{entered: make(chan struct{}), release: make(chan struct{})}
+	released := false
+	defer func() {
+		if !released {
+			close(stalled.release) // let the copier and the daemon finish
+		}
+	}()
+	var stderr bytes.Buffer
+	o := &outputs{stdoutSink: NewSink(stalled), stderrSink: NewSink(&stderr)}
+	d := start(t, "stalled", Prefix, o, "exec seq 1 "+strconv.Itoa(n), nil)
+	<-stalled.entered
+	for !blockedInPipeWrite(t, d.pid) {
+		var ws syscall.WaitStatus
+		if pid, err := syscall.Wait4(d.pid, &ws, syscall.WNOHANG, nil); err != nil || pid == d.pid {
+			t.Fatalf("the daemon ended (%v, %v) while its stdout was stalled: its output was buffered without bound", ws, err)
+		}
+		time.Sleep(time.Millisecond) // polling interval only; nothing is asserted on time
+	}
+	select {
+	case <-d.pipes.Done():
+		t.Fatal("Done closed while the daemon is blocked writing")
+	default:
+	}
+
+	// Another daemon, started and finished from another goroutine, writes to stderr, which
+	// is not stalled.
+	other := make(chan error, 1)
+	go func() {
+		p, err := Attach("other", Prefix, o.stdoutSink, o.stderrSink)
+		if err != nil {
+			other <- err
+			return
+		}
+		_, errf := p.ChildFiles()
+		pid, err := syscall.ForkExec("/bin/sh", []string{"/bin/sh", "-c", "seq 1 1000 >&2"},
+			&syscall.ProcAttr{Env: []string{"PATH=/usr/bin:/bin"}, Files: []uintptr{0, errf.Fd(), errf.Fd()}})
+		p.CloseChildEnds()
+		if err == nil {
+			var ws syscall.WaitStatus
+			_, err = syscall.Wait4(pid, &ws, 0, nil)
+		}
+		<-p.Done()
+		other <- err
+	}()
+	if err := <-other; err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+	checkSequence(t, lines, "other | ", 1000)
+	if !blockedInPipeWrite(t, d.pid) {
+		t.Error("the stalled daemon moved on while its stdout was stalled")
+	}
+
+	released = true
+	close(stalled.release)
+	if ws := d.wait(t); !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("seq ended with %v, want status 0", ws)
+	}
+	checkSequence(t, strings.Split(strings.TrimSuffix(stalled.buf.String(), "\n"), "\n"), "stalled | ", n)
+}
+
+// BenchmarkBurst measures a 100 000-line burst through each mode, fork/exec included.
+func BenchmarkBurst(b *testing.B) {
+	for _, mode := range []Mode{Prefix, JSON} {
+		b.Run(string(mode), func(b *testing.B) {
+			for b.Loop() {
+				o := newOutputs()
+				start(b, "web", mode, o, "seq 1 100000", nil).wait(b)
+			}
+			b.ReportMetric(float64(b.N)*100_000/b.Elapsed().Seconds(), "lines/s")
+		})
+	}
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// runToEnd runs the binary on table until every daemon has exited on its own, with stdout
+// and stderr in files, and returns them.
+func runToEnd(t *testing.T, table string) (stdout, stderr string) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "daemons.toml")
+	if err := os.WriteFile(cfg, []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	outPath, errPath := filepath.Join(dir, "stdout"), filepath.Join(dir, "stderr")
+	outFile, _ := os.Create(outPath)
+	errFile, _ := os.Create(errPath)
+	cmd := exec.Command(binary, "--config", cfg)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + filepath.Join(dir, "control.sock")}
+	cmd.Stdout, cmd.Stderr = outFile, errFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	err := cmd.Run()
+	_ = outFile.Close()
+	_ = errFile.Close()
+	out, _ := os.ReadFile(outPath)
+	errOut, _ := os.ReadFile(errPath)
+	if err != nil {
+		t.Fatalf("sidecar-init: %v\nstderr:\n%s", err, errOut)
+	}
+	return string(out), string(errOut)
+}
+
+func TestPrefixLogsKeepEveryLine(t *testing.T) {
+	stdout, stderr := runToEnd(t, `
+[[daemon]]
+name = "burst"
+log = "prefix"
+command = ["/bin/sh", "-c", "seq 1 100000; echo to-stderr >&2; printf partial"]
+`)
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	if len(lines) != 100001 {
+		t.Fatalf("%d stdout lines, want 100000 + the partial last one", len(lines))
+	}
+	for i, line := range lines[:100000] {
+		if line != "burst | "+strconv.Itoa(i+1) {
+			t.Fatalf("line %d = %q", i, line)
+		}
+	}
+	if lines[100000] != "burst | partial" {
+		t.Errorf("partial last line = %q", lines[100000])
+	}
+	// stdout stays stdout, stderr stays stderr.
+	if !strings.Contains(stderr, "burst | to-stderr\n") || strings.Contains(stdout, "to-stderr") {
+		t.Errorf("stderr line misplaced; stderr:\n%s", stderr)
+	}
+}
+
+func TestJSONLogsAndPerDaemonUser(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("running a daemon as another user needs root")
+	}
+	stdout, stderr := runToEnd(t, `
+[[daemon]]
+name = "who"
+log = "json"
+user = "nobody"
+command = ["/bin/sh", "-c", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) home=$HOME user=$USER; echo oops >&2; echo last-before-exit"]
+`)
+	if stdout != "" {
+		t.Errorf("json mode wrote to stdout: %q", stdout)
+	}
+	var got []map[string]any
+	scanner := bufio.NewScanner(strings.NewReader(stderr))
+	for scanner.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(scanner.Bytes(), &line); err != nil {
+			t.Fatalf("stderr line is not JSON: %q", scanner.Text())
+		}
+		if _, labelled := line["line"]; labelled && line["daemon"] == "who" {
+			got = append(got, line)
+		}
+	}
+	if len(got) != 3 {
+		t.Fatalf("want 3 labelled lines, got %v\n%s", got, stderr)
+	}
+	if got[0]["stream"] != "stdout" || !strings.HasPrefix(got[0]["line"].(string), "uid=65534 gid=65534 groups=65534") ||
+		!strings.Contains(got[0]["line"].(string), "user=nobody") || got[0]["ts"] == nil {
+		t.Errorf("first line = %v", got[0])
+	}
+	var sawStderr, sawLast bool
+	for _, l := range got {
+		sawStderr = sawStderr || (l["stream"] == "stderr" && l["line"] == "oops")
+		sawLast = sawLast || l["line"] == "last-before-exit"
+	}
+	if !sawStderr || !sawLast {
+		t.Errorf("lines = %v", got)
+	}
+}
+
+func TestUnknownUserExitsTwo(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "daemons.toml")
+	_ = os.WriteFile(cfg, []byte("[[daemon]]\nname = \"a\"\nuser = \"no-such-user-here\"\ncommand = [\"/bin/true\"]\n"), 0o644)
+	out, err := exec.Command(binary, "--config", cfg).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "no-such-user-here") {
+		t.Fatalf("unknown user: %v %s", err, out)
+	}
+}
