@@ -93,9 +93,17 @@ command = ["/bin/sh", "-c", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) home
 	if len(got) != 3 {
 		t.Fatalf("want 3 labelled lines, got %v\n%s", got, stderr)
 	}
-	if got[0]["stream"] != "stdout" || !strings.HasPrefix(got[0]["line"].(string), "uid=65534 gid=65534 groups=65534") ||
-		!strings.Contains(got[0]["line"].(string), "user=nobody") || got[0]["ts"] == nil {
-		t.Errorf("first line = %v", got[0])
+	// stdout and stderr are copied apart: only each stream's own order is kept.
+	var identity map[string]any
+	for _, l := range got {
+		if line, _ := l["line"].(string); strings.HasPrefix(line, "uid=") {
+			identity = l
+		}
+	}
+	if identity == nil || identity["stream"] != "stdout" || identity["ts"] == nil ||
+		!strings.HasPrefix(identity["line"].(string), "uid=65534 gid=65534 groups=65534") ||
+		!strings.Contains(identity["line"].(string), "user=nobody") {
+		t.Errorf("identity line = %v", identity)
 	}
 	var sawStderr, sawLast bool
 	for _, l := range got {

@@ -85,7 +85,7 @@ type detail struct {
 func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	from := d.machine.Current()
 	spec := procs.Spec{Argv: d.cfg.Command, Env: d.env, Dir: d.cfg.Dir, Credential: d.cfg.Credential}
-	if mode := daemonlog.Mode(d.cfg.Log); mode != daemonlog.Inherit {
+	if mode := daemonlog.Mode(d.cfg.Log); mode != "" && mode != daemonlog.Inherit {
 		pipes, err := daemonlog.Attach(d.cfg.Name, mode, s.opts.Sinks.Stdout, s.opts.Sinks.Stderr)
 		if err != nil {
 			// Out of fds, most likely: the daemon still runs, with unlabelled output.
