@@ -37,7 +37,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 	switch req.Cmd {
 	case control.CmdStop:
 		switch state {
-		case fsm.DaemonRunning:
+		case fsm.DaemonStarting, fsm.DaemonRunning:
 			d.afterStop = afterStopHold
 			s.stopDaemon(d, syscall.SIGTERM, now)
 			s.armTimer(now)
@@ -51,14 +51,12 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 	case control.CmdStart:
 		switch state {
 		case fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
-			s.fireDaemon(d, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: "operator start"})
-			d.windowRestarts = 0
-			s.spawn(d, now)
+			s.startAgain(d, now, "operator start", false)
 			return control.Response{OK: true, Message: d.cfg.Name + ": started"}
 		}
 	case control.CmdRestart:
 		switch state {
-		case fsm.DaemonRunning:
+		case fsm.DaemonStarting, fsm.DaemonRunning:
 			d.afterStop = afterStopStart
 			s.stopDaemon(d, syscall.SIGTERM, now)
 			s.armTimer(now)
@@ -68,14 +66,22 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 			s.armTimer(now)
 			return control.Response{OK: true, Message: d.cfg.Name + ": restarted"}
 		case fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
-			s.fireDaemon(d, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: "operator restart"})
-			d.windowRestarts = 0
-			d.restarts++
-			s.spawn(d, now)
+			s.startAgain(d, now, "operator restart", true)
 			return control.Response{OK: true, Message: d.cfg.Name + ": restarted"}
 		}
 	}
 	return control.Response{Error: fmt.Sprintf("%s: cannot %s a daemon that is %s", d.cfg.Name, req.Cmd, state)}
+}
+
+// startAgain starts a daemon that an operator asked for: through pending (the start row),
+// with a fresh backoff window. A restart counts in the daemon's restarts.
+func (s *Supervisor) startAgain(d *daemon, now time.Time, reason string, countsAsRestart bool) {
+	s.fireDaemon(d, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: reason})
+	d.windowRestarts = 0
+	if countsAsRestart {
+		d.restarts++
+	}
+	s.spawn(d, now)
 }
 
 func (s *Supervisor) status(now time.Time) []control.DaemonStatus {

@@ -150,10 +150,7 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 	case afterStopHold:
 		s.fireDaemon(d, fsm.DaemonHold, zapcore.InfoLevel, detail{reason: "operator stop"})
 	case afterStopStart:
-		s.fireDaemon(d, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: "operator restart"})
-		d.windowRestarts = 0
-		d.restarts++
-		s.spawn(d, now)
+		s.startAgain(d, now, "operator restart", true)
 	}
 	d.afterStop = afterStopNothing
 }
