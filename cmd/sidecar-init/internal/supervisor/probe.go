@@ -151,19 +151,28 @@ func (s *Supervisor) cancelOrphanedStarts() {
 func (s *Supervisor) notReady() []string {
 	var out []string
 	for _, d := range s.daemons {
-		switch state := d.machine.Current(); state {
-		case fsm.DaemonRunning, fsm.DaemonStopped:
-		default:
-			out = append(out, fmt.Sprintf("%s (%s)", d.cfg.Name, state))
+		if !d.readyOrHeld() {
+			out = append(out, fmt.Sprintf("%s (%s)", d.cfg.Name, d.machine.Current()))
 		}
 	}
 	return out
 }
 
-// checkAllReady logs, once, that every daemon is ready, and writes the ready file.
+func (d *daemon) readyOrHeld() bool {
+	state := d.machine.Current()
+	return state == fsm.DaemonRunning || state == fsm.DaemonStopped
+}
+
+// checkAllReady logs, once, that every daemon is ready, and writes the ready file. It runs
+// after every event of the start-up, so it must not allocate until it succeeds.
 func (s *Supervisor) checkAllReady() {
-	if s.allReady || len(s.notReady()) > 0 {
+	if s.allReady {
 		return
+	}
+	for _, d := range s.daemons {
+		if !d.readyOrHeld() {
+			return
+		}
 	}
 	s.allReady = true
 	s.log.Info("every daemon is ready", zap.Int("daemons", len(s.daemons)))
