@@ -179,7 +179,12 @@ func (s *Supervisor) Run() int {
 		case <-s.opts.Signals.Child:
 			s.reap()
 		case sig := <-s.opts.Signals.Drop:
-			s.log.Debug("signal dropped", zap.String("signal", procs.SignalName(sig.(syscall.Signal))))
+			// Never log a SIGPIPE: it comes from writing to a broken stdout or stderr, and
+			// logging it would write there again and raise the next one, for ever (the
+			// chaos suite caught a debug-level supervisor spinning at 95 % of a core).
+			if sig != syscall.SIGPIPE {
+				s.log.Debug("signal dropped", zap.String("signal", procs.SignalName(sig.(syscall.Signal))))
+			}
 		case call := <-s.opts.Calls:
 			call.Reply <- s.onCall(call.Request, time.Now())
 		case r := <-s.probeResults:
