@@ -47,10 +47,17 @@ func KillEveryone(sig syscall.Signal) error {
 // ParseSignal accepts a signal name with or without the SIG prefix, in any case
 // ("SIGTERM", "term", "Hup").
 func ParseSignal(name string) (syscall.Signal, error) {
-	trimmed := strings.ToUpper(strings.TrimSpace(name))
+	trimmed := strings.TrimSpace(name)
 	if trimmed == "" {
 		return 0, errors.New("empty signal name")
 	}
+	for i := 0; i < len(trimmed); i++ {
+		// ASCII only: strings.ToUpper would turn "ſigterm" and "kıll" into real names.
+		if trimmed[i] >= 0x80 {
+			return 0, fmt.Errorf("unknown signal name %q (signal names are ASCII, such as SIGTERM)", name)
+		}
+	}
+	trimmed = strings.ToUpper(trimmed)
 	if !strings.HasPrefix(trimmed, "SIG") {
 		trimmed = "SIG" + trimmed
 	}

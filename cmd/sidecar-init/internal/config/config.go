@@ -254,9 +254,13 @@ func Parse(source string, data []byte) (*Config, error) {
 		}
 		daemon := Daemon{Name: d.Name, Command: d.Command, Dir: d.Dir, Grace: -1}
 		for k, v := range d.Env {
-			if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(v, "\x00") {
+			if k == "" || strings.ContainsAny(k, "=\x00") {
 				return nil, &Error{File: source, Key: key("env"), Msg: fmt.Sprintf(
-					"daemon %q: bad environment variable %q (names must be non-empty, without '=' or NUL)", d.Name, k)}
+					"daemon %q: bad environment variable name %q (names must be non-empty, without '=' or NUL)", d.Name, k)}
+			}
+			if strings.Contains(v, "\x00") {
+				return nil, &Error{File: source, Key: key("env"), Msg: fmt.Sprintf(
+					"daemon %q: the value of environment variable %q contains a NUL byte", d.Name, k)}
 			}
 			daemon.Env = append(daemon.Env, k+"="+v)
 		}

@@ -96,7 +96,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 			// The child has its copies once Spawn returns; without closing ours, EOF
 			// would never come.
 			defer pipes.CloseChildEnds()
-			s.logPipes = append(s.logPipes, pipes)
+			s.logPipes = append(pruneDrained(s.logPipes), pipes)
 		}
 	}
 	pid, err := procs.Spawn(spec, s.opts.Stdin)
@@ -250,4 +250,20 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 		}
 		s.opts.Notifier.Send(ev)
 	}
+}
+
+// pruneDrained drops the pipes of earlier spawns whose copiers reached EOF, so that a daemon
+// restarting for days does not grow the list (the chaos suite saw RSS climb under a crash
+// loop with log = "prefix").
+func pruneDrained(pipes []*daemonlog.Pipes) []*daemonlog.Pipes {
+	kept := pipes[:0]
+	for _, p := range pipes {
+		select {
+		case <-p.Done():
+		default:
+			kept = append(kept, p)
+		}
+	}
+	clear(pipes[len(kept):])
+	return kept
 }
