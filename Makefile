@@ -7,7 +7,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
-.PHONY: build demo test test-go test-dockerlint lint docs shellcheck image integration integration-deps bench bench-deps bench-smoke clean
+.PHONY: build demo test test-go test-dockerlint lint docs shellcheck image integration integration-deps bench bench-deps bench-smoke chaos chaos-ci fuzz clean
 
 ## build: a static, stripped sidecar-init in bin/
 build:
@@ -57,12 +57,32 @@ bench: build
 bench-smoke: build
 	$(GO) run ./bench/cmd/initbench -quick -sidecar-init $(BIN) -out $$(mktemp -d)
 
+## chaos: the fault-injection suite at full size, sidecar-init as PID 1 (root); writes
+## docs/reliability.md
+chaos:
+	$(GO) test -tags chaos -race -count=1 -timeout 15m -run '^TestChaos$$' ./cmd/sidecar-init \
+	  -args -chaos.size=full -chaos.report=$(CURDIR)/docs/reliability.md
+
+## chaos-ci: the same scenarios at CI size (about a minute)
+chaos-ci:
+	$(GO) test -tags chaos -race -count=1 -timeout 5m -run '^TestChaos$$' ./cmd/sidecar-init -args -chaos.size=ci
+
+## fuzz: every fuzz target for FUZZTIME each (the seed corpora also run in `make test`)
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./cmd/sidecar-init/internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzSelect$$' -fuzztime $(FUZZTIME) ./cmd/sidecar-init/internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSignal$$' -fuzztime $(FUZZTIME) ./procs
+	$(GO) test -run '^$$' -fuzz '^FuzzLookupUser$$' -fuzztime $(FUZZTIME) ./procs
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./cmd/sidecar-init/internal/control
+
 ## lint: gofmt, go vet and a pinned golangci-lint
 lint: $(GOLANGCI_LINT)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GOLANGCI_LINT) run --build-tags integration ./...
+	$(GOLANGCI_LINT) run --build-tags chaos ./cmd/sidecar-init/...
 	cd sidecars/dockerlint && $(GO) vet ./... && $(GO) mod tidy -diff
 
 $(GOLANGCI_LINT):

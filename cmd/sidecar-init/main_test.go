@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/fakedaemon"
+	"github.com/claude-bottle/sidecar-init/internal/leakcheck"
 	"github.com/claude-bottle/sidecar-init/sidecars"
 )
 
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build sidecar-init: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := leakcheck.Run(m)
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/fakedaemon"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
 	"github.com/claude-bottle/sidecar-init/fsm"
+	"github.com/claude-bottle/sidecar-init/internal/leakcheck"
 	"github.com/claude-bottle/sidecar-init/procs"
 )
 
@@ -33,7 +34,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "cannot become a child subreaper:", err)
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	os.Exit(leakcheck.Run(m))
 }
 
 // testTimeout bounds every wait in these tests; none of them is a timing goal.

@@ -1,0 +1,271 @@
+package logging
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// stalledOut is a stderr nobody reads: Write blocks until release is closed, then records.
+type stalledOut struct {
+	release chan struct{}
+	entered chan struct{} // closed at the first Write: the drainer is stuck from then on
+	once    sync.Once
+
+	mu  sync.Mutex
+	buf bytes.Buffer // guarded by mu
+}
+
+func newStalledOut(t *testing.T) *stalledOut {
+	out := &stalledOut{release: make(chan struct{}), entered: make(chan struct{})}
+	t.Cleanup(out.unblock) // or the drainer goroutine outlives the test (leakcheck)
+	return out
+}
+
+func (o *stalledOut) Write(p []byte) (int, error) {
+	o.once.Do(func() { close(o.entered) })
+	<-o.release
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.Write(p)
+}
+
+func (o *stalledOut) unblock() {
+	select {
+	case <-o.release:
+	default:
+		close(o.release)
+	}
+}
+
+func (o *stalledOut) lines() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return strings.Split(strings.TrimSuffix(o.buf.String(), "\n"), "\n")
+}
+
+// line is one log line of the given length (newline included) with its number in it.
+func line(i, length int) []byte {
+	head := fmt.Sprintf(`{"n":%d,"pad":"`, i)
+	tail := "\"}\n"
+	return []byte(head + strings.Repeat("x", max(0, length-len(head)-len(tail))) + tail)
+}
+
+// dropReports returns the "log lines dropped" lines' counts, and every other line.
+func dropReports(t *testing.T, lines []string) (drops []int, rest []string) {
+	t.Helper()
+	for _, l := range lines {
+		if !strings.Contains(l, `"msg":"log lines dropped`) {
+			rest = append(rest, l)
+			continue
+		}
+		var report struct {
+			Level   string `json:"level"`
+			TS      string `json:"ts"`
+			Dropped int    `json:"dropped"`
+		}
+		if err := json.Unmarshal([]byte(l), &report); err != nil {
+			t.Fatalf("the drop report is not JSON: %q: %v", l, err)
+		}
+		if report.Level != "warn" || report.TS == "" || report.Dropped <= 0 {
+			t.Errorf("drop report %q: want level warn, a ts and a positive count", l)
+		}
+		drops = append(drops, report.Dropped)
+	}
+	return drops, rest
+}
+
+// A blocked stderr: Write never blocks, the overflow is counted, and once stderr takes lines
+// again every line is either written or in the one drop report that follows them.
+func TestStalledWriterNeverBlocksAndCountsWhatItDrops(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		lines     int
+		lineLen   int
+		wantDrops bool
+	}{
+		{"under both limits: nothing dropped", 1000, 100, false},
+		{"line limit overflows", maxQueuedLines + 5000, 100, true},
+		{"byte limit overflows", 100, maxQueuedBytes / 20, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := newStalledOut(t)
+			w := NewWriter(out)
+			_, _ = w.Write(line(-1, 50)) // the drainer takes it and blocks in out.Write
+			<-out.entered
+
+			began := time.Now()
+			for i := range tc.lines {
+				if n, err := w.Write(line(i, tc.lineLen)); n != tc.lineLen || err != nil {
+					t.Fatalf("Write = %d, %v; want %d, nil (a dropped line is still \"written\" for zap)", n, err, tc.lineLen)
+				}
+			}
+			// Generous: on a stalled stderr a single blocking Write would hang here for good.
+			if took := time.Since(began); took > 5*time.Second {
+				t.Fatalf("%d Writes took %v with stderr stalled", tc.lines, took)
+			}
+			dropped := int(w.Dropped())
+			if tc.wantDrops != (dropped > 0) {
+				t.Fatalf("Dropped() = %d after %d lines of %d bytes; want drops: %v", dropped, tc.lines, tc.lineLen, tc.wantDrops)
+			}
+
+			out.unblock()
+			w.Close(5 * time.Second)
+			drops, rest := dropReports(t, out.lines())
+			if tc.wantDrops && (len(drops) != 1 || drops[0] != dropped) {
+				t.Errorf("drop reports %v, want exactly one, of %d", drops, dropped)
+			}
+			if !tc.wantDrops && len(drops) != 0 {
+				t.Errorf("drop reports %v, want none", drops)
+			}
+			// Every line is written or counted: the first one (taken before the stall) plus
+			// the test's lines.
+			if got := len(rest) + dropped; got != tc.lines+1 {
+				t.Errorf("%d lines written + %d dropped = %d, want %d", len(rest), dropped, got, tc.lines+1)
+			}
+			// Written lines keep their order, and are whole.
+			last := -2
+			for _, l := range rest {
+				var v struct{ N int }
+				if err := json.Unmarshal([]byte(l), &v); err != nil {
+					t.Fatalf("written line is not whole: %.80q", l)
+				}
+				if v.N <= last {
+					t.Fatalf("line %d written after line %d", v.N, last)
+				}
+				last = v.N
+			}
+			if w.Dropped() != 0 {
+				t.Errorf("Dropped() = %d after the report was written, want 0", w.Dropped())
+			}
+		})
+	}
+}
+
+// Close must not wait past its timeout for a stderr nobody reads: PID 1 would hang.
+func TestCloseReturnsWithinItsTimeoutWhenStderrIsStalled(t *testing.T) {
+	out := newStalledOut(t)
+	w := NewWriter(out)
+	for i := range 100 {
+		_, _ = w.Write(line(i, 100))
+	}
+	<-out.entered
+	const timeout = 200 * time.Millisecond
+	began := time.Now()
+	w.Close(timeout)
+	took := time.Since(began)
+	if took < timeout || took > timeout+time.Second {
+		t.Errorf("Close(%v) returned after %v with stderr stalled, want about %v", timeout, took, timeout)
+	}
+	// After Close, Write drops (and counts) instead of queueing or blocking.
+	before := w.Dropped()
+	if n, err := w.Write(line(0, 40)); n != 40 || err != nil {
+		t.Errorf("Write after Close = %d, %v", n, err)
+	}
+	if w.Dropped() != before+1 {
+		t.Errorf("Write after Close: Dropped() = %d, want %d", w.Dropped(), before+1)
+	}
+}
+
+// With a stderr that keeps up, Close flushes everything, in order, without a drop report.
+func TestCloseFlushesEverythingQueued(t *testing.T) {
+	var out syncBuffer
+	w := NewWriter(&out)
+	const n = 5000
+	for i := range n {
+		_, _ = w.Write(line(i, 80))
+	}
+	w.Close(5 * time.Second)
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != n {
+		t.Fatalf("%d lines written, want %d", len(lines), n)
+	}
+	for i, l := range lines {
+		if !strings.HasPrefix(l, fmt.Sprintf(`{"n":%d,`, i)) {
+			t.Fatalf("line %d is %.40q", i, l)
+		}
+	}
+	if err := w.Sync(); err != nil {
+		t.Errorf("Sync = %v, want nil (a no-op)", err)
+	}
+}
+
+// Writers from many goroutines (zap may log from more than the loop) never interleave
+// within a line; run with -race.
+func TestConcurrentWritesStayWholeLines(t *testing.T) {
+	var out syncBuffer
+	w := NewWriter(&out)
+	var wg sync.WaitGroup
+	const writers, each = 8, 500
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				_, _ = w.Write(line(g*each+i, 120))
+			}
+		}()
+	}
+	wg.Wait()
+	w.Close(5 * time.Second)
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != writers*each {
+		t.Fatalf("%d lines, want %d", len(lines), writers*each)
+	}
+	for _, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Fatalf("interleaved line: %.80q", l)
+		}
+	}
+}
+
+// The writer's own goroutine must not spin while idle.
+func TestIdleWriterDoesNotBusyLoop(t *testing.T) {
+	var out countingOut
+	w := NewWriter(&out)
+	_, _ = w.Write(line(0, 10))
+	time.Sleep(50 * time.Millisecond)
+	if got := out.writes(); got != 1 {
+		t.Errorf("%d writes to stderr for one line, want 1", got)
+	}
+	w.Close(time.Second)
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer // guarded by mu
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type countingOut struct {
+	mu sync.Mutex
+	n  int // guarded by mu
+}
+
+func (c *countingOut) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n++
+	return len(p), nil
+}
+
+func (c *countingOut) writes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
