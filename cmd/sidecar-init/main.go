@@ -38,10 +38,12 @@ const (
 )
 
 // notifyFlushTimeout bounds how long exiting waits for the last notifications.
-const notifyFlushTimeout = time.Second
+const notifyFlushTimeout = 300 * time.Millisecond
 
-// logFlushTimeout bounds how long exiting waits for stderr to take the last log lines.
-const logFlushTimeout = time.Second
+// logFlushTimeout bounds how long exiting waits for stderr to take the last log lines. The
+// exit's three bounded waits (labelled-log pipes, notifications, this) add up to under 1 s,
+// so a stalled stderr or endpoint keeps a shutdown within grace + 1 s.
+const logFlushTimeout = 300 * time.Millisecond
 
 func main() {
 	// First thing: a Go PID 1 that has not asked for SIGTERM exits with status 2 when it gets

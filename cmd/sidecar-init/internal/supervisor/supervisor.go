@@ -41,8 +41,9 @@ type Sinks struct {
 	Stdout, Stderr *daemonlog.Sink
 }
 
-// logDrainTimeout bounds the wait, at exit, for labelled daemon lines still in pipes.
-const logDrainTimeout = 2 * time.Second
+// logDrainTimeout bounds the wait, at exit, for labelled daemon lines still in pipes (the
+// copiers reach EOF in microseconds unless a reader stalls or an escaped process holds one).
+const logDrainTimeout = 300 * time.Millisecond
 
 // Options configure a Supervisor.
 type Options struct {
