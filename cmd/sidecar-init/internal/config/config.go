@@ -199,6 +199,10 @@ func Parse(source string, data []byte) (*Config, error) {
 		}
 		return nil, &Error{File: source, Msg: err.Error()}
 	}
+	if err := checkKeySpelling(md.Keys()); err != nil {
+		err.File = source
+		return nil, err
+	}
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
 		keys := make([]string, len(undecoded))
 		for i, k := range undecoded {
@@ -334,6 +338,45 @@ func (d fileDaemon) parseRestart(daemon *Daemon) *Error {
 			return &Error{Key: "max_restarts", Msg: fmt.Sprintf("daemon %q: max_restarts must be 0 (no limit) or more, not %d", d.Name, *d.MaxRestarts)}
 		}
 		daemon.MaxRestarts = *d.MaxRestarts
+	}
+	return nil
+}
+
+// Keys the table may use, spelled exactly. BurntSushi/toml matches keys to struct fields
+// without regard to case, so "Daemon" would decode too, and "[[dAemon]]" beside "[[daemon]]"
+// made which one won depend on map order (FuzzParse found it): only exact spellings pass.
+var (
+	topLevelKeys = []string{"grace", "notify_url", "notify_token_file", "control_socket", "stop_order", "ready_file", "daemon"}
+	daemonKeys   = []string{"name", "command", "env", "dir", "stop_signal", "grace", "restart", "backoff_initial",
+		"backoff_max", "backoff_reset", "max_restarts", "after", "ready", "ready_timeout", "user", "log"}
+	probeKeys = []string{"tcp", "file", "exec"}
+)
+
+func checkKeySpelling(keys []toml.Key) *Error {
+	for _, k := range keys {
+		known := topLevelKeys
+		for depth, part := range k {
+			if known == nil {
+				break // free-form below this point (env names)
+			}
+			if !slices.Contains(known, part) {
+				msg := "unknown key"
+				for _, want := range known {
+					if strings.EqualFold(want, part) {
+						msg = fmt.Sprintf("unknown key (keys are case-sensitive: %q)", want)
+					}
+				}
+				return &Error{Key: k.String(), Msg: msg}
+			}
+			switch {
+			case depth == 0 && part == "daemon":
+				known = daemonKeys
+			case depth == 1 && part == "ready":
+				known = probeKeys
+			default:
+				known = nil
+			}
+		}
 	}
 	return nil
 }
