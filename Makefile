@@ -32,7 +32,12 @@ test-go:
 test-dockerlint:
 	cd sidecars/dockerlint && $(GO) test -count=1 ./...
 
+# On a fresh Debian machine, as root, the first run installs Debian's shellcheck.
 shellcheck:
+	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  echo "shellcheck is missing: installing Debian's package" && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null; } || \
+	  { echo "shellcheck is missing: apt-get install shellcheck (Debian), then make test again"; exit 1; }
 	shellcheck sidecars/egress-entrypoint.sh
 
 ## integration: real daemons (mitmdump, git daemon + gitleaks) under sidecar-init as PID 1
