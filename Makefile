@@ -72,13 +72,18 @@ chaos:
 chaos-ci:
 	$(GO) test -tags chaos -race -count=1 -timeout 5m -run '^TestChaos$$' ./cmd/sidecar-init -args -chaos.size=ci
 
-## fuzz: every fuzz target for FUZZTIME each (the seed corpora also run in `make test`)
-FUZZTIME ?= 10s
+## fuzz: every fuzz target for FUZZTIME each (the seed corpora also run in `make test`).
+## A count (Nx), not a duration: with a duration, go1.26's fuzz coordinator can fail a
+## target with a bare "context deadline exceeded" at the deadline (golang/go#75804, fixed
+## in Go 1.27); a count has no deadline to race. 100000x is 3-10 s a target here;
+## FuzzLookupUser writes two files per execution (about 500 a second), so it gets fewer.
+FUZZTIME ?= 100000x
+FUZZTIME_FILES ?= 5000x
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./cmd/sidecar-init/internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzSelect$$' -fuzztime $(FUZZTIME) ./cmd/sidecar-init/internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSignal$$' -fuzztime $(FUZZTIME) ./procs
-	$(GO) test -run '^$$' -fuzz '^FuzzLookupUser$$' -fuzztime $(FUZZTIME) ./procs
+	$(GO) test -run '^$$' -fuzz '^FuzzLookupUser$$' -fuzztime $(FUZZTIME_FILES) ./procs
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./cmd/sidecar-init/internal/control
 
 ## lint: gofmt, go vet and a pinned golangci-lint
