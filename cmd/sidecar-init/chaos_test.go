@@ -229,17 +229,7 @@ func orphanFlood(t *testing.T, s *scenario, size chaosSizes) {
 	lastDue := lastSpawn.Add(life)
 	s.waitRecordCount(" exit 0", size.orphanDaemons, exitLimit)
 	settled := c.waitNamespaceSettles(1, exitLimit)
-	c.waitLogCount(total, 10*time.Second, `"msg":"reaped orphan"`)
-	c.signal(syscall.SIGTERM)
-	if status := c.waitExit(exitLimit); status != 0 {
-		t.Errorf("exit status %d, want 0: every daemon exited 0", status)
-	}
-	c.measureAfter(s.result)
-
-	log := parseLog(t, c.logText())
-	checkNoRace(t, c.logText())
-	checkNoDrops(t, log)
-	checkDiedOnce(t, log, want)
+	log := stopAfterOrphans(t, s, c, total, want)
 	orphans := reapedOrphans(log)
 	twice := 0
 	var lastReaped time.Time
@@ -304,17 +294,7 @@ func zombieBurst(t *testing.T, s *scenario, size chaosSizes) {
 	c.measureBefore(s.result)
 	release()
 	settled := c.waitNamespaceSettles(1, exitLimit)
-	c.waitLogCount(total, 10*time.Second, `"msg":"reaped orphan"`)
-	c.signal(syscall.SIGTERM)
-	if status := c.waitExit(exitLimit); status != 0 {
-		t.Errorf("exit status %d, want 0: every daemon exited 0", status)
-	}
-	c.measureAfter(s.result)
-
-	log := parseLog(t, c.logText())
-	checkNoRace(t, c.logText())
-	checkNoDrops(t, log)
-	checkDiedOnce(t, log, want)
+	log := stopAfterOrphans(t, s, c, total, want)
 	// Each daemon records the instant its zombies were all made, right before it exits and
 	// hands them over: the last such instant starts the clock.
 	var lastHandOver time.Time
@@ -1052,4 +1032,22 @@ func (c *chaosInit) settledSample() procSample {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return out
+}
+
+// stopAfterOrphans waits until total orphans are logged as reaped, stops sidecar-init with
+// SIGTERM, expects exit status 0 (every daemon exited 0), and checks the log: no race report,
+// no dropped lines, every daemon's death logged once as want says. It returns the log.
+func stopAfterOrphans(t *testing.T, s *scenario, c *chaosInit, total int, want map[string]death) []logEntry {
+	t.Helper()
+	c.waitLogCount(total, 10*time.Second, `"msg":"reaped orphan"`)
+	c.signal(syscall.SIGTERM)
+	if status := c.waitExit(exitLimit); status != 0 {
+		t.Errorf("exit status %d, want 0: every daemon exited 0", status)
+	}
+	c.measureAfter(s.result)
+	log := parseLog(t, c.logText())
+	checkNoRace(t, c.logText())
+	checkNoDrops(t, log)
+	checkDiedOnce(t, log, want)
+	return log
 }

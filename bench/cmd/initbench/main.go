@@ -299,6 +299,21 @@ func (b *bench) prepare(spec initSpec, k int, extraEnv ...string) (*prepared, er
 
 // finish stops the FIFO reader and removes the trial dir of a trial that
 // went well; a failed trial's dir stays for a look.
+// startReady starts the init of a prepared trial and waits until all its services are
+// ready; on failure the init is already killed.
+func (b *bench) startReady(p *prepared) (*running, time.Time, error) {
+	r, err := startInit(p.argv, p.env, p.dir, b.log)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	readyAt, err := awaitReady(p.ch, r, p.svcs, startupTimeout)
+	if err != nil {
+		r.kill()
+		return nil, time.Time{}, err
+	}
+	return r, readyAt, nil
+}
+
 func (p *prepared) finish(trialErr error) error {
 	_, err := p.ch.drain()
 	if trialErr != nil {
@@ -325,13 +340,8 @@ func (b *bench) lifecycle(rep int, spec initSpec, k int) (err error) {
 	}
 	defer func() { err = p.finish(err) }()
 
-	r, err := startInit(p.argv, p.env, p.dir, b.log)
+	r, readyAt, err := b.startReady(p)
 	if err != nil {
-		return err
-	}
-	readyAt, err := awaitReady(p.ch, r, p.svcs, startupTimeout)
-	if err != nil {
-		r.kill()
 		return err
 	}
 	b.add(rep, spec, report.Startup, k, ms(readyAt.Sub(r.started)))
@@ -377,14 +387,11 @@ func (b *bench) reap(rep int, spec initSpec) (err error) {
 	}
 	defer func() { err = p.finish(err) }()
 
-	r, err := startInit(p.argv, p.env, p.dir, b.log)
+	r, _, err := b.startReady(p)
 	if err != nil {
 		return err
 	}
 	defer r.kill()
-	if _, err := awaitReady(p.ch, r, p.svcs, startupTimeout); err != nil {
-		return err
-	}
 	releasedNanos, doneNanos, err := watchReap(p.ch, r, reapTimeout)
 	if err != nil {
 		return err
@@ -402,14 +409,11 @@ func (b *bench) idle(rep int, spec initSpec) (err error) {
 	}
 	defer func() { err = p.finish(err) }()
 
-	r, err := startInit(p.argv, p.env, p.dir, b.log)
+	r, _, err := b.startReady(p)
 	if err != nil {
 		return err
 	}
 	defer r.kill()
-	if _, err := awaitReady(p.ch, r, p.svcs, startupTimeout); err != nil {
-		return err
-	}
 	// Let start-up work finish (supervisord moves a program to RUNNING after
 	// startsecs = 1 s) so the window sees the steady state.
 	time.Sleep(max(time.Second, b.opts.settle))
