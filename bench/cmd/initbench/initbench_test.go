@@ -113,3 +113,15 @@ func TestWakeupsSince(t *testing.T) {
 		t.Errorf("wakeupsSince = %d, want 3", got)
 	}
 }
+
+func TestParseKs(t *testing.T) {
+	got, err := parseKs("4, 100")
+	if err != nil || !slices.Equal(got, []int{4, 100}) {
+		t.Fatalf("parseKs(\"4, 100\") = %v, %v; want [4 100]", got, err)
+	}
+	for _, bad := range []string{"", "0", "-1", "4,x"} {
+		if _, err := parseKs(bad); err == nil {
+			t.Errorf("parseKs(%q) accepted a bad list", bad)
+		}
+	}
+}

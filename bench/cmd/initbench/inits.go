@@ -69,22 +69,28 @@ func fanoutScript(svcs []service) string {
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
+// sidecarInitSpec runs a sidecar-init build: the subject, or a baseline build to compare it
+// with (-baseline).
+func sidecarInitSpec(name, exe string) initSpec {
+	return initSpec{
+		name: name, exe: exe,
+		command: "sidecar-init --config FILE --log-level warn",
+		fanout:  "K `[[daemon]]` entries in a generated TOML config",
+		argv: func(dir string, svcs []service) ([]string, error) {
+			conf := filepath.Join(dir, "sidecar-init.toml")
+			if err := os.WriteFile(conf, []byte(sidecarInitConfig(svcs)), 0o644); err != nil {
+				return nil, fmt.Errorf("write sidecar-init config: %w", err)
+			}
+			return []string{exe, "--config", conf, "--log-level", "warn"}, nil
+		},
+	}
+}
+
 // allInits lists the inits in report order, the subject first. sidecarInit is
 // the path given with -sidecar-init ("" when none).
 func allInits(sidecarInit string) []initSpec {
 	return []initSpec{
-		{
-			name: "sidecar-init", exe: sidecarInit,
-			command: "sidecar-init --config FILE --log-level warn",
-			fanout:  "K `[[daemon]]` entries in a generated TOML config",
-			argv: func(dir string, svcs []service) ([]string, error) {
-				conf := filepath.Join(dir, "sidecar-init.toml")
-				if err := os.WriteFile(conf, []byte(sidecarInitConfig(svcs)), 0o644); err != nil {
-					return nil, fmt.Errorf("write sidecar-init config: %w", err)
-				}
-				return []string{sidecarInit, "--config", conf, "--log-level", "warn"}, nil
-			},
-		},
+		sidecarInitSpec("sidecar-init", sidecarInit),
 		singleChildInit("tini", "tini", "/usr/bin/tini", "tini -- SERVICE", "--"),
 		singleChildInit("dumb-init", "dumb-init", "/usr/bin/dumb-init", "dumb-init SERVICE"),
 		singleChildInit("catatonit", "catatonit", "/usr/bin/catatonit", "catatonit -- SERVICE", "--"),

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +42,9 @@ type options struct {
 	slow        time.Duration
 	slowReps    int
 	keep        bool
+	ks          string
+	baseline    string
+	skipReap    bool
 }
 
 func parseFlags() options {
@@ -58,6 +62,9 @@ func parseFlags() options {
 	flag.DurationVar(&o.slow, "slow", 10*time.Second, "a trial slower than this marks the (init, trial) slow")
 	flag.IntVar(&o.slowReps, "slow-reps", 2, "samples to keep taking of a slow (init, trial)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (always kept when a trial failed)")
+	flag.StringVar(&o.ks, "ks", "", "comma-separated service counts of the lifecycle trials (default 1,4,100; 1,4 with -quick), for focused A/B runs")
+	flag.StringVar(&o.baseline, "baseline", "", "path of a second sidecar-init build, run beside the subject as \"sidecar-init-baseline\" (A/B runs)")
+	flag.BoolVar(&o.skipReap, "skip-reap", false, "leave out the reap trial, for focused A/B runs")
 	flag.Parse()
 
 	if o.quick {
@@ -77,6 +84,19 @@ func parseFlags() options {
 		}
 	}
 	return o
+}
+
+// parseKs reads -ks: positive service counts, comma-separated.
+func parseKs(list string) ([]int, error) {
+	var ks []int
+	for _, field := range strings.Split(list, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(field))
+		if err != nil || k < 1 {
+			return nil, fmt.Errorf("-ks: %q is not a positive service count", field)
+		}
+		ks = append(ks, k)
+	}
+	return ks, nil
 }
 
 func initNames() []string {
@@ -134,6 +154,11 @@ func run(o options) error {
 	b.ks = report.Ks
 	if o.quick {
 		b.ks = []int{1, 4}
+	}
+	if o.ks != "" {
+		if b.ks, err = parseKs(o.ks); err != nil {
+			return err
+		}
 	}
 	if b.service, err = serviceBinary(o.service, work); err != nil {
 		return err
@@ -198,7 +223,18 @@ func (b *bench) chooseInits() error {
 		}
 		sidecarInit = abs
 	}
-	for _, spec := range allInits(sidecarInit) {
+	specs := allInits(sidecarInit)
+	if b.opts.baseline != "" {
+		abs, err := filepath.Abs(b.opts.baseline)
+		if err != nil {
+			return fmt.Errorf("-baseline: %w", err)
+		}
+		specs = slices.Insert(specs, 1, sidecarInitSpec("sidecar-init-baseline", abs))
+		if wanted != nil {
+			wanted = append(wanted, "sidecar-init-baseline")
+		}
+	}
+	for _, spec := range specs {
 		if wanted != nil && !slices.Contains(wanted, spec.name) {
 			continue
 		}
@@ -231,6 +267,9 @@ func (b *bench) repetition(rep int) {
 		}
 	}
 	for _, spec := range order {
+		if b.opts.skipReap {
+			break
+		}
 		b.trial(rep, spec, "reap", true, func() error { return b.reap(rep, spec) })
 	}
 	if rep <= b.opts.idleReps {
