@@ -12,14 +12,13 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/daemonlog"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/logging"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/supervisor"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
 	"github.com/claude-bottle/sidecar-init/sidecars"
@@ -66,7 +65,7 @@ func main() {
 			_, _ = fmt.Fprintln(os.Stderr, "sidecar-init:", err)
 		} else if !errors.As(err, &failed) {
 			if log, lerr := logging.New(logOut, "info"); lerr == nil {
-				log.Error("sidecar-init cannot start; nothing was started", zap.Error(err))
+				log.Error("sidecar-init cannot start; nothing was started", zlog.Error(err))
 			}
 		}
 	}
@@ -148,18 +147,18 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 		return err
 	}
 	if len(daemons) == 0 {
-		log.Info("no daemons selected: nothing to supervise, exiting", zap.String(config.SelectEnv, selection))
+		log.Info("no daemons selected: nothing to supervise, exiting", zlog.String(config.SelectEnv, selection))
 		return nil
 	}
-	log.Info("sidecar-init", zap.String("version", version), zap.String("config", cfg.Source),
-		zap.Strings("daemons", names(daemons)), zap.Duration("grace", cfg.Grace))
+	log.Info("sidecar-init", zlog.String("version", version), zlog.String("config", cfg.Source),
+		zlog.Strings("daemons", names(daemons)), zlog.Duration("grace", cfg.Grace))
 
 	pid1 := os.Getpid() == 1
 	if !pid1 {
 		if err := procs.BecomeSubreaper(); err != nil {
 			log.Warn("not PID 1 and could not become a child subreaper: orphans of the daemons will not be reaped "+
 				"here and their exits go unseen; run sidecar-init as the container's PID 1 (ENTRYPOINT, no --init) "+
-				"or on Linux ≥ 3.4", zap.Error(err))
+				"or on Linux ≥ 3.4", zlog.Error(err))
 		}
 	}
 	stdin, err := os.Open(os.DevNull)
@@ -187,17 +186,17 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 		}
 		defer notifier.Close(notifyFlushTimeout)
 		supervised.Notifier = notifier
-		log.Info("daemon events are POSTed to the supervise sidecar", zap.String("url", cfg.NotifyURL))
+		log.Info("daemon events are POSTed to the supervise sidecar", zlog.String("url", cfg.NotifyURL))
 	}
 	calls := make(chan control.Call)
 	if server, err := control.Listen(cfg.ControlSocket, calls, log); err != nil {
 		// The daemons matter more than the control socket: run without it, loudly.
 		log.Warn("no control socket: `sidecar-init status|restart|stop|start` will not reach this supervisor; "+
-			"set control_socket (or "+envControlSocket+") to a writable path", zap.Error(err))
+			"set control_socket (or "+envControlSocket+") to a writable path", zlog.Error(err))
 	} else {
 		defer server.Close()
 		supervised.Calls = calls
-		log.Info("control socket listening", zap.String("path", cfg.ControlSocket))
+		log.Info("control socket listening", zlog.String("path", cfg.ControlSocket))
 	}
 
 	status := supervisor.New(supervised).Run()

@@ -467,3 +467,19 @@ func TestEmbeddedDefaultIsTheBundleTable(t *testing.T) {
 		}
 	}
 }
+
+// Every linked package runs its init before main, used or not; a PID 1 that speaks no HTTP
+// must not pay for net/http and crypto/tls at every start (package zap imports net/http,
+// which is why the supervisor logs through zlog, on zapcore alone).
+func TestLinksNoHTTPOrTLS(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		switch pkg {
+		case "net/http", "crypto/tls", "crypto/x509", "go.uber.org/zap":
+			t.Errorf("sidecar-init links %s: find the import with `go list -deps -f '{{.ImportPath}}: {{.Imports}}' .` and drop it", pkg)
+		}
+	}
+}

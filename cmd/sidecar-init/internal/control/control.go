@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 )
 
 // Commands a client may send.
@@ -98,14 +98,14 @@ type Server struct {
 	path  string
 	ln    net.Listener
 	calls chan<- Call
-	log   *zap.Logger
+	log   *zlog.Logger
 	done  chan struct{}
 	wg    sync.WaitGroup
 }
 
 // Listen creates the socket at path (directory 0700, socket 0600: only root may control the
 // supervisor), replacing a stale socket left by an earlier run.
-func Listen(path string, calls chan<- Call, log *zap.Logger) (*Server, error) {
+func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket directory: %w", err)
 	}
@@ -150,7 +150,7 @@ func (s *Server) accept() {
 			select {
 			case <-s.done:
 			default:
-				s.log.Error("control socket stopped accepting", zap.Error(err))
+				s.log.Error("control socket stopped accepting", zlog.Error(err))
 			}
 			return
 		}

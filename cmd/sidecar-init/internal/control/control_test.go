@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 )
 
 // fakeLoop answers calls the way the supervisor's loop does, from one goroutine.
@@ -36,7 +36,7 @@ func listen(t *testing.T) (string, *Server) {
 	calls := make(chan Call)
 	done := make(chan struct{})
 	go fakeLoop(calls, done)
-	s, err := Listen(path, calls, zap.NewNop())
+	s, err := Listen(path, calls, zlog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestDecodeRequest(t *testing.T) {
 
 func TestListenRefusesALiveSocketAndReplacesAStaleOne(t *testing.T) {
 	path, _ := listen(t)
-	if _, err := Listen(path, make(chan Call), zap.NewNop()); err == nil || !strings.Contains(err.Error(), "another sidecar-init") {
+	if _, err := Listen(path, make(chan Call), zlog.Nop()); err == nil || !strings.Contains(err.Error(), "another sidecar-init") {
 		t.Fatalf("second Listen on a live socket = %v", err)
 	}
 	stale := filepath.Join(t.TempDir(), "stale.sock")
@@ -166,7 +166,7 @@ func TestListenRefusesALiveSocketAndReplacesAStaleOne(t *testing.T) {
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	_ = ln.Close() // the file stays, nobody listens: stale
-	s, err := Listen(stale, make(chan Call), zap.NewNop())
+	s, err := Listen(stale, make(chan Call), zlog.Nop())
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}

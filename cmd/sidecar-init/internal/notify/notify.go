@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"go.uber.org/zap"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 )
 
 // Event is one daemon event as POSTed, one JSON object per request.
@@ -50,7 +50,7 @@ type Notifier struct {
 	token string
 	// network and address to dial, and the request's Host and path.
 	network, address, host, path string
-	log                          *zap.Logger
+	log                          *zlog.Logger
 
 	mu      sync.Mutex
 	queue   []Event // guarded by mu; oldest first
@@ -65,7 +65,7 @@ type Notifier struct {
 
 // New starts a notifier for rawURL (http://... or unix:/path). tokenFile, when set, holds a
 // bearer token; it is read once here and never logged.
-func New(rawURL, tokenFile string, log *zap.Logger) (*Notifier, error) {
+func New(rawURL, tokenFile string, log *zlog.Logger) (*Notifier, error) {
 	n := &Notifier{url: rawURL, log: log, wake: make(chan struct{}, 1), quit: make(chan struct{}), finished: make(chan struct{})}
 	if err := n.setTarget(rawURL); err != nil {
 		return nil, err
@@ -117,7 +117,7 @@ func (n *Notifier) Close(timeout time.Duration) {
 		n.mu.Lock()
 		left := len(n.queue)
 		n.mu.Unlock()
-		n.log.Warn("notifications not delivered before exit", zap.Int("undelivered", left), zap.String("url", n.url))
+		n.log.Warn("notifications not delivered before exit", zlog.Int("undelivered", left), zlog.String("url", n.url))
 	}
 }
 
@@ -133,7 +133,7 @@ func (n *Notifier) next() (Event, bool) {
 	if n.dropped > 0 {
 		ev.Dropped = n.dropped
 		n.dropped = 0
-		n.log.Warn("notifications dropped: the supervise endpoint did not keep up", zap.Uint64("dropped", ev.Dropped))
+		n.log.Warn("notifications dropped: the supervise endpoint did not keep up", zlog.Uint64("dropped", ev.Dropped))
 	}
 	return ev, true
 }
@@ -161,7 +161,7 @@ func (n *Notifier) run() {
 func (n *Notifier) deliver(ev Event) bool {
 	body, err := json.Marshal(ev)
 	if err != nil {
-		n.log.Error("notification not encodable", zap.Error(err))
+		n.log.Error("notification not encodable", zlog.Error(err))
 		return true
 	}
 	delay := retryFirst
@@ -171,8 +171,8 @@ func (n *Notifier) deliver(ev Event) bool {
 			return true
 		}
 		if attempt == 1 || attempt%10 == 0 {
-			n.log.Warn("notification not delivered; retrying", zap.String("url", n.url), zap.Uint64("seq", ev.Seq),
-				zap.Int("attempt", attempt), zap.Error(err))
+			n.log.Warn("notification not delivered; retrying", zlog.String("url", n.url), zlog.Uint64("seq", ev.Seq),
+				zlog.Int("attempt", attempt), zlog.Error(err))
 		}
 		select {
 		case <-n.quit:

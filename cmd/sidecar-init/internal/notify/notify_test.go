@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 )
 
 // collector is a supervise endpoint that keeps what it receives.
@@ -78,7 +78,7 @@ func TestHTTPDeliversInSeqOrderWithToken(t *testing.T) {
 	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n, err := New(srv.URL+"/events", token, zap.NewNop())
+	n, err := New(srv.URL+"/events", token, zlog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestUnixSocketDelivers(t *testing.T) {
 	srv := &http.Server{Handler: c, ReadHeaderTimeout: time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer func() { _ = srv.Close() }()
-	n, err := New("unix:"+sock, "", zap.NewNop())
+	n, err := New("unix:"+sock, "", zlog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestDownEndpointDropsOldestAndReportsIt(t *testing.T) {
 	c.down.Store(true)
 	srv := httptest.NewServer(c)
 	defer srv.Close()
-	n, err := New(srv.URL, "", zap.NewNop())
+	n, err := New(srv.URL, "", zlog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestCloseIsBoundedWhenNobodyListens(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close() // nobody listens there now: every POST is refused
-	n, err := New("http://"+addr+"/", "", zap.NewNop())
+	n, err := New("http://"+addr+"/", "", zlog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestCloseIsBoundedWhenNobodyListens(t *testing.T) {
 }
 
 func TestMissingTokenFile(t *testing.T) {
-	if _, err := New("http://127.0.0.1:1/", "/nonexistent/token", zap.NewNop()); err == nil {
+	if _, err := New("http://127.0.0.1:1/", "/nonexistent/token", zlog.Nop()); err == nil {
 		t.Fatal("want an error for a missing token file")
 	}
 }

@@ -6,10 +6,10 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
 )
 
@@ -32,7 +32,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 	if s.shuttingDown() {
 		return control.Response{Error: "sidecar-init is shutting down; " + req.Cmd + " refused"}
 	}
-	s.log.Info("control request", zap.String("cmd", req.Cmd), zap.String("daemon", d.cfg.Name))
+	s.log.Info("control request", zlog.String("cmd", req.Cmd), zlog.String("daemon", d.cfg.Name))
 	state := d.machine.Current()
 	switch req.Cmd {
 	case control.CmdStop:

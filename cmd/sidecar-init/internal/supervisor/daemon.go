@@ -6,12 +6,12 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/daemonlog"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
 )
@@ -90,7 +90,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 		if err != nil {
 			// Out of fds, most likely: the daemon still runs, with unlabelled output.
 			s.log.Error("cannot label the daemon's output; it inherits stdout and stderr",
-				zap.String("daemon", d.cfg.Name), zap.Error(err))
+				zlog.String("daemon", d.cfg.Name), zlog.Error(err))
 		} else {
 			spec.Stdout, spec.Stderr = pipes.ChildFiles()
 			// The child has its copies once Spawn returns; without closing ours, EOF
@@ -107,7 +107,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 			status = spawnErr.Status
 		}
 		s.log.Error("daemon failed to start: check its command and dir in the daemon table",
-			zap.String("daemon", d.cfg.Name), zap.Strings("command", d.cfg.Command), zap.Error(err))
+			zlog.String("daemon", d.cfg.Name), zlog.Strings("command", d.cfg.Command), zlog.Error(err))
 		d.lastExit = fmt.Sprintf("exec failed (%d)", status)
 		d.pid = 0
 		d.startedAt = time.Time{}
@@ -201,8 +201,8 @@ func backoffDelay(cfg config.Daemon, n int) time.Duration {
 func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det detail) {
 	tr, err := d.machine.Fire(e)
 	if err != nil {
-		s.log.Warn("illegal event not applied", zap.String("machine", d.cfg.Name), zap.String("event", string(e)),
-			zap.String("state", string(d.machine.Current())), zap.Error(err))
+		s.log.Warn("illegal event not applied", zlog.String("machine", d.cfg.Name), zlog.String("event", string(e)),
+			zlog.String("state", string(d.machine.Current())), zlog.Error(err))
 		return
 	}
 	var exitCode *int
@@ -222,23 +222,23 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 		nextRestart = time.Until(d.restartAt).Round(time.Millisecond)
 	}
 	if ce := s.log.Check(level, "transition"); ce != nil {
-		fields := make([]zap.Field, 0, 10)
-		fields = append(fields, zap.String("machine", tr.Machine), zap.String("event", string(tr.Event)),
-			zap.String("from", string(tr.From)), zap.String("to", string(tr.To)), zap.Int("pid", d.pid))
+		fields := make([]zlog.Field, 0, 10)
+		fields = append(fields, zlog.String("machine", tr.Machine), zlog.String("event", string(tr.Event)),
+			zlog.String("from", string(tr.From)), zlog.String("to", string(tr.To)), zlog.Int("pid", d.pid))
 		if exitCode != nil {
-			fields = append(fields, zap.Int("exit_code", *exitCode))
+			fields = append(fields, zlog.Int("exit_code", *exitCode))
 		}
 		if signal != "" {
-			fields = append(fields, zap.String("signal", signal))
+			fields = append(fields, zlog.String("signal", signal))
 		}
 		if det.reason != "" {
-			fields = append(fields, zap.String("reason", det.reason))
+			fields = append(fields, zlog.String("reason", det.reason))
 		}
 		if d.restarts > 0 {
-			fields = append(fields, zap.Int("restarts", d.restarts))
+			fields = append(fields, zlog.Int("restarts", d.restarts))
 		}
 		if nextRestart > 0 {
-			fields = append(fields, zap.Duration("next_restart_in", nextRestart))
+			fields = append(fields, zlog.Duration("next_restart_in", nextRestart))
 		}
 		ce.Write(fields...)
 	}

@@ -9,9 +9,9 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
 )
@@ -101,7 +101,7 @@ func (s *Supervisor) onProbeResult(r probeResult, now time.Time) {
 		return
 	}
 	if ce := s.log.Check(zapcore.DebugLevel, "not ready yet"); ce != nil {
-		ce.Write(zap.String("daemon", d.cfg.Name), zap.String("probe", d.cfg.Ready.String()), zap.Error(r.err))
+		ce.Write(zlog.String("daemon", d.cfg.Name), zlog.String("probe", d.cfg.Ready.String()), zlog.Error(r.err))
 	}
 	d.probeAt = now.Add(d.probeInterval)
 	d.probeInterval = min(2*d.probeInterval, probeMaxInterval)
@@ -121,8 +121,8 @@ func (s *Supervisor) becomeReady(d *daemon) {
 // group is SIGKILLed, and its reaped death (a failure) goes to the restart policy.
 func (s *Supervisor) notReadyInTime(d *daemon, now time.Time) {
 	s.log.Error("daemon not ready within ready_timeout: killing it; its restart policy decides what follows",
-		zap.String("daemon", d.cfg.Name), zap.String("probe", d.cfg.Ready.String()),
-		zap.Duration("ready_timeout", d.cfg.ReadyTimeout))
+		zlog.String("daemon", d.cfg.Name), zlog.String("probe", d.cfg.Ready.String()),
+		zlog.Duration("ready_timeout", d.cfg.ReadyTimeout))
 	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
 	s.signalGroup(d, syscall.SIGKILL)
 	s.armTimer(now)
@@ -138,7 +138,7 @@ func (s *Supervisor) cancelOrphanedStarts() {
 		for _, dep := range d.deps {
 			if dep.machine.Done() {
 				s.log.Error("not starting a daemon: a daemon it comes after is done",
-					zap.String("daemon", d.cfg.Name), zap.String("after", dep.cfg.Name), zap.String("after_state", string(dep.machine.Current())))
+					zlog.String("daemon", d.cfg.Name), zlog.String("after", dep.cfg.Name), zlog.String("after_state", string(dep.machine.Current())))
 				s.fireDaemon(d, fsm.DaemonCancel, zapcore.ErrorLevel, detail{reason: dep.cfg.Name + " is " + string(dep.machine.Current())})
 				break
 			}
@@ -175,7 +175,7 @@ func (s *Supervisor) checkAllReady() {
 		}
 	}
 	s.allReady = true
-	s.log.Info("every daemon is ready", zap.Int("daemons", len(s.daemons)))
+	s.log.Info("every daemon is ready", zlog.Int("daemons", len(s.daemons)))
 	// Start-up is over: hand its garbage (argv/env copies of every fork, config decoding)
 	// back to the kernel now, once, rather than carry it while idle. Measured at K = 100:
 	// RssAnon falls from about 3 MiB to about 1.5 MiB (docs/benchmarks.md).
@@ -184,7 +184,7 @@ func (s *Supervisor) checkAllReady() {
 		return
 	}
 	if err := os.WriteFile(s.opts.ReadyFile, []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o644); err != nil {
-		s.log.Error("could not write the ready file", zap.String("path", s.opts.ReadyFile), zap.Error(err))
+		s.log.Error("could not write the ready file", zlog.String("path", s.opts.ReadyFile), zlog.Error(err))
 	}
 }
 
@@ -194,6 +194,6 @@ func (s *Supervisor) removeReadyFile() {
 		return
 	}
 	if err := os.Remove(s.opts.ReadyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Warn("could not remove the ready file", zap.String("path", s.opts.ReadyFile), zap.Error(err))
+		s.log.Warn("could not remove the ready file", zlog.String("path", s.opts.ReadyFile), zlog.Error(err))
 	}
 }

@@ -4,9 +4,9 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
 )
@@ -18,12 +18,12 @@ func (s *Supervisor) onStopSignal(sig syscall.Signal) {
 	s.reap()
 	name := procs.SignalName(sig)
 	if s.shuttingDown() {
-		if _, ok := s.fireSupervisor(fsm.SupervisorForce, zap.String("signal", name)); ok {
+		if _, ok := s.fireSupervisor(fsm.SupervisorForce, zlog.String("signal", name)); ok {
 			s.killAll("second stop signal")
 		}
 		return
 	}
-	if _, ok := s.fireSupervisor(fsm.SupervisorStop, zap.String("signal", name)); ok {
+	if _, ok := s.fireSupervisor(fsm.SupervisorStop, zlog.String("signal", name)); ok {
 		s.beginShutdown(sig)
 	}
 }
@@ -65,7 +65,7 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 		}
 		stop := stopSignalOf(d, sig)
 		s.log.Warn("stopping processes left in an exited daemon's process group",
-			zap.String("daemon", d.cfg.Name), zap.Int("pgid", d.pid), zap.String("signal", procs.SignalName(stop)))
+			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", d.pid), zlog.String("signal", procs.SignalName(stop)))
 		s.signalGroup(d, stop)
 		d.deadline = now.Add(d.cfg.Grace)
 	}
@@ -138,7 +138,7 @@ func (s *Supervisor) kill(d *daemon, reason string) {
 		s.fireDaemon(d, fsm.DaemonKill, zapcore.WarnLevel, detail{signal: "SIGKILL", reason: reason})
 	} else {
 		s.log.Warn("killed processes left in an exited daemon's process group",
-			zap.String("daemon", d.cfg.Name), zap.Int("pgid", d.pid), zap.String("reason", reason))
+			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", d.pid), zlog.String("reason", reason))
 	}
 }
 

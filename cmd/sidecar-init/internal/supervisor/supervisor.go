@@ -10,13 +10,13 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/daemonlog"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
 )
@@ -50,7 +50,7 @@ type Options struct {
 	Daemons []config.Daemon
 	// Environ is the environment every daemon inherits, before its own env is added.
 	Environ []string
-	Log     *zap.Logger
+	Log     *zlog.Logger
 	Signals Signals
 	// Calls are control-socket requests (nil: no control socket).
 	Calls <-chan control.Call
@@ -76,7 +76,7 @@ type Options struct {
 // Supervisor is the event loop's state. Every field is owned by the loop goroutine.
 type Supervisor struct {
 	opts    Options
-	log     *zap.Logger
+	log     *zlog.Logger
 	machine *fsm.Machine
 	daemons []*daemon
 	byPid   map[int]*daemon
@@ -143,7 +143,7 @@ func New(opts Options) *Supervisor {
 			dep, selected := byName[name]
 			if !selected {
 				s.log.Info("dependency not selected: starting without waiting for it",
-					zap.String("daemon", d.cfg.Name), zap.String("after", name))
+					zlog.String("daemon", d.cfg.Name), zlog.String("after", name))
 				continue
 			}
 			d.deps = append(d.deps, dep)
@@ -157,7 +157,7 @@ func New(opts Options) *Supervisor {
 // returns the supervisor's exit status.
 func (s *Supervisor) Run() int {
 	defer s.timer.Stop()
-	s.log.Info("starting daemons", zap.Int("count", len(s.daemons)), zap.Bool("pid1", s.opts.PID1))
+	s.log.Info("starting daemons", zlog.Int("count", len(s.daemons)), zlog.Bool("pid1", s.opts.PID1))
 	for !s.machine.Done() {
 		if d := s.nextToStart(); d != nil {
 			// Start-up (and a start once its `after` daemons are ready): one daemon per turn,
@@ -184,7 +184,7 @@ func (s *Supervisor) Run() int {
 			// logging it would write there again and raise the next one, for ever (the
 			// chaos suite caught a debug-level supervisor spinning at 95 % of a core).
 			if sig != syscall.SIGPIPE {
-				s.log.Debug("signal dropped", zap.String("signal", procs.SignalName(sig.(syscall.Signal))))
+				s.log.Debug("signal dropped", zlog.String("signal", procs.SignalName(sig.(syscall.Signal))))
 			}
 		case call := <-s.opts.Calls:
 			call.Reply <- s.onCall(call.Request, time.Now())
@@ -197,7 +197,7 @@ func (s *Supervisor) Run() int {
 		s.settle()
 	}
 	s.drainLogPipes()
-	s.log.Info("supervisor exiting", zap.Int("exit_code", s.firstFailure))
+	s.log.Info("supervisor exiting", zlog.Int("exit_code", s.firstFailure))
 	return s.firstFailure
 }
 
@@ -309,7 +309,7 @@ func (s *Supervisor) reap() {
 	left, err := procs.ReapAll(s.onExit)
 	if err != nil {
 		// wait4 fails only with EINVAL/EFAULT-type programming errors; say so, keep going.
-		s.log.Error("reaping failed", zap.Error(err))
+		s.log.Error("reaping failed", zlog.Error(err))
 	}
 	s.childrenLeft = left
 }
@@ -324,7 +324,7 @@ func (s *Supervisor) onExit(e procs.Exit) {
 	}
 	if !ok {
 		if ce := s.log.Check(zapcore.DebugLevel, "reaped orphan"); ce != nil {
-			ce.Write(zap.Int("pid", e.Pid), zap.Int("exit_code", e.Code()))
+			ce.Write(zlog.Int("pid", e.Pid), zlog.Int("exit_code", e.Code()))
 		}
 		if s.shuttingDown() {
 			s.closeEmptyGroups()
@@ -346,7 +346,7 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int) {
 	if status != 0 && s.firstFailure == 0 && !s.shuttingDown() {
 		s.firstFailure = status
 	}
-	tr, ok := s.fireSupervisor(fsm.SupervisorDaemonDied, zap.String("daemon", d.cfg.Name), zap.Int("exit_code", status))
+	tr, ok := s.fireSupervisor(fsm.SupervisorDaemonDied, zlog.String("daemon", d.cfg.Name), zlog.Int("exit_code", status))
 	if ok && tr.To == fsm.SupervisorTerminating && tr.From != fsm.SupervisorTerminating {
 		s.beginShutdown(syscall.SIGTERM)
 	}
@@ -360,7 +360,7 @@ func (s *Supervisor) forward(sig syscall.Signal) {
 		}
 	}
 	if ce := s.log.Check(zapcore.DebugLevel, "signal forwarded"); ce != nil {
-		ce.Write(zap.String("signal", procs.SignalName(sig)))
+		ce.Write(zlog.String("signal", procs.SignalName(sig)))
 	}
 }
 
@@ -368,12 +368,12 @@ func (s *Supervisor) signalGroup(d *daemon, sig syscall.Signal) {
 	delivered, err := procs.SignalGroup(d.pid, sig)
 	switch {
 	case err != nil:
-		s.log.Error("could not signal a daemon's process group", zap.String("daemon", d.cfg.Name), zap.Error(err))
+		s.log.Error("could not signal a daemon's process group", zlog.String("daemon", d.cfg.Name), zlog.Error(err))
 	case !delivered:
 		// ESRCH: nobody is left in the group (tini: "child was already dead"). The leader's
 		// exit, if any, is waiting to be reaped; nothing to do here.
 		if ce := s.log.Check(zapcore.DebugLevel, "process group already empty"); ce != nil {
-			ce.Write(zap.String("daemon", d.cfg.Name), zap.String("signal", procs.SignalName(sig)))
+			ce.Write(zlog.String("daemon", d.cfg.Name), zlog.String("signal", procs.SignalName(sig)))
 		}
 	}
 }
@@ -404,7 +404,7 @@ func (s *Supervisor) settle() {
 			s.sweptEveryone = true
 			s.log.Warn("killing processes that escaped their daemon's process group")
 			if err := procs.KillEveryone(syscall.SIGKILL); err != nil {
-				s.log.Error("kill(-1, SIGKILL) failed", zap.Error(err))
+				s.log.Error("kill(-1, SIGKILL) failed", zlog.Error(err))
 			}
 			return
 		}
@@ -414,7 +414,7 @@ func (s *Supervisor) settle() {
 		if s.childrenLeft {
 			pids, _ := procs.Children()
 			s.log.Warn("could not stop processes that escaped their daemon's process group; they outlive the supervisor",
-				zap.Ints("pids", pids))
+				zlog.Ints("pids", pids))
 		}
 		s.fireSupervisor(fsm.SupervisorStopped)
 	}
@@ -451,17 +451,17 @@ func (s *Supervisor) anyGroupOpen() bool {
 
 // fireSupervisor is the one place the supervisor's transitions are applied and logged
 // (fireDaemon is the daemons').
-func (s *Supervisor) fireSupervisor(e fsm.Event, fields ...zap.Field) (fsm.Transition, bool) {
+func (s *Supervisor) fireSupervisor(e fsm.Event, fields ...zlog.Field) (fsm.Transition, bool) {
 	tr, err := s.machine.Fire(e)
 	if err != nil {
-		s.log.Warn("illegal event not applied", zap.String("machine", "supervisor"), zap.String("event", string(e)),
-			zap.String("state", string(s.machine.Current())), zap.Error(err))
+		s.log.Warn("illegal event not applied", zlog.String("machine", "supervisor"), zlog.String("event", string(e)),
+			zlog.String("state", string(s.machine.Current())), zlog.Error(err))
 		return tr, false
 	}
 	if ce := s.log.Check(zapcore.InfoLevel, "transition"); ce != nil {
-		ce.Write(append([]zap.Field{
-			zap.String("machine", "supervisor"), zap.String("event", string(tr.Event)),
-			zap.String("from", string(tr.From)), zap.String("to", string(tr.To)),
+		ce.Write(append([]zlog.Field{
+			zlog.String("machine", "supervisor"), zlog.String("event", string(tr.Event)),
+			zlog.String("from", string(tr.From)), zlog.String("to", string(tr.To)),
 		}, fields...)...)
 	}
 	return tr, true

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
@@ -21,6 +20,7 @@ import (
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/fakedaemon"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/internal/leakcheck"
 	"github.com/claude-bottle/sidecar-init/procs"
@@ -154,7 +154,7 @@ func (h *harness) run(daemons []config.Daemon, table *fsm.Table) {
 	s := New(Options{
 		Daemons:         daemons,
 		Environ:         nil,
-		Log:             zap.New(core),
+		Log:             zlog.New(core),
 		Signals:         Signals{Stop: h.stop, Forward: h.forward, Child: child},
 		Calls:           h.calls,
 		Notifier:        h.events,
