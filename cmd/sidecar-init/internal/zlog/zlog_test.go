@@ -90,3 +90,15 @@ func BenchmarkTransitionLine(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDisabledCheck is the cost of asking for a line at a disabled level: the reap
+// loop does it once per orphan.
+func BenchmarkDisabledCheck(b *testing.B) {
+	log := New(jsonCore(&bytes.Buffer{}, zapcore.WarnLevel))
+	b.ReportAllocs()
+	for b.Loop() {
+		if ce := log.Check(zapcore.DebugLevel, "reaped orphan"); ce != nil {
+			b.Fatal("debug enabled at warn")
+		}
+	}
+}
