@@ -1,14 +1,9 @@
-// Command gofloor is the smallest Go PID 1 that does what a graceful init must on SIGTERM:
-// signal its one child, reap it, exit. It is not an init to use; it measures the floor a Go
-// runtime sets under the shutdown figures of docs/benchmarks.md (signal delivery through
-// os/signal, a reap, and the exit of a multi-threaded process), against which sidecar-init's
-// own overhead is judged.
-//
-// Measured by hand on the bench machine (medians of 30 SIGTERM-to-exit timings each, as PID 1
-// of a new PID namespace, one /bin/sleep child, three interleaved rounds, stripped static
-// builds): gofloor 1.26-1.42 ms, sidecar-init 1.83-1.91 ms, tini 0.66-0.78 ms. The Go floor
-// alone is about 1.8x tini; sidecar-init adds about 0.5 ms to it (about 0.3 ms of that is
-// closing its control socket).
+// Command gofloor is the smallest Go PID 1 that does what tini does by default: it starts
+// one child, forwards SIGTERM to it, reaps every child (orphans included) and exits when
+// its own child is gone. It is not an init to use. initbench runs it beside the real inits
+// as "go-floor", so docs/benchmarks.md shows, from the same run, the floor the Go runtime
+// sets under sidecar-init's figures: signal delivery through os/signal, the runtime's
+// start-up before main, and the exit of a multi-threaded process.
 package main
 
 import (
@@ -19,14 +14,35 @@ import (
 )
 
 func main() {
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM)
-	child := exec.Command(os.Args[1], os.Args[2:]...)
-	if err := child.Start(); err != nil {
+	signals := make(chan os.Signal, 8)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGCHLD)
+	path, err := exec.LookPath(os.Args[1])
+	if err != nil {
 		os.Exit(127)
 	}
-	<-stop
-	_ = child.Process.Signal(syscall.SIGTERM)
-	_ = child.Wait() // the only child, and no other reaper: Wait is safe here
-	os.Exit(0)
+	child, err := syscall.ForkExec(path, os.Args[1:], &syscall.ProcAttr{
+		Env: os.Environ(), Files: []uintptr{0, 1, 2},
+	})
+	if err != nil {
+		os.Exit(127)
+	}
+	for sig := range signals {
+		if sig == syscall.SIGTERM {
+			_ = syscall.Kill(child, syscall.SIGTERM)
+			continue
+		}
+		for {
+			var status syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &status, syscall.WNOHANG, nil)
+			if err == syscall.EINTR {
+				continue
+			}
+			if pid <= 0 {
+				break
+			}
+			if pid == child {
+				os.Exit(status.ExitStatus())
+			}
+		}
+	}
 }

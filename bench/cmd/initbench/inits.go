@@ -86,14 +86,24 @@ func sidecarInitSpec(name, exe string) initSpec {
 	}
 }
 
+// goFloorSpec runs bench/gofloor, the smallest Go PID 1 (os/signal, one child, os/exec
+// Wait): not an init to use, but the floor the Go runtime sets under sidecar-init's figures,
+// measured in the same run. It is a single-child init like tini.
+func goFloorSpec(exe string) initSpec {
+	spec := singleChildInit("go-floor", "", exe, "gofloor SERVICE")
+	spec.sizeNote = "bench/gofloor, built by the harness like the service (static, stripped)"
+	return spec
+}
+
 // allInits lists the inits in report order, the subject first. sidecarInit is
 // the path given with -sidecar-init ("" when none).
-func allInits(sidecarInit string) []initSpec {
+func allInits(sidecarInit, goFloor string) []initSpec {
 	return []initSpec{
 		sidecarInitSpec("sidecar-init", sidecarInit),
 		singleChildInit("tini", "tini", "/usr/bin/tini", "tini -- SERVICE", "--"),
 		singleChildInit("dumb-init", "dumb-init", "/usr/bin/dumb-init", "dumb-init SERVICE"),
 		singleChildInit("catatonit", "catatonit", "/usr/bin/catatonit", "catatonit -- SERVICE", "--"),
+		goFloorSpec(goFloor),
 		{
 			name: "s6-svscan", debPackage: "s6", exe: "/usr/bin/s6-svscan",
 			extraFiles: []string{"/usr/bin/s6-supervise"},

@@ -1,6 +1,7 @@
 // Command initbench runs sidecar-init and the anchor inits (tini, dumb-init,
 // catatonit, s6-svscan, supervisord) side by side, each as PID 1 of a fresh PID
-// namespace, and writes docs/benchmarks.md plus the raw samples (issue 7).
+// namespace, and writes docs/benchmarks.md plus the raw samples (issue 7). The
+// Go floor (bench/gofloor, the smallest Go PID 1) runs beside them as go-floor.
 //
 // One run interleaves everything: each repetition runs every trial for every
 // init, with the inits' order rotated each repetition, so drift in the machine
@@ -101,7 +102,7 @@ func parseKs(list string) ([]int, error) {
 
 func initNames() []string {
 	var names []string
-	for _, spec := range allInits("") {
+	for _, spec := range allInits("", "") {
 		names = append(names, spec.name)
 	}
 	return names
@@ -125,6 +126,7 @@ type bench struct {
 	opts    options
 	ks      []int
 	service string
+	goFloor string // bench/gofloor, built into work
 	work    string
 	log     *os.File
 	inits   []initSpec
@@ -163,6 +165,10 @@ func run(o options) error {
 	if b.service, err = serviceBinary(o.service, work); err != nil {
 		return err
 	}
+	b.goFloor = filepath.Join(work, "gofloor")
+	if err := buildStatic("./bench/gofloor", b.goFloor); err != nil {
+		return fmt.Errorf("build the Go floor (run from the module root): %w", err)
+	}
 	if err := b.chooseInits(); err != nil {
 		return err
 	}
@@ -196,13 +202,19 @@ func serviceBinary(given, work string) (string, error) {
 		return filepath.Abs(given)
 	}
 	out := filepath.Join(work, "bench-service")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./bench/service")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
+	if err := buildStatic("./bench/service", out); err != nil {
 		return "", fmt.Errorf("build the bench service (run from the module root, or pass -service): %w", err)
 	}
 	return out, nil
+}
+
+// buildStatic builds a package of this module static (CGO_ENABLED=0) and stripped, as issue 7
+// asks of the bench's own programs.
+func buildStatic(pkg, out string) error {
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	return cmd.Run()
 }
 
 func (b *bench) chooseInits() error {
@@ -223,7 +235,7 @@ func (b *bench) chooseInits() error {
 		}
 		sidecarInit = abs
 	}
-	specs := allInits(sidecarInit)
+	specs := allInits(sidecarInit, b.goFloor)
 	if b.opts.baseline != "" {
 		abs, err := filepath.Abs(b.opts.baseline)
 		if err != nil {
