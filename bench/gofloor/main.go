@@ -1,9 +1,14 @@
 // Command gofloor is the smallest Go PID 1 that does what tini does by default: it starts
 // one child, forwards SIGTERM to it, reaps every child (orphans included) and exits when
-// its own child is gone. It is not an init to use. initbench runs it beside the real inits
-// as "go-floor", so docs/benchmarks.md shows, from the same run, the floor the Go runtime
-// sets under sidecar-init's figures: signal delivery through os/signal, the runtime's
-// start-up before main, and the exit of a multi-threaded process.
+// its own child is gone. With -g it is the smallest graceful one: the child leads its own
+// process group, SIGTERM goes to that whole group, and it exits only once every child and
+// orphan is reaped, as sidecar-init does.
+//
+// It is not an init to use. initbench runs it beside the real inits as go-floor and
+// go-floor-g, so docs/benchmarks.md shows, from the same run, the floor the Go runtime sets
+// under sidecar-init's figures: signal delivery through os/signal, the runtime's start-up
+// before main, the exit of a multi-threaded process, and (-g) the wait for every service to
+// finish its own SIGTERM handling.
 package main
 
 import (
@@ -16,19 +21,28 @@ import (
 func main() {
 	signals := make(chan os.Signal, 8)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGCHLD)
-	path, err := exec.LookPath(os.Args[1])
+	args := os.Args[1:]
+	graceful := len(args) > 0 && args[0] == "-g"
+	if graceful {
+		args = args[1:]
+	}
+	path, err := exec.LookPath(args[0])
 	if err != nil {
 		os.Exit(127)
 	}
-	child, err := syscall.ForkExec(path, os.Args[1:], &syscall.ProcAttr{
-		Env: os.Environ(), Files: []uintptr{0, 1, 2},
+	child, err := syscall.ForkExec(path, args, &syscall.ProcAttr{
+		Env: os.Environ(), Files: []uintptr{0, 1, 2}, Sys: &syscall.SysProcAttr{Setpgid: graceful},
 	})
 	if err != nil {
 		os.Exit(127)
 	}
 	for sig := range signals {
 		if sig == syscall.SIGTERM {
-			_ = syscall.Kill(child, syscall.SIGTERM)
+			target := child
+			if graceful {
+				target = -child
+			}
+			_ = syscall.Kill(target, syscall.SIGTERM)
 			continue
 		}
 		for {
@@ -37,10 +51,13 @@ func main() {
 			if err == syscall.EINTR {
 				continue
 			}
+			if err == syscall.ECHILD {
+				os.Exit(0) // -g: everyone is reaped
+			}
 			if pid <= 0 {
 				break
 			}
-			if pid == child {
+			if pid == child && !graceful {
 				os.Exit(status.ExitStatus())
 			}
 		}

@@ -86,13 +86,18 @@ func sidecarInitSpec(name, exe string) initSpec {
 	}
 }
 
-// goFloorSpec runs bench/gofloor, the smallest Go PID 1 (os/signal, one child, os/exec
-// Wait): not an init to use, but the floor the Go runtime sets under sidecar-init's figures,
-// measured in the same run. It is a single-child init like tini.
-func goFloorSpec(exe string) initSpec {
-	spec := singleChildInit("go-floor", "", exe, "gofloor SERVICE")
-	spec.sizeNote = "bench/gofloor, built by the harness like the service (static, stripped)"
-	return spec
+// goFloorSpecs run bench/gofloor, the smallest Go PID 1: not an init to use, but the floor
+// the Go runtime sets under sidecar-init's figures, measured in the same run. go-floor does
+// what tini does by default (SIGTERM to its one child); go-floor-g is graceful, like
+// sidecar-init (SIGTERM to its child's process group, exit once every process is reaped).
+// Both are single-child inits like tini.
+func goFloorSpecs(exe string) []initSpec {
+	plain := singleChildInit("go-floor", "", exe, "gofloor SERVICE")
+	graceful := singleChildInit("go-floor-g", "", exe, "gofloor -g SERVICE", "-g")
+	for _, spec := range []*initSpec{&plain, &graceful} {
+		spec.sizeNote = "bench/gofloor, built by the harness like the service (static, stripped)"
+	}
+	return []initSpec{plain, graceful}
 }
 
 // allInits lists the inits in report order, the subject first. sidecarInit is
@@ -103,7 +108,8 @@ func allInits(sidecarInit, goFloor string) []initSpec {
 		singleChildInit("tini", "tini", "/usr/bin/tini", "tini -- SERVICE", "--"),
 		singleChildInit("dumb-init", "dumb-init", "/usr/bin/dumb-init", "dumb-init SERVICE"),
 		singleChildInit("catatonit", "catatonit", "/usr/bin/catatonit", "catatonit -- SERVICE", "--"),
-		goFloorSpec(goFloor),
+		goFloorSpecs(goFloor)[0],
+		goFloorSpecs(goFloor)[1],
 		{
 			name: "s6-svscan", debPackage: "s6", exe: "/usr/bin/s6-svscan",
 			extraFiles: []string{"/usr/bin/s6-supervise"},

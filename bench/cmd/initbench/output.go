@@ -113,8 +113,8 @@ func (b *bench) describe(began time.Time) {
 		fmt.Sprintf("idle: K = %d, 1 s after ready, over a %v window, %d repetitions; context switches summed over every thread of the init (and helpers), CPU from `/proc/PID/stat`.", report.IdleK, o.idle, min(o.idleReps, o.reps)),
 		"sidecar-init ran with `--log-level warn`, so logging stays small; its config sets no grace, so the default applies.",
 		"tini ran plain, without `-g`: it forwards SIGTERM to its child only. dumb-init and catatonit ran with their defaults.",
-		"go-floor is `bench/gofloor`, not an init to use: the smallest Go PID 1 that does what tini does by default (os/signal for SIGTERM and SIGCHLD, one child, a `wait4(-1)` reaper, exit when its child is gone). Its figures are the floor the Go runtime alone sets under sidecar-init's, from the same run.",
-		"Single-child inits (tini, dumb-init, catatonit, go-floor) at K > 1: one `/bin/sh -c 'SERVICE & … & wait'` starts the K services. The shell forwards no signal, so graceful counts only the services the init itself signals before it exits.",
+		"go-floor and go-floor-g are `bench/gofloor`, not inits to use: the smallest Go PID 1 (os/signal for SIGTERM and SIGCHLD, one child, a `wait4(-1)` reaper). go-floor does what tini does by default: SIGTERM to its child, exit when that child is gone. go-floor-g is graceful like sidecar-init: its child leads a process group, SIGTERM goes to the whole group, and it exits once every process is reaped. Their figures are the floor the Go runtime alone sets under sidecar-init's, from the same run.",
+		"Single-child inits (tini, dumb-init, catatonit, go-floor, go-floor-g) at K > 1: one `/bin/sh -c 'SERVICE & … & wait'` starts the K services. The shell forwards no signal, so graceful counts only the services the init itself signals before it exits.",
 		"Memory: init plus the per-service helpers it needs (s6: one `s6-supervise` per service); the fan-out shell is workload, not init, and is not counted. \"RSS of the init alone\" leaves helpers out.",
 	}
 	s.Method = append(s.Method, b.notes...)
