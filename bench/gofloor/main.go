@@ -12,6 +12,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -48,10 +49,10 @@ func main() {
 		for {
 			var status syscall.WaitStatus
 			pid, err := syscall.Wait4(-1, &status, syscall.WNOHANG, nil)
-			if err == syscall.EINTR {
+			if errors.Is(err, syscall.EINTR) {
 				continue
 			}
-			if err == syscall.ECHILD {
+			if errors.Is(err, syscall.ECHILD) {
 				os.Exit(0) // -g: everyone is reaped
 			}
 			if pid <= 0 {
