@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -175,13 +174,46 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// namePattern keeps daemon names usable in CLAUDE_BOTTLE_SIDECAR_DAEMONS (split on commas and
-// white space) and in logs.
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+// validName keeps daemon names usable in CLAUDE_BOTTLE_SIDECAR_DAEMONS (split on commas and
+// white space) and in logs: ASCII letters, digits, '.', '_' and '-', starting with a letter
+// or digit (what `^[A-Za-z0-9][A-Za-z0-9_.-]*$` says). Written out rather than a package
+// regexp: PID 1 compiled its regexps at every start, before it could spawn anything.
+func validName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
 
-// decodeErrorPattern matches BurntSushi/toml's type-mismatch errors, which are not
-// toml.ParseError values: `toml: line 3 (last key "daemon.command"): incompatible types: ...`.
-var decodeErrorPattern = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+// decodeError splits BurntSushi/toml's type-mismatch errors, which are not toml.ParseError
+// values: `toml: line 3 (last key "daemon.command"): incompatible types: ...`. It accepts
+// what `^toml: line (\d+) \(last key "([^"]*)"\): (.*)$` matched (a test holds it to that).
+func decodeError(text string) (line int, key, msg string, ok bool) {
+	rest, found := strings.CutPrefix(text, "toml: line ")
+	if !found {
+		return 0, "", "", false
+	}
+	digits, rest, found := strings.Cut(rest, ` (last key "`)
+	if !found || digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return 0, "", "", false
+	}
+	key, msg, found = strings.Cut(rest, `"): `)
+	if !found || strings.Contains(key, `"`) || strings.Contains(msg, "\n") {
+		return 0, "", "", false
+	}
+	line, err := strconv.Atoi(digits)
+	if err != nil {
+		return 0, "", "", false
+	}
+	return line, key, msg, true
+}
 
 // Parse decodes and validates a daemon table. source names it in errors.
 func Parse(source string, data []byte) (*Config, error) {
@@ -193,9 +225,8 @@ func Parse(source string, data []byte) (*Config, error) {
 			return nil, &Error{File: source, Line: perr.Position.Line, Key: perr.LastKey, Msg: perr.Message}
 		}
 		// Type mismatches come back as plain text that still carries the line and key.
-		if m := decodeErrorPattern.FindStringSubmatch(err.Error()); m != nil {
-			line, _ := strconv.Atoi(m[1])
-			return nil, &Error{File: source, Line: line, Key: m[2], Msg: m[3]}
+		if line, key, msg, ok := decodeError(err.Error()); ok {
+			return nil, &Error{File: source, Line: line, Key: key, Msg: msg}
 		}
 		return nil, &Error{File: source, Msg: err.Error()}
 	}
@@ -243,7 +274,7 @@ func Parse(source string, data []byte) (*Config, error) {
 		if d.Name == "" {
 			return nil, &Error{File: source, Key: key("name"), Msg: "missing or empty: every daemon needs a name"}
 		}
-		if !namePattern.MatchString(d.Name) {
+		if !validName(d.Name) {
 			return nil, &Error{File: source, Key: key("name"), Msg: fmt.Sprintf(
 				"%q is not a valid name (letters, digits, '.', '_', '-'; starting with a letter or digit)", d.Name)}
 		}

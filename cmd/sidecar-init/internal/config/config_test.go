@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -211,5 +213,41 @@ ready = { exec = ["/bin/true"] }
 	}
 	if len(e.After) != 1 || e.After[0] != "pipelock" || e.Ready.String() != "exec /bin/true" || e.Log != "inherit" {
 		t.Errorf("egress = %+v", e)
+	}
+}
+
+// validName and decodeError replaced two package regexps (compiled at every start of PID 1);
+// they must accept exactly what the regexps matched.
+func TestHandWrittenMatchersAgreeWithTheRegexps(t *testing.T) {
+	namePattern := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	for _, name := range []string{"", "a", "egress", "git-gate", "a.b_c-d", "9lives", ".hidden", "_x", "-x",
+		"a b", "a,b", "ü", "aü", "a\n", "A", "Z9", "a/b", "a:b", "a..b", "a-"} {
+		if got, want := validName(name), namePattern.MatchString(name); got != want {
+			t.Errorf("validName(%q) = %v, the regexp says %v", name, got, want)
+		}
+	}
+	decodeErrorPattern := regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+	for _, text := range []string{
+		`toml: line 3 (last key "daemon.command"): incompatible types: TOML value has type string; destination has type slice`,
+		`toml: line 12 (last key ""): x`,
+		`toml: line 3 (last key "a"b"): x`,
+		`toml: line (last key "a"): x`,
+		`toml: line 3x (last key "a"): x`,
+		`toml: line +3 (last key "a"): x`,
+		`toml: line 3 (last key "a"): two` + "\n" + `lines`,
+		`toml: line 3 (last key "a"):`,
+		`toml: line 3 (last key "a"): `,
+		`line 3 (last key "a"): x`,
+		`toml: line 3 (last key "a"): x"): y`,
+	} {
+		line, key, msg, ok := decodeError(text)
+		m := decodeErrorPattern.FindStringSubmatch(text)
+		if ok != (m != nil) {
+			t.Errorf("decodeError(%q) ok = %v, the regexp matched: %v", text, ok, m != nil)
+			continue
+		}
+		if ok && (strconv.Itoa(line) != m[1] || key != m[2] || msg != m[3]) {
+			t.Errorf("decodeError(%q) = %d, %q, %q; the regexp: %q, %q, %q", text, line, key, msg, m[1], m[2], m[3])
+		}
 	}
 }

@@ -69,7 +69,7 @@ func checkAccepted(t *testing.T, cfg *Config) {
 			t.Fatalf("duplicate daemon name %q accepted", d.Name)
 		}
 		names[d.Name] = i
-		if !validName(d.Name) {
+		if !documentedName(d.Name) {
 			t.Fatalf("daemon name %q accepted: it would not survive CLAUDE_BOTTLE_SIDECAR_DAEMONS or the logs", d.Name)
 		}
 		if len(d.Command) == 0 || d.Command[0] == "" {
@@ -126,9 +126,9 @@ func checkAccepted(t *testing.T, cfg *Config) {
 	}
 }
 
-// validName is the documented name rule, written out by hand: letters, digits, '.', '_',
+// documentedName is the documented name rule, written out by hand: letters, digits, '.', '_',
 // '-', starting with a letter or digit; ASCII only.
-func validName(name string) bool {
+func documentedName(name string) bool {
 	if name == "" {
 		return false
 	}
