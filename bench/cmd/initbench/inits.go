@@ -86,18 +86,15 @@ func sidecarInitSpec(name, exe string) initSpec {
 	}
 }
 
-// goFloorSpecs run bench/gofloor, the smallest Go PID 1: not an init to use, but the floor
+// goFloorSpec runs bench/gofloor, the smallest Go PID 1: not an init to use, but the floor
 // the Go runtime sets under sidecar-init's figures, measured in the same run. go-floor does
-// what tini does by default (SIGTERM to its one child); go-floor-g is graceful, like
-// sidecar-init (SIGTERM to its child's process group, exit once every process is reaped).
-// Both are single-child inits like tini.
-func goFloorSpecs(exe string) []initSpec {
-	plain := singleChildInit("go-floor", "", exe, "gofloor SERVICE")
-	graceful := singleChildInit("go-floor-g", "", exe, "gofloor -g SERVICE", "-g")
-	for _, spec := range []*initSpec{&plain, &graceful} {
-		spec.sizeNote = "bench/gofloor, built by the harness like the service (static, stripped)"
-	}
-	return []initSpec{plain, graceful}
+// what tini does by default (SIGTERM to its one child); go-floor-g, with -g, is graceful
+// like sidecar-init (SIGTERM to its child's process group, exit once every process is
+// reaped). Both are single-child inits like tini.
+func goFloorSpec(name, exe, command string, flags ...string) initSpec {
+	spec := singleChildInit(name, "", exe, command, flags...)
+	spec.sizeNote = "bench/gofloor, built by the harness like the service (static, stripped)"
+	return spec
 }
 
 // allInits lists the inits in report order, the subject first. sidecarInit is
@@ -108,8 +105,8 @@ func allInits(sidecarInit, goFloor string) []initSpec {
 		singleChildInit("tini", "tini", "/usr/bin/tini", "tini -- SERVICE", "--"),
 		singleChildInit("dumb-init", "dumb-init", "/usr/bin/dumb-init", "dumb-init SERVICE"),
 		singleChildInit("catatonit", "catatonit", "/usr/bin/catatonit", "catatonit -- SERVICE", "--"),
-		goFloorSpecs(goFloor)[0],
-		goFloorSpecs(goFloor)[1],
+		goFloorSpec("go-floor", goFloor, "gofloor SERVICE"),
+		goFloorSpec("go-floor-g", goFloor, "gofloor -g SERVICE", "-g"),
 		{
 			name: "s6-svscan", debPackage: "s6", exe: "/usr/bin/s6-svscan",
 			extraFiles: []string{"/usr/bin/s6-supervise"},

@@ -278,11 +278,10 @@ func (b *bench) repetition(rep int) {
 			b.trial(rep, spec, kind, true, func() error { return b.lifecycle(rep, spec, k) })
 		}
 	}
-	for _, spec := range order {
-		if b.opts.skipReap {
-			break
+	if !b.opts.skipReap {
+		for _, spec := range order {
+			b.trial(rep, spec, "reap", true, func() error { return b.reap(rep, spec) })
 		}
-		b.trial(rep, spec, "reap", true, func() error { return b.reap(rep, spec) })
 	}
 	if rep <= b.opts.idleReps {
 		for _, spec := range order {
