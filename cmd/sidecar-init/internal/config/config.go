@@ -7,10 +7,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
+	"reflect"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -218,10 +219,14 @@ func decodeError(text string) (line int, key, msg string, ok bool) {
 // Parse decodes and validates a daemon table. source names it in errors.
 func Parse(source string, data []byte) (*Config, error) {
 	var raw fileTable
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
-	if err != nil {
+	if err := decodeTable(data, &raw); err != nil {
 		var perr toml.ParseError
-		if errors.As(err, &perr) {
+		var cerr *Error
+		switch {
+		case errors.As(err, &cerr):
+			cerr.File = source
+			return nil, cerr
+		case errors.As(err, &perr):
 			return nil, &Error{File: source, Line: perr.Position.Line, Key: perr.LastKey, Msg: perr.Message}
 		}
 		// Type mismatches come back as plain text that still carries the line and key.
@@ -229,23 +234,6 @@ func Parse(source string, data []byte) (*Config, error) {
 			return nil, &Error{File: source, Line: line, Key: key, Msg: msg}
 		}
 		return nil, &Error{File: source, Msg: err.Error()}
-	}
-	if err := checkKeySpelling(md.Keys()); err != nil {
-		err.File = source
-		return nil, err
-	}
-	if undecoded := md.Undecoded(); len(undecoded) > 0 {
-		keys := make([]string, len(undecoded))
-		for i, k := range undecoded {
-			keys[i] = k.String()
-		}
-		return nil, &Error{File: source, Key: keys[0], Msg: fmt.Sprintf(
-			"unknown key (unknown: %s; known: grace, notify_url, notify_token_file, control_socket, "+
-				"daemon.name, daemon.command, daemon.env, daemon.dir, daemon.stop_signal, daemon.grace, daemon.restart, "+
-				"daemon.backoff_initial, daemon.backoff_max, daemon.backoff_reset, daemon.max_restarts, daemon.after, "+
-				"daemon.ready.tcp, daemon.ready.file, daemon.ready.exec, daemon.ready_timeout, daemon.user, daemon.log, "+
-				"stop_order, ready_file)",
-			strings.Join(keys, ", "))}
 	}
 
 	cfg := &Config{Source: source, Grace: DefaultGrace, NotifyTokenFile: raw.NotifyTokenFile, ControlSocket: DefaultControlSocket}
@@ -260,7 +248,8 @@ func Parse(source string, data []byte) (*Config, error) {
 	default:
 		return nil, &Error{File: source, Key: "stop_order", Msg: fmt.Sprintf("%q: want \"parallel\" or \"reverse\"", raw.StopOrder)}
 	}
-	if err := cfg.SetNotifyURL(raw.NotifyURL); err != nil {
+	err := cfg.SetNotifyURL(raw.NotifyURL)
+	if err != nil {
 		return nil, &Error{File: source, Key: "notify_url", Msg: err.Error()}
 	}
 	if raw.Grace != nil {
@@ -288,7 +277,8 @@ func Parse(source string, data []byte) (*Config, error) {
 				"daemon %q: command is empty (want an argv array such as [\"/usr/bin/prog\", \"--flag\"])", d.Name)}
 		}
 		daemon := Daemon{Name: d.Name, Command: d.Command, Dir: d.Dir, Grace: -1}
-		for k, v := range d.Env {
+		for _, k := range slices.Sorted(maps.Keys(d.Env)) { // the first bad name is the same at every run
+			v := d.Env[k]
 			if k == "" || strings.ContainsAny(k, "=\x00") {
 				return nil, &Error{File: source, Key: key("env"), Msg: fmt.Sprintf(
 					"daemon %q: bad environment variable name %q (names must be non-empty, without '=' or NUL)", d.Name, k)}
@@ -299,7 +289,6 @@ func Parse(source string, data []byte) (*Config, error) {
 			}
 			daemon.Env = append(daemon.Env, k+"="+v)
 		}
-		sort.Strings(daemon.Env)
 		if d.StopSignal != "" {
 			sig, err := procs.ParseSignal(d.StopSignal)
 			if err != nil {
@@ -326,6 +315,78 @@ func Parse(source string, data []byte) (*Config, error) {
 	}
 	cfg.resolveGrace()
 	return cfg, nil
+}
+
+// decodeTable decodes the table into raw one value at a time, in a fixed order: the keys'
+// spelling first, then the fields in the order fileTable and fileDaemon declare them, then
+// map entries by sorted key. BurntSushi/toml walks each table in Go map order, so a file with
+// two mistyped values was reported by either of them, changing from one run to the next
+// (FuzzParse found it); an operator who reruns must see the same message.
+func decodeTable(data []byte, raw *fileTable) error {
+	var top map[string]toml.Primitive
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&top)
+	if err != nil {
+		return err
+	}
+	if err := checkKeySpelling(md.Keys()); err != nil {
+		return err
+	}
+	return decodeFields(&md, top, reflect.ValueOf(raw).Elem())
+}
+
+// decodeFields decodes table into the struct rv, field by field in declaration order.
+func decodeFields(md *toml.MetaData, table map[string]toml.Primitive, rv reflect.Value) error {
+	for i := range rv.NumField() {
+		if value, ok := table[rv.Type().Field(i).Tag.Get("toml")]; ok {
+			if err := decodeInOrder(md, value, rv.Field(i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// decodeInOrder decodes value into rv, descending into the tables and arrays of tables that
+// hold more than one value, so that their values are decoded in a fixed order too.
+func decodeInOrder(md *toml.MetaData, value toml.Primitive, rv reflect.Value) error {
+	switch t := rv.Type(); {
+	case t.Kind() == reflect.Struct:
+		var table map[string]toml.Primitive
+		if err := md.PrimitiveDecode(value, &table); err != nil {
+			return err
+		}
+		return decodeFields(md, table, rv)
+	case t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct:
+		rv.Set(reflect.New(t.Elem()))
+		return decodeInOrder(md, value, rv.Elem())
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		var items []toml.Primitive
+		if err := md.PrimitiveDecode(value, &items); err != nil {
+			return err
+		}
+		rv.Set(reflect.MakeSlice(t, len(items), len(items)))
+		for i, item := range items {
+			if err := decodeInOrder(md, item, rv.Index(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	case t.Kind() == reflect.Map:
+		var table map[string]toml.Primitive
+		if err := md.PrimitiveDecode(value, &table); err != nil {
+			return err
+		}
+		rv.Set(reflect.MakeMapWithSize(t, len(table)))
+		for _, key := range slices.Sorted(maps.Keys(table)) {
+			elem := reflect.New(t.Elem()).Elem()
+			if err := decodeInOrder(md, table[key], elem); err != nil {
+				return err
+			}
+			rv.SetMapIndex(reflect.ValueOf(key), elem)
+		}
+		return nil
+	}
+	return md.PrimitiveDecode(value, rv.Addr().Interface())
 }
 
 // parseRestart fills the restart policy and its backoff. The returned *Error carries only
@@ -391,7 +452,7 @@ func checkKeySpelling(keys []toml.Key) *Error {
 				break // free-form below this point (env names)
 			}
 			if !slices.Contains(known, part) {
-				msg := "unknown key"
+				msg := fmt.Sprintf("unknown key (known here: %s)", strings.Join(known, ", "))
 				for _, want := range known {
 					if strings.EqualFold(want, part) {
 						msg = fmt.Sprintf("unknown key (keys are case-sensitive: %q)", want)
