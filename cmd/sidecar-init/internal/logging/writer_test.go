@@ -16,8 +16,9 @@ type stalledOut struct {
 	entered chan struct{} // closed at the first Write: the drainer is stuck from then on
 	once    sync.Once
 
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
+	mu    sync.Mutex
+	buf   bytes.Buffer // guarded by mu
+	calls [][]byte     // each Write's bytes, guarded by mu
 }
 
 func newStalledOut(t *testing.T) *stalledOut {
@@ -31,6 +32,7 @@ func (o *stalledOut) Write(p []byte) (int, error) {
 	<-o.release
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.calls = append(o.calls, bytes.Clone(p))
 	return o.buf.Write(p)
 }
 
@@ -191,6 +193,54 @@ func TestCloseFlushesEverythingQueued(t *testing.T) {
 	}
 	if err := w.Sync(); err != nil {
 		t.Errorf("Sync = %v, want nil (a no-op)", err)
+	}
+}
+
+// A burst (lines queued while stderr was busy) goes out in a few writes, each of whole lines
+// and at most PIPE_BUF bytes so no daemon sharing the pipe can split it; a line longer than
+// that is written alone, whole.
+func TestBurstIsWrittenAsFewWholeLineWrites(t *testing.T) {
+	out := newStalledOut(t)
+	w := NewWriter(out)
+	_, _ = w.Write(line(0, 100))
+	<-out.entered // the drainer holds line 0; the burst queues behind it
+	const burst = 200
+	for i := 1; i <= burst; i++ {
+		length := 100
+		if i == burst/2 {
+			length = 3 * 4096
+		}
+		_, _ = w.Write(line(i, length))
+	}
+	out.unblock()
+	w.Close(5 * time.Second)
+
+	out.mu.Lock()
+	calls := out.calls
+	out.mu.Unlock()
+	next := 0
+	for _, call := range calls {
+		lines := strings.SplitAfter(string(call), "\n")
+		if lines[len(lines)-1] != "" {
+			t.Fatalf("a write ends inside a line: %.60q", call[max(0, len(call)-60):])
+		}
+		lines = lines[:len(lines)-1]
+		if len(call) > 4096 && len(lines) > 1 {
+			t.Errorf("a write of %d lines is %d bytes, over PIPE_BUF (4096)", len(lines), len(call))
+		}
+		for _, l := range lines {
+			if !strings.HasPrefix(l, fmt.Sprintf(`{"n":%d,`, next)) {
+				t.Fatalf("line %d is %.40q", next, l)
+			}
+			next++
+		}
+	}
+	if next != burst+1 {
+		t.Fatalf("%d lines written, want %d", next, burst+1)
+	}
+	// Line 0 alone, 99 lines of 100 bytes in 4096-byte writes (3), the long line, 100 more (3).
+	if len(calls) > 8 {
+		t.Errorf("%d writes for %d queued lines, want at most 8", len(calls), burst+1)
 	}
 }
 
