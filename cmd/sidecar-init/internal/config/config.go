@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"reflect"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -92,7 +93,8 @@ func (p Probe) String() string {
 type Daemon struct {
 	Name    string
 	Command []string
-	// Env holds the variables added to the inherited environment, sorted by key.
+	// Env holds the variables added to the inherited environment as KEY=value, sorted as
+	// whole strings.
 	Env []string
 	Dir string
 	// StopSignal is sent at shutdown; 0 means "the signal that started the shutdown".
@@ -289,6 +291,7 @@ func Parse(source string, data []byte) (*Config, error) {
 			}
 			daemon.Env = append(daemon.Env, k+"="+v)
 		}
+		sort.Strings(daemon.Env)
 		if d.StopSignal != "" {
 			sig, err := procs.ParseSignal(d.StopSignal)
 			if err != nil {
@@ -331,14 +334,19 @@ func decodeTable(data []byte, raw *fileTable) error {
 	if err := checkKeySpelling(md.Keys()); err != nil {
 		return err
 	}
-	return decodeFields(&md, top, reflect.ValueOf(raw).Elem())
+	return decodeFields(&md, top, reflect.ValueOf(raw).Elem(), "")
 }
 
-// decodeFields decodes table into the struct rv, field by field in declaration order.
-func decodeFields(md *toml.MetaData, table map[string]toml.Primitive, rv reflect.Value) error {
+// decodeFields decodes table into the struct rv, field by field in declaration order. path
+// names rv in errors ("daemon[0]"; "" at the top).
+func decodeFields(md *toml.MetaData, table map[string]toml.Primitive, rv reflect.Value, path string) error {
 	for i := range rv.NumField() {
-		if value, ok := table[rv.Type().Field(i).Tag.Get("toml")]; ok {
-			if err := decodeInOrder(md, value, rv.Field(i)); err != nil {
+		key := rv.Type().Field(i).Tag.Get("toml")
+		if value, ok := table[key]; ok {
+			if path != "" {
+				key = path + "." + key
+			}
+			if err := decodeInOrder(md, value, rv.Field(i), key); err != nil {
 				return err
 			}
 		}
@@ -348,17 +356,17 @@ func decodeFields(md *toml.MetaData, table map[string]toml.Primitive, rv reflect
 
 // decodeInOrder decodes value into rv, descending into the tables and arrays of tables that
 // hold more than one value, so that their values are decoded in a fixed order too.
-func decodeInOrder(md *toml.MetaData, value toml.Primitive, rv reflect.Value) error {
+func decodeInOrder(md *toml.MetaData, value toml.Primitive, rv reflect.Value, path string) error {
 	switch t := rv.Type(); {
 	case t.Kind() == reflect.Struct:
-		var table map[string]toml.Primitive
-		if err := md.PrimitiveDecode(value, &table); err != nil {
+		table, err := tableOf(md, value, path)
+		if err != nil {
 			return err
 		}
-		return decodeFields(md, table, rv)
+		return decodeFields(md, table, rv, path)
 	case t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct:
 		rv.Set(reflect.New(t.Elem()))
-		return decodeInOrder(md, value, rv.Elem())
+		return decodeInOrder(md, value, rv.Elem(), path)
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
 		var items []toml.Primitive
 		if err := md.PrimitiveDecode(value, &items); err != nil {
@@ -366,20 +374,20 @@ func decodeInOrder(md *toml.MetaData, value toml.Primitive, rv reflect.Value) er
 		}
 		rv.Set(reflect.MakeSlice(t, len(items), len(items)))
 		for i, item := range items {
-			if err := decodeInOrder(md, item, rv.Index(i)); err != nil {
+			if err := decodeInOrder(md, item, rv.Index(i), fmt.Sprintf("%s[%d]", path, i)); err != nil {
 				return err
 			}
 		}
 		return nil
 	case t.Kind() == reflect.Map:
-		var table map[string]toml.Primitive
-		if err := md.PrimitiveDecode(value, &table); err != nil {
+		table, err := tableOf(md, value, path)
+		if err != nil {
 			return err
 		}
 		rv.Set(reflect.MakeMapWithSize(t, len(table)))
 		for _, key := range slices.Sorted(maps.Keys(table)) {
 			elem := reflect.New(t.Elem()).Elem()
-			if err := decodeInOrder(md, table[key], elem); err != nil {
+			if err := decodeInOrder(md, table[key], elem, path+"."+key); err != nil {
 				return err
 			}
 			rv.SetMapIndex(reflect.ValueOf(key), elem)
@@ -387,6 +395,22 @@ func decodeInOrder(md *toml.MetaData, value toml.Primitive, rv reflect.Value) er
 		return nil
 	}
 	return md.PrimitiveDecode(value, rv.Addr().Interface())
+}
+
+// tableOf decodes a value that must be a table. BurntSushi/toml decodes any other value
+// into a map as an empty one, without an error, so `env = "A=1"` gave a daemon no
+// variables and `ready = "127.0.0.1:80"` an empty probe; the type is checked first.
+func tableOf(md *toml.MetaData, value toml.Primitive, path string) (map[string]toml.Primitive, error) {
+	var raw any
+	if err := md.PrimitiveDecode(value, &raw); err != nil {
+		return nil, err
+	}
+	if _, ok := raw.(map[string]any); !ok {
+		return nil, &Error{Key: path, Msg: fmt.Sprintf("incompatible types: TOML value has type %T; destination is a table", raw)}
+	}
+	var table map[string]toml.Primitive
+	err := md.PrimitiveDecode(value, &table)
+	return table, err
 }
 
 // parseRestart fills the restart policy and its backoff. The returned *Error carries only

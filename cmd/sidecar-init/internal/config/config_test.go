@@ -159,6 +159,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad ready_timeout", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready_timeout = \"0s\"\n", []string{"daemon[0].ready_timeout", "positive"}},
 		{"bad log mode", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nlog = \"syslog\"\n", []string{"daemon[0].log", "inherit, prefix or json"}},
 		{"bad stop_order", "stop_order = \"random\"\n", []string{"key stop_order", "reverse"}},
+		{"probe not a table", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = \"127.0.0.1:80\"\n", []string{"key daemon[0].ready", "type string; destination is a table"}},
+		{"env not a table", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = [\"A=1\"]\n", []string{"key daemon[0].env", "destination is a table"}},
+		{"daemon entry not a table", "daemon = [\"x\"]\n", []string{"key daemon[0]", "destination is a table"}},
+		{"second daemon not a table", "daemon = [{ name = \"a\", command = [\"x\"] }, 2]\n", []string{"key daemon[1]", "type int64"}},
 		{"bad env name", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"A=B\" = \"1\" }\n", []string{"daemon[0].env", `"A=B"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
