@@ -334,19 +334,16 @@ func decodeTable(data []byte, raw *fileTable) error {
 	if err := checkKeySpelling(md.Keys()); err != nil {
 		return err
 	}
-	return decodeFields(&md, top, reflect.ValueOf(raw).Elem(), "")
+	return decodeFields(&md, top, reflect.ValueOf(raw).Elem(), place{lineKnown: true})
 }
 
-// decodeFields decodes table into the struct rv, field by field in declaration order. path
+// decodeFields decodes table into the struct rv, field by field in declaration order. at
 // names rv in errors ("daemon[0]"; "" at the top).
-func decodeFields(md *toml.MetaData, table map[string]toml.Primitive, rv reflect.Value, path string) error {
+func decodeFields(md *toml.MetaData, table map[string]toml.Primitive, rv reflect.Value, at place) error {
 	for i := range rv.NumField() {
 		key := rv.Type().Field(i).Tag.Get("toml")
 		if value, ok := table[key]; ok {
-			if path != "" {
-				key = path + "." + key
-			}
-			if err := decodeInOrder(md, value, rv.Field(i), key); err != nil {
+			if err := decodeInOrder(md, value, rv.Field(i), at.child(key)); err != nil {
 				return err
 			}
 		}
@@ -354,59 +351,95 @@ func decodeFields(md *toml.MetaData, table map[string]toml.Primitive, rv reflect
 	return nil
 }
 
+// place is where a value sits, for errors: its path with array indexes ("daemon[2].command"),
+// and whether BurntSushi/toml's line for it can be trusted. The decoder keeps one line per
+// key path, so in an array of tables "daemon.command" has the line of the last daemon that
+// sets it: right for the last entry, wrong for the others.
+type place struct {
+	path      string
+	lineKnown bool
+}
+
+func (p place) child(key string) place {
+	if p.path != "" {
+		key = p.path + "." + key
+	}
+	return place{key, p.lineKnown}
+}
+
+func (p place) item(i, n int) place {
+	return place{fmt.Sprintf("%s[%d]", p.path, i), p.lineKnown && i == n-1}
+}
+
 // decodeInOrder decodes value into rv, descending into the tables and arrays of tables that
 // hold more than one value, so that their values are decoded in a fixed order too.
-func decodeInOrder(md *toml.MetaData, value toml.Primitive, rv reflect.Value, path string) error {
+func decodeInOrder(md *toml.MetaData, value toml.Primitive, rv reflect.Value, at place) error {
 	switch t := rv.Type(); {
 	case t.Kind() == reflect.Struct:
-		table, err := tableOf(md, value, path)
+		table, err := tableOf(md, value, at)
 		if err != nil {
 			return err
 		}
-		return decodeFields(md, table, rv, path)
+		return decodeFields(md, table, rv, at)
 	case t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct:
 		rv.Set(reflect.New(t.Elem()))
-		return decodeInOrder(md, value, rv.Elem(), path)
+		return decodeInOrder(md, value, rv.Elem(), at)
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
 		var items []toml.Primitive
 		if err := md.PrimitiveDecode(value, &items); err != nil {
-			return err
+			return at.mismatch(err)
 		}
 		rv.Set(reflect.MakeSlice(t, len(items), len(items)))
 		for i, item := range items {
-			if err := decodeInOrder(md, item, rv.Index(i), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			if err := decodeInOrder(md, item, rv.Index(i), at.item(i, len(items))); err != nil {
 				return err
 			}
 		}
 		return nil
 	case t.Kind() == reflect.Map:
-		table, err := tableOf(md, value, path)
+		table, err := tableOf(md, value, at)
 		if err != nil {
 			return err
 		}
 		rv.Set(reflect.MakeMapWithSize(t, len(table)))
 		for _, key := range slices.Sorted(maps.Keys(table)) {
 			elem := reflect.New(t.Elem()).Elem()
-			if err := decodeInOrder(md, table[key], elem, path+"."+key); err != nil {
+			if err := decodeInOrder(md, table[key], elem, at.child(key)); err != nil {
 				return err
 			}
 			rv.SetMapIndex(reflect.ValueOf(key), elem)
 		}
 		return nil
 	}
-	return md.PrimitiveDecode(value, rv.Addr().Interface())
+	return at.mismatch(md.PrimitiveDecode(value, rv.Addr().Interface()))
+}
+
+// mismatch turns the decoder's type error (plain text carrying a line and a key) into an
+// *Error for this place.
+func (p place) mismatch(err error) error {
+	if err == nil {
+		return nil
+	}
+	line, _, msg, ok := decodeError(err.Error())
+	if !ok {
+		return err
+	}
+	if !p.lineKnown {
+		line = 0
+	}
+	return &Error{Key: p.path, Line: line, Msg: msg}
 }
 
 // tableOf decodes a value that must be a table. BurntSushi/toml decodes any other value
 // into a map as an empty one, without an error, so `env = "A=1"` gave a daemon no
 // variables and `ready = "127.0.0.1:80"` an empty probe; the type is checked first.
-func tableOf(md *toml.MetaData, value toml.Primitive, path string) (map[string]toml.Primitive, error) {
+func tableOf(md *toml.MetaData, value toml.Primitive, at place) (map[string]toml.Primitive, error) {
 	var raw any
 	if err := md.PrimitiveDecode(value, &raw); err != nil {
 		return nil, err
 	}
 	if _, ok := raw.(map[string]any); !ok {
-		return nil, &Error{Key: path, Msg: fmt.Sprintf("incompatible types: TOML value has type %T; destination is a table", raw)}
+		return nil, &Error{Key: at.path, Msg: fmt.Sprintf("incompatible types: TOML value has type %T; destination is a table", raw)}
 	}
 	var table map[string]toml.Primitive
 	err := md.PrimitiveDecode(value, &table)

@@ -98,10 +98,10 @@ func TestParseErrorsAreStable(t *testing.T) {
 	for _, tc := range []struct {
 		name, toml, want string
 	}{
-		{"two mistyped daemon keys", "[[daemon]]\nafter = \"a\"\nname = [1]\ncommand = [\"x\"]\n", "key daemon.name"},
+		{"two mistyped daemon keys", "[[daemon]]\nafter = \"a\"\nname = [1]\ncommand = [\"x\"]\n", "key daemon[0].name"},
 		{"mistyped keys at two levels", "stop_order = 1\ngrace = 2\n[[daemon]]\nname = 3\n", "key grace"},
-		{"mistyped probe keys", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { exec = \"x\", file = 1, tcp = 2 }\n", "key daemon.ready.tcp"},
-		{"mistyped env values", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { B = 1, A = 2, C = 3 }\n", "key daemon.env.A"},
+		{"mistyped probe keys", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { exec = \"x\", file = 1, tcp = 2 }\n", "key daemon[0].ready.tcp"},
+		{"mistyped env values", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { B = 1, A = 2, C = 3 }\n", "key daemon[0].env.A"},
 		{"bad env names", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"B=\" = \"1\", \"A=\" = \"2\", \"C=\" = \"3\" }\n", `"A="`},
 		{"unknown key before a mistyped one", "[[daemon]]\nname = 1\nNAME = \"a\"\n", "key daemon.NAME"},
 	} {
@@ -126,7 +126,10 @@ func TestParseErrors(t *testing.T) {
 		want []string // every piece must appear in the message
 	}{
 		{"syntax error names the line", "grace = \"1s\"\nname = = \"a\"\n", []string{"bad.toml:2", "key name"}},
-		{"wrong type names the line and key", "[[daemon]]\nname = \"a\"\ncommand = \"/bin/true\"\n", []string{"bad.toml:3", "key daemon.command", "incompatible types"}},
+		{"wrong type names the line and key", "[[daemon]]\nname = \"a\"\ncommand = \"/bin/true\"\n", []string{"bad.toml:3: key daemon[0].command", "incompatible types"}},
+		// The decoder has one line per key path: the last daemon's. It is given only when right.
+		{"wrong type in the last daemon", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n[[daemon]]\nname = \"b\"\ncommand = \"y\"\n", []string{"bad.toml:6: key daemon[1].command"}},
+		{"wrong type in an earlier daemon", "[[daemon]]\nname = \"a\"\ncommand = \"x\"\n[[daemon]]\nname = \"b\"\ncommand = [\"y\"]\n", []string{"bad.toml: key daemon[0].command"}},
 		{"unknown top-level key", "grace = \"1s\"\ngraze = \"2s\"\n", []string{"bad.toml", "key graze", "unknown key (known here: grace, notify_url"}},
 		{"unknown daemon key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nrestrat = \"always\"\n", []string{"daemon.restrat", "unknown key"}},
 		{"duplicate names", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n[[daemon]]\nname = \"a\"\ncommand = [\"y\"]\n", []string{"daemon[1].name", `duplicate daemon name "a"`, "daemon[0]"}},
