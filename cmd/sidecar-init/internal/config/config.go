@@ -196,23 +196,36 @@ func validName(name string) bool {
 }
 
 // decodeError splits BurntSushi/toml's type-mismatch errors, which are not toml.ParseError
-// values: `toml: line 3 (last key "daemon.command"): incompatible types: ...`. It accepts
-// what `^toml: line (\d+) \(last key "([^"]*)"\): (.*)$` matched (a test holds it to that).
+// values: `toml: line 3 (last key "daemon.command"): incompatible types: ...`, without the
+// "line 3 " when the decoder has no position for the key. The key is Go-quoted, so one that
+// needs quotes in TOML (env."A.B") arrives escaped: "daemon.env.\"A.B\"".
 func decodeError(text string) (line int, key, msg string, ok bool) {
-	rest, found := strings.CutPrefix(text, "toml: line ")
+	rest, found := strings.CutPrefix(text, "toml: ")
 	if !found {
 		return 0, "", "", false
 	}
-	digits, rest, found := strings.Cut(rest, ` (last key "`)
-	if !found || digits == "" || strings.Trim(digits, "0123456789") != "" {
+	if afterLine, hasLine := strings.CutPrefix(rest, "line "); hasLine {
+		digits, afterDigits, found := strings.Cut(afterLine, " ")
+		if !found || digits == "" || strings.Trim(digits, "0123456789") != "" {
+			return 0, "", "", false
+		}
+		var err error
+		if line, err = strconv.Atoi(digits); err != nil {
+			return 0, "", "", false
+		}
+		rest = afterDigits
+	}
+	rest, found = strings.CutPrefix(rest, "(last key ")
+	if !found {
 		return 0, "", "", false
 	}
-	key, msg, found = strings.Cut(rest, `"): `)
-	if !found || strings.Contains(key, `"`) || strings.Contains(msg, "\n") {
+	quoted, err := strconv.QuotedPrefix(rest)
+	if err != nil || quoted[0] != '"' {
 		return 0, "", "", false
 	}
-	line, err := strconv.Atoi(digits)
-	if err != nil {
+	key, _ = strconv.Unquote(quoted) // QuotedPrefix vouched for it
+	msg, found = strings.CutPrefix(rest[len(quoted):], "): ")
+	if !found || strings.Contains(msg, "\n") {
 		return 0, "", "", false
 	}
 	return line, key, msg, true
@@ -415,14 +428,14 @@ func decodeInOrder(md *toml.MetaData, value toml.Primitive, rv reflect.Value, at
 }
 
 // mismatch turns the decoder's type error (plain text carrying a line and a key) into an
-// *Error for this place.
+// *Error for this place, with the line when it can be trusted.
 func (p place) mismatch(err error) error {
 	if err == nil {
 		return nil
 	}
 	line, _, msg, ok := decodeError(err.Error())
 	if !ok {
-		return err
+		return &Error{Key: p.path, Msg: err.Error()}
 	}
 	if !p.lineKnown {
 		line = 0
@@ -439,7 +452,17 @@ func tableOf(md *toml.MetaData, value toml.Primitive, at place) (map[string]toml
 		return nil, err
 	}
 	if _, ok := raw.(map[string]any); !ok {
-		return nil, &Error{Key: at.path, Msg: fmt.Sprintf("incompatible types: TOML value has type %T; destination is a table", raw)}
+		// Decoded into a struct, the value fails with the decoder's own error, which
+		// carries the line it has for the key.
+		err := at.mismatch(md.PrimitiveDecode(value, &struct{}{}))
+		var cerr *Error
+		if !errors.As(err, &cerr) {
+			cerr = &Error{Key: at.path}
+		}
+		// In the decoder's own words for the type (fmtType): []any, not []interface {}.
+		found := strings.ReplaceAll(fmt.Sprintf("%T", raw), "interface {}", "any")
+		cerr.Msg = "incompatible types: TOML value has type " + found + "; destination is a table"
+		return nil, cerr
 	}
 	var table map[string]toml.Primitive
 	err := md.PrimitiveDecode(value, &table)
