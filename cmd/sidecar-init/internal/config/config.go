@@ -347,7 +347,7 @@ func decodeTable(data []byte, raw *fileTable) error {
 	if err := checkKeySpelling(md.Keys()); err != nil {
 		return err
 	}
-	return decodeFields(&md, top, reflect.ValueOf(raw).Elem(), place{lineKnown: true})
+	return decodeFields(&md, top, reflect.ValueOf(raw).Elem(), place{})
 }
 
 // decodeFields decodes table into the struct rv, field by field in declaration order. at
@@ -365,23 +365,54 @@ func decodeFields(md *toml.MetaData, table map[string]toml.Primitive, rv reflect
 }
 
 // place is where a value sits, for errors: its path with array indexes ("daemon[2].command"),
-// and whether BurntSushi/toml's line for it can be trusted. The decoder keeps one line per
-// key path, so in an array of tables "daemon.command" has the line of the last daemon that
-// sets it: right for the last entry, wrong for the others.
+// and what is needed to tell whether BurntSushi/toml's line for it is right. The decoder
+// keeps one line per key path, so in an array of tables "daemon.command" has the line of the
+// last daemon that sets it: right for that daemon, wrong for the ones before it.
 type place struct {
-	path      string
-	lineKnown bool
+	path string
+	// Inside an entry of an array of tables: the entries after it, and our path below it.
+	later []any
+	rel   []string
+	// nested: inside an array of tables within another one, where no line is trusted (the
+	// daemon table has none).
+	nested bool
 }
 
 func (p place) child(key string) place {
+	c := p
+	c.path = key
 	if p.path != "" {
-		key = p.path + "." + key
+		c.path = p.path + "." + key
 	}
-	return place{key, p.lineKnown}
+	if p.later != nil {
+		c.rel = append(slices.Clip(p.rel), key)
+	}
+	return c
 }
 
-func (p place) item(i, n int) place {
-	return place{fmt.Sprintf("%s[%d]", p.path, i), p.lineKnown && i == n-1}
+func (p place) item(i int, items []any) place {
+	return place{path: fmt.Sprintf("%s[%d]", p.path, i), later: items[i+1:], rel: []string{},
+		nested: p.nested || p.later != nil}
+}
+
+// lineIsOurs: no later entry of the array sets the same key, so the decoder's line is ours.
+func (p place) lineIsOurs() bool {
+	if p.nested {
+		return false
+	}
+	for _, entry := range p.later {
+		value := entry
+		for _, key := range p.rel {
+			table, _ := value.(map[string]any)
+			if value = table[key]; value == nil {
+				break
+			}
+		}
+		if value != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeInOrder decodes value into rv, descending into the tables and arrays of tables that
@@ -402,9 +433,13 @@ func decodeInOrder(md *toml.MetaData, value toml.Primitive, rv reflect.Value, at
 		if err := md.PrimitiveDecode(value, &items); err != nil {
 			return at.mismatch(err)
 		}
+		var raw []any // the same entries, to see which keys the later ones set
+		if err := md.PrimitiveDecode(value, &raw); err != nil {
+			return at.mismatch(err)
+		}
 		rv.Set(reflect.MakeSlice(t, len(items), len(items)))
 		for i, item := range items {
-			if err := decodeInOrder(md, item, rv.Index(i), at.item(i, len(items))); err != nil {
+			if err := decodeInOrder(md, item, rv.Index(i), at.item(i, raw)); err != nil {
 				return err
 			}
 		}
@@ -437,7 +472,7 @@ func (p place) mismatch(err error) error {
 	if !ok {
 		return &Error{Key: p.path, Msg: err.Error()}
 	}
-	if !p.lineKnown {
+	if !p.lineIsOurs() {
 		line = 0
 	}
 	return &Error{Key: p.path, Line: line, Msg: msg}

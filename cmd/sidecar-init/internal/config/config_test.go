@@ -168,6 +168,8 @@ func TestParseErrors(t *testing.T) {
 		{"array of tables where a table belongs", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n[[daemon.ready]]\ntcp = \"h:1\"\n", []string{"key daemon[0].ready", "type []map[string]any; destination is a table"}},
 		{"quoted env name in an earlier daemon", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"A.B\" = 1 }\n[[daemon]]\nname = \"b\"\ncommand = [\"x\"]\nenv = { \"A.B\" = \"ok\" }\n", []string{"bad.toml: key daemon[0].env.A.B: incompatible types"}},
 		{"quoted env name in the last daemon", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"A.B\" = 1 }\n", []string{"bad.toml:4: key daemon[0].env.A.B: incompatible types"}},
+		{"key set only in an earlier daemon keeps its line", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\ngrace = 5\n[[daemon]]\nname = \"b\"\ncommand = [\"x\"]\n", []string{"bad.toml:4: key daemon[0].grace"}},
+		{"env name set only in an earlier daemon keeps its line", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { A = 1 }\n[[daemon]]\nname = \"b\"\ncommand = [\"x\"]\nenv = { B = \"x\" }\n", []string{"bad.toml:4: key daemon[0].env.A"}},
 		{"bad env name", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"A=B\" = \"1\" }\n", []string{"daemon[0].env", `"A=B"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
