@@ -27,6 +27,10 @@ func main() {
 	if graceful {
 		args = args[1:]
 	}
+	if len(args) == 0 {
+		_, _ = os.Stderr.WriteString("usage: gofloor [-g] COMMAND [ARG...]\n")
+		os.Exit(2)
+	}
 	path, err := exec.LookPath(args[0])
 	if err != nil {
 		os.Exit(127)
