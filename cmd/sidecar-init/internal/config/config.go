@@ -333,9 +333,9 @@ func Parse(source string, data []byte) (*Config, error) {
 	return cfg, nil
 }
 
-// decodeTable decodes the table into raw one value at a time, in a fixed order: the keys'
-// spelling first, then the fields in the order fileTable and fileDaemon declare them, then
-// map entries by sorted key. BurntSushi/toml walks each table in Go map order, so a file with
+// decodeTable decodes the table into raw one value at a time, in a fixed order: in each
+// table the keys' spelling first, then the fields in the order fileTable, fileDaemon and
+// Probe declare them, then map entries by sorted key. BurntSushi/toml walks each table in Go map order, so a file with
 // two mistyped values was reported by either of them, changing from one run to the next
 // (FuzzParse found it); an operator who reruns must see the same message.
 func decodeTable(data []byte, raw *fileTable) error {
@@ -344,15 +344,15 @@ func decodeTable(data []byte, raw *fileTable) error {
 	if err != nil {
 		return err
 	}
-	if err := checkKeySpelling(md.Keys()); err != nil {
-		return err
-	}
 	return decodeFields(&md, top, reflect.ValueOf(raw).Elem(), place{})
 }
 
-// decodeFields decodes table into the struct rv, field by field in declaration order. at
-// names rv in errors ("daemon[0]"; "" at the top).
+// decodeFields decodes table into the struct rv: the keys' spelling first, then field by
+// field in declaration order. at names rv in errors ("daemon[0]"; "" at the top).
 func decodeFields(md *toml.MetaData, table map[string]toml.Primitive, rv reflect.Value, at place) error {
+	if err := checkSpelling(table, rv, at); err != nil {
+		return err
+	}
 	for i := range rv.NumField() {
 		key := rv.Type().Field(i).Tag.Get("toml")
 		if value, ok := table[key]; ok {
@@ -549,41 +549,31 @@ func (d fileDaemon) parseRestart(daemon *Daemon) *Error {
 	return nil
 }
 
-// Keys the table may use, spelled exactly. BurntSushi/toml matches keys to struct fields
-// without regard to case, so "Daemon" would decode too, and "[[dAemon]]" beside "[[daemon]]"
-// made which one won depend on map order (FuzzParse found it): only exact spellings pass.
-var (
-	topLevelKeys = []string{"grace", "notify_url", "notify_token_file", "control_socket", "stop_order", "ready_file", "daemon"}
-	daemonKeys   = []string{"name", "command", "env", "dir", "stop_signal", "grace", "restart", "backoff_initial",
-		"backoff_max", "backoff_reset", "max_restarts", "after", "ready", "ready_timeout", "user", "log"}
-	probeKeys = []string{"tcp", "file", "exec"}
-)
-
-func checkKeySpelling(keys []toml.Key) *Error {
-	for _, k := range keys {
-		known := topLevelKeys
-		for depth, part := range k {
-			if known == nil {
-				break // free-form below this point (env names)
-			}
-			if !slices.Contains(known, part) {
-				msg := fmt.Sprintf("unknown key (known here: %s)", strings.Join(known, ", "))
-				for _, want := range known {
-					if strings.EqualFold(want, part) {
-						msg = fmt.Sprintf("unknown key (keys are case-sensitive: %q)", want)
-					}
-				}
-				return &Error{Key: k.String(), Msg: msg}
-			}
-			switch {
-			case depth == 0 && part == "daemon":
-				known = daemonKeys
-			case depth == 1 && part == "ready":
-				known = probeKeys
-			default:
-				known = nil
+// checkSpelling: every key of table is one that a field of rv is tagged with, spelled
+// exactly. BurntSushi/toml matches keys to struct fields without regard to case, so
+// "Daemon" would decode too, and "[[dAemon]]" beside "[[daemon]]" made which one won depend
+// on map order (FuzzParse found it). Of several unknown keys, the first in sorted order is
+// reported, for a stable error.
+func checkSpelling(table map[string]toml.Primitive, rv reflect.Value, at place) error {
+	known := make([]string, rv.NumField())
+	for i := range known {
+		known[i] = rv.Type().Field(i).Tag.Get("toml")
+	}
+	var unknown []string
+	for key := range table {
+		if !slices.Contains(known, key) {
+			unknown = append(unknown, key)
+		}
+	}
+	if len(unknown) > 0 {
+		key := slices.Min(unknown) // not whichever the map walk meets first
+		msg := fmt.Sprintf("unknown key (known here: %s)", strings.Join(known, ", "))
+		for _, want := range known {
+			if strings.EqualFold(want, key) {
+				msg = fmt.Sprintf("unknown key (keys are case-sensitive: %q)", want)
 			}
 		}
+		return &Error{Key: at.child(key).path, Msg: msg}
 	}
 	return nil
 }

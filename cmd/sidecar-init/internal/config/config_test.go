@@ -101,7 +101,7 @@ func TestParseErrorsAreStable(t *testing.T) {
 		{"mistyped probe keys", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { exec = \"x\", file = 1, tcp = 2 }\n", "key daemon[0].ready.tcp"},
 		{"mistyped env values", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { B = 1, A = 2, C = 3 }\n", "key daemon[0].env.A"},
 		{"bad env names", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"B=\" = \"1\", \"A=\" = \"2\", \"C=\" = \"3\" }\n", `"A="`},
-		{"unknown key before a mistyped one", "[[daemon]]\nname = 1\nNAME = \"a\"\n", "key daemon.NAME"},
+		{"unknown key before a mistyped one", "[[daemon]]\nname = 1\nNAME = \"a\"\n", "key daemon[0].NAME"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, first := Parse("bad.toml", []byte(tc.toml))
@@ -129,7 +129,7 @@ func TestParseErrors(t *testing.T) {
 		{"wrong type in the last daemon", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n[[daemon]]\nname = \"b\"\ncommand = \"y\"\n", []string{"bad.toml:6: key daemon[1].command"}},
 		{"wrong type in an earlier daemon", "[[daemon]]\nname = \"a\"\ncommand = \"x\"\n[[daemon]]\nname = \"b\"\ncommand = [\"y\"]\n", []string{"bad.toml: key daemon[0].command"}},
 		{"unknown top-level key", "grace = \"1s\"\ngraze = \"2s\"\n", []string{"bad.toml", "key graze", "unknown key (known here: grace, notify_url"}},
-		{"unknown daemon key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nrestrat = \"always\"\n", []string{"daemon.restrat", "unknown key"}},
+		{"unknown daemon key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nrestrat = \"always\"\n", []string{"key daemon[0].restrat", "unknown key (known here: name, command,"}},
 		{"duplicate names", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n[[daemon]]\nname = \"a\"\ncommand = [\"y\"]\n", []string{"daemon[1].name", `duplicate daemon name "a"`, "daemon[0]"}},
 		{"empty command", "[[daemon]]\nname = \"a\"\ncommand = []\n", []string{"daemon[0].command", `daemon "a"`, "empty"}},
 		{"missing command", "[[daemon]]\nname = \"a\"\n", []string{"daemon[0].command", "empty"}},
@@ -148,15 +148,15 @@ func TestParseErrors(t *testing.T) {
 		{"notify_url scheme", "notify_url = \"https://x\"\n", []string{"key notify_url", "http://host"}},
 		{"notify_url relative unix", "notify_url = \"unix:run/s.sock\"\n", []string{"key notify_url", "absolute path"}},
 		{"case-variant table", "[[Daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"key Daemon", `case-sensitive: "daemon"`}},
-		{"case-variant key", "[[daemon]]\nName = \"a\"\ncommand = [\"x\"]\n", []string{"daemon.Name", `case-sensitive: "name"`}},
-		{"case-variant probe key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { TCP = \"127.0.0.1:1\" }\n", []string{"daemon.ready.TCP", `"tcp"`}},
+		{"case-variant key", "[[daemon]]\nName = \"a\"\ncommand = [\"x\"]\n", []string{"key daemon[0].Name", `case-sensitive: "name"`}},
+		{"case-variant probe key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { TCP = \"127.0.0.1:1\" }\n", []string{"key daemon[0].ready.TCP", `"tcp"`}},
 		{"unknown after", "[[daemon]]\nname = \"egress\"\ncommand = [\"x\"]\nafter = [\"pipelok\"]\n", []string{"daemon[0].after", `"egress" comes after "pipelok"`}},
 		{"cycle names both", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nafter = [\"b\"]\n[[daemon]]\nname = \"b\"\ncommand = [\"x\"]\nafter = [\"a\"]\n", []string{"cycle", "a → b → a"}},
 		{"self cycle", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nafter = [\"a\"]\n", []string{"cycle", "a → a"}},
 		{"two probes", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:1\", file = \"/x\" }\n", []string{"daemon[0].ready", "exactly one"}},
 		{"bad tcp probe", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"localhost\" }\n", []string{"daemon[0].ready.tcp", "host:port"}},
 		{"relative file probe", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { file = \"run/ok\" }\n", []string{"daemon[0].ready.file", "absolute"}},
-		{"unknown probe key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { http = \"x\" }\n", []string{"daemon.ready.http", "unknown key"}},
+		{"unknown probe key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { http = \"x\" }\n", []string{"key daemon[0].ready.http", "unknown key (known here: tcp, file, exec)"}},
 		{"bad ready_timeout", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready_timeout = \"0s\"\n", []string{"daemon[0].ready_timeout", "positive"}},
 		{"bad log mode", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nlog = \"syslog\"\n", []string{"daemon[0].log", "inherit, prefix or json"}},
 		{"bad stop_order", "stop_order = \"random\"\n", []string{"key stop_order", "reverse"}},
@@ -170,6 +170,8 @@ func TestParseErrors(t *testing.T) {
 		{"quoted env name in the last daemon", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"A.B\" = 1 }\n", []string{"bad.toml:4: key daemon[0].env.A.B: incompatible types"}},
 		{"key set only in an earlier daemon keeps its line", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\ngrace = 5\n[[daemon]]\nname = \"b\"\ncommand = [\"x\"]\n", []string{"bad.toml:4: key daemon[0].grace"}},
 		{"env name set only in an earlier daemon keeps its line", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { A = 1 }\n[[daemon]]\nname = \"b\"\ncommand = [\"x\"]\nenv = { B = \"x\" }\n", []string{"bad.toml:4: key daemon[0].env.A"}},
+		{"unknown key in the second daemon", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n[[daemon]]\nname = \"b\"\ncommand = [\"x\"]\nrestrat = \"always\"\n", []string{"key daemon[1].restrat", "unknown key"}},
+		{"unknown table", "[daemons]\nx = 1\n", []string{"key daemons", "unknown key (known here: grace,"}},
 		{"bad env name", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"A=B\" = \"1\" }\n", []string{"daemon[0].env", `"A=B"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
