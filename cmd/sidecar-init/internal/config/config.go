@@ -244,10 +244,6 @@ func Parse(source string, data []byte) (*Config, error) {
 		case errors.As(err, &perr):
 			return nil, &Error{File: source, Line: perr.Position.Line, Key: perr.LastKey, Msg: perr.Message}
 		}
-		// Type mismatches come back as plain text that still carries the line and key.
-		if line, key, msg, ok := decodeError(err.Error()); ok {
-			return nil, &Error{File: source, Line: line, Key: key, Msg: msg}
-		}
 		return nil, &Error{File: source, Msg: err.Error()}
 	}
 
@@ -335,9 +331,10 @@ func Parse(source string, data []byte) (*Config, error) {
 
 // decodeTable decodes the table into raw one value at a time, in a fixed order: in each
 // table the keys' spelling first, then the fields in the order fileTable, fileDaemon and
-// Probe declare them, then map entries by sorted key. BurntSushi/toml walks each table in Go map order, so a file with
-// two mistyped values was reported by either of them, changing from one run to the next
-// (FuzzParse found it); an operator who reruns must see the same message.
+// Probe declare them, then map entries by sorted key. BurntSushi/toml walks each table in
+// Go map order, so a file with two mistyped values was reported by either of them, changing
+// from one run to the next (FuzzParse found it); an operator who reruns must see the same
+// message. A syntax error comes back as toml.ParseError, every other problem as *Error.
 func decodeTable(data []byte, raw *fileTable) error {
 	var top map[string]toml.Primitive
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&top)
@@ -350,11 +347,14 @@ func decodeTable(data []byte, raw *fileTable) error {
 // decodeFields decodes table into the struct rv: the keys' spelling first, then field by
 // field in declaration order. at names rv in errors ("daemon[0]"; "" at the top).
 func decodeFields(md *toml.MetaData, table map[string]toml.Primitive, rv reflect.Value, at place) error {
-	if err := checkSpelling(table, rv, at); err != nil {
+	known := make([]string, rv.NumField()) // the keys, in the order of the fields
+	for i := range known {
+		known[i] = rv.Type().Field(i).Tag.Get("toml")
+	}
+	if err := checkSpelling(table, known, at); err != nil {
 		return err
 	}
-	for i := range rv.NumField() {
-		key := rv.Type().Field(i).Tag.Get("toml")
+	for i, key := range known {
 		if value, ok := table[key]; ok {
 			if err := decodeInOrder(md, value, rv.Field(i), at.child(key)); err != nil {
 				return err
@@ -370,9 +370,11 @@ func decodeFields(md *toml.MetaData, table map[string]toml.Primitive, rv reflect
 // last daemon that sets it: right for that daemon, wrong for the ones before it.
 type place struct {
 	path string
-	// Inside an entry of an array of tables: the entries after it, and our path below it.
-	later []any
-	rel   []string
+	// inEntry: inside an entry of an array of tables, with later the entries after it and
+	// rel our path below it.
+	inEntry bool
+	later   []any
+	rel     []string
 	// nested: inside an array of tables within another one, where no line is trusted (the
 	// daemon table has none).
 	nested bool
@@ -384,15 +386,15 @@ func (p place) child(key string) place {
 	if p.path != "" {
 		c.path = p.path + "." + key
 	}
-	if p.later != nil {
+	if p.inEntry {
 		c.rel = append(slices.Clip(p.rel), key)
 	}
 	return c
 }
 
 func (p place) item(i int, items []any) place {
-	return place{path: fmt.Sprintf("%s[%d]", p.path, i), later: items[i+1:], rel: []string{},
-		nested: p.nested || p.later != nil}
+	return place{path: fmt.Sprintf("%s[%d]", p.path, i), inEntry: true, later: items[i+1:],
+		nested: p.nested || p.inEntry}
 }
 
 // lineIsOurs: no later entry of the array sets the same key, so the decoder's line is ours.
@@ -484,7 +486,7 @@ func (p place) mismatch(err error) error {
 func tableOf(md *toml.MetaData, value toml.Primitive, at place) (map[string]toml.Primitive, error) {
 	var raw any
 	if err := md.PrimitiveDecode(value, &raw); err != nil {
-		return nil, err
+		return nil, at.mismatch(err)
 	}
 	if _, ok := raw.(map[string]any); !ok {
 		// Decoded into a struct, the value fails with the decoder's own error, which
@@ -500,8 +502,7 @@ func tableOf(md *toml.MetaData, value toml.Primitive, at place) (map[string]toml
 		return nil, cerr
 	}
 	var table map[string]toml.Primitive
-	err := md.PrimitiveDecode(value, &table)
-	return table, err
+	return table, at.mismatch(md.PrimitiveDecode(value, &table))
 }
 
 // parseRestart fills the restart policy and its backoff. The returned *Error carries only
@@ -549,16 +550,11 @@ func (d fileDaemon) parseRestart(daemon *Daemon) *Error {
 	return nil
 }
 
-// checkSpelling: every key of table is one that a field of rv is tagged with, spelled
-// exactly. BurntSushi/toml matches keys to struct fields without regard to case, so
+// checkSpelling: every key of table is a known one (a field's tag), spelled exactly. BurntSushi/toml matches keys to struct fields without regard to case, so
 // "Daemon" would decode too, and "[[dAemon]]" beside "[[daemon]]" made which one won depend
 // on map order (FuzzParse found it). Of several unknown keys, the first in sorted order is
 // reported, for a stable error.
-func checkSpelling(table map[string]toml.Primitive, rv reflect.Value, at place) error {
-	known := make([]string, rv.NumField())
-	for i := range known {
-		known[i] = rv.Type().Field(i).Tag.Get("toml")
-	}
+func checkSpelling(table map[string]toml.Primitive, known []string, at place) error {
 	var unknown []string
 	for key := range table {
 		if !slices.Contains(known, key) {

@@ -133,7 +133,7 @@ func (w *Writer) drain() {
 const pipeBuf = 4096
 
 // writeLines writes the batch's lines gathered into as few writes as keep each write whole
-// lines of at most pipeBuf bytes; a longer line goes out alone, as before. A burst (a
+// lines of at most pipeBuf bytes; a longer line goes out alone, whole. A burst (a
 // hundred daemons stopping logs three hundred lines) costs a few system calls and wakes the
 // reader of the pipe a few times, not once a line. A failed write (EPIPE on a closed stderr,
 // say) loses the lines in it; there is nowhere else to report that. It returns chunk, the
