@@ -3,8 +3,12 @@ package procs
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -17,6 +21,7 @@ func TestParseSignal(t *testing.T) {
 		{"SIGTERM", syscall.SIGTERM}, {"term", syscall.SIGTERM}, {" Hup ", syscall.SIGHUP},
 		{"SIGINT", syscall.SIGINT}, {"sigquit", syscall.SIGQUIT}, {"USR1", syscall.SIGUSR1},
 		{"SIGKILL", syscall.SIGKILL}, {"SIGWINCH", syscall.SIGWINCH},
+		{"SIGRTMIN+3", 37}, {"rtmin", 34}, {"sigRtMax-1", 63}, {"SIGABRT", syscall.SIGABRT},
 	} {
 		got, err := ParseSignal(tc.in)
 		if err != nil || got != tc.want {
@@ -155,4 +160,71 @@ func BenchmarkReapAll(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(reaped)/float64(b.N), "reaped/op")
+}
+
+// Every signal a process can catch has exactly one fate: stop, forward, drop, reap
+// (SIGCHLD), or it is one the Go runtime keeps. A signal in none of them would get the
+// runtime's default, which for several is a crash of PID 1.
+func TestEverySignalHasOneFate(t *testing.T) {
+	fates := map[syscall.Signal][]string{}
+	add := func(fate string, sigs ...syscall.Signal) {
+		for _, sig := range sigs {
+			fates[sig] = append(fates[sig], fate)
+		}
+	}
+	add("stop", StopSignals...)
+	add("forward", ForwardedSignals...)
+	add("drop", DroppedSignals...)
+	add("ignore", IgnoredSignals...)
+	add("reap", syscall.SIGCHLD)
+	add("runtime", RuntimeSignals...)
+	add("uncatchable", syscall.SIGKILL, syscall.SIGSTOP)
+	for sig := syscall.Signal(1); sig <= 64; sig++ {
+		if got := fates[sig]; len(got) != 1 {
+			t.Errorf("%s (%d) has fates %v, want exactly one", SignalName(sig), int(sig), got)
+		}
+	}
+	if len(fates) != 64 {
+		t.Errorf("%d signals have a fate, want 64 (a set holds a number that is no signal)", len(fates))
+	}
+	for _, sig := range FaultSignals {
+		if !slices.Contains(DroppedSignals, sig) {
+			t.Errorf("fault signal %s is not dropped", SignalName(sig))
+		}
+	}
+}
+
+// Real-time signal names are the ones `kill -l` prints (bash's builtin, from the C
+// library's numbering), and every name parses back; no other spelling is accepted.
+func TestRealtimeSignalNamesMatchKillL(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skipf("no bash to ask `kill -l` (%v); the names are still checked to parse back below", err)
+	}
+	for sig := sigRTMin; sig <= sigRTMax; sig++ {
+		out, err := exec.Command(bash, "-c", "kill -l "+strconv.Itoa(int(sig))).Output()
+		if err != nil {
+			t.Fatalf("kill -l %d: %v", sig, err)
+		}
+		if want := "SIG" + strings.TrimSpace(string(out)); SignalName(sig) != want {
+			t.Errorf("SignalName(%d) = %q, kill -l says %q", sig, SignalName(sig), want)
+		}
+	}
+}
+
+func TestEverySignalNameParsesBack(t *testing.T) {
+	for sig := syscall.Signal(1); sig <= 64; sig++ {
+		if sig == 32 || sig == 33 {
+			continue // no name: glibc's and the runtime's thread signals
+		}
+		name := SignalName(sig)
+		if got, err := ParseSignal(name); err != nil || got != sig {
+			t.Errorf("ParseSignal(SignalName(%d) = %q) = %v, %v", sig, name, got, err)
+		}
+	}
+	for _, bad := range []string{"SIGRTMAX-27", "SIGRTMIN+16", "SIGRTMIN+03", "SIGRTMIN+", "SIGRTMIN-1", "SIGRTMAX+1", "SIGRT"} {
+		if sig, err := ParseSignal(bad); err == nil {
+			t.Errorf("ParseSignal(%q) = %v, want an error: one spelling per signal, as kill -l prints it", bad, sig)
+		}
+	}
 }

@@ -73,19 +73,29 @@ func main() {
 	os.Exit(exitCode(err))
 }
 
-// notifySignals asks for exactly the signals the loop handles, one channel per kind. Never
-// signal.Notify with no list (it would take SIGURG, the runtime's preemption signal, 20
-// times a second), and never signal.Ignore (children would inherit the ignore).
+// notifySignals asks for exactly the signals the loop handles (procs.StopSignals,
+// ForwardedSignals, DroppedSignals and SIGCHLD), one channel per kind. Never signal.Notify
+// with no list (it would take SIGURG, the runtime's preemption signal, 20 times a second),
+// and never signal.Ignore (children would inherit the ignore).
 func notifySignals() supervisor.Signals {
+	// os/signal drops what does not fit: room for at least one of each signal of a kind.
 	stop := make(chan os.Signal, 8)
 	forward := make(chan os.Signal, 64)
 	child := make(chan os.Signal, 1) // SIGCHLD coalesces anyway: one pending wake-up is enough
-	drop := make(chan os.Signal, 8)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
-	signal.Notify(forward, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	drop := make(chan os.Signal, 16)
+	signal.Notify(stop, osSignals(procs.StopSignals)...)
+	signal.Notify(forward, osSignals(procs.ForwardedSignals)...)
 	signal.Notify(child, syscall.SIGCHLD)
-	signal.Notify(drop, syscall.SIGPIPE, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
+	signal.Notify(drop, osSignals(procs.DroppedSignals)...)
 	return supervisor.Signals{Stop: stop, Forward: forward, Child: child, Drop: drop}
+}
+
+func osSignals(sigs []syscall.Signal) []os.Signal {
+	out := make([]os.Signal, len(sigs))
+	for i, sig := range sigs {
+		out[i] = sig
+	}
+	return out
 }
 
 // usageError is a bad command line.

@@ -26,6 +26,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	selfSignalIfRequested()
 	fakedaemon.RunIfRequested()
 	dir, err := os.MkdirTemp("", "sidecar-init-e2e")
 	if err != nil {
@@ -165,6 +166,14 @@ func (p *initProc) waitLog(fragment string) {
 	p.t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for !strings.Contains(p.stderr(), fragment) {
+		select {
+		case <-p.done:
+			if !strings.Contains(p.stderr(), fragment) {
+				p.t.Fatalf("sidecar-init exited (%v) before stderr showed %s:\n%s", p.cmd.ProcessState, fragment, p.stderr())
+			}
+			return
+		default:
+		}
 		if time.Now().After(deadline) {
 			p.t.Fatalf("stderr never showed %s:\n%s", fragment, p.stderr())
 		}

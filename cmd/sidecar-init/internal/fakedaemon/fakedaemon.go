@@ -51,6 +51,7 @@ type options struct {
 	listen     string
 	touch      string
 	readyAfter time.Duration
+	catchAll   bool
 }
 
 func run(args []string) int {
@@ -69,11 +70,17 @@ func run(args []string) int {
 	fs.StringVar(&o.listen, "listen", "", "listen on this TCP address (after -ready-after)")
 	fs.StringVar(&o.touch, "touch", "", "create this file (after -ready-after)")
 	fs.DurationVar(&o.readyAfter, "ready-after", 0, "wait this long before -listen and -touch")
+	fs.BoolVar(&o.catchAll, "catch-all", false, "record every signal that may reach it, not only the usual ones")
 	if err := fs.Parse(args); err != nil {
 		return 64
 	}
-	signals := make(chan os.Signal, 16)
+	signals := make(chan os.Signal, 128)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	if o.catchAll {
+		for _, sig := range append(procs.ForwardedSignals, procs.IgnoredSignals...) {
+			signal.Notify(signals, sig)
+		}
+	}
 	record(o, fmt.Sprintf("started pid=%d pgid=%d", os.Getpid(), syscall.Getpgrp()))
 
 	exe, _ := os.Executable()

@@ -7,6 +7,7 @@ package supervisor
 import (
 	"fmt"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -25,10 +26,10 @@ import (
 // of one kind (10 000 SIGHUPs) cannot crowd a SIGTERM out of a full buffer: os/signal drops
 // a signal when its channel is full.
 type Signals struct {
-	Stop    <-chan os.Signal // SIGTERM, SIGINT, SIGQUIT
-	Forward <-chan os.Signal // SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH
+	Stop    <-chan os.Signal // procs.StopSignals
+	Forward <-chan os.Signal // procs.ForwardedSignals
 	Child   <-chan os.Signal // SIGCHLD
-	Drop    <-chan os.Signal // SIGPIPE and job control: received so they cannot hurt, then dropped
+	Drop    <-chan os.Signal // procs.DroppedSignals: received so they cannot hurt, then dropped
 }
 
 // Notifier takes daemon events for the supervise sidecar; Send must never block.
@@ -180,12 +181,7 @@ func (s *Supervisor) Run() int {
 		case <-s.opts.Signals.Child:
 			s.reap()
 		case sig := <-s.opts.Signals.Drop:
-			// Never log a SIGPIPE: it comes from writing to a broken stdout or stderr, and
-			// logging it would write there again and raise the next one, for ever (the
-			// chaos suite caught a debug-level supervisor spinning at 95 % of a core).
-			if sig != syscall.SIGPIPE {
-				s.log.Debug("signal dropped", zlog.String("signal", procs.SignalName(sig.(syscall.Signal))))
-			}
+			s.onDroppedSignal(sig.(syscall.Signal))
 		case call := <-s.opts.Calls:
 			call.Reply <- s.onCall(call.Request, time.Now())
 		case r := <-s.probeResults:
@@ -349,6 +345,22 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int) {
 	tr, ok := s.fireSupervisor(fsm.SupervisorDaemonDied, zlog.String("daemon", d.cfg.Name), zlog.Int("exit_code", status))
 	if ok && tr.To == fsm.SupervisorTerminating && tr.From != fsm.SupervisorTerminating {
 		s.beginShutdown(syscall.SIGTERM)
+	}
+}
+
+// onDroppedSignal logs a dropped signal: a fault signal at warn, since someone sent it with
+// kill and an operator may be asking why nothing happened.
+func (s *Supervisor) onDroppedSignal(sig syscall.Signal) {
+	switch {
+	case sig == syscall.SIGPIPE:
+		// Never log a SIGPIPE: it comes from writing to a broken stdout or stderr, and
+		// logging it would write there again and raise the next one, for ever (the chaos
+		// suite caught a debug-level supervisor spinning at 95 % of a core).
+	case slices.Contains(procs.FaultSignals, sig):
+		s.log.Warn("fault signal sent to the supervisor dropped; it is not forwarded to the daemons",
+			zlog.String("signal", procs.SignalName(sig)))
+	default:
+		s.log.Debug("signal dropped", zlog.String("signal", procs.SignalName(sig)))
 	}
 }
 
