@@ -94,7 +94,7 @@ func buildDaemonTable(p RestartPolicy) Table {
 			{Event: DaemonDied, Src: []State{DaemonTerminating, DaemonKilled}, Dst: DaemonExited,
 				Driver: "SIGCHLD: reaped after its stop signal (an expected death: not counted)"},
 			{Event: DaemonCancel, Src: []State{DaemonPending, DaemonBackoff}, Dst: DaemonExited,
-				Driver: "shutdown before it was (re)spawned (a pending restart is dropped), or a daemon it comes `after` is done for good: it never starts"},
+				Driver: "shutdown before it was (re)spawned (a pending restart is dropped; one that died on its own during the shutdown is never restarted), or a daemon it comes `after` is done for good: it never starts"},
 			{Event: DaemonHold, Src: []State{DaemonExited, DaemonBackoff, DaemonGivenUp}, Dst: DaemonStopped,
 				Driver: "an operator's stop: it stays down (after its death, if it was running) until a start"},
 			{Event: DaemonStart, Src: []State{DaemonStopped, DaemonExited, DaemonGivenUp}, Dst: DaemonPending,

@@ -166,8 +166,11 @@ func (s *Supervisor) afterGroupLeaderExit(d *daemon) {
 // exited), schedules the restart or gives up, then tells the supervisor's crash policy.
 func (s *Supervisor) dieOnItsOwn(d *daemon, event fsm.Event, det detail, level zapcore.Level, status int, now time.Time) {
 	dst, _ := fsm.DaemonTable(d.cfg.Restart).Dst(event, d.machine.Current())
+	// Nothing restarts once the shutdown has begun: a daemon dying on its own then (one a
+	// reverse-order shutdown holds back, say) goes from backoff straight to exited.
+	cancel := dst == fsm.DaemonBackoff && s.shuttingDown()
 	giveUp := false
-	if dst == fsm.DaemonBackoff {
+	if dst == fsm.DaemonBackoff && !cancel {
 		if !d.startedAt.IsZero() && now.Sub(d.startedAt) >= d.cfg.BackoffReset {
 			d.windowRestarts = 0 // it stayed up long enough: a fresh start
 		}
@@ -177,6 +180,9 @@ func (s *Supervisor) dieOnItsOwn(d *daemon, event fsm.Event, det detail, level z
 		}
 	}
 	s.fireDaemon(d, event, level, det)
+	if cancel {
+		s.fireDaemon(d, fsm.DaemonCancel, zapcore.InfoLevel, detail{reason: "shutdown"})
+	}
 	if giveUp {
 		s.fireDaemon(d, fsm.DaemonGiveUp, zapcore.ErrorLevel, detail{reason: fmt.Sprintf(
 			"died %d times within backoff_reset %v (max_restarts %d)", d.windowRestarts+1, d.cfg.BackoffReset, d.cfg.MaxRestarts)})

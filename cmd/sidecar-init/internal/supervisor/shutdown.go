@@ -17,10 +17,17 @@ func (s *Supervisor) onStopSignal(sig syscall.Signal) {
 	// so the SIGCHLD may still be waiting behind this signal).
 	s.reap()
 	name := procs.SignalName(sig)
-	if s.shuttingDown() {
+	if s.stopAsked {
 		if _, ok := s.fireSupervisor(fsm.SupervisorForce, zlog.String("signal", name)); ok {
 			s.killAll("second stop signal")
 		}
+		return
+	}
+	s.stopAsked = true
+	if s.shuttingDown() {
+		// A crash policy that tears the bundle down began this shutdown (perhaps in the reap
+		// just above): this is the first stop signal, and the graces stand.
+		s.log.Info("stop signal during a shutdown already under way", zlog.String("signal", name))
 		return
 	}
 	if _, ok := s.fireSupervisor(fsm.SupervisorStop, zlog.String("signal", name)); ok {
@@ -46,9 +53,9 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 		d.afterStop = afterStopNothing
 		switch d.machine.Current() {
 		case fsm.DaemonPending, fsm.DaemonBackoff:
+			// Cancelled; what its last incarnation left in its group is stopped below.
 			d.restartAt = time.Time{}
 			s.fireDaemon(d, fsm.DaemonCancel, zapcore.InfoLevel, detail{reason: "shutdown"})
-			continue
 		case fsm.DaemonStarting, fsm.DaemonRunning:
 			if s.opts.ReverseStop && d.anyDependentLive() {
 				d.awaitingStop = true // its dependents go first
@@ -121,14 +128,19 @@ func stopSignalOf(d *daemon, sig syscall.Signal) syscall.Signal {
 	return sig
 }
 
-// killAll SIGKILLs every open group at once (a second stop signal).
+// killAll SIGKILLs every open group at once (a second stop signal). A daemon a reverse-order
+// shutdown still holds back is stopped first, so that its death is an expected one.
 func (s *Supervisor) killAll(reason string) {
+	now := time.Now()
 	for _, d := range s.daemons {
+		if d.awaitingStop && d.live() {
+			s.stopDaemon(d, s.stopSignal, now)
+		}
 		if d.groupOpen {
 			s.kill(d, reason)
 		}
 	}
-	s.armTimer(time.Now())
+	s.armTimer(now)
 }
 
 func (s *Supervisor) kill(d *daemon, reason string) {

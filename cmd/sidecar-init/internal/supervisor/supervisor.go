@@ -100,6 +100,8 @@ type Supervisor struct {
 	childrenLeft bool
 	// stopSignal is the signal that started the shutdown (the default stop signal).
 	stopSignal syscall.Signal
+	// stopAsked: a stop signal has arrived; the next one SIGKILLs everything.
+	stopAsked bool
 	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups.
 	sweptEveryone bool
 	timer         *time.Timer
