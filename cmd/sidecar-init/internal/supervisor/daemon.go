@@ -99,6 +99,12 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 			s.logPipes = append(pruneDrained(s.logPipes), pipes)
 		}
 	}
+	if from == fsm.DaemonBackoff {
+		// An attempt that fails to exec counts too, or a missing binary would be retried at
+		// backoff_initial for ever and never reach max_restarts.
+		d.restarts++
+		d.windowRestarts++
+	}
 	pid, err := procs.Spawn(spec, s.opts.Stdin)
 	if err != nil {
 		status := 126
@@ -113,10 +119,6 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 		d.startedAt = time.Time{}
 		s.dieOnItsOwn(d, fsm.DaemonSpawnFailed, detail{status: status, hasState: true}, zapcore.ErrorLevel, status, now)
 		return
-	}
-	if from == fsm.DaemonBackoff {
-		d.restarts++
-		d.windowRestarts++
 	}
 	d.pid = pid
 	d.groupOpen = true

@@ -113,6 +113,38 @@ func TestMaxRestartsGivesUp(t *testing.T) {
 	}
 }
 
+// A daemon whose command cannot be executed fails at every restart: those attempts count
+// like any death, so the delays grow and max_restarts gives it up.
+func TestExecFailuresBackOffAndGiveUp(t *testing.T) {
+	h := newHarness(t)
+	d := restarting(t, h, "missing", fsm.RestartOnFailure, 20*time.Millisecond, time.Hour, 3)
+	d.Command = []string{"/nonexistent/daemon"}
+	h.run([]config.Daemon{d}, nil)
+	if code := h.exitCode(); code != 127 {
+		t.Fatalf("exit code %d, want 127 (not found)", code)
+	}
+	if n := len(h.transitions("missing", "spawn_failed")); n != 4 {
+		t.Errorf("%d exec attempts, want 1 + max_restarts 3\n%s", n, h.dumpLogs())
+	}
+	if len(h.transitions("missing", "give_up")) != 1 {
+		t.Fatalf("never given up:\n%s", h.dumpLogs())
+	}
+	var delays []time.Duration // the last failure gives up: it has no next restart
+	for _, m := range h.transitions("missing", "spawn_failed") {
+		if d, ok := m["next_restart_in"].(time.Duration); ok {
+			delays = append(delays, d)
+		}
+	}
+	if len(delays) != 3 {
+		t.Fatalf("delays %v, want 3", delays)
+	}
+	for i := 1; i < len(delays); i++ {
+		if delays[i] <= delays[i-1] {
+			t.Errorf("delays do not grow: %v", delays)
+		}
+	}
+}
+
 func TestAlwaysRestartsACleanExitNeverDoesNot(t *testing.T) {
 	h := newHarness(t)
 	h.run([]config.Daemon{
