@@ -101,6 +101,36 @@ func TestExecAndFileProbes(t *testing.T) {
 	}
 }
 
+// The ready file says "ready" only while this supervisor's daemons are: one left by an
+// earlier run is removed at start, and it goes when every daemon died on its own too, not
+// only at a shutdown.
+func TestReadyFileOnlyWhileReady(t *testing.T) {
+	h := newHarness(t)
+	h.readyFile = filepath.Join(t.TempDir(), "all-ready")
+	if err := os.WriteFile(h.readyFile, []byte("an earlier run\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gate := filepath.Join(t.TempDir(), "gate")
+	d := fake(t, h, "short", time.Second, "-touch", gate, "-ready-after", "100ms", "-exit-after", "1500ms", "-code", "0")
+	d.Ready = config.Probe{File: gate}
+	d.ReadyTimeout = 10 * time.Second
+	h.run([]config.Daemon{d}, nil)
+	h.waitLog("short", "starting")
+	if _, err := os.Stat(h.readyFile); !os.IsNotExist(err) {
+		t.Errorf("an earlier run's ready file is there while the daemon is still starting (%v)", err)
+	}
+	h.waitLog("short", "running")
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if len(h.logs.FilterMessage("every daemon is ready").All()) != 1 {
+		t.Fatalf("the daemon never became ready:\n%s", h.dumpLogs())
+	}
+	if _, err := os.Stat(h.readyFile); !os.IsNotExist(err) {
+		t.Errorf("the ready file outlived the supervisor after every daemon died (%v)", err)
+	}
+}
+
 func TestReadyTimeoutIsAFailedStart(t *testing.T) {
 	h := newHarness(t)
 	never := fake(t, h, "never-ready", time.Second)

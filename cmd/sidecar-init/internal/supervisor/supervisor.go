@@ -160,6 +160,9 @@ func New(opts Options) *Supervisor {
 // returns the supervisor's exit status.
 func (s *Supervisor) Run() int {
 	defer s.timer.Stop()
+	// A ready file left by an earlier run (a shared volume, a container restarted in place)
+	// would say "ready" before any daemon is; it is written again once they all are.
+	s.removeReadyFile()
 	s.log.Info("starting daemons", zlog.Int("count", len(s.daemons)), zlog.Bool("pid1", s.opts.PID1))
 	for !s.machine.Done() {
 		if d := s.nextToStart(); d != nil {
@@ -194,6 +197,7 @@ func (s *Supervisor) Run() int {
 		}
 		s.settle()
 	}
+	s.removeReadyFile() // gone already after a stop signal, not when every daemon died
 	s.drainLogPipes()
 	s.log.Info("supervisor exiting", zlog.Int("exit_code", s.firstFailure))
 	return s.firstFailure
