@@ -104,7 +104,8 @@ type Server struct {
 }
 
 // Listen creates the socket at path (directory 0700, socket 0600: only root may control the
-// supervisor), replacing a stale socket left by an earlier run.
+// supervisor), replacing a stale socket left by an earlier run. Anything else at path is
+// left alone: a mistyped path must not delete a file.
 func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket directory: %w", err)
@@ -113,8 +114,8 @@ func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 		_ = conn.Close()
 		return nil, fmt.Errorf("control socket %s: another sidecar-init is listening there", path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale control socket: %w", err)
+	if err := removeSocket(path); err != nil {
+		return nil, fmt.Errorf("stale control socket: %w", err)
 	}
 	// The umask keeps the socket private from its first moment, before the chmod.
 	old := syscall.Umask(0o177)
@@ -127,10 +128,29 @@ func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 		_ = ln.Close()
 		return nil, fmt.Errorf("control socket permissions: %w", err)
 	}
+	return serve(path, ln, calls, log), nil
+}
+
+// serve starts accepting clients on ln, the socket at path.
+func serve(path string, ln net.Listener, calls chan<- Call, log *zlog.Logger) *Server {
 	s := &Server{path: path, ln: ln, calls: calls, log: log, done: make(chan struct{})}
 	s.wg.Add(1)
 	go s.accept()
-	return s, nil
+	return s
+}
+
+// removeSocket removes path if it is a socket, and refuses if it is anything else.
+func removeSocket(path string) error {
+	info, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case info.Mode()&os.ModeSocket == 0:
+		return fmt.Errorf("%s exists and is not a socket (%s); not removing it", path, info.Mode().Type())
+	}
+	return os.Remove(path)
 }
 
 // Close stops accepting, ends every connection's wait for the loop, removes the socket and
@@ -139,24 +159,65 @@ func (s *Server) Close() {
 	close(s.done)
 	_ = s.ln.Close()
 	s.wg.Wait()
-	_ = os.Remove(s.path)
+	_ = removeSocket(s.path)
 }
+
+// Accept retry pacing when the process is out of file descriptors or memory: like
+// net/http's server, wait 5 ms doubling to 1 s, so a moment of fd shortage costs the
+// clients of that moment, not the socket for good (health checks would fail from then on).
+const (
+	acceptRetryFirst = 5 * time.Millisecond
+	acceptRetryMax   = time.Second
+)
 
 func (s *Server) accept() {
 	defer s.wg.Done()
+	var retry time.Duration
 	for {
 		conn, err := s.ln.Accept()
-		if err != nil {
-			select {
-			case <-s.done:
-			default:
-				s.log.Error("control socket stopped accepting", zlog.Error(err))
+		if err == nil {
+			if retry > 0 {
+				s.log.Info("control socket accepting again")
+				retry = 0
 			}
+			s.wg.Add(1)
+			go s.serve(conn)
+			continue
+		}
+		select {
+		case <-s.done:
+			return
+		default:
+		}
+		if !resourceShortage(err) {
+			s.log.Error("control socket stopped accepting", zlog.Error(err))
 			return
 		}
-		s.wg.Add(1)
-		go s.serve(conn)
+		if retry == 0 {
+			s.log.Warn("control socket cannot accept a client; retrying", zlog.Error(err))
+			retry = acceptRetryFirst
+		} else {
+			retry = min(2*retry, acceptRetryMax)
+		}
+		wait := time.NewTimer(retry)
+		select {
+		case <-s.done:
+			wait.Stop()
+			return
+		case <-wait.C:
+		}
 	}
+}
+
+// resourceShortage: accept failed for lack of fds, buffers or memory, or the client gave up
+// first; the socket itself is fine.
+func resourceShortage(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) serve(conn net.Conn) {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -177,5 +178,76 @@ func TestDoWithNobodyListening(t *testing.T) {
 	_, err := Do(filepath.Join(t.TempDir(), "none.sock"), Request{Cmd: CmdStatus}, time.Second)
 	if !errors.Is(err, ErrNotListening) || !strings.Contains(err.Error(), "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET") {
 		t.Fatalf("Do = %v, want ErrNotListening with the fix", err)
+	}
+}
+
+// failingListener fails its first Accepts with an error, as accept4 does when the process
+// is out of file descriptors, then accepts as usual.
+type failingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	fails int
+	err   error
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if l.fails > 0 {
+		l.fails--
+		l.mu.Unlock()
+		return nil, l.err
+	}
+	l.mu.Unlock()
+	return l.Listener.Accept()
+}
+
+// A moment out of file descriptors costs the clients of that moment, not the socket: after
+// EMFILE the server retries, and the next client gets its answer.
+func TestAcceptSurvivesRunningOutOfFDs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "control.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emfile := &net.OpError{Op: "accept", Net: "unix", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	calls := make(chan Call)
+	done := make(chan struct{})
+	go fakeLoop(calls, done)
+	s := serve(path, &failingListener{Listener: ln, fails: 3, err: emfile}, calls, zlog.Nop())
+	defer func() {
+		s.Close()
+		close(done)
+	}()
+	resp, err := Do(path, Request{Cmd: CmdStatus}, 5*time.Second)
+	if err != nil || !resp.OK {
+		t.Fatalf("status after three EMFILEs = %+v, %v; want an answer", resp, err)
+	}
+}
+
+// Only a stale socket is replaced: a regular file or a directory at the path (a mistyped
+// CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET) is refused and left as it was.
+func TestListenLeavesWhatIsNotASocket(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "daemons.toml")
+	if err := os.WriteFile(file, []byte("keep me\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	emptyDir := filepath.Join(dir, "empty")
+	if err := os.Mkdir(emptyDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{file, emptyDir} {
+		if s, err := Listen(path, make(chan Call), zlog.Nop()); err == nil {
+			s.Close()
+			t.Errorf("Listen(%s) replaced what is not a socket", path)
+		} else if !strings.Contains(err.Error(), "not a socket") {
+			t.Errorf("Listen(%s) error %q does not say why", path, err)
+		}
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("%s is gone: %v", path, err)
+		}
+	}
+	if data, _ := os.ReadFile(file); string(data) != "keep me\n" {
+		t.Errorf("the file was changed: %q", data)
 	}
 }
