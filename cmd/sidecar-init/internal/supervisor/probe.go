@@ -30,6 +30,12 @@ type probeResult struct {
 	err error
 }
 
+// execProbe is a running exec probe: its daemon, and the incarnation (pid) it probes.
+type execProbe struct {
+	d      *daemon
+	forPid int
+}
+
 // depsReady says every daemon this one comes `after` is ready (running).
 func (d *daemon) depsReady() bool {
 	for _, dep := range d.deps {
@@ -60,12 +66,14 @@ func (s *Supervisor) probe(d *daemon, now time.Time) {
 	d.probeFor = d.pid
 	probe := d.cfg.Ready
 	if len(probe.Exec) > 0 {
-		pid, err := procs.Spawn(procs.Spec{Argv: probe.Exec, Env: d.env, Dir: d.cfg.Dir}, s.opts.Stdin)
+		// As the daemon runs: its user, environment and directory.
+		spec := procs.Spec{Argv: probe.Exec, Env: d.env, Dir: d.cfg.Dir, Credential: d.cfg.Credential}
+		pid, err := procs.Spawn(spec, s.opts.Stdin)
 		if err != nil {
 			s.onProbeResult(probeResult{d: d, pid: d.pid, err: err}, now)
 			return
 		}
-		s.probePids[pid] = d
+		s.execProbes[pid] = execProbe{d: d, forPid: d.pid}
 		return
 	}
 	go func(r probeResult) {
@@ -84,6 +92,19 @@ func (s *Supervisor) probe(d *daemon, now time.Time) {
 	}(probeResult{d: d, pid: d.pid})
 }
 
+// killProbes SIGKILLs the process groups of d's running exec probes, or of every daemon's
+// when d is nil: the incarnation they probe died or ran out of ready_timeout, or the
+// shutdown began. Their exits are reaped like any other, and their results are stale.
+func (s *Supervisor) killProbes(d *daemon) {
+	for pid, probe := range s.execProbes {
+		if d == nil || probe.d == d {
+			if _, err := procs.SignalGroup(pid, syscall.SIGKILL); err != nil {
+				s.log.Error("could not kill a readiness probe", zlog.String("daemon", probe.d.cfg.Name), zlog.Error(err))
+			}
+		}
+	}
+}
+
 // onProbeResult: ready, or another attempt after a longer wait. A result for an earlier
 // incarnation of the daemon, or for one no longer starting, is stale and dropped.
 func (s *Supervisor) onProbeResult(r probeResult, now time.Time) {
@@ -92,7 +113,7 @@ func (s *Supervisor) onProbeResult(r probeResult, now time.Time) {
 		return
 	}
 	d.probing = false
-	if d.machine.Current() != fsm.DaemonStarting || r.pid != d.pid {
+	if d.machine.Current() != fsm.DaemonStarting || r.pid != d.pid || s.shuttingDown() {
 		return
 	}
 	if r.ok {
@@ -124,6 +145,7 @@ func (s *Supervisor) notReadyInTime(d *daemon, now time.Time) {
 		zlog.Duration("ready_timeout", d.cfg.ReadyTimeout))
 	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
 	s.signalGroup(d, syscall.SIGKILL)
+	s.killProbes(d)
 	s.armTimer(now)
 }
 

@@ -41,6 +41,7 @@ func (s *Supervisor) onStopSignal(sig syscall.Signal) {
 func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 	now := time.Now()
 	s.removeReadyFile()
+	s.killProbes(nil) // nothing becomes ready any more
 	s.stopSignal = sig
 	if s.opts.ReverseStop {
 		var largest time.Duration
@@ -51,6 +52,7 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 	}
 	for _, d := range s.daemons {
 		d.afterStop = afterStopNothing
+		d.readyDeadline, d.probeAt = time.Time{}, time.Time{} // no probe attempts or ready_timeout kills now
 		switch d.machine.Current() {
 		case fsm.DaemonPending, fsm.DaemonBackoff:
 			// Cancelled; what its last incarnation left in its group is stopped below.

@@ -85,8 +85,8 @@ type Supervisor struct {
 	// the loop (exec probes are processes: the loop spawns and reaps them itself). Buffered
 	// for one outstanding attempt per daemon, so a probe never blocks on sending.
 	probeResults chan probeResult
-	// probePids maps a running exec probe's pid to its daemon.
-	probePids map[int]*daemon
+	// execProbes are the running exec probes, by pid.
+	execProbes map[int]execProbe
 	// allReady: "every daemon is ready" was logged (and the ready file written).
 	allReady bool
 	// reverseDeadline bounds a stop_order = "reverse" shutdown: the largest grace.
@@ -123,7 +123,7 @@ func New(opts Options) *Supervisor {
 		timer:   time.NewTimer(time.Hour),
 
 		probeResults: make(chan probeResult, len(opts.Daemons)),
-		probePids:    map[int]*daemon{},
+		execProbes:   map[int]execProbe{},
 	}
 	s.timer.Stop()
 	byName := map[string]*daemon{}
@@ -318,9 +318,9 @@ func (s *Supervisor) reap() {
 
 func (s *Supervisor) onExit(e procs.Exit) {
 	d, ok := s.byPid[e.Pid]
-	if probed, isProbe := s.probePids[e.Pid]; isProbe {
-		delete(s.probePids, e.Pid)
-		s.onProbeResult(probeResult{d: probed, pid: probed.probeFor, ok: e.Code() == 0,
+	if probe, isProbe := s.execProbes[e.Pid]; isProbe {
+		delete(s.execProbes, e.Pid)
+		s.onProbeResult(probeResult{d: probe.d, pid: probe.forPid, ok: e.Code() == 0,
 			err: fmt.Errorf("exec probe exited with status %d", e.Code())}, time.Now())
 		return
 	}
@@ -405,12 +405,13 @@ func (s *Supervisor) settle() {
 	}
 	switch s.machine.Current() {
 	case fsm.SupervisorDegraded:
-		if s.allDaemonsDone() {
+		// Exec probes are killed with their daemon; wait for them to be reaped too.
+		if s.allDaemonsDone() && len(s.execProbes) == 0 {
 			s.killLeftoverGroups()
 			s.fireSupervisor(fsm.SupervisorAllDied)
 		}
 	case fsm.SupervisorTerminating, fsm.SupervisorKilling:
-		if s.anyDaemonLive() || s.anyGroupOpen() {
+		if s.anyDaemonLive() || s.anyGroupOpen() || len(s.execProbes) > 0 {
 			return
 		}
 		if s.childrenLeft {

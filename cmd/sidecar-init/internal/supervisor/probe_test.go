@@ -1,0 +1,109 @@
+package supervisor
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/fsm"
+	"github.com/claude-bottle/sidecar-init/procs"
+)
+
+func shDaemon(name, script string) config.Daemon {
+	return config.Daemon{Name: name, Command: []string{"/bin/sh", "-c", script}, Env: []string{"PATH=/usr/bin:/bin"}, Grace: time.Second}
+}
+
+// readPid waits for a pid file a probe writes.
+func readPid(t *testing.T, path string) int {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		data, err := os.ReadFile(path)
+		if pid, perr := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && perr == nil {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no pid in %s", path)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// An exec probe belongs to one incarnation of its daemon. When that incarnation dies, its
+// probe is killed, and a pass it would report later cannot make the next incarnation ready.
+func TestExecProbeDiesWithItsIncarnation(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	d := shDaemon("svc", "if [ -e "+dir+"/second ]; then exec tail -f /dev/null; fi; touch "+dir+"/second; sleep 0.3; exit 1")
+	d.Restart, d.BackoffInitial, d.BackoffMax, d.BackoffReset = fsm.RestartOnFailure, 10*time.Millisecond, time.Second, time.Hour
+	// The first attempt passes once the test opens the gate; every later one fails.
+	d.Ready = config.Probe{Exec: []string{"/bin/sh", "-c", "if [ ! -e " + dir + "/first ]; then echo $$ > " + dir + "/first.tmp; mv " + dir + "/first.tmp " + dir + "/first; " +
+		"while [ ! -e " + dir + "/gate ]; do sleep 0.01; done; exit 0; fi; exit 1"}}
+	d.ReadyTimeout = time.Hour
+	h.run([]config.Daemon{d}, nil)
+	firstProbe := readPid(t, filepath.Join(dir, "first"))
+	deadline := time.Now().Add(testTimeout)
+	for len(h.transitions("svc", "spawn")) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("svc was not restarted:\n%s", h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "gate"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Gone and reaped: the loop has handled its exit, whatever it was.
+	for alive(firstProbe) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first incarnation's probe %d is still there", firstProbe)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h.hasTransition("svc", fsm.DaemonRunning) {
+		t.Fatalf("a probe of the first incarnation made the second one ready:\n%s", h.dumpLogs())
+	}
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 1 {
+		t.Fatalf("exit code %d, want the crash's 1", code)
+	}
+}
+
+// A probe that hangs is killed with the daemon it could not make ready: nothing outlives
+// the supervisor.
+func TestHangingExecProbeIsKilledAtReadyTimeout(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	d := shDaemon("svc", "exec tail -f /dev/null")
+	d.Ready = config.Probe{Exec: []string{"/bin/sh", "-c", "echo $$ > " + dir + "/probe; exec tail -f /dev/null"}}
+	d.ReadyTimeout = 300 * time.Millisecond
+	h.run([]config.Daemon{d}, nil)
+	if code := h.exitCode(); code != 137 {
+		t.Fatalf("exit code %d, want 137 (SIGKILLed for not being ready)", code)
+	}
+	if probe := readPid(t, filepath.Join(dir, "probe")); alive(probe) {
+		t.Fatalf("the hanging probe %d outlived the supervisor", probe)
+	}
+}
+
+// An exec probe runs as its daemon does: with its user, not as root.
+func TestExecProbeRunsAsTheDaemonsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a daemon as another user")
+	}
+	h := newHarness(t)
+	d := shDaemon("svc", "exec tail -f /dev/null")
+	d.Credential = &procs.Credential{UID: 65534, GID: 65534, Groups: []uint32{65534}, Name: "nobody", Home: "/"}
+	d.Ready = config.Probe{Exec: []string{"/bin/sh", "-c", `test "$(id -u)" = 65534`}}
+	d.ReadyTimeout = testTimeout
+	h.run([]config.Daemon{d}, nil)
+	h.waitLog("svc", fsm.DaemonRunning)
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
