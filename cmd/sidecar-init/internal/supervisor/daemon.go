@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -29,6 +30,10 @@ type daemon struct {
 	groupOpen bool
 	// deadline is when its group gets SIGKILL during a stop; zero when not armed.
 	deadline time.Time
+	// earlierGroups are the process groups of earlier incarnations that still held
+	// processes when it was spawned again (each spawn is a new group): they are stopped at
+	// shutdown like any leftover group, each with its own grace.
+	earlierGroups []leftoverGroup
 	// startedAt is when it was last spawned; restartAt when its pending restart is due.
 	startedAt time.Time
 	restartAt time.Time
@@ -52,6 +57,23 @@ type daemon struct {
 	probeFor      int
 	// awaitingStop: a reverse-order shutdown holds its stop until its dependents are gone.
 	awaitingStop bool
+}
+
+// leftoverGroup is a process group an earlier incarnation left behind, and when it gets
+// SIGKILL (zero: not being stopped).
+type leftoverGroup struct {
+	pgid     int
+	deadline time.Time
+}
+
+// groupsOpen says some process group of the daemon may still hold processes.
+func (d *daemon) groupsOpen() bool {
+	return d.groupOpen || len(d.earlierGroups) > 0
+}
+
+// pruneEarlierGroups forgets the earlier groups that have emptied.
+func (d *daemon) pruneEarlierGroups() {
+	d.earlierGroups = slices.DeleteFunc(d.earlierGroups, func(g leftoverGroup) bool { return !procs.GroupAlive(g.pgid) })
 }
 
 type afterStop int
@@ -99,6 +121,13 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 			s.logPipes = append(pruneDrained(s.logPipes), pipes)
 		}
 	}
+	d.pruneEarlierGroups()
+	if d.groupOpen && d.pid != 0 && procs.GroupAlive(d.pid) {
+		// The last incarnation's group still holds processes (its leader is gone): keep it,
+		// with any grace under way, before the new incarnation takes d.pid.
+		d.earlierGroups = append(d.earlierGroups, leftoverGroup{pgid: d.pid, deadline: d.deadline})
+	}
+	d.groupOpen, d.deadline = false, time.Time{}
 	if from == fsm.DaemonBackoff {
 		// An attempt that fails to exec counts too, or a missing binary would be retried at
 		// backoff_initial for ever and never reach max_restarts.

@@ -78,7 +78,39 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 		s.signalGroup(d, stop)
 		d.deadline = now.Add(d.cfg.Grace)
 	}
+	for _, d := range s.daemons {
+		s.stopEarlierGroups(d, stopSignalOf(d, sig), now)
+	}
 	s.armTimer(now)
+}
+
+// stopEarlierGroups sends the stop signal to the groups earlier incarnations of d left
+// behind and arms their grace (one already under way stands).
+func (s *Supervisor) stopEarlierGroups(d *daemon, stop syscall.Signal, now time.Time) {
+	d.pruneEarlierGroups()
+	for i := range d.earlierGroups {
+		g := &d.earlierGroups[i]
+		s.log.Warn("stopping processes an earlier run of the daemon left in its process group",
+			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", g.pgid), zlog.String("signal", procs.SignalName(stop)))
+		s.signalEarlierGroup(d, g.pgid, stop)
+		if g.deadline.IsZero() {
+			g.deadline = now.Add(d.cfg.Grace)
+		}
+	}
+}
+
+// killEarlierGroup SIGKILLs one group an earlier incarnation left behind.
+func (s *Supervisor) killEarlierGroup(d *daemon, g *leftoverGroup, reason string) {
+	g.deadline = time.Time{}
+	s.signalEarlierGroup(d, g.pgid, syscall.SIGKILL)
+	s.log.Warn("killed processes an earlier run of the daemon left in its process group",
+		zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", g.pgid), zlog.String("reason", reason))
+}
+
+func (s *Supervisor) signalEarlierGroup(d *daemon, pgid int, sig syscall.Signal) {
+	if _, err := procs.SignalGroup(pgid, sig); err != nil {
+		s.log.Error("could not signal a process group an earlier run of the daemon left", zlog.String("daemon", d.cfg.Name), zlog.Error(err))
+	}
 }
 
 // stopDaemon sends a live daemon its stop signal and arms its grace (never past the end of
@@ -138,7 +170,7 @@ func (s *Supervisor) killAll(reason string) {
 		if d.awaitingStop && d.live() {
 			s.stopDaemon(d, s.stopSignal, now)
 		}
-		if d.groupOpen {
+		if d.groupsOpen() {
 			s.kill(d, reason)
 		}
 	}
@@ -146,6 +178,12 @@ func (s *Supervisor) killAll(reason string) {
 }
 
 func (s *Supervisor) kill(d *daemon, reason string) {
+	for i := range d.earlierGroups {
+		s.killEarlierGroup(d, &d.earlierGroups[i], reason)
+	}
+	if !d.groupOpen {
+		return
+	}
 	d.deadline = time.Time{}
 	s.signalGroup(d, syscall.SIGKILL)
 	if d.machine.Current() == fsm.DaemonTerminating {
@@ -160,6 +198,7 @@ func (s *Supervisor) kill(d *daemon, reason string) {
 // grandchildren were reaped as orphans).
 func (s *Supervisor) closeEmptyGroups() {
 	for _, d := range s.daemons {
+		d.pruneEarlierGroups()
 		if d.groupOpen && !d.live() && !procs.GroupAlive(d.pid) {
 			d.groupOpen = false
 			d.deadline = time.Time{}
@@ -171,9 +210,13 @@ func (s *Supervisor) closeEmptyGroups() {
 // Nothing may outlive the supervisor, so they go with it.
 func (s *Supervisor) killLeftoverGroups() {
 	for _, d := range s.daemons {
-		if d.groupOpen && procs.GroupAlive(d.pid) {
+		d.pruneEarlierGroups()
+		if !d.groupOpen || !procs.GroupAlive(d.pid) {
+			d.groupOpen = false
+		}
+		if d.groupsOpen() {
 			s.kill(d, "every daemon died; supervisor exiting")
 		}
-		d.groupOpen = false
+		d.groupOpen, d.earlierGroups = false, nil
 	}
 }

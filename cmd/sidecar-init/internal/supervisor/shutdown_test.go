@@ -1,7 +1,9 @@
 package supervisor
 
 import (
+	"fmt"
 	"os/signal"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -115,4 +117,74 @@ func TestTearDownCrashAndOneStopSignalKeepTheGrace(t *testing.T) {
 	if _, _, killed := h.transition("survivor", "kill"); killed {
 		t.Errorf("the survivor was SIGKILLed instead of stopped within its grace:\n%s", h.dumpLogs())
 	}
+}
+
+// pidsOf lists the pids recorded as "NAME started pid=…" in order.
+func pidsOf(record, name string) []int {
+	var pids []int
+	for _, line := range strings.Split(record, "\n") {
+		var pid, pgid int
+		if _, err := fmt.Sscanf(line, name+" started pid=%d pgid=%d", &pid, &pgid); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// Each restart gives a daemon a new process group. What an earlier incarnation left in its
+// own group is still the daemon's: at shutdown it gets the stop signal and the grace too,
+// instead of being forgotten (outside PID 1 it outlived the supervisor).
+func TestShutdownStopsWhatEarlierRunsLeftBehind(t *testing.T) {
+	h := newHarness(t)
+	leader := restarting(t, h, "leader", fsm.RestartOnFailure, 10*time.Millisecond, time.Hour, 1, "-grandchild", "-exit-after", "100ms", "-code", "1")
+	leader.Grace = 300 * time.Millisecond
+	h.run([]config.Daemon{leader, fake(t, h, "other", time.Second)}, nil)
+	h.waitLog("leader", fsm.DaemonGivenUp)
+	grandchildren := pidsOf(h.waitRecord("leader.grandchild started"), "leader.grandchild")
+	if len(grandchildren) != 2 {
+		t.Fatalf("want a grandchild from each of the two runs, got %v", grandchildren)
+	}
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 1 {
+		t.Fatalf("exit code %d, want the crash's 1", code)
+	}
+	if n := strings.Count(h.recorded(), "leader.grandchild signal SIGTERM\n"); n != 2 {
+		t.Errorf("%d of the 2 grandchildren got the stop signal:\n%s", n, h.recorded())
+	}
+	for _, pid := range grandchildren {
+		if alive(pid) {
+			t.Errorf("grandchild %d outlived the supervisor", pid)
+		}
+	}
+}
+
+// An operator's restart of a daemon whose old group does not die within the grace: that
+// grace's SIGKILL goes to the old group only, never to the new incarnation.
+func TestRestartGraceKillsOnlyTheOldGroup(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{fake(t, h, "svc", 300*time.Millisecond, "-grandchild")}, nil)
+	rec := h.waitRecord("svc started", "svc.grandchild started")
+	oldGrandchild := pidOf(t, rec, "svc.grandchild")
+	if resp := h.call("restart", "svc"); !resp.OK {
+		t.Fatalf("restart: %+v", resp)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for len(h.logs.FilterMessage("killed processes an earlier run of the daemon left in its process group").All()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the old group was never killed at its grace:\n%s", h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for alive(oldGrandchild) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the old grandchild %d survived its SIGKILL", oldGrandchild)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := h.waitState("svc", "running")
+	if st.Restarts != 1 || !alive(st.Pid) || len(h.transitions("svc", "fail")) != 0 {
+		t.Fatalf("the new incarnation did not survive the old one's grace: %+v\n%s", st, h.dumpLogs())
+	}
+	h.stop <- syscall.SIGTERM
+	h.exitCode()
 }

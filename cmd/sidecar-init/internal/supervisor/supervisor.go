@@ -260,6 +260,11 @@ func (s *Supervisor) onTimer(now time.Time) {
 		if d.groupOpen && due(d.deadline) {
 			s.kill(d, "grace expired")
 		}
+		for i := range d.earlierGroups {
+			if g := &d.earlierGroups[i]; due(g.deadline) {
+				s.killEarlierGroup(d, g, "grace expired")
+			}
+		}
 		switch d.machine.Current() {
 		case fsm.DaemonBackoff:
 			if due(d.restartAt) {
@@ -288,6 +293,9 @@ func (s *Supervisor) armTimer(now time.Time) {
 	for _, d := range s.daemons {
 		if d.groupOpen {
 			consider(d.deadline)
+		}
+		for _, g := range d.earlierGroups {
+			consider(g.deadline)
 		}
 		switch d.machine.Current() {
 		case fsm.DaemonBackoff:
@@ -461,7 +469,7 @@ func (s *Supervisor) anyDaemonLive() bool {
 
 func (s *Supervisor) anyGroupOpen() bool {
 	for _, d := range s.daemons {
-		if d.groupOpen {
+		if d.groupsOpen() {
 			return true
 		}
 	}
