@@ -217,6 +217,6 @@ func (s *Supervisor) killLeftoverGroups() {
 		if d.groupsOpen() {
 			s.kill(d, "every daemon died; supervisor exiting")
 		}
-		d.groupOpen, d.earlierGroups = false, nil
+		d.groupOpen = false
 	}
 }

@@ -98,6 +98,8 @@ type Supervisor struct {
 	firstFailure int
 	// childrenLeft is what the last wait4 drain said: false once it returned ECHILD.
 	childrenLeft bool
+	// orphansReaped: the current wait4 drain reaped a process that was no daemon.
+	orphansReaped bool
 	// stopSignal is the signal that started the shutdown (the default stop signal).
 	stopSignal syscall.Signal
 	// stopAsked: a stop signal has arrived; the next one SIGKILLs everything.
@@ -322,6 +324,13 @@ func (s *Supervisor) reap() {
 		s.log.Error("reaping failed", zlog.Error(err))
 	}
 	s.childrenLeft = left
+	if s.orphansReaped {
+		// A group whose last process just went is closed now, not at the shutdown: by then
+		// its pgid could be a new process's (pids are reused), which would get the stop
+		// signal and grace of a daemon long dead. Once a batch, not once an orphan.
+		s.orphansReaped = false
+		s.closeEmptyGroups()
+	}
 }
 
 func (s *Supervisor) onExit(e procs.Exit) {
@@ -336,9 +345,7 @@ func (s *Supervisor) onExit(e procs.Exit) {
 		if ce := s.log.Check(zapcore.DebugLevel, "reaped orphan"); ce != nil {
 			ce.Write(zlog.Int("pid", e.Pid), zlog.Int("exit_code", e.Code()))
 		}
-		if s.shuttingDown() {
-			s.closeEmptyGroups()
-		}
+		s.orphansReaped = true
 		return
 	}
 	delete(s.byPid, e.Pid)
@@ -416,6 +423,10 @@ func (s *Supervisor) settle() {
 		// Exec probes are killed with their daemon; wait for them to be reaped too.
 		if s.allDaemonsDone() && len(s.execProbes) == 0 {
 			s.killLeftoverGroups()
+			if !s.opts.PID1 {
+				// As PID 1 the kernel kills what is left when it exits; outside, say what lives on.
+				s.reportEscaped()
+			}
 			s.fireSupervisor(fsm.SupervisorAllDied)
 		}
 	case fsm.SupervisorTerminating, fsm.SupervisorKilling:
@@ -439,12 +450,46 @@ func (s *Supervisor) settle() {
 			return // wait for the SIGCHLDs of the sweep
 		}
 		if s.childrenLeft {
-			pids, _ := procs.Children()
-			s.log.Warn("could not stop processes that escaped their daemon's process group; they outlive the supervisor",
-				zlog.Ints("pids", pids))
+			s.reportEscaped()
 		}
 		s.fireSupervisor(fsm.SupervisorStopped)
 	}
+}
+
+// reportEscaped logs the children that will outlive the supervisor (only possible outside
+// PID 1): processes that left their daemon's process group (setsid). Members of a daemon's
+// group are not counted: those were just SIGKILLed and are dying.
+func (s *Supervisor) reportEscaped() {
+	s.reap()
+	if !s.childrenLeft {
+		return
+	}
+	pids, _ := procs.Children()
+	escaped := pids[:0]
+	for _, pid := range pids {
+		if pgid, err := syscall.Getpgid(pid); err != nil || !s.isDaemonGroup(pgid) {
+			escaped = append(escaped, pid)
+		}
+	}
+	if len(escaped) > 0 {
+		s.log.Warn("could not stop processes that escaped their daemon's process group; they outlive the supervisor",
+			zlog.Ints("pids", escaped))
+	}
+}
+
+// isDaemonGroup says pgid is the group of some daemon's incarnation, current or earlier.
+func (s *Supervisor) isDaemonGroup(pgid int) bool {
+	for _, d := range s.daemons {
+		if d.pid == pgid {
+			return true
+		}
+		for _, g := range d.earlierGroups {
+			if g.pgid == pgid {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // allDaemonsDone: every daemon is exited or given up (a daemon in backoff, or held

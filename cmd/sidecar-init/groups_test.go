@@ -1,0 +1,90 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
+)
+
+// A dead daemon's process group is closed as soon as its last process is reaped, not at
+// the shutdown: by then its pgid can be a new process's (pids are reused), which would get
+// the dead daemon's stop signal and grace. The test forces the reuse: ns_last_pid makes
+// the next process of the namespace take the emptied group's id, and a restart of another
+// daemon is that process.
+func TestPID1ForgetsAGroupOnceItEmptied(t *testing.T) {
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		t.Skipf("no nsenter to set ns_last_pid in the test's PID namespace (%v)", err)
+	}
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	table := "[[daemon]]\nname = \"x\"\ncommand = [\"/bin/sh\", \"-c\", \"/bin/sleep 0.2 & exit 0\"]\ngrace = \"1s\"\n" +
+		daemonTOML(t, record, "y", "1s")
+	p := startInit(t, table, true)
+	p.record = record
+	p.waitRecord("y started")
+	p.waitLog(`"msg":"reaped orphan"`) // x's sleep: x's group is empty now
+	m := regexp.MustCompile(`"machine":"x","event":"spawn","from":"pending","to":"starting","pid":(\d+)`).FindStringSubmatch(p.stderr())
+	if m == nil {
+		t.Fatalf("no spawn of x in the log:\n%s", p.stderr())
+	}
+	xpid, _ := strconv.Atoi(m[1])
+
+	setLastPid := exec.Command("nsenter", "-t", strconv.Itoa(p.cmd.Process.Pid), "-p", "--",
+		"/bin/sh", "-c", fmt.Sprintf("echo %d > /proc/sys/kernel/ns_last_pid", xpid-1))
+	if out, err := setLastPid.CombinedOutput(); err != nil {
+		t.Fatalf("set ns_last_pid: %v\n%s", err, out)
+	}
+	socket := filepath.Join(filepath.Dir(p.stderrPath), "control.sock")
+	if out, _, code := client(t, socket, "restart", "y"); code != 0 {
+		t.Fatalf("restart y: %d %q", code, out)
+	}
+	p.waitLog(`"machine":"y","event":"spawn","from":"pending","to":"starting","pid":` + strconv.Itoa(xpid) + `,`)
+	out, _, _ := client(t, socket, "status", "--json")
+	var rows []control.DaemonStatus
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 2 || rows[1].Pid != xpid {
+		t.Fatalf("y does not run as pid %d, x's old group: %q", xpid, out)
+	}
+
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d; stderr:\n%s", code, p.stderr())
+	}
+	if strings.Contains(p.stderr(), `"msg":"stopping processes left in an exited daemon's process group","daemon":"x"`) {
+		t.Fatalf("x's long-empty group (now y's) got x's stop signal:\n%s", p.stderr())
+	}
+}
+
+// Outside PID 1, a process that escaped its daemon's group outlives the supervisor however
+// it exits: when every daemon died on its own, too, the log names it.
+func TestNotPID1ReportsWhatEscapedWhenEveryDaemonDied(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	p := startInit(t, daemonTOML(t, record, "escaper", "300ms", "-escape", "-exit-after", "300ms"), false)
+	p.record = record
+	rec := p.waitRecord("escaper.escaped started", "escaper exit 0")
+	var escaped, pgid int
+	for _, line := range strings.Split(rec, "\n") {
+		if _, err := fmt.Sscanf(line, "escaper.escaped started pid=%d pgid=%d", &escaped, &pgid); err == nil {
+			break
+		}
+	}
+	if escaped == 0 {
+		t.Fatalf("no pid for the escaped process in %q", rec)
+	}
+	defer func() { _ = syscall.Kill(escaped, syscall.SIGKILL) }()
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if !strings.Contains(p.stderr(), "could not stop processes that escaped") ||
+		!strings.Contains(p.stderr(), strconv.Itoa(escaped)) {
+		t.Errorf("the log does not name escaped pid %d:\n%s", escaped, p.stderr())
+	}
+}
