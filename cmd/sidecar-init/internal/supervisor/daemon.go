@@ -28,8 +28,10 @@ type daemon struct {
 	// groupOpen: its process group may still hold processes (grandchildren can outlive the
 	// leader). Cleared when kill(-pgid, 0) finds nobody.
 	groupOpen bool
-	// deadline is when its group gets SIGKILL during a stop; zero when not armed.
+	// deadline is when its group gets SIGKILL during a stop; zero when not armed. Once
+	// killedAt (the SIGKILL) is set, it is when the group is looked at again.
 	deadline time.Time
+	killedAt time.Time
 	// earlierGroups are the process groups of earlier incarnations that still held
 	// processes when it was spawned again (each spawn is a new group): they are stopped at
 	// shutdown like any leftover group, each with its own grace.
@@ -64,6 +66,7 @@ type daemon struct {
 type leftoverGroup struct {
 	pgid     int
 	deadline time.Time
+	killedAt time.Time
 }
 
 // groupsOpen says some process group of the daemon may still hold processes.
@@ -71,9 +74,14 @@ func (d *daemon) groupsOpen() bool {
 	return d.groupOpen || len(d.earlierGroups) > 0
 }
 
-// pruneEarlierGroups forgets the earlier groups that have emptied.
+// pruneEarlierGroups forgets the earlier groups that have emptied or were closed.
 func (d *daemon) pruneEarlierGroups() {
-	d.earlierGroups = slices.DeleteFunc(d.earlierGroups, func(g leftoverGroup) bool { return !procs.GroupAlive(g.pgid) })
+	d.earlierGroups = slices.DeleteFunc(d.earlierGroups, func(g leftoverGroup) bool { return g.pgid == 0 || !procs.GroupAlive(g.pgid) })
+}
+
+// dropClosedEarlierGroups forgets the earlier groups closed after a SIGKILL (pgid 0).
+func (d *daemon) dropClosedEarlierGroups() {
+	d.earlierGroups = slices.DeleteFunc(d.earlierGroups, func(g leftoverGroup) bool { return g.pgid == 0 })
 }
 
 type afterStop int
@@ -125,9 +133,9 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	if d.groupOpen && d.pid != 0 && procs.GroupAlive(d.pid) {
 		// The last incarnation's group still holds processes (its leader is gone): keep it,
 		// with any grace under way, before the new incarnation takes d.pid.
-		d.earlierGroups = append(d.earlierGroups, leftoverGroup{pgid: d.pid, deadline: d.deadline})
+		d.earlierGroups = append(d.earlierGroups, leftoverGroup{pgid: d.pid, deadline: d.deadline, killedAt: d.killedAt})
 	}
-	d.groupOpen, d.deadline = false, time.Time{}
+	d.groupOpen, d.deadline, d.killedAt = false, time.Time{}, time.Time{}
 	if from == fsm.DaemonBackoff {
 		// An attempt that fails to exec counts too, or a missing binary would be retried at
 		// backoff_initial for ever and never reach max_restarts.
@@ -189,8 +197,7 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 
 func (s *Supervisor) afterGroupLeaderExit(d *daemon) {
 	if !procs.GroupAlive(d.pid) {
-		d.groupOpen = false
-		d.deadline = time.Time{}
+		d.groupOpen, d.deadline, d.killedAt = false, time.Time{}, time.Time{}
 	}
 }
 

@@ -76,7 +76,7 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 		s.log.Warn("stopping processes left in an exited daemon's process group",
 			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", d.pid), zlog.String("signal", procs.SignalName(stop)))
 		s.signalGroup(d, stop)
-		d.deadline = now.Add(d.cfg.Grace)
+		d.deadline, d.killedAt = now.Add(d.cfg.Grace), time.Time{}
 	}
 	for _, d := range s.daemons {
 		s.stopEarlierGroups(d, stopSignalOf(d, sig), now)
@@ -94,23 +94,91 @@ func (s *Supervisor) stopEarlierGroups(d *daemon, stop syscall.Signal, now time.
 			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", g.pgid), zlog.String("signal", procs.SignalName(stop)))
 		s.signalEarlierGroup(d, g.pgid, stop)
 		if g.deadline.IsZero() {
-			g.deadline = now.Add(d.cfg.Grace)
+			g.deadline, g.killedAt = now.Add(d.cfg.Grace), time.Time{}
 		}
 	}
 }
 
 // killEarlierGroup SIGKILLs one group an earlier incarnation left behind.
 func (s *Supervisor) killEarlierGroup(d *daemon, g *leftoverGroup, reason string) {
-	g.deadline = time.Time{}
-	s.signalEarlierGroup(d, g.pgid, syscall.SIGKILL)
+	s.killLeftover(d, g)
 	s.log.Warn("killed processes an earlier run of the daemon left in its process group",
 		zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", g.pgid), zlog.String("reason", reason))
 }
 
-func (s *Supervisor) signalEarlierGroup(d *daemon, pgid int, sig syscall.Signal) {
-	if _, err := procs.SignalGroup(pgid, sig); err != nil {
+// killLeftover sends SIGKILL to an earlier incarnation's group and arms its next look.
+func (s *Supervisor) killLeftover(d *daemon, g *leftoverGroup) {
+	now := time.Now()
+	if g.killedAt.IsZero() {
+		g.killedAt = now
+	}
+	if s.signalEarlierGroup(d, g.pgid, syscall.SIGKILL) && !s.giveUpOnGroup(d, g.pgid, g.killedAt, now) {
+		g.deadline = now.Add(groupRecheck)
+		return
+	}
+	g.pgid = 0 // closed: dropped by the next prune
+}
+
+func (s *Supervisor) signalEarlierGroup(d *daemon, pgid int, sig syscall.Signal) bool {
+	delivered, err := procs.SignalGroup(pgid, sig)
+	if err != nil {
 		s.log.Error("could not signal a process group an earlier run of the daemon left", zlog.String("daemon", d.cfg.Name), zlog.Error(err))
 	}
+	return delivered || err != nil
+}
+
+// After a SIGKILL, a group that still holds processes is looked at every groupRecheck,
+// for at most killWait. Its last process is normally a child of ours (or re-parented to
+// us), and that reap closes the group; but one whose parent lives outside the group is
+// reaped by that parent, or stays a zombie if the parent never waits: the group empties
+// without an event here, or never does. Without these looks such a group would hold a
+// shutdown for ever; past killWait it is given up (as PID 1, the sweep that follows kills
+// the parent, and the zombie comes to us).
+const (
+	groupRecheck = 100 * time.Millisecond
+	killWait     = time.Second
+)
+
+// killGroup sends SIGKILL to the daemon's current group and arms the next look at it; a
+// group found empty, or given up, is closed (a live leader keeps it open: its reap comes).
+func (s *Supervisor) killGroup(d *daemon) {
+	now := time.Now()
+	if d.killedAt.IsZero() {
+		d.killedAt = now
+	}
+	someoneLeft := s.signalGroup(d, syscall.SIGKILL)
+	switch {
+	case d.live(): // the leader's reap is coming, and closes the group or not
+	case someoneLeft && !s.giveUpOnGroup(d, d.pid, d.killedAt, now):
+	default:
+		d.groupOpen, d.deadline, d.killedAt = false, time.Time{}, time.Time{}
+		return
+	}
+	d.deadline = now.Add(groupRecheck)
+}
+
+// giveUpOnGroup says a group SIGKILLed at killedAt still holds processes past killWait,
+// and logs it.
+func (s *Supervisor) giveUpOnGroup(d *daemon, pgid int, killedAt, now time.Time) bool {
+	if now.Sub(killedAt) < killWait {
+		return false
+	}
+	s.log.Warn("processes still in a daemon's process group a second after SIGKILL; not waiting for them",
+		zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", pgid))
+	return true
+}
+
+// recheckGroups takes the second looks that are due at d's SIGKILLed groups.
+func (s *Supervisor) recheckGroups(d *daemon, due func(time.Time) bool) {
+	if d.groupOpen && !d.killedAt.IsZero() && due(d.deadline) {
+		s.killGroup(d)
+	}
+	for i := range d.earlierGroups {
+		if g := &d.earlierGroups[i]; !g.killedAt.IsZero() && due(g.deadline) {
+			s.killLeftover(d, g)
+		}
+	}
+	d.dropClosedEarlierGroups()
 }
 
 // stopDaemon sends a live daemon its stop signal and arms its grace (never past the end of
@@ -119,7 +187,7 @@ func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time) {
 	stop := stopSignalOf(d, sig)
 	d.awaitingStop = false
 	s.signalGroup(d, stop)
-	d.deadline = now.Add(d.cfg.Grace)
+	d.deadline, d.killedAt = now.Add(d.cfg.Grace), time.Time{}
 	if !s.reverseDeadline.IsZero() && s.reverseDeadline.Before(d.deadline) {
 		d.deadline = s.reverseDeadline
 	}
@@ -181,11 +249,11 @@ func (s *Supervisor) kill(d *daemon, reason string) {
 	for i := range d.earlierGroups {
 		s.killEarlierGroup(d, &d.earlierGroups[i], reason)
 	}
+	d.dropClosedEarlierGroups()
 	if !d.groupOpen {
 		return
 	}
-	d.deadline = time.Time{}
-	s.signalGroup(d, syscall.SIGKILL)
+	s.killGroup(d)
 	if d.machine.Current() == fsm.DaemonTerminating {
 		s.fireDaemon(d, fsm.DaemonKill, zapcore.WarnLevel, detail{signal: "SIGKILL", reason: reason})
 	} else {
@@ -200,8 +268,7 @@ func (s *Supervisor) closeEmptyGroups() {
 	for _, d := range s.daemons {
 		d.pruneEarlierGroups()
 		if d.groupOpen && !d.live() && !procs.GroupAlive(d.pid) {
-			d.groupOpen = false
-			d.deadline = time.Time{}
+			d.groupOpen, d.deadline, d.killedAt = false, time.Time{}, time.Time{}
 		}
 	}
 }

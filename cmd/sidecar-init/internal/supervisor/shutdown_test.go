@@ -2,7 +2,10 @@ package supervisor
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -187,4 +190,55 @@ func TestRestartGraceKillsOnlyTheOldGroup(t *testing.T) {
 	}
 	h.stop <- syscall.SIGTERM
 	h.exitCode()
+}
+
+// groupEmptiedElsewhere is a process P that starts in a daemon's group, forks G there,
+// then leaves with setsid: G's parent is outside the group, so when G dies (of the grace's
+// SIGKILL, after every other event of the shutdown) the group empties without a reap of
+// the supervisor's (P waits for G), or keeps a zombie for good (P never waits).
+const groupEmptiedElsewhere = `
+import os, signal, sys, time
+pid = os.fork()
+if pid == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the grace's SIGKILL ends it
+    time.sleep(1000)
+    os._exit(0)
+os.setsid()
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+if sys.argv[2] == "wait":
+    os.waitpid(pid, 0)
+time.sleep(1000)
+`
+
+// A group can empty, or be left holding a zombie, without any event the supervisor sees.
+// The shutdown still ends: after its grace's SIGKILL, the group is looked at again and
+// given up past a second, instead of holding the shutdown for ever.
+func TestShutdownEndsWhenAGroupEmptiesOutOfSight(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skipf("no python3 to build a process group that empties out of sight (%v)", err)
+	}
+	for _, mode := range []string{"wait", "never-wait"} {
+		t.Run(mode, func(t *testing.T) {
+			h := newHarness(t)
+			dir := t.TempDir()
+			script := filepath.Join(dir, "p.py")
+			if err := os.WriteFile(script, []byte(groupEmptiedElsewhere), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			pidFile := filepath.Join(dir, "p.pid")
+			d := shDaemon("leader", python+" "+script+" "+pidFile+" "+mode+" & sleep 0.3; exit 0")
+			d.Grace = 200 * time.Millisecond
+			h.run([]config.Daemon{d, fake(t, h, "other", time.Second)}, nil)
+			p := readPid(t, pidFile)
+			defer func() { _ = syscall.Kill(p, syscall.SIGKILL) }()
+			h.waitLog("leader", fsm.DaemonExited)
+			h.stop <- syscall.SIGTERM
+			if code := h.exitCode(); code != 0 {
+				t.Fatalf("exit code %d", code)
+			}
+		})
+	}
 }

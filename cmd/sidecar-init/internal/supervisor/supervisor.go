@@ -259,11 +259,12 @@ func (s *Supervisor) onTimer(now time.Time) {
 		s.stopAwaiting(now, true)
 	}
 	for _, d := range s.daemons {
-		if d.groupOpen && due(d.deadline) {
+		s.recheckGroups(d, due)
+		if d.groupOpen && d.killedAt.IsZero() && due(d.deadline) {
 			s.kill(d, "grace expired")
 		}
 		for i := range d.earlierGroups {
-			if g := &d.earlierGroups[i]; due(g.deadline) {
+			if g := &d.earlierGroups[i]; g.killedAt.IsZero() && due(g.deadline) {
 				s.killEarlierGroup(d, g, "grace expired")
 			}
 		}
@@ -397,7 +398,8 @@ func (s *Supervisor) forward(sig syscall.Signal) {
 	}
 }
 
-func (s *Supervisor) signalGroup(d *daemon, sig syscall.Signal) {
+// signalGroup signals the daemon's current process group and says whether anyone was in it.
+func (s *Supervisor) signalGroup(d *daemon, sig syscall.Signal) bool {
 	delivered, err := procs.SignalGroup(d.pid, sig)
 	switch {
 	case err != nil:
@@ -409,6 +411,8 @@ func (s *Supervisor) signalGroup(d *daemon, sig syscall.Signal) {
 			ce.Write(zlog.String("daemon", d.cfg.Name), zlog.String("signal", procs.SignalName(sig)))
 		}
 	}
+	// EPERM would mean someone is there that we may not signal: not empty.
+	return delivered || err != nil
 }
 
 // settle fires the supervisor's "nothing left" events once their condition holds.
