@@ -287,6 +287,13 @@ func Parse(source string, data []byte) (*Config, error) {
 			return nil, &Error{File: source, Key: key("command"), Msg: fmt.Sprintf(
 				"daemon %q: command is empty (want an argv array such as [\"/usr/bin/prog\", \"--flag\"])", d.Name)}
 		}
+		if i := slices.IndexFunc(d.Command, hasNUL); i >= 0 {
+			return nil, &Error{File: source, Key: key("command"), Msg: fmt.Sprintf(
+				"daemon %q: command[%d] contains a NUL byte (exec cannot pass one)", d.Name, i)}
+		}
+		if hasNUL(d.Dir) {
+			return nil, &Error{File: source, Key: key("dir"), Msg: fmt.Sprintf("daemon %q: dir contains a NUL byte", d.Name)}
+		}
 		daemon := Daemon{Name: d.Name, Command: d.Command, Dir: d.Dir, Grace: -1}
 		for _, k := range slices.Sorted(maps.Keys(d.Env)) { // the first bad name is the same at every run
 			v := d.Env[k]
@@ -321,6 +328,11 @@ func Parse(source string, data []byte) (*Config, error) {
 		}
 		cfg.Daemons = append(cfg.Daemons, daemon)
 	}
+	if len(cfg.Daemons) == 0 {
+		// Most likely the wrong file. Running none is asked for with an empty
+		// CLAUDE_BOTTLE_SIDECAR_DAEMONS, not an empty table.
+		return nil, &Error{File: source, Key: "daemon", Msg: "no [[daemon]] entries: the table needs at least one (to run none, set " + SelectEnv + " to empty)"}
+	}
 	if err := cfg.checkAfter(); err != nil {
 		err.File = source
 		return nil, err
@@ -328,6 +340,8 @@ func Parse(source string, data []byte) (*Config, error) {
 	cfg.resolveGrace()
 	return cfg, nil
 }
+
+func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
 // decodeTable decodes the table into raw one value at a time, in a fixed order: in each
 // table the keys' spelling first, then the fields in the order fileTable, fileDaemon and
@@ -608,6 +622,12 @@ func (d fileDaemon) parseStart(daemon *Daemon) *Error {
 		}
 		if len(p.Exec) > 0 && p.Exec[0] == "" {
 			return &Error{Key: "ready.exec", Msg: fmt.Sprintf("daemon %q: empty command", d.Name)}
+		}
+		if i := slices.IndexFunc(p.Exec, hasNUL); i >= 0 {
+			return &Error{Key: "ready.exec", Msg: fmt.Sprintf("daemon %q: exec[%d] contains a NUL byte", d.Name, i)}
+		}
+		if hasNUL(p.File) {
+			return &Error{Key: "ready.file", Msg: fmt.Sprintf("daemon %q: the path contains a NUL byte", d.Name)}
 		}
 		daemon.Ready = p
 	}
