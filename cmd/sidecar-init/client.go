@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,16 +40,24 @@ func runClient(args []string, stdout io.Writer) error {
 	flags.SetOutput(io.Discard)
 	asJSON := flags.Bool("json", false, "print JSON (status only)")
 	socket := flags.String("socket", "", "control socket (default $"+envControlSocket+" or "+config.DefaultControlSocket+")")
-	if err := flags.Parse(args[1:]); err != nil {
-		return usageError{fmt.Sprintf("%s: %v", cmd, err)}
+	takesName := cmd != control.CmdStatus && cmd != control.CmdHealth
+	usage := "usage: sidecar-init " + cmd + " [--socket PATH]"
+	switch {
+	case cmd == control.CmdStatus:
+		usage = "usage: sidecar-init status [--json] [--socket PATH]"
+	case takesName:
+		usage += " NAME"
+	}
+	if err := flags.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
+		_, _ = fmt.Fprintln(stdout, usage)
+		return err
+	} else if err != nil {
+		return usageError{fmt.Sprintf("%s: %v\n%s", cmd, err, usage)}
 	}
 	req := control.Request{Cmd: cmd}
-	takesName := cmd != control.CmdStatus && cmd != control.CmdHealth
 	switch {
-	case !takesName && flags.NArg() != 0:
-		return usageError{fmt.Sprintf("usage: sidecar-init %s", cmd)}
-	case takesName && flags.NArg() != 1:
-		return usageError{fmt.Sprintf("usage: sidecar-init %s NAME", cmd)}
+	case !takesName && flags.NArg() != 0, takesName && flags.NArg() != 1:
+		return usageError{usage}
 	case takesName:
 		req.Name = flags.Arg(0)
 	}

@@ -80,8 +80,15 @@ func TestControlCLIAndNotifications(t *testing.T) {
 	if _, stderr, code := client(t, socket, "stop", "nope"); code != 1 || !strings.Contains(stderr, `unknown daemon "nope"`) {
 		t.Errorf("stop nope: %d %q", code, stderr)
 	}
-	if _, _, code := client(t, socket, "restart"); code != 2 {
-		t.Errorf("restart without a name: exit %d, want 2 (usage)", code)
+	// Usage errors and --help speak plain text to a person, not the supervisor's JSON log.
+	if _, stderr, code := client(t, socket, "restart"); code != 2 || stderr != "sidecar-init: usage: sidecar-init restart [--socket PATH] NAME\n" {
+		t.Errorf("restart without a name: exit %d, stderr %q; want 2 and the usage line", code, stderr)
+	}
+	if _, stderr, code := client(t, socket, "status", "--bogus"); code != 2 || strings.Contains(stderr, "{") || !strings.Contains(stderr, "usage: sidecar-init status") {
+		t.Errorf("status --bogus: exit %d, stderr %q; want 2 and a plain usage", code, stderr)
+	}
+	if out, _, code := client(t, socket, "status", "--help"); code != 0 || !strings.HasPrefix(out, "usage: sidecar-init status") {
+		t.Errorf("status --help: exit %d, stdout %q; want 0 and the usage", code, out)
 	}
 	if _, stderr, code := client(t, filepath.Join(dir, "nobody.sock"), "status"); code != 1 || !strings.Contains(stderr, "no sidecar-init is listening") {
 		t.Errorf("no supervisor: %d %q", code, stderr)

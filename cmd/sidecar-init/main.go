@@ -53,15 +53,16 @@ func main() {
 	sinks := supervisor.Sinks{Stdout: daemonlog.NewSink(os.Stdout), Stderr: daemonlog.NewSink(os.Stderr)}
 	logOut := logging.NewWriter(sinks.Stderr)
 	var err error
-	if len(os.Args) > 1 && isClientCommand(os.Args[1]) {
+	isClient := len(os.Args) > 1 && isClientCommand(os.Args[1])
+	if isClient {
 		err = runClient(os.Args[1:], os.Stdout)
 	} else {
 		err = run(os.Args[1:], signals, sinks, logOut)
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		var failed daemonsFailed
-		var client clientError
-		if errors.As(err, &client) {
+		if isClient {
+			// A person or a probe reads this: plain text, not the supervisor's JSON log.
 			_, _ = fmt.Fprintln(os.Stderr, "sidecar-init:", err)
 		} else if !errors.As(err, &failed) {
 			if log, lerr := logging.New(logOut, "info"); lerr == nil {
