@@ -116,6 +116,11 @@ func (s *Supervisor) onProbeResult(r probeResult, now time.Time) {
 	if d.machine.Current() != fsm.DaemonStarting || r.pid != d.pid || s.shuttingDown() {
 		return
 	}
+	if d.readyDeadline.IsZero() {
+		// ready_timeout ran out and the daemon was SIGKILLed as a failed start: a tcp or
+		// file attempt under way then is too late, and its death is about to be reaped.
+		return
+	}
 	if r.ok {
 		s.becomeReady(d)
 		return

@@ -9,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
 )
@@ -105,5 +109,25 @@ func TestExecProbeRunsAsTheDaemonsUser(t *testing.T) {
 	h.stop <- syscall.SIGTERM
 	if code := h.exitCode(); code != 0 {
 		t.Fatalf("exit code %d", code)
+	}
+}
+
+// A tcp or file attempt that passes after ready_timeout ran out comes too late: the daemon
+// was SIGKILLed as a failed start and must not be marked ready while its death is reaped.
+func TestProbePassAfterReadyTimeoutIsTooLate(t *testing.T) {
+	core, _ := observer.New(zapcore.DebugLevel)
+	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{{Name: "svc", Command: []string{"/bin/true"},
+		Ready: config.Probe{File: "/nonexistent"}, ReadyTimeout: time.Second}}})
+	d := s.daemons[0]
+	if _, err := d.machine.Fire(fsm.DaemonSpawn); err != nil {
+		t.Fatal(err)
+	}
+	// A pid above the kernel's limit (PID_MAX_LIMIT, 2^22): the SIGKILL reaches nobody.
+	now := time.Now()
+	d.pid, d.groupOpen, d.probing, d.probeFor, d.readyDeadline = 1<<22+1, true, true, 1<<22+1, now
+	s.notReadyInTime(d, now)
+	s.onProbeResult(probeResult{d: d, pid: d.pid, ok: true}, now)
+	if got := d.machine.Current(); got != fsm.DaemonStarting {
+		t.Fatalf("state %s after a pass that came after ready_timeout, want starting (its death is next)", got)
 	}
 }
