@@ -228,3 +228,20 @@ func TestEverySignalNameParsesBack(t *testing.T) {
 		}
 	}
 }
+
+// A start that failed for lack of resources says so: the daemon table is not the cause.
+func TestSpawnErrorOutOfResources(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{syscall.EMFILE, true}, {syscall.ENFILE, true}, {syscall.EAGAIN, true}, {syscall.ENOMEM, true},
+		{&os.PathError{Op: "fork/exec", Path: "/x", Err: syscall.EMFILE}, true},
+		{syscall.ENOENT, false}, {syscall.EACCES, false}, {syscall.ENOEXEC, false},
+	} {
+		e := &SpawnError{Argv0: "/x", Err: tc.err, Status: statusFor(tc.err)}
+		if got := e.OutOfResources(); got != tc.want {
+			t.Errorf("%v: OutOfResources() = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}

@@ -42,6 +42,17 @@ func (e *SpawnError) Error() string {
 
 func (e *SpawnError) Unwrap() error { return e.Err }
 
+// OutOfResources says the start failed for lack of file descriptors, memory or processes,
+// not because of the command: the same command may well start later.
+func (e *SpawnError) OutOfResources() bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.EAGAIN, syscall.ENOMEM} {
+		if errors.Is(e.Err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
 // Spawn forks and execs spec in a new process group whose id is the child's pid, with stdin
 // from stdin (normally /dev/null: daemons must not fight over a terminal, and a background
 // group reading one would stop on SIGTTIN) and stdout/stderr shared with the supervisor.

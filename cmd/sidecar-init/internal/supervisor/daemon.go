@@ -145,12 +145,15 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	pid, err := procs.Spawn(spec, s.opts.Stdin)
 	if err != nil {
 		status := 126
+		msg := "daemon failed to start: check its command and dir in the daemon table"
 		var spawnErr *procs.SpawnError
 		if errors.As(err, &spawnErr) {
 			status = spawnErr.Status
+			if spawnErr.OutOfResources() {
+				msg = "daemon failed to start: the system is short of file descriptors, memory or processes (check ulimit -n and -u, and memory)"
+			}
 		}
-		s.log.Error("daemon failed to start: check its command and dir in the daemon table",
-			zlog.String("daemon", d.cfg.Name), zlog.Strings("command", d.cfg.Command), zlog.Error(err))
+		s.log.Error(msg, zlog.String("daemon", d.cfg.Name), zlog.Strings("command", d.cfg.Command), zlog.Error(err))
 		d.lastExit = fmt.Sprintf("exec failed (%d)", status)
 		d.pid = 0
 		d.startedAt = time.Time{}
