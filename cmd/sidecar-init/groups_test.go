@@ -69,17 +69,7 @@ func TestNotPID1ReportsWhatEscapedWhenEveryDaemonDied(t *testing.T) {
 	record := filepath.Join(dir, "record")
 	p := startInit(t, daemonTOML(t, record, "escaper", "300ms", "-escape", "-exit-after", "300ms"), false)
 	p.record = record
-	rec := p.waitRecord("escaper.escaped started", "escaper exit 0")
-	var escaped, pgid int
-	for _, line := range strings.Split(rec, "\n") {
-		if _, err := fmt.Sscanf(line, "escaper.escaped started pid=%d pgid=%d", &escaped, &pgid); err == nil {
-			break
-		}
-	}
-	if escaped == 0 {
-		t.Fatalf("no pid for the escaped process in %q", rec)
-	}
-	defer func() { _ = syscall.Kill(escaped, syscall.SIGKILL) }()
+	escaped := escapedPid(t, p.waitRecord("escaper.escaped started", "escaper exit 0"))
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}

@@ -348,20 +348,26 @@ func TestNotPID1ReportsWhatEscaped(t *testing.T) {
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-	var escaped, pgid int
-	for _, line := range strings.Split(rec, "\n") {
-		if _, err := fmt.Sscanf(line, "escaper.escaped started pid=%d pgid=%d", &escaped, &pgid); err == nil {
-			break
-		}
-	}
-	if escaped == 0 {
-		t.Fatalf("no pid for the escaped process in %q", rec)
-	}
-	defer func() { _ = syscall.Kill(escaped, syscall.SIGKILL) }()
+	escaped := escapedPid(t, rec)
 	if !strings.Contains(p.stderr(), "could not stop processes that escaped") ||
 		!strings.Contains(p.stderr(), strconv.Itoa(escaped)) {
 		t.Errorf("the log does not name escaped pid %d:\n%s", escaped, p.stderr())
 	}
+}
+
+// escapedPid is the pid the fake daemon "escaper" recorded for its setsid child, which the
+// test kills when it ends.
+func escapedPid(t *testing.T, record string) int {
+	t.Helper()
+	for _, line := range strings.Split(record, "\n") {
+		var pid, pgid int
+		if _, err := fmt.Sscanf(line, "escaper.escaped started pid=%d pgid=%d", &pid, &pgid); err == nil {
+			t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+			return pid
+		}
+	}
+	t.Fatalf("no pid for the escaped process in %q", record)
+	return 0
 }
 
 func TestPID1CleanStopExitsZero(t *testing.T) {
