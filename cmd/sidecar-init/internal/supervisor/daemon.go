@@ -171,6 +171,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 
 // onDaemonExit handles a reaped daemon: a death on its own, or the end of a stop.
 func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
+	duringShutdown := s.shuttingDown() // (a crash can begin one, under the tear-down policy)
 	if sig, ok := e.Signal(); ok {
 		d.lastExit = "signal " + procs.SignalName(sig)
 	} else {
@@ -185,6 +186,11 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 		}
 		s.dieOnItsOwn(d, event, detail{exit: &e}, level, e.Code(), now)
 		s.afterGroupLeaderExit(d)
+		if duringShutdown {
+			// Held back by a reverse-order shutdown, it died before its turn: what it left
+			// in its group gets the stop signal and the grace now.
+			s.stopLeftovers(d, s.stopSignal, now)
+		}
 		return
 	}
 	s.fireDaemon(d, fsm.DaemonDied, zapcore.InfoLevel, detail{exit: &e})

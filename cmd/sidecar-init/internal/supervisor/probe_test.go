@@ -131,3 +131,29 @@ func TestProbePassAfterReadyTimeoutIsTooLate(t *testing.T) {
 		t.Fatalf("state %s after a pass that came after ready_timeout, want starting (its death is next)", got)
 	}
 }
+
+// An operator's stop kills the daemon's running exec probe at once: the probe would
+// otherwise live on through the whole grace.
+func TestOperatorStopKillsTheExecProbe(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	d := shDaemon("svc", "trap '' TERM; exec tail -f /dev/null")
+	d.Grace = time.Hour
+	d.Ready = config.Probe{Exec: []string{"/bin/sh", "-c", "echo $$ > " + dir + "/probe.tmp; mv " + dir + "/probe.tmp " + dir + "/probe; exec tail -f /dev/null"}}
+	d.ReadyTimeout = time.Hour
+	h.run([]config.Daemon{d}, nil)
+	probe := readPid(t, filepath.Join(dir, "probe"))
+	if resp := h.call("stop", "svc"); !resp.OK {
+		t.Fatalf("stop: %+v", resp)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for alive(probe) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the exec probe %d still runs after its daemon's stop", probe)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.stop <- syscall.SIGTERM
+	h.stop <- syscall.SIGTERM // its grace is an hour: the second stop signal kills it
+	h.exitCode()
+}

@@ -68,20 +68,27 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 		case fsm.DaemonTerminating, fsm.DaemonKilled:
 			continue // an operator's stop already under way: its grace stands
 		}
-		if !d.groupOpen || d.pid == 0 || !procs.GroupAlive(d.pid) {
-			d.groupOpen = false
-			continue
-		}
-		stop := stopSignalOf(d, sig)
-		s.log.Warn("stopping processes left in an exited daemon's process group",
-			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", d.pid), zlog.String("signal", procs.SignalName(stop)))
-		s.signalGroup(d, stop)
-		d.deadline, d.killedAt = now.Add(d.cfg.Grace), time.Time{}
+		s.stopLeftovers(d, sig, now)
 	}
 	for _, d := range s.daemons {
 		s.stopEarlierGroups(d, stopSignalOf(d, sig), now)
 	}
 	s.armTimer(now)
+}
+
+// stopLeftovers sends the stop signal to what a dead daemon left in its process group and
+// arms the grace: at the start of the shutdown, and for a daemon that dies on its own
+// during it (one a reverse-order shutdown held back).
+func (s *Supervisor) stopLeftovers(d *daemon, sig syscall.Signal, now time.Time) {
+	if !d.groupOpen || d.pid == 0 || !procs.GroupAlive(d.pid) {
+		d.groupOpen = false
+		return
+	}
+	stop := stopSignalOf(d, sig)
+	s.log.Warn("stopping processes left in an exited daemon's process group",
+		zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", d.pid), zlog.String("signal", procs.SignalName(stop)))
+	s.signalGroup(d, stop)
+	d.deadline, d.killedAt = now.Add(d.cfg.Grace), time.Time{}
 }
 
 // stopEarlierGroups sends the stop signal to the groups earlier incarnations of d left
@@ -101,9 +108,10 @@ func (s *Supervisor) stopEarlierGroups(d *daemon, stop syscall.Signal, now time.
 
 // killEarlierGroup SIGKILLs one group an earlier incarnation left behind.
 func (s *Supervisor) killEarlierGroup(d *daemon, g *leftoverGroup, reason string) {
+	pgid := g.pgid
 	s.killLeftover(d, g)
 	s.log.Warn("killed processes an earlier run of the daemon left in its process group",
-		zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", g.pgid), zlog.String("reason", reason))
+		zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", pgid), zlog.String("reason", reason))
 }
 
 // killLeftover sends SIGKILL to an earlier incarnation's group and arms its next look.
@@ -148,7 +156,13 @@ func (s *Supervisor) killGroup(d *daemon) {
 	}
 	someoneLeft := s.signalGroup(d, syscall.SIGKILL)
 	switch {
-	case d.live(): // the leader's reap is coming, and closes the group or not
+	case d.live():
+		// Its reap is coming and closes the group or not; past killWait, wait for it
+		// without looking (a leader stuck in the kernel dies when it can).
+		if now.Sub(d.killedAt) >= killWait {
+			d.deadline = time.Time{}
+			return
+		}
 	case someoneLeft && !s.giveUpOnGroup(d, d.pid, d.killedAt, now):
 	default:
 		d.groupOpen, d.deadline, d.killedAt = false, time.Time{}, time.Time{}
@@ -186,6 +200,8 @@ func (s *Supervisor) recheckGroups(d *daemon, due func(time.Time) bool) {
 func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time) {
 	stop := stopSignalOf(d, sig)
 	d.awaitingStop = false
+	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
+	s.killProbes(d) // it is being stopped: nothing to make ready
 	s.signalGroup(d, stop)
 	d.deadline, d.killedAt = now.Add(d.cfg.Grace), time.Time{}
 	if !s.reverseDeadline.IsZero() && s.reverseDeadline.Before(d.deadline) {
@@ -239,27 +255,38 @@ func (s *Supervisor) killAll(reason string) {
 			s.stopDaemon(d, s.stopSignal, now)
 		}
 		if d.groupsOpen() {
-			s.kill(d, reason)
+			s.killEverything(d, reason)
 		}
 	}
 	s.armTimer(now)
 }
 
+// kill SIGKILLs the daemon's current process group (its grace ran out, or everything goes).
+// The groups of earlier runs have graces of their own: killEverything takes those too.
 func (s *Supervisor) kill(d *daemon, reason string) {
+	if !d.groupOpen {
+		return
+	}
+	state := d.machine.Current()
+	s.killGroup(d)
+	switch state {
+	case fsm.DaemonTerminating:
+		s.fireDaemon(d, fsm.DaemonKill, zapcore.WarnLevel, detail{signal: "SIGKILL", reason: reason})
+	case fsm.DaemonKilled:
+		// Killed already; its reap is on the way.
+	default:
+		s.log.Warn("killed processes left in an exited daemon's process group",
+			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", d.pid), zlog.String("reason", reason))
+	}
+}
+
+// killEverything SIGKILLs every group of the daemon: the current one and its earlier runs'.
+func (s *Supervisor) killEverything(d *daemon, reason string) {
 	for i := range d.earlierGroups {
 		s.killEarlierGroup(d, &d.earlierGroups[i], reason)
 	}
 	d.dropClosedEarlierGroups()
-	if !d.groupOpen {
-		return
-	}
-	s.killGroup(d)
-	if d.machine.Current() == fsm.DaemonTerminating {
-		s.fireDaemon(d, fsm.DaemonKill, zapcore.WarnLevel, detail{signal: "SIGKILL", reason: reason})
-	} else {
-		s.log.Warn("killed processes left in an exited daemon's process group",
-			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", d.pid), zlog.String("reason", reason))
-	}
+	s.kill(d, reason)
 }
 
 // closeEmptyGroups notes which dead daemons' groups have emptied since (their last
@@ -282,7 +309,7 @@ func (s *Supervisor) killLeftoverGroups() {
 			d.groupOpen = false
 		}
 		if d.groupsOpen() {
-			s.kill(d, "every daemon died; supervisor exiting")
+			s.killEverything(d, "every daemon died; supervisor exiting")
 		}
 		d.groupOpen = false
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/fakedaemon"
 	"github.com/claude-bottle/sidecar-init/fsm"
 )
 
@@ -240,5 +241,123 @@ func TestShutdownEndsWhenAGroupEmptiesOutOfSight(t *testing.T) {
 				t.Fatalf("exit code %d", code)
 			}
 		})
+	}
+}
+
+// A dependency a reverse-order shutdown holds back that dies on its own before its turn
+// leaves a grandchild in its group: that group gets the stop signal and a grace at once,
+// and the shutdown ends, instead of waiting on the group for ever.
+func TestReverseOrderStopsWhatAHeldBackDaemonLeft(t *testing.T) {
+	h := newHarness(t)
+	h.reverseStop = true
+	dep := fake(t, h, "dep", 300*time.Millisecond, "-grandchild", "-exit-after", "1s", "-code", "0")
+	app := fake(t, h, "app", 2*time.Second, "-ignore-stop")
+	app.After = []string{"dep"}
+	h.run([]config.Daemon{dep, app}, nil)
+	grandchild := pidOf(t, h.waitRecord("dep started", "dep.grandchild started", "app started"), "dep.grandchild")
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	h.waitRecord("dep.grandchild signal SIGTERM")
+	if alive(grandchild) {
+		t.Fatalf("grandchild %d outlived the supervisor", grandchild)
+	}
+	if n := len(h.logs.FilterMessage("illegal event not applied").All()); n != 0 {
+		t.Errorf("%d illegal events logged:\n%s", n, h.dumpLogs())
+	}
+}
+
+// earlierRunLeftAGrandchild is a daemon whose first run starts old.grandchild (which ignores
+// its stop signal) and crashes; every later run is a fake daemon svc that ignores its stop
+// signal too.
+func earlierRunLeftAGrandchild(t *testing.T, h *harness, grace time.Duration) config.Daemon {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(t.TempDir(), "marker")
+	grandchild, env := fakedaemon.Command(exe, "-name", "old.grandchild", "-record", h.record, "-ignore-stop")
+	svc, _ := fakedaemon.Command(exe, "-name", "svc", "-record", h.record, "-ignore-stop")
+	script := "if [ ! -e " + marker + " ]; then touch " + marker + "; " + strings.Join(grandchild, " ") +
+		" & sleep 0.2; exit 1; fi; exec " + strings.Join(svc, " ")
+	return config.Daemon{Name: "svc", Command: []string{"/bin/sh", "-c", script}, Env: env, Grace: grace,
+		Restart: fsm.RestartOnFailure, BackoffInitial: 10 * time.Millisecond, BackoffMax: time.Hour, BackoffReset: time.Hour}
+}
+
+// When the current run's grace runs out, only the current group is SIGKILLed: an earlier
+// run's group has its own grace, which an operator's stop did not even start.
+func TestGraceKillsOnlyTheCurrentRunsGroup(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{earlierRunLeftAGrandchild(t, h, 300*time.Millisecond)}, nil)
+	old := pidOf(t, h.waitRecord("old.grandchild started", "svc started"), "old.grandchild")
+	h.waitState("svc", "running")
+	if resp := h.call("stop", "svc"); !resp.OK {
+		t.Fatalf("stop: %+v", resp)
+	}
+	h.waitState("svc", "stopped") // after its grace's SIGKILL
+	if n := len(h.logs.FilterMessage("killed processes an earlier run of the daemon left in its process group").All()); n != 0 || !alive(old) {
+		t.Fatalf("the stop's grace SIGKILLed the earlier run's group, which never got a stop signal:\n%s", h.dumpLogs())
+	}
+	h.stop <- syscall.SIGTERM // now it gets the stop signal, then SIGKILL at its own grace
+	h.exitCode()
+	h.waitRecord("old.grandchild signal SIGTERM")
+	if alive(old) {
+		t.Fatalf("old grandchild %d outlived the supervisor", old)
+	}
+}
+
+// A daemon that moved itself into another process group (setpgid) is still signalled, at
+// its pid: the shutdown ends at its grace instead of SIGKILLing an empty group for ever.
+const leaderLeavesItsGroup = `
+import os, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+pid = os.fork()
+if pid == 0:
+    os.setpgid(0, 0)
+    time.sleep(1000)
+    os._exit(0)
+time.sleep(0.1)
+os.setpgid(0, pid)
+print("moved", pid, flush=True)
+time.sleep(1000)
+`
+
+func TestDaemonThatLeftItsGroupIsStillStopped(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skipf("no python3 to build a daemon that leaves its process group (%v)", err)
+	}
+	h := newHarness(t)
+	dir := t.TempDir()
+	script := filepath.Join(dir, "leave.py")
+	if err := os.WriteFile(script, []byte(leaderLeavesItsGroup), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	moved := filepath.Join(dir, "moved")
+	d := shDaemon("leader", "exec "+python+" "+script+" > "+moved)
+	d.Grace = 300 * time.Millisecond
+	h.run([]config.Daemon{d}, nil)
+	deadline := time.Now().Add(testTimeout)
+	var child int
+	for data, _ := os.ReadFile(moved); !strings.HasPrefix(string(data), "moved "); data, _ = os.ReadFile(moved) {
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon never moved to another group")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	data, _ := os.ReadFile(moved)
+	if _, err := fmt.Sscanf(string(data), "moved %d", &child); err != nil {
+		t.Fatal(err)
+	}
+	// The group the daemon moved to is its child's, outside the daemon's: that child
+	// escaped, and the test ends it.
+	defer func() { _ = syscall.Kill(child, syscall.SIGKILL) }()
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if _, _, ok := h.transition("leader", "kill"); !ok {
+		t.Errorf("no kill at the grace:\n%s", h.dumpLogs())
 	}
 }

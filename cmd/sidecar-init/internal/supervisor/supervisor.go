@@ -361,7 +361,10 @@ func (s *Supervisor) onExit(e procs.Exit) {
 
 // diedOnItsOwn applies the crash policy: the supervisor's table decides what a death means.
 func (s *Supervisor) diedOnItsOwn(d *daemon, status int) {
-	if status != 0 && s.firstFailure == 0 && !s.shuttingDown() {
+	if s.shuttingDown() {
+		return // neither counted nor a crash: the shutdown is already under way
+	}
+	if status != 0 && s.firstFailure == 0 {
 		s.firstFailure = status
 	}
 	tr, ok := s.fireSupervisor(fsm.SupervisorDaemonDied, zlog.String("daemon", d.cfg.Name), zlog.Int("exit_code", status))
@@ -404,9 +407,17 @@ func (s *Supervisor) signalGroup(d *daemon, sig syscall.Signal) bool {
 	switch {
 	case err != nil:
 		s.log.Error("could not signal a daemon's process group", zlog.String("daemon", d.cfg.Name), zlog.Error(err))
+	case !delivered && d.live():
+		// The daemon is unreaped but its group is empty: it moved itself to another group
+		// (setpgid). It still gets its signal, at its pid.
+		if err := syscall.Kill(d.pid, sig); err == nil {
+			delivered = true
+		}
+		if ce := s.log.Check(zapcore.DebugLevel, "daemon left its process group; signalled at its pid"); ce != nil {
+			ce.Write(zlog.String("daemon", d.cfg.Name), zlog.String("signal", procs.SignalName(sig)))
+		}
 	case !delivered:
-		// ESRCH: nobody is left in the group (tini: "child was already dead"). The leader's
-		// exit, if any, is waiting to be reaped; nothing to do here.
+		// ESRCH: nobody is left in the group (tini: "child was already dead").
 		if ce := s.log.Check(zapcore.DebugLevel, "process group already empty"); ce != nil {
 			ce.Write(zlog.String("daemon", d.cfg.Name), zlog.String("signal", procs.SignalName(sig)))
 		}
