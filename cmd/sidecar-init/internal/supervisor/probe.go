@@ -219,6 +219,11 @@ func (s *Supervisor) removeReadyFile() {
 	if s.opts.ReadyFile == "" {
 		return
 	}
+	if info, err := os.Lstat(s.opts.ReadyFile); err == nil && info.IsDir() {
+		// Never ours: a mistyped path must not delete a directory.
+		s.log.Warn("the ready file's path is a directory; leaving it", zlog.String("path", s.opts.ReadyFile))
+		return
+	}
 	if err := os.Remove(s.opts.ReadyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Warn("could not remove the ready file", zlog.String("path", s.opts.ReadyFile), zlog.Error(err))
 	}

@@ -131,6 +131,17 @@ func TestReadyFileOnlyWhileReady(t *testing.T) {
 	}
 }
 
+// A ready_file path that names a directory (a mistake) is never removed.
+func TestReadyFilePathThatIsADirectoryIsLeftAlone(t *testing.T) {
+	h := newHarness(t)
+	h.readyFile = t.TempDir() // an empty directory: os.Remove would take it
+	h.run([]config.Daemon{fake(t, h, "a", time.Second, "-exit-after", "10ms")}, nil)
+	h.exitCode()
+	if info, err := os.Stat(h.readyFile); err != nil || !info.IsDir() {
+		t.Fatalf("the directory at the ready file's path is gone: %v", err)
+	}
+}
+
 func TestReadyTimeoutIsAFailedStart(t *testing.T) {
 	h := newHarness(t)
 	never := fake(t, h, "never-ready", time.Second)
