@@ -16,6 +16,10 @@ import (
 // onCall answers one control-socket request. Every change goes through the daemon's table,
 // like any other event of the loop.
 func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response {
+	// Reap first, as for a stop signal: a daemon that already died is a zombie whose SIGCHLD
+	// may still wait behind this call (select picks at random), and its death, a crash's
+	// status included, must be seen before an operator's stop turns it into an expected one.
+	s.reap()
 	switch req.Cmd {
 	case control.CmdStatus:
 		return control.Response{OK: true, Daemons: s.status(now)}
@@ -52,7 +56,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 		switch state {
 		case fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
 			s.startAgain(d, now, "operator start", false)
-			return control.Response{OK: true, Message: d.cfg.Name + ": started"}
+			return s.startReply(d, "started")
 		}
 	case control.CmdRestart:
 		switch state {
@@ -62,12 +66,12 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 			s.armTimer(now)
 			return control.Response{OK: true, Message: d.cfg.Name + ": stop signal sent; it starts again once it has exited"}
 		case fsm.DaemonBackoff:
-			s.spawn(d, now) // the pending restart, now
+			s.restartNow(d, now) // the pending restart, now (or once its `after` daemons are ready)
 			s.armTimer(now)
-			return control.Response{OK: true, Message: d.cfg.Name + ": restarted"}
+			return s.startReply(d, "restarted")
 		case fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
 			s.startAgain(d, now, "operator restart", true)
-			return control.Response{OK: true, Message: d.cfg.Name + ": restarted"}
+			return s.startReply(d, "restarted")
 		}
 	}
 	return control.Response{Error: fmt.Sprintf("%s: cannot %s a daemon that is %s", d.cfg.Name, req.Cmd, state)}
@@ -81,7 +85,22 @@ func (s *Supervisor) startAgain(d *daemon, now time.Time, reason string, countsA
 	if countsAsRestart {
 		d.restarts++
 	}
-	s.spawn(d, now)
+	if d.depsReady() {
+		s.spawn(d, now)
+	} // else it stays pending, and the loop spawns it once its `after` daemons are ready
+}
+
+// startReply tells the operator what a start or restart did: spawned, waiting for its
+// `after` daemons, or failed to exec (then the client exits 1).
+func (s *Supervisor) startReply(d *daemon, done string) control.Response {
+	switch state := d.machine.Current(); {
+	case state == fsm.DaemonStarting || state == fsm.DaemonRunning:
+		return control.Response{OK: true, Message: d.cfg.Name + ": " + done}
+	case state == fsm.DaemonPending || (state == fsm.DaemonBackoff && d.awaitingDeps):
+		return control.Response{OK: true, Message: d.cfg.Name + ": starts once its `after` daemons are ready (" + strings.Join(d.cfg.After, ", ") + ")"}
+	default:
+		return control.Response{Error: fmt.Sprintf("%s: could not start: %s (now %s)", d.cfg.Name, d.lastExit, state)}
+	}
 }
 
 func (s *Supervisor) status(now time.Time) []control.DaemonStatus {

@@ -59,6 +59,9 @@ type daemon struct {
 	probeFor      int
 	// awaitingStop: a reverse-order shutdown holds its stop until its dependents are gone.
 	awaitingStop bool
+	// awaitingDeps: in backoff, its restart is due but an `after` daemon is not ready: the
+	// loop spawns it once they all are (as at start-up).
+	awaitingDeps bool
 }
 
 // leftoverGroup is a process group an earlier incarnation left behind, and when it gets
@@ -136,6 +139,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 		d.earlierGroups = append(d.earlierGroups, leftoverGroup{pgid: d.pid, deadline: d.deadline, killedAt: d.killedAt})
 	}
 	d.groupOpen, d.deadline, d.killedAt = false, time.Time{}, time.Time{}
+	d.awaitingDeps = false
 	if from == fsm.DaemonBackoff {
 		// An attempt that fails to exec counts too, or a missing binary would be retried at
 		// backoff_initial for ever and never reach max_restarts.
@@ -167,6 +171,20 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	s.byPid[pid] = d
 	s.fireDaemon(d, fsm.DaemonSpawn, zapcore.InfoLevel, detail{})
 	s.beginStarting(d, now)
+}
+
+// restartNow restarts a daemon in backoff whose restart is due (or that an operator
+// restarts): at once when its `after` daemons are ready, else once they are. A restart must
+// not run ahead of a dependency that is itself restarting: it would fail again and spend
+// its max_restarts while the dependency comes back.
+func (s *Supervisor) restartNow(d *daemon, now time.Time) {
+	if d.depsReady() {
+		s.spawn(d, now)
+		return
+	}
+	d.restartAt, d.awaitingDeps = time.Time{}, true
+	s.log.Info("restart waits for the daemons it comes after to be ready",
+		zlog.String("daemon", d.cfg.Name), zlog.Strings("after", d.cfg.After))
 }
 
 // onDaemonExit handles a reaped daemon: a death on its own, or the end of a stop.

@@ -154,11 +154,12 @@ func (s *Supervisor) notReadyInTime(d *daemon, now time.Time) {
 	s.armTimer(now)
 }
 
-// cancelOrphanedStarts: a pending daemon whose `after` daemon is done for good (exited or
-// given up) can never start; say so, rather than wait for ever.
+// cancelOrphanedStarts: a pending daemon (or one whose restart waits for its `after`
+// daemons) whose `after` daemon is done for good (exited or given up) can never start; say
+// so, rather than wait for ever.
 func (s *Supervisor) cancelOrphanedStarts() {
 	for _, d := range s.daemons {
-		if d.machine.Current() != fsm.DaemonPending {
+		if state := d.machine.Current(); state != fsm.DaemonPending && (state != fsm.DaemonBackoff || !d.awaitingDeps) {
 			continue
 		}
 		for _, dep := range d.deps {

@@ -212,7 +212,8 @@ func (s *Supervisor) nextToStart() *daemon {
 		return nil
 	}
 	for _, d := range s.daemons {
-		if d.machine.Current() == fsm.DaemonPending && d.depsReady() {
+		state := d.machine.Current()
+		if (state == fsm.DaemonPending || (state == fsm.DaemonBackoff && d.awaitingDeps)) && d.depsReady() {
 			return d
 		}
 	}
@@ -271,7 +272,7 @@ func (s *Supervisor) onTimer(now time.Time) {
 		switch d.machine.Current() {
 		case fsm.DaemonBackoff:
 			if due(d.restartAt) {
-				s.spawn(d, now)
+				s.restartNow(d, now)
 			}
 		case fsm.DaemonStarting:
 			if due(d.readyDeadline) {

@@ -1,0 +1,143 @@
+package supervisor
+
+import (
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/fsm"
+)
+
+// logIndexes lists the positions of every logged transition of machine with event.
+func (h *harness) logIndexes(machine, event string) []int {
+	var out []int
+	for i, e := range h.logs.FilterMessage("transition").All() {
+		if m := e.ContextMap(); m["machine"] == machine && m["event"] == event {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// A restart waits for the daemons the daemon comes `after`, as its first start did: a
+// dependent restarting ahead of its restarting dependency would fail again and spend its
+// max_restarts while the dependency comes back.
+func TestRestartWaitsForItsAfterDaemons(t *testing.T) {
+	h := newHarness(t)
+	db := restarting(t, h, "db", fsm.RestartOnFailure, 300*time.Millisecond, time.Hour, 0)
+	app := restarting(t, h, "app", fsm.RestartOnFailure, 10*time.Millisecond, time.Hour, 2)
+	app.After = []string{"db"}
+	h.run([]config.Daemon{db, app}, nil)
+	rec := h.waitRecord("db started", "app started")
+	h.waitLog("app", fsm.DaemonRunning)
+	for _, name := range []string{"db", "app"} {
+		if err := syscall.Kill(pidOf(t, rec, name), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(testTimeout)
+	for len(h.logIndexes("app", "spawn")) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("app was never restarted:\n%s", h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	readies, spawns := h.logIndexes("db", "ready"), h.logIndexes("app", "spawn")
+	if len(readies) < 2 || spawns[1] < readies[1] {
+		t.Fatalf("app restarted before db was ready again:\n%s", h.dumpLogs())
+	}
+	if _, _, gaveUp := h.transition("app", "give_up"); gaveUp {
+		t.Fatalf("app was given up:\n%s", h.dumpLogs())
+	}
+	h.stop <- syscall.SIGTERM
+	h.exitCode()
+}
+
+// An operator's start of a daemon whose `after` daemon is held stopped waits for it too,
+// and says so; starting the dependency then starts both.
+func TestOperatorStartWaitsForItsAfterDaemons(t *testing.T) {
+	h := newHarness(t)
+	app := fake(t, h, "app", time.Second)
+	app.After = []string{"db"}
+	h.run([]config.Daemon{fake(t, h, "db", time.Second), app}, nil)
+	h.waitLog("app", fsm.DaemonRunning)
+	for _, name := range []string{"app", "db"} {
+		if resp := h.call("stop", name); !resp.OK {
+			t.Fatalf("stop %s: %+v", name, resp)
+		}
+		h.waitState(name, "stopped")
+	}
+	resp := h.call("start", "app")
+	if !resp.OK || !strings.Contains(resp.Message, "starts once its `after` daemons are ready (db)") {
+		t.Fatalf("start app with db stopped = %+v", resp)
+	}
+	if st := h.waitState("app", "pending"); st.Pid != 0 {
+		t.Fatalf("app spawned while db is stopped: %+v", st)
+	}
+	if resp := h.call("start", "db"); !resp.OK {
+		t.Fatalf("start db: %+v", resp)
+	}
+	h.waitState("app", "running")
+	h.stop <- syscall.SIGTERM
+	h.exitCode()
+}
+
+// A start whose exec fails is refused: the operator sees the failure, not "started".
+func TestOperatorStartReportsAnExecFailure(t *testing.T) {
+	h := newHarness(t)
+	script := filepath.Join(t.TempDir(), "svc.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexec tail -f /dev/null\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.run([]config.Daemon{shDaemon("other", "exec tail -f /dev/null"), {Name: "svc", Command: []string{script}, Grace: time.Second}}, nil)
+	h.waitLog("svc", fsm.DaemonRunning)
+	if resp := h.call("stop", "svc"); !resp.OK {
+		t.Fatalf("stop: %+v", resp)
+	}
+	h.waitState("svc", "stopped")
+	if err := os.Remove(script); err != nil {
+		t.Fatal(err)
+	}
+	resp := h.call("start", "svc")
+	if resp.OK || !strings.Contains(resp.Error, "could not start: exec failed (127)") {
+		t.Fatalf("start with the command gone = %+v, want a refusal naming the exec failure", resp)
+	}
+	h.stop <- syscall.SIGTERM
+	h.exitCode()
+}
+
+// An operator's stop or restart of a daemon that already crashed (its SIGCHLD not yet
+// handled) sees the crash first: its status is the supervisor's exit status, as when a
+// stop signal follows a crash.
+func TestOperatorCallAfterACrashKeepsItsStatus(t *testing.T) {
+	for _, cmd := range []string{"stop", "restart"} {
+		t.Run(cmd, func(t *testing.T) {
+			h := newHarness(t)
+			h.holdSIGCHLD = true
+			h.run([]config.Daemon{
+				fake(t, h, "crasher", time.Second, "-exit-after", "50ms", "-code", "7"),
+				fake(t, h, "survivor", time.Second),
+			}, nil)
+			crasher := pidOf(t, h.waitRecord("crasher exit 7", "survivor started"), "crasher")
+			deadline := time.Now().Add(testTimeout)
+			for !reapable(crasher) {
+				if time.Now().After(deadline) {
+					t.Fatal("the crasher never became a zombie")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			h.call(cmd, "crasher")
+			signal.Notify(h.child, syscall.SIGCHLD)
+			h.child <- syscall.SIGCHLD
+			h.stop <- syscall.SIGTERM
+			if code := h.exitCode(); code != 7 {
+				t.Fatalf("exit code %d, want the crash's 7\n%s", code, h.dumpLogs())
+			}
+		})
+	}
+}
