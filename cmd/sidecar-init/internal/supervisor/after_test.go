@@ -141,3 +141,71 @@ func TestOperatorCallAfterACrashKeepsItsStatus(t *testing.T) {
 		})
 	}
 }
+
+// logPos is the position, among all logged lines, of the first line with msg whose fields
+// include every one of want (-1 if none).
+func (h *harness) logPos(msg string, want map[string]any) int {
+	for i, e := range h.logs.All() {
+		if e.Message != msg {
+			continue
+		}
+		m, ok := e.ContextMap(), true
+		for k, v := range want {
+			ok = ok && m[k] == v
+		}
+		if ok {
+			return i
+		}
+	}
+	return -1
+}
+
+// stop_order = "reverse" stops a dependency once its dependents are gone, and a dependent
+// is gone only when its process group is: a grandchild that outlives the dependent's
+// leader still counts.
+func TestReverseOrderWaitsForTheDependentsGroup(t *testing.T) {
+	h := newHarness(t)
+	h.reverseStop = true
+	worker := fake(t, h, "worker", 300*time.Millisecond, "-grandchild")
+	worker.After = []string{"dep"}
+	h.run([]config.Daemon{fake(t, h, "dep", 2*time.Second), worker}, nil)
+	h.waitRecord("dep started", "worker.grandchild started")
+	h.waitLog("worker", fsm.DaemonRunning)
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	killed := h.logPos("killed processes left in an exited daemon's process group", map[string]any{"daemon": "worker"})
+	stop := h.logPos("transition", map[string]any{"machine": "dep", "event": "stop"})
+	if killed < 0 || stop < killed {
+		t.Fatalf("dep was stopped (line %d) while worker's group still ran (killed at line %d):\n%s", stop, killed, h.dumpLogs())
+	}
+}
+
+// The leftovers of a daemon that died during a reverse-order shutdown are SIGKILLed by the
+// shutdown's one deadline, the largest grace, not a full grace after that death.
+func TestReverseOrderDeadlineBoundsLeftovers(t *testing.T) {
+	h := newHarness(t)
+	h.reverseStop = true
+	dep := fake(t, h, "dep", time.Second, "-grandchild", "-exit-after", "800ms")
+	app := fake(t, h, "app", time.Second, "-ignore-stop")
+	app.After = []string{"dep"}
+	h.run([]config.Daemon{dep, app}, nil)
+	h.waitRecord("dep.grandchild started", "app started")
+	h.stop <- syscall.SIGTERM
+	h.exitCode()
+	var stopAt, leftoverKill time.Time
+	for _, e := range h.logs.All() {
+		m := e.ContextMap()
+		if e.Message == "transition" && m["machine"] == "supervisor" && m["event"] == "stop" {
+			stopAt = e.Time
+		}
+		if e.Message == "killed processes left in an exited daemon's process group" && m["daemon"] == "dep" {
+			leftoverKill = e.Time
+		}
+	}
+	// The supervisor's own timestamps of its decisions: a loaded machine does not blur them.
+	if took := leftoverKill.Sub(stopAt); stopAt.IsZero() || leftoverKill.IsZero() || took > 1300*time.Millisecond {
+		t.Fatalf("dep's leftovers SIGKILLed %v after the stop signal; the shutdown's deadline is 1 s\n%s", took, h.dumpLogs())
+	}
+}

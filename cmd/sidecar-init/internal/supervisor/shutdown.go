@@ -88,7 +88,17 @@ func (s *Supervisor) stopLeftovers(d *daemon, sig syscall.Signal, now time.Time)
 	s.log.Warn("stopping processes left in an exited daemon's process group",
 		zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", d.pid), zlog.String("signal", procs.SignalName(stop)))
 	s.signalGroup(d, stop)
-	d.deadline, d.killedAt = now.Add(d.cfg.Grace), time.Time{}
+	d.deadline, d.killedAt = s.graceEnd(d, now), time.Time{}
+}
+
+// graceEnd is when a stop begun now gets SIGKILL: the daemon's grace, but never past the end
+// of a reverse-order shutdown (one overall deadline, the largest grace).
+func (s *Supervisor) graceEnd(d *daemon, now time.Time) time.Time {
+	end := now.Add(d.cfg.Grace)
+	if !s.reverseDeadline.IsZero() && s.reverseDeadline.Before(end) {
+		end = s.reverseDeadline
+	}
+	return end
 }
 
 // stopEarlierGroups sends the stop signal to the groups earlier incarnations of d left
@@ -101,7 +111,7 @@ func (s *Supervisor) stopEarlierGroups(d *daemon, stop syscall.Signal, now time.
 			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", g.pgid), zlog.String("signal", procs.SignalName(stop)))
 		s.signalEarlierGroup(d, g.pgid, stop)
 		if g.deadline.IsZero() {
-			g.deadline, g.killedAt = now.Add(d.cfg.Grace), time.Time{}
+			g.deadline, g.killedAt = s.graceEnd(d, now), time.Time{}
 		}
 	}
 }
@@ -203,16 +213,15 @@ func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time) {
 	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
 	s.killProbes(d) // it is being stopped: nothing to make ready
 	s.signalGroup(d, stop)
-	d.deadline, d.killedAt = now.Add(d.cfg.Grace), time.Time{}
-	if !s.reverseDeadline.IsZero() && s.reverseDeadline.Before(d.deadline) {
-		d.deadline = s.reverseDeadline
-	}
+	d.deadline, d.killedAt = s.graceEnd(d, now), time.Time{}
 	s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, detail{signal: procs.SignalName(stop)})
 }
 
+// anyDependentLive says a daemon that comes after d still has a process: its own, or one
+// left in any of its process groups (they get stopped, with a grace, before d is).
 func (d *daemon) anyDependentLive() bool {
 	for _, dep := range d.dependents {
-		if dep.live() {
+		if dep.live() || dep.groupsOpen() {
 			return true
 		}
 	}
@@ -222,6 +231,7 @@ func (d *daemon) anyDependentLive() bool {
 // stopAwaiting stops the daemons a reverse-order shutdown held back whose dependents are
 // gone; with force (the overall deadline passed) it stops and kills all of them at once.
 func (s *Supervisor) stopAwaiting(now time.Time, force bool) {
+	stopped := false
 	for _, d := range s.daemons {
 		if !d.awaitingStop || !d.live() {
 			d.awaitingStop = false
@@ -230,11 +240,16 @@ func (s *Supervisor) stopAwaiting(now time.Time, force bool) {
 		if force {
 			s.stopDaemon(d, s.stopSignal, now)
 			s.kill(d, "stop_order reverse: the largest grace ran out")
+			stopped = true
 			continue
 		}
 		if !d.anyDependentLive() {
 			s.stopDaemon(d, s.stopSignal, now)
+			stopped = true
 		}
+	}
+	if stopped {
+		s.armTimer(now)
 	}
 }
 

@@ -446,6 +446,9 @@ func (s *Supervisor) settle() {
 			s.fireSupervisor(fsm.SupervisorAllDied)
 		}
 	case fsm.SupervisorTerminating, fsm.SupervisorKilling:
+		// Groups close on reaps and on the looks after a SIGKILL: a daemon a reverse-order
+		// shutdown holds back goes once its dependents' last processes have.
+		s.stopAwaiting(time.Now(), false)
 		if s.anyDaemonLive() || s.anyGroupOpen() || len(s.execProbes) > 0 {
 			return
 		}
