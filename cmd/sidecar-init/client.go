@@ -75,11 +75,19 @@ func runClient(args []string, stdout io.Writer) error {
 	if !resp.OK {
 		return clientError{resp.Error}
 	}
+	if err := printAnswer(stdout, cmd, *asJSON, resp); err != nil {
+		return clientError{"write the answer: " + err.Error()}
+	}
+	return nil
+}
+
+// printAnswer writes what the supervisor answered: its message, or the status table.
+func printAnswer(stdout io.Writer, cmd string, asJSON bool, resp control.Response) error {
 	if cmd != control.CmdStatus {
 		_, err := fmt.Fprintln(stdout, resp.Message)
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(resp.Daemons)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -182,4 +183,56 @@ func hostPidOf(t *testing.T, initPid, nsPid int) int {
 	}
 	t.Fatalf("no host pid for pid %d in the namespace of %d", nsPid, initPid)
 	return 0
+}
+
+// A client command keeps the default signal handling: Ctrl-C ends it at once, even while
+// it waits for an answer that does not come.
+func TestClientEndsOnSIGINT(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "control.sock")
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if conn, err := ln.Accept(); err == nil {
+			accepted <- conn // never answered
+		}
+	}()
+	cmd := exec.Command(binary, "status")
+	cmd.Env = []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	conn := <-accepted
+	defer func() { _ = conn.Close() }()
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
+		t.Fatalf("client after SIGINT: %v, want ended by SIGINT", cmd.ProcessState)
+	}
+}
+
+// A client that cannot write its answer exits 1 (a failure), not 2 (a usage error).
+func TestClientWriteErrorExitsOne(t *testing.T) {
+	dir := t.TempDir()
+	p := startInit(t, daemonTOML(t, filepath.Join(dir, "record"), "web", "1s"), false)
+	p.waitLog(`"msg":"every daemon is ready"`)
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full to make writes fail (%v)", err)
+	}
+	defer func() { _ = full.Close() }()
+	cmd := exec.Command(binary, "status")
+	cmd.Env = []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + filepath.Join(filepath.Dir(p.stderrPath), "control.sock")}
+	cmd.Stdout = full
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	_ = cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), "write the answer") {
+		t.Fatalf("status into /dev/full: exit %d, stderr %q; want 1 and the write error", code, stderr.String())
+	}
 }

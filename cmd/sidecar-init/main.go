@@ -45,15 +45,19 @@ const notifyFlushTimeout = 300 * time.Millisecond
 const logFlushTimeout = 300 * time.Millisecond
 
 func main() {
-	// First thing: a Go PID 1 that has not asked for SIGTERM exits with status 2 when it gets
-	// one (the runtime re-raises it, the kernel ignores it for init, the runtime exits).
-	signals := notifySignals()
+	isClient := len(os.Args) > 1 && isClientCommand(os.Args[1])
+	var signals supervisor.Signals
+	if !isClient {
+		// First thing: a Go PID 1 that has not asked for SIGTERM exits with status 2 when it
+		// gets one (the runtime re-raises it, the kernel ignores it for init, the runtime
+		// exits). A client command keeps the defaults: Ctrl-C ends it, like any command.
+		signals = notifySignals()
+	}
 	// Whole lines only on each stream: the supervisor's log and labelled daemon lines
 	// share stderr through one sink.
 	sinks := supervisor.Sinks{Stdout: daemonlog.NewSink(os.Stdout), Stderr: daemonlog.NewSink(os.Stderr)}
 	logOut := logging.NewWriter(sinks.Stderr)
 	var err error
-	isClient := len(os.Args) > 1 && isClientCommand(os.Args[1])
 	if isClient {
 		err = runClient(os.Args[1:], os.Stdout)
 	} else {
