@@ -163,6 +163,7 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 	}
 	if len(daemons) == 0 {
 		log.Info("no daemons selected: nothing to supervise, exiting", zlog.String(config.SelectEnv, selection))
+		supervisor.RemoveReadyFile(cfg.ReadyFile, log) // an earlier run's must not say ready
 		return nil
 	}
 	log.Info("sidecar-init", zlog.String("version", version), zlog.String("config", cfg.Source),

@@ -217,15 +217,21 @@ func (s *Supervisor) checkAllReady() {
 
 // removeReadyFile at shutdown: the bundle is no longer ready.
 func (s *Supervisor) removeReadyFile() {
-	if s.opts.ReadyFile == "" {
+	RemoveReadyFile(s.opts.ReadyFile, s.log)
+}
+
+// RemoveReadyFile removes the ready file at path ("": none), so that it never says ready
+// while nothing is: at start (one an earlier run left), at shutdown and at exit.
+func RemoveReadyFile(path string, log *zlog.Logger) {
+	if path == "" {
 		return
 	}
-	if info, err := os.Lstat(s.opts.ReadyFile); err == nil && info.IsDir() {
+	if info, err := os.Lstat(path); err == nil && info.IsDir() {
 		// Never ours: a mistyped path must not delete a directory.
-		s.log.Warn("the ready file's path is a directory; leaving it", zlog.String("path", s.opts.ReadyFile))
+		log.Warn("the ready file's path is a directory; leaving it", zlog.String("path", path))
 		return
 	}
-	if err := os.Remove(s.opts.ReadyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Warn("could not remove the ready file", zlog.String("path", s.opts.ReadyFile), zlog.Error(err))
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.Warn("could not remove the ready file", zlog.String("path", path), zlog.Error(err))
 	}
 }
