@@ -78,3 +78,26 @@ func TestNotPID1ReportsWhatEscapedWhenEveryDaemonDied(t *testing.T) {
 		t.Errorf("the log does not name escaped pid %d:\n%s", escaped, p.stderr())
 	}
 }
+
+// With log = "json" the container's whole output is JSON lines: an exec probe's output
+// too, labelled NAME.probe.
+func TestExecProbeOutputIsLabelled(t *testing.T) {
+	dir := t.TempDir()
+	record, marker := filepath.Join(dir, "record"), filepath.Join(dir, "up")
+	table := daemonTOML(t, record, "a", "1s", "-touch", marker, "-ready-after", "100ms") +
+		fmt.Sprintf("log = \"json\"\nready = { exec = [\"/bin/sh\", \"-c\", \"echo probing >&2; test -e %s\"] }\n", marker)
+	p := startInit(t, table, false)
+	p.waitLog(`"msg":"every daemon is ready"`)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(p.stderr()), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("stderr line is not JSON: %q", line)
+		}
+	}
+	if !strings.Contains(p.stderr(), `"daemon":"a.probe","stream":"stderr","line":"probing"`) {
+		t.Errorf("no labelled probe line:\n%s", p.stderr())
+	}
+}

@@ -118,20 +118,7 @@ type detail struct {
 func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	from := d.machine.Current()
 	spec := procs.Spec{Argv: d.cfg.Command, Env: d.env, Dir: d.cfg.Dir, Credential: d.cfg.Credential}
-	if mode := daemonlog.Mode(d.cfg.Log); mode != "" && mode != daemonlog.Inherit {
-		pipes, err := daemonlog.Attach(d.cfg.Name, mode, s.opts.Sinks.Stdout, s.opts.Sinks.Stderr)
-		if err != nil {
-			// Out of fds, most likely: the daemon still runs, with unlabelled output.
-			s.log.Error("cannot label the daemon's output; it inherits stdout and stderr",
-				zlog.String("daemon", d.cfg.Name), zlog.Error(err))
-		} else {
-			spec.Stdout, spec.Stderr = pipes.ChildFiles()
-			// The child has its copies once Spawn returns; without closing ours, EOF
-			// would never come.
-			defer pipes.CloseChildEnds()
-			s.logPipes = append(pruneDrained(s.logPipes), pipes)
-		}
-	}
+	defer s.labelOutput(d, d.cfg.Name, &spec)()
 	d.pruneEarlierGroups()
 	if d.groupOpen && d.pid != 0 && procs.GroupAlive(d.pid) {
 		// The last incarnation's group still holds processes (its leader is gone): keep it,
@@ -171,6 +158,27 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	s.byPid[pid] = d
 	s.fireDaemon(d, fsm.DaemonSpawn, zapcore.InfoLevel, detail{})
 	s.beginStarting(d, now)
+}
+
+// labelOutput points spec's stdout and stderr at labelled pipes when the daemon's log mode
+// is prefix or json (lines labelled with label), and returns what to call once the child is
+// spawned: it holds its copies of the pipes' ends then, and without closing ours EOF would
+// never come.
+func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (afterSpawn func()) {
+	mode := daemonlog.Mode(d.cfg.Log)
+	if mode == "" || mode == daemonlog.Inherit {
+		return func() {}
+	}
+	pipes, err := daemonlog.Attach(label, mode, s.opts.Sinks.Stdout, s.opts.Sinks.Stderr)
+	if err != nil {
+		// Out of fds, most likely: it still runs, with unlabelled output.
+		s.log.Error("cannot label the output; it goes to stdout and stderr as it is",
+			zlog.String("daemon", d.cfg.Name), zlog.String("label", label), zlog.Error(err))
+		return func() {}
+	}
+	spec.Stdout, spec.Stderr = pipes.ChildFiles()
+	s.logPipes = append(pruneDrained(s.logPipes), pipes)
+	return pipes.CloseChildEnds
 }
 
 // restartNow restarts a daemon in backoff whose restart is due (or that an operator

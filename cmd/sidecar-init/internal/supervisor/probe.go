@@ -68,7 +68,11 @@ func (s *Supervisor) probe(d *daemon, now time.Time) {
 	if len(probe.Exec) > 0 {
 		// As the daemon runs: its user, environment and directory.
 		spec := procs.Spec{Argv: probe.Exec, Env: d.env, Dir: d.cfg.Dir, Credential: d.cfg.Credential}
+		// Its output labelled like the daemon's ("NAME.probe"), so log = "json" keeps the
+		// container's output JSON lines.
+		afterSpawn := s.labelOutput(d, d.cfg.Name+".probe", &spec)
 		pid, err := procs.Spawn(spec, s.opts.Stdin)
+		afterSpawn()
 		if err != nil {
 			s.onProbeResult(probeResult{d: d, pid: d.pid, err: err}, now)
 			return
