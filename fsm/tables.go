@@ -10,7 +10,7 @@ const (
 	DaemonBackoff     State = "backoff"     // died; waiting for its restart timer
 	DaemonStopped     State = "stopped"     // held down by an operator's stop until a start
 	DaemonExited      State = "exited"      // reaped (or never started) and not restarting: done
-	DaemonGivenUp     State = "given_up"    // died too often within backoff_reset: done
+	DaemonGivenUp     State = "given_up"    // died too often in a row, each run shorter than backoff_reset: done
 
 	DaemonSpawn       Event = "spawn"
 	DaemonSpawnFailed Event = "spawn_failed"
@@ -86,7 +86,7 @@ func buildDaemonTable(p RestartPolicy) Table {
 			{Event: DaemonFail, Src: []State{DaemonStarting, DaemonRunning}, Dst: afterDeath(p, true),
 				Driver: "SIGCHLD: reaped with a nonzero status or killed by a signal, no stop asked for (also after SIGKILL for not being ready within ready_timeout)", Note: policyNote},
 			{Event: DaemonGiveUp, Src: []State{DaemonBackoff}, Dst: DaemonGivenUp,
-				Driver: "it died more than max_restarts times within backoff_reset: no more restarts"},
+				Driver: "it died more than max_restarts times in a row, none of its runs lasting backoff_reset: no more restarts"},
 			{Event: DaemonStop, Src: []State{DaemonStarting, DaemonRunning}, Dst: DaemonTerminating,
 				Driver: "shutdown, or an operator's stop or restart: the stop signal went to its process group and its grace timer is armed"},
 			{Event: DaemonKill, Src: []State{DaemonTerminating}, Dst: DaemonKilled,
