@@ -76,7 +76,7 @@ func buildDaemonTable(p RestartPolicy) Table {
 		Initial: DaemonPending,
 		Rows: []Row{
 			{Event: DaemonSpawn, Src: []State{DaemonPending, DaemonBackoff}, Dst: DaemonStarting,
-				Driver: "the loop forked and exec'd the daemon into its own process group (at start-up, when its restart timer fires, or on an operator's start or restart; each time once its `after` daemons are ready)"},
+				Driver: "the loop forked and exec'd the daemon into its own process group (at start-up once its `after` daemons are ready; when its restart timer fires and none of them is on its way back; on an operator's start or restart)"},
 			{Event: DaemonReady, Src: []State{DaemonStarting}, Dst: DaemonRunning,
 				Driver: "its readiness probe passed (tcp, file or exec), or at once when it has none"},
 			{Event: DaemonSpawnFailed, Src: []State{DaemonPending, DaemonBackoff}, Dst: afterDeath(p, true),
@@ -98,7 +98,7 @@ func buildDaemonTable(p RestartPolicy) Table {
 			{Event: DaemonHold, Src: []State{DaemonExited, DaemonBackoff, DaemonGivenUp}, Dst: DaemonStopped,
 				Driver: "an operator's stop: it stays down (after its death, if it was running) until a start"},
 			{Event: DaemonStart, Src: []State{DaemonStopped, DaemonExited, DaemonGivenUp}, Dst: DaemonPending,
-				Driver: "an operator's start, or the second half of an operator's restart; the loop spawns it once its `after` daemons are ready"},
+				Driver: "an operator's start, or the second half of an operator's restart; the loop spawns it at once"},
 		},
 		Final: []State{DaemonExited, DaemonGivenUp},
 	}

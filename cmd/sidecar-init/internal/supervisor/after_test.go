@@ -58,33 +58,54 @@ func TestRestartWaitsForItsAfterDaemons(t *testing.T) {
 	h.exitCode()
 }
 
-// An operator's start of a daemon whose `after` daemon is held stopped waits for it too,
-// and says so; starting the dependency then starts both.
-func TestOperatorStartWaitsForItsAfterDaemons(t *testing.T) {
+// A dependency that is done for good (a one-shot that finished) holds no restart back:
+// the dependent restarts by its own policy, and is not cancelled.
+func TestRestartAfterAOneShotDependency(t *testing.T) {
+	h := newHarness(t)
+	migrate := shDaemon("migrate", "exit 0")
+	app := restarting(t, h, "app", fsm.RestartOnFailure, 10*time.Millisecond, time.Hour, 2, "-exit-after", "100ms", "-code", "1")
+	app.After = []string{"migrate"}
+	h.run([]config.Daemon{migrate, app}, nil)
+	if code := h.exitCode(); code != 1 {
+		t.Fatalf("exit code %d, want app's 1", code)
+	}
+	if n := len(h.transitions("app", "spawn")); n != 3 {
+		t.Errorf("app spawned %d times, want 1 + max_restarts 2:\n%s", n, h.dumpLogs())
+	}
+	if _, _, ok := h.transition("app", "give_up"); !ok {
+		t.Errorf("app was not given up by its own policy:\n%s", h.dumpLogs())
+	}
+}
+
+// An operator's restart of a daemon whose dependency is done for good restarts it: it is
+// neither cancelled nor, with it, the whole supervisor.
+func TestOperatorRestartWithADoneDependency(t *testing.T) {
 	h := newHarness(t)
 	app := fake(t, h, "app", time.Second)
-	app.After = []string{"db"}
-	h.run([]config.Daemon{fake(t, h, "db", time.Second), app}, nil)
+	app.After = []string{"migrate"}
+	h.run([]config.Daemon{shDaemon("migrate", "exit 0"), app}, nil)
+	h.waitLog("migrate", fsm.DaemonExited)
 	h.waitLog("app", fsm.DaemonRunning)
-	for _, name := range []string{"app", "db"} {
-		if resp := h.call("stop", name); !resp.OK {
-			t.Fatalf("stop %s: %+v", name, resp)
+	if resp := h.call("restart", "app"); !resp.OK {
+		t.Fatalf("restart: %+v", resp)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for len(h.transitions("app", "spawn")) < 2 {
+		select {
+		case code := <-h.done:
+			t.Fatalf("the supervisor exited (%d) after an operator's restart:\n%s", code, h.dumpLogs())
+		default:
 		}
-		h.waitState(name, "stopped")
-	}
-	resp := h.call("start", "app")
-	if !resp.OK || !strings.Contains(resp.Message, "starts once its `after` daemons are ready (db)") {
-		t.Fatalf("start app with db stopped = %+v", resp)
-	}
-	if st := h.waitState("app", "pending"); st.Pid != 0 {
-		t.Fatalf("app spawned while db is stopped: %+v", st)
-	}
-	if resp := h.call("start", "db"); !resp.OK {
-		t.Fatalf("start db: %+v", resp)
+		if time.Now().After(deadline) {
+			t.Fatalf("app was not started again:\n%s", h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	h.waitState("app", "running")
 	h.stop <- syscall.SIGTERM
-	h.exitCode()
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
 }
 
 // A start whose exec fails is refused: the operator sees the failure, not "started".

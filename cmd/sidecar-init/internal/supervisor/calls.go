@@ -47,7 +47,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 			s.armTimer(now)
 			return control.Response{OK: true, Message: fmt.Sprintf("%s: stop signal sent; it stays stopped until `sidecar-init start %s`", d.cfg.Name, d.cfg.Name)}
 		case fsm.DaemonBackoff, fsm.DaemonExited, fsm.DaemonGivenUp:
-			d.restartAt = time.Time{}
+			d.restartAt, d.awaitingDeps = time.Time{}, false
 			s.fireDaemon(d, fsm.DaemonHold, zapcore.InfoLevel, detail{reason: "operator stop"})
 			s.armTimer(now)
 			return control.Response{OK: true, Message: d.cfg.Name + ": stopped"}
@@ -66,7 +66,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 			s.armTimer(now)
 			return control.Response{OK: true, Message: d.cfg.Name + ": stop signal sent; it starts again once it has exited"}
 		case fsm.DaemonBackoff:
-			s.restartNow(d, now) // the pending restart, now (or once its `after` daemons are ready)
+			s.spawn(d, now) // the pending restart, now
 			s.armTimer(now)
 			return s.startReply(d, "restarted")
 		case fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
@@ -85,19 +85,16 @@ func (s *Supervisor) startAgain(d *daemon, now time.Time, reason string, countsA
 	if countsAsRestart {
 		d.restarts++
 	}
-	if d.depsReady() {
-		s.spawn(d, now)
-	} // else it stays pending, and the loop spawns it once its `after` daemons are ready
+	// An operator's start does not wait for `after` daemons: the operator decides.
+	s.spawn(d, now)
 }
 
-// startReply tells the operator what a start or restart did: spawned, waiting for its
-// `after` daemons, or failed to exec (then the client exits 1).
+// startReply tells the operator what a start or restart did: spawned, or failed to exec
+// (then the client exits 1).
 func (s *Supervisor) startReply(d *daemon, done string) control.Response {
-	switch state := d.machine.Current(); {
-	case state == fsm.DaemonStarting || state == fsm.DaemonRunning:
+	switch state := d.machine.Current(); state {
+	case fsm.DaemonStarting, fsm.DaemonRunning:
 		return control.Response{OK: true, Message: d.cfg.Name + ": " + done}
-	case state == fsm.DaemonPending || (state == fsm.DaemonBackoff && d.awaitingDeps):
-		return control.Response{OK: true, Message: d.cfg.Name + ": starts once its `after` daemons are ready (" + strings.Join(d.cfg.After, ", ") + ")"}
 	default:
 		return control.Response{Error: fmt.Sprintf("%s: could not start: %s (now %s)", d.cfg.Name, d.lastExit, state)}
 	}

@@ -181,12 +181,12 @@ func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (aft
 	return pipes.CloseChildEnds
 }
 
-// restartNow restarts a daemon in backoff whose restart is due (or that an operator
-// restarts): at once when its `after` daemons are ready, else once they are. A restart must
-// not run ahead of a dependency that is itself restarting: it would fail again and spend
-// its max_restarts while the dependency comes back.
+// restartNow restarts a daemon in backoff whose restart is due: at once, unless one of its
+// `after` daemons is on its way back (restarting, starting, held stopped), and then once it
+// is ready. A restart must not run ahead of a dependency that is itself restarting: it
+// would fail again and spend its max_restarts while the dependency comes back.
 func (s *Supervisor) restartNow(d *daemon, now time.Time) {
-	if d.depsReady() {
+	if d.depsSettled() {
 		s.spawn(d, now)
 		return
 	}

@@ -36,6 +36,19 @@ type execProbe struct {
 	forPid int
 }
 
+// depsSettled says no daemon this one comes `after` is on its way back: each is ready
+// (running) or done for good (exited, given up). A restart waits for that, not for
+// readiness: a dependency that will not come back (a one-shot that finished) must not
+// hold its dependents' restarts for ever.
+func (d *daemon) depsSettled() bool {
+	for _, dep := range d.deps {
+		if state := dep.machine.Current(); state != fsm.DaemonRunning && !dep.machine.Done() {
+			return false
+		}
+	}
+	return true
+}
+
 // depsReady says every daemon this one comes `after` is ready (running).
 func (d *daemon) depsReady() bool {
 	for _, dep := range d.deps {
@@ -158,12 +171,11 @@ func (s *Supervisor) notReadyInTime(d *daemon, now time.Time) {
 	s.armTimer(now)
 }
 
-// cancelOrphanedStarts: a pending daemon (or one whose restart waits for its `after`
-// daemons) whose `after` daemon is done for good (exited or given up) can never start; say
-// so, rather than wait for ever.
+// cancelOrphanedStarts: a pending daemon whose `after` daemon is done for good (exited or
+// given up) can never start; say so, rather than wait for ever.
 func (s *Supervisor) cancelOrphanedStarts() {
 	for _, d := range s.daemons {
-		if state := d.machine.Current(); state != fsm.DaemonPending && (state != fsm.DaemonBackoff || !d.awaitingDeps) {
+		if d.machine.Current() != fsm.DaemonPending {
 			continue
 		}
 		for _, dep := range d.deps {

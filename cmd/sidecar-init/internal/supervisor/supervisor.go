@@ -213,7 +213,7 @@ func (s *Supervisor) nextToStart() *daemon {
 	}
 	for _, d := range s.daemons {
 		state := d.machine.Current()
-		if (state == fsm.DaemonPending || (state == fsm.DaemonBackoff && d.awaitingDeps)) && d.depsReady() {
+		if (state == fsm.DaemonPending && d.depsReady()) || (state == fsm.DaemonBackoff && d.awaitingDeps && d.depsSettled()) {
 			return d
 		}
 	}
