@@ -153,6 +153,9 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 	if err != nil {
 		return err
 	}
+	// An earlier run's ready file must not say ready while this run starts, stops at a bad
+	// selection or user, or selects nothing.
+	supervisor.RemoveReadyFile(cfg.ReadyFile, log)
 	selection, selected := os.LookupEnv(config.SelectEnv)
 	daemons, err := cfg.Select(selection, selected)
 	if err != nil {
@@ -163,7 +166,6 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 	}
 	if len(daemons) == 0 {
 		log.Info("no daemons selected: nothing to supervise, exiting", zlog.String(config.SelectEnv, selection))
-		supervisor.RemoveReadyFile(cfg.ReadyFile, log) // an earlier run's must not say ready
 		return nil
 	}
 	log.Info("sidecar-init", zlog.String("version", version), zlog.String("config", cfg.Source),

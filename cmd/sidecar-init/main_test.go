@@ -432,21 +432,25 @@ func TestNoDaemonsSelectedExitsZeroAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	record := filepath.Join(dir, "record")
 	readyFile := filepath.Join(dir, "ready")
-	for _, value := range []string{"", "  ", " , "} {
+	for _, value := range []string{"", "  ", " , ", "nope"} {
 		// An earlier run's ready file must not say ready now that nothing runs.
 		if err := os.WriteFile(readyFile, []byte("stale\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		table := fmt.Sprintf("ready_file = %q\n", readyFile) + daemonTOML(t, record, "a", "1s")
 		p := startInit(t, table, false, "CLAUDE_BOTTLE_SIDECAR_DAEMONS="+value)
-		if code := p.wait(); code != 0 {
-			t.Fatalf("CLAUDE_BOTTLE_SIDECAR_DAEMONS=%q: exit %d", value, code)
+		want, wantLog := 0, "no daemons selected"
+		if value == "nope" {
+			want, wantLog = 2, `unknown daemon`
+		}
+		if code := p.wait(); code != want {
+			t.Fatalf("CLAUDE_BOTTLE_SIDECAR_DAEMONS=%q: exit %d, want %d", value, code, want)
 		}
 		if _, err := os.Stat(readyFile); !os.IsNotExist(err) {
 			t.Errorf("CLAUDE_BOTTLE_SIDECAR_DAEMONS=%q: the stale ready file is still there (%v)", value, err)
 		}
-		if !strings.Contains(p.stderr(), "no daemons selected") {
-			t.Errorf("no log line says nothing was selected:\n%s", p.stderr())
+		if !strings.Contains(p.stderr(), wantLog) {
+			t.Errorf("CLAUDE_BOTTLE_SIDECAR_DAEMONS=%q: no log line with %q:\n%s", value, wantLog, p.stderr())
 		}
 		if _, err := os.Stat(record); err == nil {
 			t.Fatal("a daemon started")
