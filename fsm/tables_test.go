@@ -12,7 +12,7 @@ import (
 // policy sends a clean exit and a failure.
 func wantDaemon(clean, failure State) map[State]map[Event]State {
 	return map[State]map[Event]State{
-		DaemonPending:     {DaemonSpawn: DaemonStarting, DaemonSpawnFailed: failure, DaemonCancel: DaemonExited},
+		DaemonPending:     {DaemonSpawn: DaemonStarting, DaemonSpawnFailed: failure, DaemonCancel: DaemonExited, DaemonHold: DaemonStopped},
 		DaemonStarting:    {DaemonReady: DaemonRunning, DaemonExit: clean, DaemonFail: failure, DaemonStop: DaemonTerminating},
 		DaemonRunning:     {DaemonExit: clean, DaemonFail: failure, DaemonStop: DaemonTerminating},
 		DaemonTerminating: {DaemonDied: DaemonExited, DaemonKill: DaemonKilled},

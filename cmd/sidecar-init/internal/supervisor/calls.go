@@ -46,14 +46,18 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 			s.stopDaemon(d, syscall.SIGTERM, now)
 			s.armTimer(now)
 			return control.Response{OK: true, Message: fmt.Sprintf("%s: stop signal sent; it stays stopped until `sidecar-init start %s`", d.cfg.Name, d.cfg.Name)}
-		case fsm.DaemonBackoff, fsm.DaemonExited, fsm.DaemonGivenUp:
-			d.restartAt, d.awaitingDeps = time.Time{}, false
-			s.fireDaemon(d, fsm.DaemonHold, zapcore.InfoLevel, detail{reason: "operator stop"})
+		case fsm.DaemonPending, fsm.DaemonBackoff, fsm.DaemonExited, fsm.DaemonGivenUp:
+			s.hold(d, "operator stop")
 			s.armTimer(now)
 			return control.Response{OK: true, Message: d.cfg.Name + ": stopped"}
 		}
 	case control.CmdStart:
 		switch state {
+		case fsm.DaemonPending, fsm.DaemonBackoff:
+			// Not spawned yet, or waiting to restart (perhaps for its `after` daemons): now.
+			s.hold(d, "operator start")
+			s.startAgain(d, now, "operator start", false)
+			return s.startReply(d, "started")
 		case fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
 			s.startAgain(d, now, "operator start", false)
 			return s.startReply(d, "started")
@@ -65,8 +69,11 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 			s.stopDaemon(d, syscall.SIGTERM, now)
 			s.armTimer(now)
 			return control.Response{OK: true, Message: d.cfg.Name + ": stop signal sent; it starts again once it has exited"}
-		case fsm.DaemonBackoff:
-			s.spawn(d, now) // the pending restart, now
+		case fsm.DaemonPending, fsm.DaemonBackoff:
+			// The pending start or restart is dropped and done now, with a fresh backoff
+			// window like any operator's start.
+			s.hold(d, "operator restart")
+			s.startAgain(d, now, "operator restart", true)
 			s.armTimer(now)
 			return s.startReply(d, "restarted")
 		case fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
@@ -75,6 +82,13 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 		}
 	}
 	return control.Response{Error: fmt.Sprintf("%s: cannot %s a daemon that is %s", d.cfg.Name, req.Cmd, state)}
+}
+
+// hold takes a daemon that has no process (pending, in backoff, exited or given up) to
+// stopped: a pending start or restart is dropped.
+func (s *Supervisor) hold(d *daemon, reason string) {
+	d.restartAt, d.awaitingDeps = time.Time{}, false
+	s.fireDaemon(d, fsm.DaemonHold, zapcore.InfoLevel, detail{reason: reason})
 }
 
 // startAgain starts a daemon that an operator asked for: through pending (the start row),

@@ -257,3 +257,63 @@ func TestNotificationsFollowTransitions(t *testing.T) {
 		t.Errorf("fail notification = %+v", events[2])
 	}
 }
+
+// An operator acts on a daemon that is not spawned yet (pending behind an `after` daemon
+// that never gets ready): stop holds it, start and restart spawn it now.
+func TestOperatorCommandsOnAPendingDaemon(t *testing.T) {
+	h := newHarness(t)
+	slow := fake(t, h, "slow", time.Second)
+	slow.Ready = config.Probe{File: "/nonexistent/ready"}
+	slow.ReadyTimeout = time.Hour
+	b := fake(t, h, "b", time.Second)
+	b.After = []string{"slow"}
+	c := fake(t, h, "c", time.Second)
+	c.After = []string{"slow"}
+	h.run([]config.Daemon{slow, b, c}, nil)
+	h.waitState("b", "pending")
+	if resp := h.call("stop", "b"); !resp.OK {
+		t.Fatalf("stop of a pending daemon: %+v", resp)
+	}
+	h.waitState("b", "stopped")
+	if resp := h.call("start", "b"); !resp.OK {
+		t.Fatalf("start: %+v", resp)
+	}
+	h.waitState("b", "running")
+	if resp := h.call("restart", "c"); !resp.OK {
+		t.Fatalf("restart of a pending daemon: %+v", resp)
+	}
+	h.waitState("c", "running")
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+// An operator's restart of a daemon waiting in backoff opens a fresh backoff window, as
+// an operator's start does: it does not spend the daemon's max_restarts.
+func TestOperatorRestartInBackoffOpensAFreshWindow(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{
+		restarting(t, h, "crashy", fsm.RestartOnFailure, time.Hour, time.Hour, 1, "-exit-after", "50ms", "-code", "1"),
+		fake(t, h, "other", time.Second),
+	}, nil)
+	h.waitState("crashy", "backoff")
+	if resp := h.call("restart", "crashy"); !resp.OK {
+		t.Fatalf("restart: %+v", resp)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for len(h.transitions("crashy", "fail")) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted daemon never crashed again:\n%s", h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := h.waitState("crashy", "backoff"); st.Restarts != 1 {
+		t.Errorf("status after the operator's restart and a crash = %+v, want 1 restart", st)
+	}
+	if _, _, gaveUp := h.transition("crashy", "give_up"); gaveUp {
+		t.Fatalf("given up: the operator's restart spent max_restarts:\n%s", h.dumpLogs())
+	}
+	h.stop <- syscall.SIGTERM
+	h.exitCode()
+}
