@@ -102,10 +102,7 @@ func TestOperatorRestartWithADoneDependency(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	h.waitState("app", "running")
-	h.stop <- syscall.SIGTERM
-	if code := h.exitCode(); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
+	h.stopAndWant(0)
 }
 
 // A start whose exec fails is refused: the operator sees the failure, not "started".
@@ -144,14 +141,7 @@ func TestOperatorCallAfterACrashKeepsItsStatus(t *testing.T) {
 				fake(t, h, "crasher", time.Second, "-exit-after", "50ms", "-code", "7"),
 				fake(t, h, "survivor", time.Second),
 			}, nil)
-			crasher := pidOf(t, h.waitRecord("crasher exit 7", "survivor started"), "crasher")
-			deadline := time.Now().Add(testTimeout)
-			for !reapable(crasher) {
-				if time.Now().After(deadline) {
-					t.Fatal("the crasher never became a zombie")
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			waitReapable(t, pidOf(t, h.waitRecord("crasher exit 7", "survivor started"), "crasher"))
 			h.call(cmd, "crasher")
 			signal.Notify(h.child, syscall.SIGCHLD)
 			h.child <- syscall.SIGCHLD
@@ -192,10 +182,7 @@ func TestReverseOrderWaitsForTheDependentsGroup(t *testing.T) {
 	h.run([]config.Daemon{fake(t, h, "dep", 2*time.Second), worker}, nil)
 	h.waitRecord("dep started", "worker.grandchild started")
 	h.waitLog("worker", fsm.DaemonRunning)
-	h.stop <- syscall.SIGTERM
-	if code := h.exitCode(); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
+	h.stopAndWant(0)
 	killed := h.logPos("killed processes left in an exited daemon's process group", map[string]any{"daemon": "worker"})
 	stop := h.logPos("transition", map[string]any{"machine": "dep", "event": "stop"})
 	if killed < 0 || stop < killed {

@@ -106,10 +106,7 @@ func TestExecProbeRunsAsTheDaemonsUser(t *testing.T) {
 	d.ReadyTimeout = testTimeout
 	h.run([]config.Daemon{d}, nil)
 	h.waitLog("svc", fsm.DaemonRunning)
-	h.stop <- syscall.SIGTERM
-	if code := h.exitCode(); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
+	h.stopAndWant(0)
 }
 
 // A tcp or file attempt that passes after ready_timeout ran out comes too late: the daemon

@@ -237,10 +237,7 @@ func TestControlStatusRestartStopStart(t *testing.T) {
 	if resp := h.call("start", "nope"); resp.OK || !strings.Contains(resp.Error, `unknown daemon "nope"`) {
 		t.Errorf("unknown name: %+v", resp)
 	}
-	h.stop <- syscall.SIGTERM
-	if code := h.exitCode(); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
+	h.stopAndWant(0)
 }
 
 func TestNotificationsFollowTransitions(t *testing.T) {
@@ -283,10 +280,7 @@ func TestOperatorCommandsOnAPendingDaemon(t *testing.T) {
 		t.Fatalf("restart of a pending daemon: %+v", resp)
 	}
 	h.waitState("c", "running")
-	h.stop <- syscall.SIGTERM
-	if code := h.exitCode(); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
+	h.stopAndWant(0)
 }
 
 // An operator's restart of a daemon waiting in backoff opens a fresh backoff window, as

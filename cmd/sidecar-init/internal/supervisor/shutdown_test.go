@@ -58,10 +58,7 @@ func TestSecondStopSignalKillsWhatReverseOrderHeldBack(t *testing.T) {
 	reverseChain(t, h, time.Hour)
 	h.stop <- syscall.SIGTERM
 	h.waitRecord("app signal SIGTERM")
-	h.stop <- syscall.SIGTERM
-	if code := h.exitCode(); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
+	h.stopAndWant(0)
 	for _, event := range []string{"stop", "kill", "died"} {
 		if _, _, ok := h.transition("dep", event); !ok {
 			t.Errorf("dep has no %s transition:\n%s", event, h.dumpLogs())
@@ -105,10 +102,7 @@ func TestTearDownCrashAndOneStopSignalKeepTheGrace(t *testing.T) {
 		fake(t, h, "survivor", time.Hour),
 	}, &table)
 	rec := h.waitRecord("crasher exit 7", "survivor started")
-	crasher := pidOf(t, rec, "crasher")
-	for !reapable(crasher) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitReapable(t, pidOf(t, rec, "crasher"))
 	h.stop <- syscall.SIGTERM
 	signal.Notify(h.child, syscall.SIGCHLD)
 	h.child <- syscall.SIGCHLD
@@ -255,10 +249,7 @@ func TestReverseOrderStopsWhatAHeldBackDaemonLeft(t *testing.T) {
 	app.After = []string{"dep"}
 	h.run([]config.Daemon{dep, app}, nil)
 	grandchild := pidOf(t, h.waitRecord("dep started", "dep.grandchild started", "app started"), "dep.grandchild")
-	h.stop <- syscall.SIGTERM
-	if code := h.exitCode(); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
+	h.stopAndWant(0)
 	h.waitRecord("dep.grandchild signal SIGTERM")
 	if alive(grandchild) {
 		t.Fatalf("grandchild %d outlived the supervisor", grandchild)
@@ -353,10 +344,7 @@ func TestDaemonThatLeftItsGroupIsStillStopped(t *testing.T) {
 	// The group the daemon moved to is its child's, outside the daemon's: that child
 	// escaped, and the test ends it.
 	defer func() { _ = syscall.Kill(child, syscall.SIGKILL) }()
-	h.stop <- syscall.SIGTERM
-	if code := h.exitCode(); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
+	h.stopAndWant(0)
 	if _, _, ok := h.transition("leader", "kill"); !ok {
 		t.Errorf("no kill at the grace:\n%s", h.dumpLogs())
 	}

@@ -287,19 +287,33 @@ func TestDeathBeforeStopSignalCounts(t *testing.T) {
 		fake(t, h, "other", time.Second),
 	}, nil)
 	rec := h.waitRecord("crasher exit 6", "other started")
-	crasher := pidOf(t, rec, "crasher")
-	deadline := time.Now().Add(testTimeout)
-	for !reapable(crasher) {
-		if time.Now().After(deadline) {
-			t.Fatal("the crasher never became a zombie")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitReapable(t, pidOf(t, rec, "crasher"))
 	h.stop <- syscall.SIGTERM
 	signal.Notify(h.child, syscall.SIGCHLD)
 	h.child <- syscall.SIGCHLD // anything that exited before Notify
 	if code := h.exitCode(); code != 6 {
 		t.Fatalf("exit code %d, want 6: the crash happened before the stop signal\n%s", code, h.dumpLogs())
+	}
+}
+
+// waitReapable waits until the child has exited and wait4 would reap it now.
+func waitReapable(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for !reapable(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d never became a zombie", pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stopAndWant sends the stop signal and checks the supervisor's exit status.
+func (h *harness) stopAndWant(code int) {
+	h.t.Helper()
+	h.stop <- syscall.SIGTERM
+	if got := h.exitCode(); got != code {
+		h.t.Fatalf("exit code %d, want %d\n%s", got, code, h.dumpLogs())
 	}
 }
 
