@@ -231,8 +231,14 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 }
 
 func (s *Supervisor) afterGroupLeaderExit(d *daemon) {
-	if !procs.GroupAlive(d.pid) {
+	switch {
+	case !procs.GroupAlive(d.pid):
 		d.groupOpen, d.deadline, d.killedAt = false, time.Time{}, time.Time{}
+	case !d.killedAt.IsZero():
+		// SIGKILLed already, and the looks stopped while the leader lived: look again now,
+		// or give the group up, so that it cannot hold a shutdown for ever.
+		s.killGroup(d)
+		s.armTimer(time.Now())
 	}
 }
 

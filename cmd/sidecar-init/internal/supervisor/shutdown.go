@@ -84,6 +84,9 @@ func (s *Supervisor) stopLeftovers(d *daemon, sig syscall.Signal, now time.Time)
 		d.groupOpen = false
 		return
 	}
+	if !d.deadline.IsZero() {
+		return // a grace (an operator's stop) or the looks after a SIGKILL are under way: they stand
+	}
 	stop := stopSignalOf(d, sig)
 	s.log.Warn("stopping processes left in an exited daemon's process group",
 		zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", d.pid), zlog.String("signal", procs.SignalName(stop)))

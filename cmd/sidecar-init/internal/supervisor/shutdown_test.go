@@ -349,3 +349,67 @@ func TestDaemonThatLeftItsGroupIsStillStopped(t *testing.T) {
 		t.Errorf("no kill at the grace:\n%s", h.dumpLogs())
 	}
 }
+
+// The looks after a SIGKILL stop while the daemon itself is still unreaped past killWait
+// (its reap is coming). When it comes and a member outside reach is still in the group,
+// the looks resume and give the group up, instead of leaving the shutdown waiting on it.
+func TestShutdownEndsWhenTheLeaderIsReapedLate(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skipf("no python3 to build a process group that empties out of sight (%v)", err)
+	}
+	h := newHarness(t)
+	h.holdSIGCHLD = true // the daemon's reap comes when the test says
+	dir := t.TempDir()
+	script := filepath.Join(dir, "p.py")
+	if err := os.WriteFile(script, []byte(groupEmptiedElsewhere), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(dir, "p.pid")
+	d := shDaemon("leader", "trap '' TERM; "+python+" "+script+" "+pidFile+" never-wait & exec tail -f /dev/null")
+	d.Grace = 100 * time.Millisecond
+	h.run([]config.Daemon{d}, nil)
+	p := readPid(t, pidFile)
+	defer func() { _ = syscall.Kill(p, syscall.SIGKILL) }()
+	h.stop <- syscall.SIGTERM
+	deadline := time.Now().Add(testTimeout)
+	for len(h.transitions("leader", "kill")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no SIGKILL at the grace:\n%s", h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(killWait + 300*time.Millisecond) // past killWait, the daemon still unreaped
+	signal.Notify(h.child, syscall.SIGCHLD)
+	h.child <- syscall.SIGCHLD
+	h.exitCode()
+}
+
+// A group already SIGKILLed (an operator's stop whose grace ran out) keeps its looks when
+// the shutdown begins: no new stop signal and no fresh grace that would delay the end.
+func TestShutdownKeepsAKillUnderWay(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skipf("no python3 to build a process group that empties out of sight (%v)", err)
+	}
+	h := newHarness(t)
+	dir := t.TempDir()
+	script := filepath.Join(dir, "p.py")
+	if err := os.WriteFile(script, []byte(groupEmptiedElsewhere), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(dir, "p.pid")
+	d := shDaemon("leader", "trap '' TERM; "+python+" "+script+" "+pidFile+" never-wait & exec tail -f /dev/null")
+	d.Grace = 100 * time.Millisecond
+	h.run([]config.Daemon{d, fake(t, h, "other", time.Second)}, nil)
+	p := readPid(t, pidFile)
+	defer func() { _ = syscall.Kill(p, syscall.SIGKILL) }()
+	if resp := h.call("stop", "leader"); !resp.OK {
+		t.Fatalf("stop: %+v", resp)
+	}
+	h.waitState("leader", "stopped") // SIGKILLed at its grace and reaped; a zombie stays in its group
+	h.stopAndWant(0)
+	if n := len(h.logs.FilterMessage("stopping processes left in an exited daemon's process group").All()); n != 0 {
+		t.Fatalf("the shutdown sent a new stop signal to a group already SIGKILLed:\n%s", h.dumpLogs())
+	}
+}
