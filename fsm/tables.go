@@ -96,9 +96,9 @@ func buildDaemonTable(p RestartPolicy) Table {
 			{Event: DaemonCancel, Src: []State{DaemonPending, DaemonBackoff}, Dst: DaemonExited,
 				Driver: "shutdown before it was (re)spawned (a pending restart is dropped; one that died on its own during the shutdown is never restarted), or a daemon it comes `after` is done for good: it never starts"},
 			{Event: DaemonHold, Src: []State{DaemonPending, DaemonExited, DaemonBackoff, DaemonGivenUp}, Dst: DaemonStopped,
-				Driver: "an operator's stop: it stays down (after its death, if it was running; a pending start or restart is dropped) until a start; also the first half of an operator's start or restart of a daemon not yet spawned or in backoff"},
-			{Event: DaemonStart, Src: []State{DaemonStopped, DaemonExited, DaemonGivenUp}, Dst: DaemonPending,
-				Driver: "an operator's start, or the second half of an operator's restart; the loop spawns it at once"},
+				Driver: "an operator's stop: it stays down (after its death, if it was running; a pending start or restart is dropped) until a start"},
+			{Event: DaemonStart, Src: []State{DaemonStopped, DaemonExited, DaemonGivenUp, DaemonBackoff}, Dst: DaemonPending,
+				Driver: "an operator's start, or the second half of an operator's restart (from backoff, the pending restart is dropped); the loop spawns it at once, with a fresh backoff window"},
 		},
 		Final: []State{DaemonExited, DaemonGivenUp},
 	}

@@ -17,7 +17,7 @@ func wantDaemon(clean, failure State) map[State]map[Event]State {
 		DaemonRunning:     {DaemonExit: clean, DaemonFail: failure, DaemonStop: DaemonTerminating},
 		DaemonTerminating: {DaemonDied: DaemonExited, DaemonKill: DaemonKilled},
 		DaemonKilled:      {DaemonDied: DaemonExited},
-		DaemonBackoff:     {DaemonSpawn: DaemonStarting, DaemonSpawnFailed: failure, DaemonGiveUp: DaemonGivenUp, DaemonCancel: DaemonExited, DaemonHold: DaemonStopped},
+		DaemonBackoff:     {DaemonSpawn: DaemonStarting, DaemonSpawnFailed: failure, DaemonGiveUp: DaemonGivenUp, DaemonCancel: DaemonExited, DaemonHold: DaemonStopped, DaemonStart: DaemonPending},
 		DaemonStopped:     {DaemonStart: DaemonPending},
 		DaemonExited:      {DaemonHold: DaemonStopped, DaemonStart: DaemonPending},
 		DaemonGivenUp:     {DaemonHold: DaemonStopped, DaemonStart: DaemonPending},

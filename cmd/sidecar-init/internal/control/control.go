@@ -128,11 +128,11 @@ func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 		_ = ln.Close()
 		return nil, fmt.Errorf("control socket permissions: %w", err)
 	}
-	return serve(path, ln, calls, log), nil
+	return startServer(path, ln, calls, log), nil
 }
 
-// serve starts accepting clients on ln, the socket at path.
-func serve(path string, ln net.Listener, calls chan<- Call, log *zlog.Logger) *Server {
+// startServer starts accepting clients on ln, the socket at path.
+func startServer(path string, ln net.Listener, calls chan<- Call, log *zlog.Logger) *Server {
 	s := &Server{path: path, ln: ln, calls: calls, log: log, done: make(chan struct{})}
 	s.wg.Add(1)
 	go s.accept()
@@ -209,10 +209,10 @@ func (s *Server) accept() {
 	}
 }
 
-// resourceShortage: accept failed for lack of fds, buffers or memory, or the client gave up
-// first; the socket itself is fine.
+// resourceShortage: accept failed for lack of fds, buffers or memory; the socket itself is
+// fine. (A client that gave up first, ECONNABORTED, Go's poller already retries.)
 func resourceShortage(err error) bool {
-	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
 		if errors.Is(err, errno) {
 			return true
 		}

@@ -213,7 +213,7 @@ func TestAcceptSurvivesRunningOutOfFDs(t *testing.T) {
 	calls := make(chan Call)
 	done := make(chan struct{})
 	go fakeLoop(calls, done)
-	s := serve(path, &failingListener{Listener: ln, fails: 3, err: emfile}, calls, zlog.Nop())
+	s := startServer(path, &failingListener{Listener: ln, fails: 3, err: emfile}, calls, zlog.Nop())
 	defer func() {
 		s.Close()
 		close(done)

@@ -53,12 +53,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 		}
 	case control.CmdStart:
 		switch state {
-		case fsm.DaemonPending, fsm.DaemonBackoff:
-			// Not spawned yet, or waiting to restart (perhaps for its `after` daemons): now.
-			s.hold(d, "operator start")
-			s.startAgain(d, now, "operator start", false)
-			return s.startReply(d, "started")
-		case fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
+		case fsm.DaemonPending, fsm.DaemonBackoff, fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
 			s.startAgain(d, now, "operator start", false)
 			return s.startReply(d, "started")
 		}
@@ -69,14 +64,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 			s.stopDaemon(d, syscall.SIGTERM, now)
 			s.armTimer(now)
 			return control.Response{OK: true, Message: d.cfg.Name + ": stop signal sent; it starts again once it has exited"}
-		case fsm.DaemonPending, fsm.DaemonBackoff:
-			// The pending start or restart is dropped and done now, with a fresh backoff
-			// window like any operator's start.
-			s.hold(d, "operator restart")
-			s.startAgain(d, now, "operator restart", true)
-			s.armTimer(now)
-			return s.startReply(d, "restarted")
-		case fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
+		case fsm.DaemonPending, fsm.DaemonBackoff, fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
 			s.startAgain(d, now, "operator restart", true)
 			return s.startReply(d, "restarted")
 		}
@@ -94,7 +82,11 @@ func (s *Supervisor) hold(d *daemon, reason string) {
 // startAgain starts a daemon that an operator asked for: through pending (the start row),
 // with a fresh backoff window. A restart counts in the daemon's restarts.
 func (s *Supervisor) startAgain(d *daemon, now time.Time, reason string, countsAsRestart bool) {
-	s.fireDaemon(d, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: reason})
+	if d.machine.Current() != fsm.DaemonPending {
+		// From backoff the pending restart is dropped: this start takes its place.
+		d.restartAt, d.awaitingDeps = time.Time{}, false
+		s.fireDaemon(d, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: reason})
+	}
 	d.windowRestarts = 0
 	if countsAsRestart {
 		d.restarts++

@@ -59,8 +59,8 @@ type daemon struct {
 	probeFor      int
 	// awaitingStop: a reverse-order shutdown holds its stop until its dependents are gone.
 	awaitingStop bool
-	// awaitingDeps: in backoff, its restart is due but an `after` daemon is not ready: the
-	// loop spawns it once they all are (as at start-up).
+	// awaitingDeps: in backoff, its restart is due but an `after` daemon is on its way back
+	// (see depsSettled): the loop spawns it once none is.
 	awaitingDeps bool
 }
 
@@ -191,7 +191,7 @@ func (s *Supervisor) restartNow(d *daemon, now time.Time) {
 		return
 	}
 	d.restartAt, d.awaitingDeps = time.Time{}, true
-	s.log.Info("restart waits for the daemons it comes after to be ready",
+	s.log.Info("restart waits for the daemons it comes after to be ready or done",
 		zlog.String("daemon", d.cfg.Name), zlog.Strings("after", d.cfg.After))
 }
 

@@ -64,7 +64,8 @@ type Options struct {
 	// PID1 says whether this process is PID 1 of its namespace: then, once the daemons are
 	// done, whatever escaped their process groups can be killed with kill(-1).
 	PID1 bool
-	// ReadyFile is written once every daemon is ready and removed at shutdown ("": none).
+	// ReadyFile is written once every daemon is ready, and removed at start, when the
+	// shutdown begins and at exit ("": none).
 	ReadyFile string
 	// ReverseStop: stop dependents first, each `after` daemon once its dependents are gone,
 	// all within the largest grace (stop_order = "reverse").
@@ -354,8 +355,7 @@ func (s *Supervisor) onExit(e procs.Exit) {
 	now := time.Now()
 	s.onDaemonExit(d, e, now)
 	if s.shuttingDown() {
-		s.closeEmptyGroups()
-		s.stopAwaiting(now, false)
+		s.closeEmptyGroups() // (settle then stops what a reverse order held back for it)
 		s.armTimer(now)
 	}
 }
