@@ -118,10 +118,12 @@ command = ["/bin/sh", "-c", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) home
 func TestUnknownUserExitsTwo(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "daemons.toml")
-	_ = os.WriteFile(cfg, []byte("[[daemon]]\nname = \"a\"\nuser = \"no-such-user-here\"\ncommand = [\"/bin/true\"]\n"), 0o644)
+	_ = os.WriteFile(cfg, []byte("[[daemon]]\nname = \"z\"\ncommand = [\"/bin/true\"]\n[[daemon]]\nname = \"a\"\nuser = \"no-such-user-here\"\ncommand = [\"/bin/true\"]\n"), 0o644)
 	out, err := exec.Command(binary, "--config", cfg).CombinedOutput()
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "no-such-user-here") {
+	// The key names the daemon's place in the table, as every config error does.
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "no-such-user-here") ||
+		!strings.Contains(string(out), "daemon[1].user") {
 		t.Fatalf("unknown user: %v %s", err, out)
 	}
 }

@@ -91,7 +91,9 @@ func (p Probe) String() string {
 
 // Daemon is one validated [[daemon]] entry.
 type Daemon struct {
-	Name    string
+	Name string
+	// Index is its place in the table, for errors found after Parse ("daemon[2].user").
+	Index   int
 	Command []string
 	// Env holds the variables added to the inherited environment as KEY=value, sorted as
 	// whole strings.
@@ -294,7 +296,7 @@ func Parse(source string, data []byte) (*Config, error) {
 		if hasNUL(d.Dir) {
 			return nil, &Error{File: source, Key: key("dir"), Msg: fmt.Sprintf("daemon %q: dir contains a NUL byte", d.Name)}
 		}
-		daemon := Daemon{Name: d.Name, Command: d.Command, Dir: d.Dir, Grace: -1}
+		daemon := Daemon{Name: d.Name, Index: i, Command: d.Command, Dir: d.Dir, Grace: -1}
 		for _, k := range slices.Sorted(maps.Keys(d.Env)) { // the first bad name is the same at every run
 			v := d.Env[k]
 			if k == "" || strings.ContainsAny(k, "=\x00") {
@@ -761,7 +763,8 @@ func ResolveUsers(daemons []Daemon, source, passwdPath, groupPath string) error 
 		}
 		cred, err := procs.LookupUser(daemons[i].User, passwdPath, groupPath)
 		if err != nil {
-			return &Error{File: source, Key: "daemon " + daemons[i].Name + ".user", Msg: err.Error()}
+			return &Error{File: source, Key: fmt.Sprintf("daemon[%d].user", daemons[i].Index),
+				Msg: fmt.Sprintf("daemon %q: %v", daemons[i].Name, err)}
 		}
 		daemons[i].Credential = cred
 	}

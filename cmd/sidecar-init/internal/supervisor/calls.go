@@ -43,7 +43,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 		switch state {
 		case fsm.DaemonStarting, fsm.DaemonRunning:
 			d.afterStop = afterStopHold
-			s.stopDaemon(d, syscall.SIGTERM, now)
+			s.stopDaemon(d, syscall.SIGTERM, now, "operator stop")
 			s.armTimer(now)
 			return control.Response{OK: true, Message: fmt.Sprintf("%s: stop signal sent; it stays stopped until `sidecar-init start %s`", d.cfg.Name, d.cfg.Name)}
 		case fsm.DaemonPending, fsm.DaemonBackoff, fsm.DaemonExited, fsm.DaemonGivenUp:
@@ -61,7 +61,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 		switch state {
 		case fsm.DaemonStarting, fsm.DaemonRunning:
 			d.afterStop = afterStopStart
-			s.stopDaemon(d, syscall.SIGTERM, now)
+			s.stopDaemon(d, syscall.SIGTERM, now, "operator restart")
 			s.armTimer(now)
 			return control.Response{OK: true, Message: d.cfg.Name + ": stop signal sent; it starts again once it has exited"}
 		case fsm.DaemonPending, fsm.DaemonBackoff, fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:

@@ -311,3 +311,23 @@ func TestOperatorRestartInBackoffOpensAFreshWindow(t *testing.T) {
 	h.stop <- syscall.SIGTERM
 	h.exitCode()
 }
+
+// Every stop transition says why: an operator's stop or restart, or the shutdown.
+func TestStopTransitionsSayWhy(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{fake(t, h, "a", time.Second), fake(t, h, "b", time.Second), fake(t, h, "c", time.Second)}, nil)
+	h.waitState("c", "running")
+	for _, call := range [][2]string{{"stop", "a"}, {"restart", "b"}} {
+		if resp := h.call(call[0], call[1]); !resp.OK {
+			t.Fatalf("%s %s: %+v", call[0], call[1], resp)
+		}
+	}
+	h.waitState("a", "stopped")
+	h.waitState("b", "running")
+	h.stopAndWant(0)
+	for name, want := range map[string]string{"a": "operator stop", "b": "operator restart", "c": "shutdown"} {
+		if m, _, ok := h.transition(name, "stop"); !ok || m["reason"] != want {
+			t.Errorf("%s's stop transition = %v, want reason %q", name, m, want)
+		}
+	}
+}

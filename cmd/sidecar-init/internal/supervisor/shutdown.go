@@ -63,7 +63,7 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 				d.awaitingStop = true // its dependents go first
 				continue
 			}
-			s.stopDaemon(d, sig, now)
+			s.stopDaemon(d, sig, now, "shutdown")
 			continue
 		case fsm.DaemonTerminating, fsm.DaemonKilled:
 			continue // an operator's stop already under way: its grace stands
@@ -210,14 +210,14 @@ func (s *Supervisor) recheckGroups(d *daemon, due func(time.Time) bool) {
 
 // stopDaemon sends a live daemon its stop signal and arms its grace (never past the end of
 // a reverse-order shutdown).
-func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time) {
+func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time, reason string) {
 	stop := stopSignalOf(d, sig)
 	d.awaitingStop = false
 	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
 	s.killProbes(d) // it is being stopped: nothing to make ready
 	s.signalGroup(d, stop)
 	d.deadline, d.killedAt = s.graceEnd(d, now), time.Time{}
-	s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, detail{signal: procs.SignalName(stop)})
+	s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, detail{signal: procs.SignalName(stop), reason: reason})
 }
 
 // anyDependentLive says a daemon that comes after d still has a process: its own, or one
@@ -241,13 +241,13 @@ func (s *Supervisor) stopAwaiting(now time.Time, force bool) {
 			continue
 		}
 		if force {
-			s.stopDaemon(d, s.stopSignal, now)
+			s.stopDaemon(d, s.stopSignal, now, "stop_order reverse: the largest grace ran out")
 			s.kill(d, "stop_order reverse: the largest grace ran out")
 			stopped = true
 			continue
 		}
 		if !d.anyDependentLive() {
-			s.stopDaemon(d, s.stopSignal, now)
+			s.stopDaemon(d, s.stopSignal, now, "shutdown: the daemons after it are gone")
 			stopped = true
 		}
 	}
@@ -270,7 +270,7 @@ func (s *Supervisor) killAll(reason string) {
 	now := time.Now()
 	for _, d := range s.daemons {
 		if d.awaitingStop && d.live() {
-			s.stopDaemon(d, s.stopSignal, now)
+			s.stopDaemon(d, s.stopSignal, now, reason)
 		}
 		if d.groupsOpen() {
 			s.killEverything(d, reason)
