@@ -203,8 +203,7 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 	} else {
 		d.lastExit = fmt.Sprintf("status %d", e.Code())
 	}
-	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
-	s.killProbes(d) // they probe an incarnation that is gone
+	s.stopProbing(d) // its probes probe an incarnation that is gone
 	if state := d.machine.Current(); state == fsm.DaemonRunning || state == fsm.DaemonStarting {
 		event, level := fsm.DaemonExit, zapcore.InfoLevel
 		if e.Code() != 0 {

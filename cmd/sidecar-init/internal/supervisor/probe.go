@@ -109,14 +109,17 @@ func (s *Supervisor) probe(d *daemon, now time.Time) {
 	}(probeResult{d: d, pid: d.pid})
 }
 
-// killProbes SIGKILLs the process groups of d's running exec probes, or of every daemon's
-// when d is nil: the incarnation they probe died or ran out of ready_timeout, or the
-// shutdown began. Their exits are reaped like any other, and their results are stale.
-func (s *Supervisor) killProbes(d *daemon) {
+// stopProbing ends the daemon's readiness checks: its incarnation died, ran out of
+// ready_timeout or is being stopped, or the shutdown began. No more attempts and no
+// ready_timeout; a result still on its way is stale (it no longer matches probeFor), and
+// the exec probes' process groups are SIGKILLed (reaped like any child).
+func (s *Supervisor) stopProbing(d *daemon) {
+	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
+	d.probing, d.probeFor = false, 0
 	for pid, probe := range s.execProbes {
-		if d == nil || probe.d == d {
+		if probe.d == d {
 			if _, err := procs.SignalGroup(pid, syscall.SIGKILL); err != nil {
-				s.log.Error("could not kill a readiness probe", zlog.String("daemon", probe.d.cfg.Name), zlog.Error(err))
+				s.log.Error("could not kill a readiness probe", zlog.String("daemon", d.cfg.Name), zlog.Error(err))
 			}
 		}
 	}
@@ -130,12 +133,7 @@ func (s *Supervisor) onProbeResult(r probeResult, now time.Time) {
 		return
 	}
 	d.probing = false
-	if d.machine.Current() != fsm.DaemonStarting || r.pid != d.pid || s.shuttingDown() {
-		return
-	}
-	if d.readyDeadline.IsZero() {
-		// ready_timeout ran out and the daemon was SIGKILLed as a failed start: a tcp or
-		// file attempt under way then is too late, and its death is about to be reaped.
+	if d.machine.Current() != fsm.DaemonStarting || r.pid != d.pid {
 		return
 	}
 	if r.ok {
@@ -165,9 +163,8 @@ func (s *Supervisor) notReadyInTime(d *daemon, now time.Time) {
 	s.log.Error("daemon not ready within ready_timeout: killing it; its restart policy decides what follows",
 		zlog.String("daemon", d.cfg.Name), zlog.String("probe", d.cfg.Ready.String()),
 		zlog.Duration("ready_timeout", d.cfg.ReadyTimeout))
-	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
+	s.stopProbing(d)
 	s.signalGroup(d, syscall.SIGKILL)
-	s.killProbes(d)
 	s.armTimer(now)
 }
 

@@ -41,7 +41,6 @@ func (s *Supervisor) onStopSignal(sig syscall.Signal) {
 func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 	now := time.Now()
 	s.removeReadyFile()
-	s.killProbes(nil) // nothing becomes ready any more
 	s.stopSignal = sig
 	if s.opts.ReverseStop {
 		var largest time.Duration
@@ -52,7 +51,7 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 	}
 	for _, d := range s.daemons {
 		d.afterStop = afterStopNothing
-		d.readyDeadline, d.probeAt = time.Time{}, time.Time{} // no probe attempts or ready_timeout kills now
+		s.stopProbing(d) // nothing becomes ready any more
 		switch d.machine.Current() {
 		case fsm.DaemonPending, fsm.DaemonBackoff:
 			// Cancelled; what its last incarnation left in its group is stopped below.
@@ -213,8 +212,7 @@ func (s *Supervisor) recheckGroups(d *daemon, due func(time.Time) bool) {
 func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time, reason string) {
 	stop := stopSignalOf(d, sig)
 	d.awaitingStop = false
-	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
-	s.killProbes(d) // it is being stopped: nothing to make ready
+	s.stopProbing(d) // it is being stopped: nothing to make ready
 	s.signalGroup(d, stop)
 	d.deadline, d.killedAt = s.graceEnd(d, now), time.Time{}
 	s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, detail{signal: procs.SignalName(stop), reason: reason})

@@ -84,7 +84,8 @@ type Supervisor struct {
 	byPid   map[int]*daemon
 	// probeResults brings the outcome of tcp and file readiness probes, which run beside
 	// the loop (exec probes are processes: the loop spawns and reaps them itself). Buffered
-	// for one outstanding attempt per daemon, so a probe never blocks on sending.
+	// for one attempt per daemon; a stale one still in flight when a new incarnation probes
+	// may wait for the loop, which always takes them.
 	probeResults chan probeResult
 	// execProbes are the running exec probes, by pid.
 	execProbes map[int]execProbe
