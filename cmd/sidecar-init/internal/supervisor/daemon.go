@@ -22,20 +22,13 @@ type daemon struct {
 	cfg     config.Daemon
 	env     []string
 	machine *fsm.Machine
-	// pid is also the process group id (each daemon leads its own group); kept after the
-	// daemon died so leftovers in its group can still be found.
+	// pid is its current (or last) run's, and that run's process group id (each run leads
+	// its own group); kept after the daemon died so leftovers in its group can be found.
 	pid int
-	// groupOpen: its process group may still hold processes (grandchildren can outlive the
-	// leader). Cleared when kill(-pgid, 0) finds nobody.
-	groupOpen bool
-	// deadline is when its group gets SIGKILL during a stop; zero when not armed. Once
-	// killedAt (the SIGKILL) is set, it is when the group is looked at again.
-	deadline time.Time
-	killedAt time.Time
-	// earlierGroups are the process groups of earlier incarnations that still held
-	// processes when it was spawned again (each spawn is a new group): they are stopped at
-	// shutdown like any leftover group, each with its own grace.
-	earlierGroups []leftoverGroup
+	// groups are its runs' process groups that may still hold processes: the current run's
+	// while it lives, and any a dead run left behind (grandchildren can outlive the leader;
+	// each restart is a new group). They are stopped at shutdown, each with its own grace.
+	groups []procGroup
 	// startedAt is when it was last spawned; restartAt when its pending restart is due.
 	startedAt time.Time
 	restartAt time.Time
@@ -64,27 +57,41 @@ type daemon struct {
 	awaitingDeps bool
 }
 
-// leftoverGroup is a process group an earlier incarnation left behind, and when it gets
-// SIGKILL (zero: not being stopped).
-type leftoverGroup struct {
+// procGroup is one of the daemon's process groups and its stop: deadline is when it gets
+// SIGKILL (zero: not being stopped); once killedAt (that SIGKILL) is set, it is when the
+// group is looked at again.
+type procGroup struct {
 	pgid     int
 	deadline time.Time
 	killedAt time.Time
 }
 
+// group is the daemon's open process group with id pgid, or nil.
+func (d *daemon) group(pgid int) *procGroup {
+	for i := range d.groups {
+		if d.groups[i].pgid == pgid && pgid != 0 {
+			return &d.groups[i]
+		}
+	}
+	return nil
+}
+
 // groupsOpen says some process group of the daemon may still hold processes.
 func (d *daemon) groupsOpen() bool {
-	return d.groupOpen || len(d.earlierGroups) > 0
+	return len(d.groups) > 0
 }
 
-// pruneEarlierGroups forgets the earlier groups that have emptied or were closed.
-func (d *daemon) pruneEarlierGroups() {
-	d.earlierGroups = slices.DeleteFunc(d.earlierGroups, func(g leftoverGroup) bool { return g.pgid == 0 || !procs.GroupAlive(g.pgid) })
+// pruneGroups forgets the groups that have emptied or were closed; the live daemon's own
+// group stays until its reap.
+func (d *daemon) pruneGroups() {
+	d.groups = slices.DeleteFunc(d.groups, func(g procGroup) bool {
+		return g.pgid == 0 || ((g.pgid != d.pid || !d.live()) && !procs.GroupAlive(g.pgid))
+	})
 }
 
-// dropClosedEarlierGroups forgets the earlier groups closed after a SIGKILL (pgid 0).
-func (d *daemon) dropClosedEarlierGroups() {
-	d.earlierGroups = slices.DeleteFunc(d.earlierGroups, func(g leftoverGroup) bool { return g.pgid == 0 })
+// dropClosedGroups forgets the groups closed after a SIGKILL (pgid 0).
+func (d *daemon) dropClosedGroups() {
+	d.groups = slices.DeleteFunc(d.groups, func(g procGroup) bool { return g.pgid == 0 })
 }
 
 type afterStop int
@@ -119,13 +126,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	from := d.machine.Current()
 	spec := procs.Spec{Argv: d.cfg.Command, Env: d.env, Dir: d.cfg.Dir, Credential: d.cfg.Credential}
 	defer s.labelOutput(d, d.cfg.Name, &spec)()
-	d.pruneEarlierGroups()
-	if d.groupOpen && d.pid != 0 && procs.GroupAlive(d.pid) {
-		// The last incarnation's group still holds processes (its leader is gone): keep it,
-		// with any grace under way, before the new incarnation takes d.pid.
-		d.earlierGroups = append(d.earlierGroups, leftoverGroup{pgid: d.pid, deadline: d.deadline, killedAt: d.killedAt})
-	}
-	d.groupOpen, d.deadline, d.killedAt = false, time.Time{}, time.Time{}
+	d.pruneGroups() // the last run's group, still occupied, stays with any grace under way
 	d.awaitingDeps = false
 	if from == fsm.DaemonBackoff {
 		// An attempt that fails to exec counts too, or a missing binary would be retried at
@@ -152,7 +153,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 		return
 	}
 	d.pid = pid
-	d.groupOpen = true
+	d.groups = append(slices.DeleteFunc(d.groups, func(g procGroup) bool { return g.pgid == pid }), procGroup{pgid: pid})
 	d.startedAt = now
 	d.restartAt = time.Time{}
 	s.byPid[pid] = d
@@ -214,7 +215,7 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 		if duringShutdown {
 			// Held back by a reverse-order shutdown, it died before its turn: what it left
 			// in its group gets the stop signal and the grace now.
-			s.stopLeftovers(d, s.stopSignal, now)
+			s.stopGroups(d, s.stopSignal, now)
 		}
 		return
 	}
@@ -230,13 +231,17 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 }
 
 func (s *Supervisor) afterGroupLeaderExit(d *daemon) {
+	g := d.group(d.pid)
 	switch {
-	case !procs.GroupAlive(d.pid):
-		d.groupOpen, d.deadline, d.killedAt = false, time.Time{}, time.Time{}
-	case !d.killedAt.IsZero():
+	case g == nil:
+	case !procs.GroupAlive(g.pgid):
+		g.pgid = 0
+		d.dropClosedGroups()
+	case !g.killedAt.IsZero():
 		// SIGKILLed already, and the looks stopped while the leader lived: look again now,
 		// or give the group up, so that it cannot hold a shutdown for ever.
-		s.killGroup(d)
+		s.killGroup(d, g, "")
+		d.dropClosedGroups()
 		s.armTimer(time.Now())
 	}
 }

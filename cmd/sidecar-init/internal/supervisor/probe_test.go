@@ -121,7 +121,8 @@ func TestProbePassAfterReadyTimeoutIsTooLate(t *testing.T) {
 	}
 	// A pid above the kernel's limit (PID_MAX_LIMIT, 2^22): the SIGKILL reaches nobody.
 	now := time.Now()
-	d.pid, d.groupOpen, d.probing, d.probeFor, d.readyDeadline = 1<<22+1, true, true, 1<<22+1, now
+	d.pid, d.probing, d.probeFor, d.readyDeadline = 1<<22+1, true, 1<<22+1, now
+	d.groups = []procGroup{{pgid: d.pid}}
 	s.notReadyInTime(d, now)
 	s.onProbeResult(probeResult{d: d, pid: d.pid, ok: true}, now)
 	if got := d.machine.Current(); got != fsm.DaemonStarting {

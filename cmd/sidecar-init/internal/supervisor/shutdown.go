@@ -54,7 +54,7 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 		s.stopProbing(d) // nothing becomes ready any more
 		switch d.machine.Current() {
 		case fsm.DaemonPending, fsm.DaemonBackoff:
-			// Cancelled; what its last incarnation left in its group is stopped below.
+			// Cancelled; what its runs left in their groups is stopped below.
 			d.restartAt = time.Time{}
 			s.fireDaemon(d, fsm.DaemonCancel, zapcore.InfoLevel, detail{reason: "shutdown"})
 		case fsm.DaemonStarting, fsm.DaemonRunning:
@@ -63,34 +63,36 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 				continue
 			}
 			s.stopDaemon(d, sig, now, "shutdown")
-			continue
 		case fsm.DaemonTerminating, fsm.DaemonKilled:
-			continue // an operator's stop already under way: its grace stands
+			// An operator's stop already under way: its grace stands.
 		}
-		s.stopLeftovers(d, sig, now)
 	}
 	for _, d := range s.daemons {
-		s.stopEarlierGroups(d, stopSignalOf(d, sig), now)
+		s.stopGroups(d, sig, now)
 	}
 	s.armTimer(now)
 }
 
-// stopLeftovers sends the stop signal to what a dead daemon left in its process group and
-// arms the grace: at the start of the shutdown, and for a daemon that dies on its own
-// during it (one a reverse-order shutdown held back).
-func (s *Supervisor) stopLeftovers(d *daemon, sig syscall.Signal, now time.Time) {
-	if !d.groupOpen || d.pid == 0 || !procs.GroupAlive(d.pid) {
-		d.groupOpen = false
-		return
-	}
-	if !d.deadline.IsZero() {
-		return // a grace (an operator's stop) or the looks after a SIGKILL are under way: they stand
-	}
+// stopGroups sends the stop signal to what the daemon's runs left in their process groups
+// and arms each one's grace: at the start of the shutdown, and for a daemon that dies on
+// its own during it (one a reverse-order shutdown held back). A live daemon's own group is
+// stopDaemon's; a grace or the looks after a SIGKILL already under way stand.
+func (s *Supervisor) stopGroups(d *daemon, sig syscall.Signal, now time.Time) {
+	d.pruneGroups()
 	stop := stopSignalOf(d, sig)
-	s.log.Warn("stopping processes left in an exited daemon's process group",
-		zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", d.pid), zlog.String("signal", procs.SignalName(stop)))
-	s.signalGroup(d, stop)
-	d.deadline, d.killedAt = s.graceEnd(d, now), time.Time{}
+	for i := range d.groups {
+		g := &d.groups[i]
+		if (g.pgid == d.pid && d.live()) || !g.deadline.IsZero() {
+			continue
+		}
+		msg := "stopping processes an earlier run of the daemon left in its process group"
+		if g.pgid == d.pid {
+			msg = "stopping processes left in an exited daemon's process group"
+		}
+		s.log.Warn(msg, zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", g.pgid), zlog.String("signal", procs.SignalName(stop)))
+		s.signalPgid(d, g.pgid, stop)
+		g.deadline, g.killedAt = s.graceEnd(d, now), time.Time{}
+	}
 }
 
 // graceEnd is when a stop begun now gets SIGKILL: the daemon's grace, but never past the end
@@ -103,46 +105,16 @@ func (s *Supervisor) graceEnd(d *daemon, now time.Time) time.Time {
 	return end
 }
 
-// stopEarlierGroups sends the stop signal to the groups earlier incarnations of d left
-// behind and arms their grace (one already under way stands).
-func (s *Supervisor) stopEarlierGroups(d *daemon, stop syscall.Signal, now time.Time) {
-	d.pruneEarlierGroups()
-	for i := range d.earlierGroups {
-		g := &d.earlierGroups[i]
-		s.log.Warn("stopping processes an earlier run of the daemon left in its process group",
-			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", g.pgid), zlog.String("signal", procs.SignalName(stop)))
-		s.signalEarlierGroup(d, g.pgid, stop)
-		if g.deadline.IsZero() {
-			g.deadline, g.killedAt = s.graceEnd(d, now), time.Time{}
-		}
+// signalPgid signals one of the daemon's process groups and says whether anyone was in it.
+// The live daemon's own group goes through signalGroup, which also reaches a daemon that
+// left it.
+func (s *Supervisor) signalPgid(d *daemon, pgid int, sig syscall.Signal) bool {
+	if pgid == d.pid && d.live() {
+		return s.signalGroup(d, sig)
 	}
-}
-
-// killEarlierGroup SIGKILLs one group an earlier incarnation left behind.
-func (s *Supervisor) killEarlierGroup(d *daemon, g *leftoverGroup, reason string) {
-	pgid := g.pgid
-	s.killLeftover(d, g)
-	s.log.Warn("killed processes an earlier run of the daemon left in its process group",
-		zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", pgid), zlog.String("reason", reason))
-}
-
-// killLeftover sends SIGKILL to an earlier incarnation's group and arms its next look.
-func (s *Supervisor) killLeftover(d *daemon, g *leftoverGroup) {
-	now := time.Now()
-	if g.killedAt.IsZero() {
-		g.killedAt = now
-	}
-	if s.signalEarlierGroup(d, g.pgid, syscall.SIGKILL) && !s.giveUpOnGroup(d, g.pgid, g.killedAt, now) {
-		g.deadline = now.Add(groupRecheck)
-		return
-	}
-	g.pgid = 0 // closed: dropped by the next prune
-}
-
-func (s *Supervisor) signalEarlierGroup(d *daemon, pgid int, sig syscall.Signal) bool {
 	delivered, err := procs.SignalGroup(pgid, sig)
 	if err != nil {
-		s.log.Error("could not signal a process group an earlier run of the daemon left", zlog.String("daemon", d.cfg.Name), zlog.Error(err))
+		s.log.Error("could not signal a daemon's process group", zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", pgid), zlog.Error(err))
 	}
 	return delivered || err != nil
 }
@@ -159,28 +131,45 @@ const (
 	killWait     = time.Second
 )
 
-// killGroup sends SIGKILL to the daemon's current group and arms the next look at it; a
-// group found empty, or given up, is closed (a live leader keeps it open: its reap comes).
-func (s *Supervisor) killGroup(d *daemon) {
+// killGroup SIGKILLs one of the daemon's process groups: when its grace runs out (the first
+// time, logged, and for the daemon's own run the kill transition), and again at each look
+// after that. A group found empty, or given up, is closed (pgid 0, dropped by the next
+// prune); the live daemon's own group stays open, since its reap is coming.
+func (s *Supervisor) killGroup(d *daemon, g *procGroup, reason string) {
 	now := time.Now()
-	if d.killedAt.IsZero() {
-		d.killedAt = now
+	first := g.killedAt.IsZero()
+	if first {
+		g.killedAt = now
 	}
-	someoneLeft := s.signalGroup(d, syscall.SIGKILL)
+	own, live := g.pgid == d.pid, d.live()
+	someoneLeft := s.signalPgid(d, g.pgid, syscall.SIGKILL)
+	if first {
+		switch {
+		case own && d.machine.Current() == fsm.DaemonTerminating:
+			s.fireDaemon(d, fsm.DaemonKill, zapcore.WarnLevel, detail{signal: "SIGKILL", reason: reason})
+		case own && live: // killed already; its reap is on the way
+		case own:
+			s.log.Warn("killed processes left in an exited daemon's process group",
+				zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", g.pgid), zlog.String("reason", reason))
+		default:
+			s.log.Warn("killed processes an earlier run of the daemon left in its process group",
+				zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", g.pgid), zlog.String("reason", reason))
+		}
+	}
 	switch {
-	case d.live():
+	case own && live:
 		// Its reap is coming and closes the group or not; past killWait, wait for it
 		// without looking (a leader stuck in the kernel dies when it can).
-		if now.Sub(d.killedAt) >= killWait {
-			d.deadline = time.Time{}
+		if now.Sub(g.killedAt) >= killWait {
+			g.deadline = time.Time{}
 			return
 		}
-	case someoneLeft && !s.giveUpOnGroup(d, d.pid, d.killedAt, now):
+	case someoneLeft && !s.giveUpOnGroup(d, g.pgid, g.killedAt, now):
 	default:
-		d.groupOpen, d.deadline, d.killedAt = false, time.Time{}, time.Time{}
+		g.pgid, g.deadline = 0, time.Time{}
 		return
 	}
-	d.deadline = now.Add(groupRecheck)
+	g.deadline = now.Add(groupRecheck)
 }
 
 // giveUpOnGroup says a group SIGKILLed at killedAt still holds processes past killWait,
@@ -194,19 +183,6 @@ func (s *Supervisor) giveUpOnGroup(d *daemon, pgid int, killedAt, now time.Time)
 	return true
 }
 
-// recheckGroups takes the second looks that are due at d's SIGKILLed groups.
-func (s *Supervisor) recheckGroups(d *daemon, due func(time.Time) bool) {
-	if d.groupOpen && !d.killedAt.IsZero() && due(d.deadline) {
-		s.killGroup(d)
-	}
-	for i := range d.earlierGroups {
-		if g := &d.earlierGroups[i]; !g.killedAt.IsZero() && due(g.deadline) {
-			s.killLeftover(d, g)
-		}
-	}
-	d.dropClosedEarlierGroups()
-}
-
 // stopDaemon sends a live daemon its stop signal and arms its grace (never past the end of
 // a reverse-order shutdown).
 func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time, reason string) {
@@ -214,7 +190,9 @@ func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time, re
 	d.awaitingStop = false
 	s.stopProbing(d) // it is being stopped: nothing to make ready
 	s.signalGroup(d, stop)
-	d.deadline, d.killedAt = s.graceEnd(d, now), time.Time{}
+	if g := d.group(d.pid); g != nil {
+		g.deadline, g.killedAt = s.graceEnd(d, now), time.Time{}
+	}
 	s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, detail{signal: procs.SignalName(stop), reason: reason})
 }
 
@@ -277,42 +255,28 @@ func (s *Supervisor) killAll(reason string) {
 	s.armTimer(now)
 }
 
-// kill SIGKILLs the daemon's current process group (its grace ran out, or everything goes).
-// The groups of earlier runs have graces of their own: killEverything takes those too.
+// kill SIGKILLs the daemon's own run's process group (the reverse order's deadline).
 func (s *Supervisor) kill(d *daemon, reason string) {
-	if !d.groupOpen {
-		return
-	}
-	state := d.machine.Current()
-	s.killGroup(d)
-	switch state {
-	case fsm.DaemonTerminating:
-		s.fireDaemon(d, fsm.DaemonKill, zapcore.WarnLevel, detail{signal: "SIGKILL", reason: reason})
-	case fsm.DaemonKilled:
-		// Killed already; its reap is on the way.
-	default:
-		s.log.Warn("killed processes left in an exited daemon's process group",
-			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", d.pid), zlog.String("reason", reason))
+	if g := d.group(d.pid); g != nil {
+		s.killGroup(d, g, reason)
+		d.dropClosedGroups()
 	}
 }
 
-// killEverything SIGKILLs every group of the daemon: the current one and its earlier runs'.
+// killEverything SIGKILLs every process group of the daemon: its own run's and its earlier
+// runs'.
 func (s *Supervisor) killEverything(d *daemon, reason string) {
-	for i := range d.earlierGroups {
-		s.killEarlierGroup(d, &d.earlierGroups[i], reason)
+	for i := range d.groups {
+		s.killGroup(d, &d.groups[i], reason)
 	}
-	d.dropClosedEarlierGroups()
-	s.kill(d, reason)
+	d.dropClosedGroups()
 }
 
-// closeEmptyGroups notes which dead daemons' groups have emptied since (their last
-// grandchildren were reaped as orphans).
+// closeEmptyGroups forgets the groups that have emptied since (their last processes were
+// reaped as orphans).
 func (s *Supervisor) closeEmptyGroups() {
 	for _, d := range s.daemons {
-		d.pruneEarlierGroups()
-		if d.groupOpen && !d.live() && !procs.GroupAlive(d.pid) {
-			d.groupOpen, d.deadline, d.killedAt = false, time.Time{}, time.Time{}
-		}
+		d.pruneGroups()
 	}
 }
 
@@ -320,13 +284,7 @@ func (s *Supervisor) closeEmptyGroups() {
 // Nothing may outlive the supervisor, so they go with it.
 func (s *Supervisor) killLeftoverGroups() {
 	for _, d := range s.daemons {
-		d.pruneEarlierGroups()
-		if !d.groupOpen || !procs.GroupAlive(d.pid) {
-			d.groupOpen = false
-		}
-		if d.groupsOpen() {
-			s.killEverything(d, "every daemon died; supervisor exiting")
-		}
-		d.groupOpen = false
+		d.pruneGroups()
+		s.killEverything(d, "every daemon died; supervisor exiting")
 	}
 }

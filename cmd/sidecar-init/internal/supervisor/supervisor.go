@@ -262,15 +262,12 @@ func (s *Supervisor) onTimer(now time.Time) {
 		s.stopAwaiting(now, true)
 	}
 	for _, d := range s.daemons {
-		s.recheckGroups(d, due)
-		if d.groupOpen && d.killedAt.IsZero() && due(d.deadline) {
-			s.kill(d, "grace expired")
-		}
-		for i := range d.earlierGroups {
-			if g := &d.earlierGroups[i]; g.killedAt.IsZero() && due(g.deadline) {
-				s.killEarlierGroup(d, g, "grace expired")
+		for i := range d.groups {
+			if g := &d.groups[i]; due(g.deadline) {
+				s.killGroup(d, g, "grace expired") // or a look after the SIGKILL
 			}
 		}
+		d.dropClosedGroups()
 		switch d.machine.Current() {
 		case fsm.DaemonBackoff:
 			if due(d.restartAt) {
@@ -297,10 +294,7 @@ func (s *Supervisor) armTimer(now time.Time) {
 	}
 	consider(s.reverseDeadline)
 	for _, d := range s.daemons {
-		if d.groupOpen {
-			consider(d.deadline)
-		}
-		for _, g := range d.earlierGroups {
+		for _, g := range d.groups {
 			consider(g.deadline)
 		}
 		switch d.machine.Current() {
@@ -500,13 +494,8 @@ func (s *Supervisor) reportEscaped() {
 // isDaemonGroup says pgid is the group of some daemon's incarnation, current or earlier.
 func (s *Supervisor) isDaemonGroup(pgid int) bool {
 	for _, d := range s.daemons {
-		if d.pid == pgid {
+		if d.pid == pgid || d.group(pgid) != nil {
 			return true
-		}
-		for _, g := range d.earlierGroups {
-			if g.pgid == pgid {
-				return true
-			}
 		}
 	}
 	return false
