@@ -11,8 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/fakedaemon"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
 )
 
@@ -411,5 +415,28 @@ func TestShutdownKeepsAKillUnderWay(t *testing.T) {
 	h.stopAndWant(0)
 	if n := len(h.logs.FilterMessage("stopping processes left in an exited daemon's process group").All()); n != 0 {
 		t.Fatalf("the shutdown sent a new stop signal to a group already SIGKILLed:\n%s", h.dumpLogs())
+	}
+}
+
+// An earlier run's group found empty when its grace runs out is closed at once: no entry is
+// left to keep a shutdown waiting or the timer armed on a past deadline, and nothing tries
+// to signal "group 0" (the review of 51a0a82 saw the code before it do both).
+func TestEarlierGroupFoundEmptyAtItsGraceIsClosed(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{{Name: "svc", Command: []string{"/bin/true"}, Grace: time.Second}}})
+	d := s.daemons[0]
+	if _, err := d.machine.Fire(fsm.DaemonCancel); err != nil {
+		t.Fatal(err)
+	}
+	// Pgids above the kernel's limit (PID_MAX_LIMIT, 2^22): empty groups, SIGKILL finds nobody.
+	now := time.Now()
+	d.pid = 1<<22 + 2
+	d.groups = []procGroup{{pgid: 1<<22 + 1, deadline: now.Add(-time.Millisecond)}}
+	s.onTimer(now)
+	if s.anyGroupOpen() || s.timerArmed {
+		t.Fatalf("after the grace: groups %+v, timer armed %v; want the empty group closed", d.groups, s.timerArmed)
+	}
+	if errs := logs.FilterLevelExact(zapcore.ErrorLevel).All(); len(errs) != 0 {
+		t.Fatalf("errors logged: %v", errs)
 	}
 }
