@@ -18,6 +18,12 @@ func (s *Supervisor) onStopSignal(sig syscall.Signal) {
 	s.reap()
 	name := procs.SignalName(sig)
 	if s.stopAsked {
+		if s.machine.Current() == fsm.SupervisorKilling {
+			// A third one: everything was SIGKILLed already; send it again, nothing more.
+			s.log.Info("stop signal while every group is being killed", zlog.String("signal", name))
+			s.killAll("another stop signal")
+			return
+		}
 		if _, ok := s.fireSupervisor(fsm.SupervisorForce, zlog.String("signal", name)); ok {
 			s.killAll("second stop signal")
 		}

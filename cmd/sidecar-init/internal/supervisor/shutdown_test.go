@@ -440,3 +440,90 @@ func TestEarlierGroupFoundEmptyAtItsGraceIsClosed(t *testing.T) {
 		t.Fatalf("errors logged: %v", errs)
 	}
 }
+
+// leaderJoinsAnotherGroup: the daemon leaves B in its own group, starts C in a group of
+// C's own, and joins C's group. Its own group still has B, so a signal to that group is
+// delivered, but not to the daemon.
+const leaderJoinsAnotherGroup = `
+import os, sys, time
+b = os.fork()
+if b == 0:
+    time.sleep(1000)
+    os._exit(0)
+r, w = os.pipe()
+c = os.fork()
+if c == 0:
+    os.setpgid(0, 0)
+    os.write(w, b"x")
+    time.sleep(1000)
+    os._exit(0)
+os.read(r, 1)
+os.setpgid(0, c)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write("%d %d" % (b, c))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(1000)
+`
+
+// A daemon that joined another process group is signalled at its pid even while its own
+// group still holds others: the stop signal reaches it, and the shutdown ends.
+func TestDaemonInAnotherGroupIsStoppedWhileItsGroupIsNotEmpty(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skipf("no python3 to build a daemon that joins another process group (%v)", err)
+	}
+	h := newHarness(t)
+	dir := t.TempDir()
+	script := filepath.Join(dir, "join.py")
+	if err := os.WriteFile(script, []byte(leaderJoinsAnotherGroup), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pids := filepath.Join(dir, "pids")
+	d := config.Daemon{Name: "mover", Command: []string{python, script, pids}, Grace: 300 * time.Millisecond}
+	h.run([]config.Daemon{d}, nil)
+	deadline := time.Now().Add(testTimeout)
+	var b, c int
+	for {
+		if data, err := os.ReadFile(pids); err == nil {
+			if _, err := fmt.Sscanf(string(data), "%d %d", &b, &c); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon never joined another group")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer func() { _ = syscall.Kill(b, syscall.SIGKILL); _ = syscall.Kill(c, syscall.SIGKILL) }()
+	h.stop <- syscall.SIGTERM
+	h.exitCode()
+	if m, _, ok := h.transition("mover", "died"); !ok || m["signal"] != "SIGTERM" {
+		t.Errorf("the daemon's death = %v, want it to die of its stop signal", m)
+	}
+}
+
+// A third stop signal during the kill sends SIGKILL again; it is no illegal event.
+func TestThirdStopSignalIsNoIllegalEvent(t *testing.T) {
+	h := newHarness(t)
+	h.holdSIGCHLD = true // no reap, so no exit, before the third signal is handled
+	h.run([]config.Daemon{fake(t, h, "stubborn", time.Hour, "-ignore-stop")}, nil)
+	h.waitRecord("stubborn started")
+	h.stop <- syscall.SIGTERM
+	h.waitRecord("stubborn signal SIGTERM")
+	h.stop <- syscall.SIGINT
+	h.stop <- syscall.SIGQUIT
+	deadline := time.Now().Add(testTimeout)
+	for len(h.logs.FilterMessage("illegal event not applied").All())+
+		len(h.logs.FilterMessage("stop signal while every group is being killed").All()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the third stop signal was never handled:\n%s", h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	signal.Notify(h.child, syscall.SIGCHLD)
+	h.child <- syscall.SIGCHLD
+	h.exitCode()
+	if n := len(h.logs.FilterMessage("illegal event not applied").All()); n != 0 {
+		t.Fatalf("%d illegal events:\n%s", n, h.dumpLogs())
+	}
+}
