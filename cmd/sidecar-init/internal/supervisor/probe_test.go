@@ -51,13 +51,8 @@ func TestExecProbeDiesWithItsIncarnation(t *testing.T) {
 	d.ReadyTimeout = time.Hour
 	h.run([]config.Daemon{d}, nil)
 	firstProbe := readPid(t, filepath.Join(dir, "first"))
+	h.waitTransitions("svc", "spawn", 2)
 	deadline := time.Now().Add(testTimeout)
-	for len(h.transitions("svc", "spawn")) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("svc was not restarted:\n%s", h.dumpLogs())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	if err := os.WriteFile(filepath.Join(dir, "gate"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}

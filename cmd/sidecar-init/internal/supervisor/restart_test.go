@@ -295,13 +295,7 @@ func TestOperatorRestartInBackoffOpensAFreshWindow(t *testing.T) {
 	if resp := h.call("restart", "crashy"); !resp.OK {
 		t.Fatalf("restart: %+v", resp)
 	}
-	deadline := time.Now().Add(testTimeout)
-	for len(h.transitions("crashy", "fail")) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the restarted daemon never crashed again:\n%s", h.dumpLogs())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	h.waitTransitions("crashy", "fail", 2) // the restarted daemon crashed again
 	if st := h.waitState("crashy", "backoff"); st.Restarts != 1 {
 		t.Errorf("status after the operator's restart and a crash = %+v, want 1 restart", st)
 	}

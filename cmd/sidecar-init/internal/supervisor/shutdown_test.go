@@ -211,22 +211,30 @@ if sys.argv[2] == "wait":
 time.sleep(1000)
 `
 
+// pythonScript writes source to a script in a fresh directory and returns python3's path,
+// the script and that directory. Without python3 the test is skipped, saying why.
+func pythonScript(t *testing.T, source string) (python, script, dir string) {
+	t.Helper()
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skipf("no python3 to build the process layout this test needs (%v)", err)
+	}
+	dir = t.TempDir()
+	script = filepath.Join(dir, "layout.py")
+	if err := os.WriteFile(script, []byte(source), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return python, script, dir
+}
+
 // A group can empty, or be left holding a zombie, without any event the supervisor sees.
 // The shutdown still ends: after its grace's SIGKILL, the group is looked at again and
 // given up past a second, instead of holding the shutdown for ever.
 func TestShutdownEndsWhenAGroupEmptiesOutOfSight(t *testing.T) {
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skipf("no python3 to build a process group that empties out of sight (%v)", err)
-	}
 	for _, mode := range []string{"wait", "never-wait"} {
 		t.Run(mode, func(t *testing.T) {
+			python, script, dir := pythonScript(t, groupEmptiedElsewhere)
 			h := newHarness(t)
-			dir := t.TempDir()
-			script := filepath.Join(dir, "p.py")
-			if err := os.WriteFile(script, []byte(groupEmptiedElsewhere), 0o644); err != nil {
-				t.Fatal(err)
-			}
 			pidFile := filepath.Join(dir, "p.pid")
 			d := shDaemon("leader", python+" "+script+" "+pidFile+" "+mode+" & sleep 0.3; exit 0")
 			d.Grace = 200 * time.Millisecond
@@ -319,16 +327,8 @@ time.sleep(1000)
 `
 
 func TestDaemonThatLeftItsGroupIsStillStopped(t *testing.T) {
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skipf("no python3 to build a daemon that leaves its process group (%v)", err)
-	}
+	python, script, dir := pythonScript(t, leaderLeavesItsGroup)
 	h := newHarness(t)
-	dir := t.TempDir()
-	script := filepath.Join(dir, "leave.py")
-	if err := os.WriteFile(script, []byte(leaderLeavesItsGroup), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	moved := filepath.Join(dir, "moved")
 	d := shDaemon("leader", "exec "+python+" "+script+" > "+moved)
 	d.Grace = 300 * time.Millisecond
@@ -358,17 +358,9 @@ func TestDaemonThatLeftItsGroupIsStillStopped(t *testing.T) {
 // (its reap is coming). When it comes and a member outside reach is still in the group,
 // the looks resume and give the group up, instead of leaving the shutdown waiting on it.
 func TestShutdownEndsWhenTheLeaderIsReapedLate(t *testing.T) {
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skipf("no python3 to build a process group that empties out of sight (%v)", err)
-	}
+	python, script, dir := pythonScript(t, groupEmptiedElsewhere)
 	h := newHarness(t)
 	h.holdSIGCHLD = true // the daemon's reap comes when the test says
-	dir := t.TempDir()
-	script := filepath.Join(dir, "p.py")
-	if err := os.WriteFile(script, []byte(groupEmptiedElsewhere), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	pidFile := filepath.Join(dir, "p.pid")
 	d := shDaemon("leader", "trap '' TERM; "+python+" "+script+" "+pidFile+" never-wait & exec tail -f /dev/null")
 	d.Grace = 100 * time.Millisecond
@@ -376,13 +368,7 @@ func TestShutdownEndsWhenTheLeaderIsReapedLate(t *testing.T) {
 	p := readPid(t, pidFile)
 	defer func() { _ = syscall.Kill(p, syscall.SIGKILL) }()
 	h.stop <- syscall.SIGTERM
-	deadline := time.Now().Add(testTimeout)
-	for len(h.transitions("leader", "kill")) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no SIGKILL at the grace:\n%s", h.dumpLogs())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	h.waitTransitions("leader", "kill", 1)
 	time.Sleep(killWait + 300*time.Millisecond) // past killWait, the daemon still unreaped
 	signal.Notify(h.child, syscall.SIGCHLD)
 	h.child <- syscall.SIGCHLD
@@ -392,16 +378,8 @@ func TestShutdownEndsWhenTheLeaderIsReapedLate(t *testing.T) {
 // A group already SIGKILLed (an operator's stop whose grace ran out) keeps its looks when
 // the shutdown begins: no new stop signal and no fresh grace that would delay the end.
 func TestShutdownKeepsAKillUnderWay(t *testing.T) {
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skipf("no python3 to build a process group that empties out of sight (%v)", err)
-	}
+	python, script, dir := pythonScript(t, groupEmptiedElsewhere)
 	h := newHarness(t)
-	dir := t.TempDir()
-	script := filepath.Join(dir, "p.py")
-	if err := os.WriteFile(script, []byte(groupEmptiedElsewhere), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	pidFile := filepath.Join(dir, "p.pid")
 	d := shDaemon("leader", "trap '' TERM; "+python+" "+script+" "+pidFile+" never-wait & exec tail -f /dev/null")
 	d.Grace = 100 * time.Millisecond
@@ -468,16 +446,8 @@ time.sleep(1000)
 // A daemon that joined another process group is signalled at its pid even while its own
 // group still holds others: the stop signal reaches it, and the shutdown ends.
 func TestDaemonInAnotherGroupIsStoppedWhileItsGroupIsNotEmpty(t *testing.T) {
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skipf("no python3 to build a daemon that joins another process group (%v)", err)
-	}
+	python, script, dir := pythonScript(t, leaderJoinsAnotherGroup)
 	h := newHarness(t)
-	dir := t.TempDir()
-	script := filepath.Join(dir, "join.py")
-	if err := os.WriteFile(script, []byte(leaderJoinsAnotherGroup), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	pids := filepath.Join(dir, "pids")
 	d := config.Daemon{Name: "mover", Command: []string{python, script, pids}, Grace: 300 * time.Millisecond}
 	h.run([]config.Daemon{d}, nil)

@@ -296,6 +296,18 @@ func TestDeathBeforeStopSignalCounts(t *testing.T) {
 	}
 }
 
+// waitTransitions waits until machine has logged n transitions with event.
+func (h *harness) waitTransitions(machine, event string, n int) {
+	h.t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for len(h.transitions(machine, event)) < n {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s never logged %d %q transitions:\n%s", machine, n, event, h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // waitReapable waits until the child has exited and wait4 would reap it now.
 func waitReapable(t *testing.T, pid int) {
 	t.Helper()
