@@ -119,7 +119,8 @@ func TestSidecarBundle(t *testing.T) {
 	leaked := commitFile(t, clientEnv, work, "config.ini", "aws_access_key_id = "+fakeAWSKey+"\n")
 	runGit(t, clientEnv, work, "checkout", "--quiet", "main")
 
-	egressPort, gitPort := freePort(t), freePort(t)
+	ports := freePorts(t, 2)
+	egressPort, gitPort := ports[0], ports[1]
 	// mitmdump loads a copy: Python would write its __pycache__ next to the fixture, in the source tree.
 	addon := copyFile(t, filepath.Join("testdata", "addon.py"), filepath.Join(tmp, "addon.py"), 0o644)
 	table := renderTable(t, tmp, tableParams{
@@ -719,17 +720,29 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) string {
 	return dst
 }
 
-// freePort asks the kernel for a free loopback port. Another process could take it before
-// the daemon binds it; on this single-purpose machine that has not been seen.
-func freePort(t *testing.T) string {
+// freePorts asks the kernel for n distinct free loopback ports. All n listeners stay open
+// until every port is chosen: closed one at a time, the kernel may hand the same port out
+// twice. A CI run once saw the git daemon answer the request sent to the egress proxy's
+// port ("bad line length character: GET"), most likely that. Another process could still
+// take a port before the daemon binds it; on this single-purpose machine that has not been
+// seen.
+func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+	var ports []string
+	var listeners []net.Listener
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		listeners = append(listeners, l)
+		_, port, _ := net.SplitHostPort(l.Addr().String())
+		ports = append(ports, port)
 	}
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	if err := l.Close(); err != nil {
-		t.Fatalf("release the free port %s: %v", port, err)
+	for i, l := range listeners {
+		if err := l.Close(); err != nil {
+			t.Fatalf("release the free port %s: %v", ports[i], err)
+		}
 	}
-	return port
+	return ports
 }
