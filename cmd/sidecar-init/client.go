@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -99,7 +100,12 @@ func printAnswer(stdout io.Writer, cmd string, asJSON bool, resp control.Respons
 		if d.Pid != 0 {
 			pid = fmt.Sprint(d.Pid)
 		}
-		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.Name, d.State, pid, dash(d.Uptime), d.Restarts, dash(d.LastExit), dash(d.NextRestartIn))
+		next := d.NextRestartIn
+		if len(d.WaitingFor) > 0 {
+			// Its start or restart is due, once these are ready.
+			next = "after " + strings.Join(d.WaitingFor, ",")
+		}
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.Name, d.State, pid, dash(d.Uptime), d.Restarts, dash(d.LastExit), dash(next))
 	}
 	return tw.Flush()
 }

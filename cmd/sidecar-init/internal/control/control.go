@@ -45,6 +45,9 @@ type DaemonStatus struct {
 	Restarts      int    `json:"restarts"`
 	LastExit      string `json:"last_exit"`
 	NextRestartIn string `json:"next_restart_in"`
+	// WaitingFor names the `after` daemons a start or a restart by policy waits for
+	// (pending, or in backoff with its restart due); empty otherwise.
+	WaitingFor []string `json:"waiting_for,omitempty"`
 }
 
 // Response is the answer to one request.

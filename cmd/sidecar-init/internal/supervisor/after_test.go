@@ -4,12 +4,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/fsm"
 )
 
@@ -216,4 +218,60 @@ func TestReverseOrderDeadlineBoundsLeftovers(t *testing.T) {
 	if took := leftoverKill.Sub(stopAt); stopAt.IsZero() || leftoverKill.IsZero() || took > 1300*time.Millisecond {
 		t.Fatalf("dep's leftovers SIGKILLed %v after the stop signal; the shutdown's deadline is 1 s\n%s", took, h.dumpLogs())
 	}
+}
+
+// statusOf is the daemon's row of the status.
+func (h *harness) statusOf(name string) control.DaemonStatus {
+	for _, d := range h.call(control.CmdStatus, "").Daemons {
+		if d.Name == name {
+			return d
+		}
+	}
+	h.t.Fatalf("no %s in the status", name)
+	return control.DaemonStatus{}
+}
+
+// The status names what a waiting daemon waits for: the `after` daemons not yet ready for
+// a first start, and those on their way back for a restart that is due.
+func TestStatusNamesTheDaemonsAStartWaitsFor(t *testing.T) {
+	h := newHarness(t)
+	gateFile := filepath.Join(t.TempDir(), "gate.ready")
+	gate := fake(t, h, "gate", time.Second)
+	gate.Ready, gate.ReadyTimeout = config.Probe{File: gateFile}, time.Hour
+	db := restarting(t, h, "db", fsm.RestartOnFailure, time.Hour, time.Hour, 0)
+	app := restarting(t, h, "app", fsm.RestartOnFailure, 10*time.Millisecond, time.Hour, 0)
+	app.After = []string{"gate", "db"}
+	h.run([]config.Daemon{gate, db, app}, nil)
+	h.waitLog("db", fsm.DaemonRunning)
+	if st := h.statusOf("app"); st.State != "pending" || !slices.Equal(st.WaitingFor, []string{"gate"}) {
+		t.Fatalf("app before gate is ready: %+v, want pending, waiting for gate", st)
+	}
+	if err := os.WriteFile(gateFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec := h.waitRecord("app started")
+	if st := h.statusOf("app"); len(st.WaitingFor) != 0 {
+		t.Fatalf("app running: %+v, want no waiting_for", st)
+	}
+	// db restarts in an hour; app's restart is due in 10 ms and waits for it.
+	for _, name := range []string{"db", "app"} {
+		if err := syscall.Kill(pidOf(t, rec, name), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.waitLog("app", fsm.DaemonBackoff)
+	deadline := time.Now().Add(testTimeout)
+	for st := h.statusOf("app"); !slices.Equal(st.WaitingFor, []string{"db"}); st = h.statusOf("app") {
+		if time.Now().After(deadline) {
+			t.Fatalf("app's due restart: %+v, want waiting for db\n%s", st, h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := h.statusOf("app"); st.State != "backoff" || st.NextRestartIn != "" {
+		t.Fatalf("app waiting for db: %+v, want backoff with no next_restart_in", st)
+	}
+	if st := h.statusOf("db"); len(st.WaitingFor) != 0 || st.NextRestartIn == "" {
+		t.Fatalf("db in its own backoff: %+v, want next_restart_in and no waiting_for", st)
+	}
+	h.stopAndWant(137)
 }

@@ -114,8 +114,13 @@ func (s *Supervisor) status(now time.Time) []control.DaemonStatus {
 			st.Pid = d.pid
 			st.Uptime = now.Sub(d.startedAt).Round(time.Second).String()
 		}
-		if d.machine.Current() == fsm.DaemonBackoff && !d.restartAt.IsZero() {
+		switch state := d.machine.Current(); {
+		case state == fsm.DaemonBackoff && !d.restartAt.IsZero():
 			st.NextRestartIn = d.restartAt.Sub(now).Round(time.Millisecond).String()
+		case state == fsm.DaemonBackoff && d.awaitingDeps:
+			st.WaitingFor = d.depsNot(depSettled)
+		case state == fsm.DaemonPending:
+			st.WaitingFor = d.depsNot(depReady)
 		}
 		out = append(out, st)
 	}

@@ -36,27 +36,43 @@ type execProbe struct {
 	forPid int
 }
 
-// depsSettled says no daemon this one comes `after` is on its way back: each is ready
-// (running) or done for good (exited, given up). A restart waits for that, not for
-// readiness: a dependency that will not come back (a one-shot that finished) must not
-// hold its dependents' restarts for ever.
-func (d *daemon) depsSettled() bool {
+// depSettled: the dependency is not on its way back; it is ready (running) or done for
+// good (exited, given up). A restart waits for that, not for readiness: a dependency that
+// will not come back (a one-shot that finished) must not hold its dependents' restarts for
+// ever.
+func depSettled(dep *daemon) bool {
+	return dep.machine.Current() == fsm.DaemonRunning || dep.machine.Done()
+}
+
+// depReady: the dependency is ready (running), as a first start waits for.
+func depReady(dep *daemon) bool { return dep.machine.Current() == fsm.DaemonRunning }
+
+// depsSettled says no daemon this one comes `after` holds a due restart back.
+func (d *daemon) depsSettled() bool { return d.depsAll(depSettled) }
+
+// depsReady says every daemon this one comes `after` is ready.
+func (d *daemon) depsReady() bool { return d.depsAll(depReady) }
+
+// depsAll says ok holds for every daemon this one comes `after` (the loop asks at every
+// turn while a daemon waits: no allocation).
+func (d *daemon) depsAll(ok func(*daemon) bool) bool {
 	for _, dep := range d.deps {
-		if state := dep.machine.Current(); state != fsm.DaemonRunning && !dep.machine.Done() {
+		if !ok(dep) {
 			return false
 		}
 	}
 	return true
 }
 
-// depsReady says every daemon this one comes `after` is ready (running).
-func (d *daemon) depsReady() bool {
+// depsNot names the daemons this one comes `after` for which ok does not hold, for status.
+func (d *daemon) depsNot(ok func(*daemon) bool) []string {
+	var names []string
 	for _, dep := range d.deps {
-		if dep.machine.Current() != fsm.DaemonRunning {
-			return false
+		if !ok(dep) {
+			names = append(names, dep.cfg.Name)
 		}
 	}
-	return true
+	return names
 }
 
 // beginStarting follows a successful spawn: a daemon without a probe is ready at once;
