@@ -92,18 +92,31 @@ func DecodeRequest(line []byte) (Request, error) {
 	return req, nil
 }
 
-// IdleTimeout drops a client that connects and sends nothing, or never reads its answer (a
-// variable so tests can shorten it).
-var IdleTimeout = 5 * time.Second
+// IdleTimeout drops a client that connects and sends no whole request line in time, and
+// again one that does not read its answer (a variable so tests can shorten it). A real
+// client writes its request at once.
+var IdleTimeout = 2 * time.Second
+
+// MaxClients bounds the connections served at once (a variable so tests can shrink it).
+// More wait in the listen backlog and cost no file descriptor: a burst of clients, or
+// clients that never send, cannot take the fds the daemons' spawns need.
+var MaxClients = 64
 
 // Server accepts clients on a unix socket.
 type Server struct {
-	path  string
-	ln    net.Listener
+	path string
+	ln   net.Listener
+	// file is the socket as created, so that Close removes it and never a socket another
+	// sidecar-init has since made at the same path.
+	file  os.FileInfo
 	calls chan<- Call
 	log   *zlog.Logger
 	done  chan struct{}
 	wg    sync.WaitGroup
+	slots chan struct{} // one per connection being served
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // guarded by mu: the connections being served
 }
 
 // Listen creates the socket at path (directory 0700, socket 0600: only root may control the
@@ -122,21 +135,32 @@ func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 	}
 	// The umask keeps the socket private from its first moment, before the chmod.
 	old := syscall.Umask(0o177)
-	ln, err := net.Listen("unix", path)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	// Close removes the socket itself, only if it is still this one (removal by path alone
+	// would take a socket a newer sidecar-init made there after ours stopped accepting).
+	ln.SetUnlinkOnClose(false)
+	file, err := os.Lstat(path)
+	if err == nil {
+		err = os.Chmod(path, 0o600)
+	}
+	if err != nil {
 		_ = ln.Close()
+		_ = os.Remove(path)
 		return nil, fmt.Errorf("control socket permissions: %w", err)
 	}
-	return startServer(path, ln, calls, log), nil
+	return startServer(path, ln, file, calls, log), nil
 }
 
 // startServer starts accepting clients on ln, the socket at path.
-func startServer(path string, ln net.Listener, calls chan<- Call, log *zlog.Logger) *Server {
-	s := &Server{path: path, ln: ln, calls: calls, log: log, done: make(chan struct{})}
+func startServer(path string, ln net.Listener, file os.FileInfo, calls chan<- Call, log *zlog.Logger) *Server {
+	s := &Server{
+		path: path, ln: ln, file: file, calls: calls, log: log, done: make(chan struct{}),
+		slots: make(chan struct{}, MaxClients), conns: map[net.Conn]struct{}{},
+	}
 	s.wg.Add(1)
 	go s.accept()
 	return s
@@ -156,13 +180,21 @@ func removeSocket(path string) error {
 	return os.Remove(path)
 }
 
-// Close stops accepting, ends every connection's wait for the loop, removes the socket and
-// waits for the connection goroutines.
+// Close stops accepting, ends every connection (a client that sent nothing yet included:
+// exit must not wait for its deadline), waits for the connection goroutines and removes
+// the socket if it is still ours.
 func (s *Server) Close() {
 	close(s.done)
 	_ = s.ln.Close()
+	s.mu.Lock()
+	for conn := range s.conns {
+		_ = conn.SetDeadline(time.Now())
+	}
+	s.mu.Unlock()
 	s.wg.Wait()
-	_ = removeSocket(s.path)
+	if now, err := os.Lstat(s.path); err == nil && os.SameFile(now, s.file) {
+		_ = os.Remove(s.path)
+	}
 }
 
 // Accept retry pacing when the process is out of file descriptors or memory: like
@@ -177,16 +209,30 @@ func (s *Server) accept() {
 	defer s.wg.Done()
 	var retry time.Duration
 	for {
+		select {
+		case s.slots <- struct{}{}:
+		case <-s.done:
+			return
+		}
 		conn, err := s.ln.Accept()
 		if err == nil {
 			if retry > 0 {
 				s.log.Info("control socket accepting again")
 				retry = 0
 			}
+			// The read deadline is set before the connection is tracked, so that the
+			// deadline Close sets on every tracked connection is the last word.
+			_ = conn.SetReadDeadline(time.Now().Add(IdleTimeout))
+			if !s.track(conn) {
+				_ = conn.Close()
+				<-s.slots
+				return
+			}
 			s.wg.Add(1)
 			go s.serve(conn)
 			continue
 		}
+		<-s.slots
 		select {
 		case <-s.done:
 			return
@@ -223,10 +269,28 @@ func resourceShortage(err error) bool {
 	return false
 }
 
+// track records a connection being served, unless Close has begun (then false).
+func (s *Server) track(conn net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	s.conns[conn] = struct{}{}
+	return true
+}
+
 func (s *Server) serve(conn net.Conn) {
 	defer s.wg.Done()
-	defer func() { _ = conn.Close() }()
-	_ = conn.SetDeadline(time.Now().Add(IdleTimeout))
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, conn)
+		s.mu.Unlock()
+		_ = conn.Close()
+		<-s.slots
+	}()
 	line, err := bufio.NewReader(io.LimitReader(conn, maxRequest+1)).ReadBytes('\n')
 	if len(line) == 0 {
 		return // hung up, or sent nothing before the deadline
@@ -237,6 +301,13 @@ func (s *Server) serve(conn net.Conn) {
 		resp = s.handle(bytes.TrimRight(line, "\r\n"))
 	}
 	data, _ := json.Marshal(resp)
+	// The answer gets its own deadline: a half-sent request used up the read's, and its
+	// client still gets told why it was refused.
+	select {
+	case <-s.done: // Close set the deadline to now: no waiting on a client at exit
+	default:
+		_ = conn.SetWriteDeadline(time.Now().Add(IdleTimeout))
+	}
 	_, _ = conn.Write(append(data, '\n'))
 }
 

@@ -213,7 +213,11 @@ func TestAcceptSurvivesRunningOutOfFDs(t *testing.T) {
 	calls := make(chan Call)
 	done := make(chan struct{})
 	go fakeLoop(calls, done)
-	s := startServer(path, &failingListener{Listener: ln, fails: 3, err: emfile}, calls, zlog.Nop())
+	file, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(path, &failingListener{Listener: ln, fails: 3, err: emfile}, file, calls, zlog.Nop())
 	defer func() {
 		s.Close()
 		close(done)
@@ -249,5 +253,113 @@ func TestListenLeavesWhatIsNotASocket(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(file); string(data) != "keep me\n" {
 		t.Errorf("the file was changed: %q", data)
+	}
+}
+
+// setIdleTimeout changes IdleTimeout for one test.
+func setIdleTimeout(t *testing.T, d time.Duration) {
+	old := IdleTimeout
+	IdleTimeout = d
+	t.Cleanup(func() { IdleTimeout = old })
+}
+
+// dialSilent connects and sends nothing.
+func dialSilent(t *testing.T, path string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// Close ends the connections of clients that have sent nothing yet: exit (within the
+// grace plus a second) must not wait for their deadline.
+func TestCloseDoesNotWaitForSilentClients(t *testing.T) {
+	setIdleTimeout(t, time.Hour)
+	path := filepath.Join(t.TempDir(), "control.sock")
+	s, err := Listen(path, make(chan Call), zlog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		dialSilent(t, path)
+	}
+	if resp, err := Do(path, Request{Cmd: "bogus"}, 5*time.Second); err != nil || resp.OK {
+		t.Fatalf("a bad request = %+v, %v; want an error answer (the clients above are being served)", resp, err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		s.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waits for clients that sent nothing (IdleTimeout is an hour)")
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left behind: %v", err)
+	}
+}
+
+// Close removes its own socket only: one that a newer sidecar-init made at the same path,
+// once ours stopped answering, stays.
+func TestCloseLeavesANewerSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "control.sock")
+	calls := make(chan Call)
+	done := make(chan struct{})
+	defer close(done)
+	go fakeLoop(calls, done)
+	old, err := Listen(path, calls, zlog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	newer, err := Listen(path, calls, zlog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newer.Close()
+	old.Close()
+	if resp, err := Do(path, Request{Cmd: CmdStatus}, 5*time.Second); err != nil || !resp.OK {
+		t.Fatalf("the newer server after the old one closed: %+v, %v", resp, err)
+	}
+}
+
+// A client whose request line never ends is told why when its time is up.
+func TestHalfARequestGetsAnAnswer(t *testing.T) {
+	setIdleTimeout(t, 100*time.Millisecond)
+	path, _ := listen(t)
+	conn := dialSilent(t, path)
+	if _, err := conn.Write([]byte(`{"cmd":"sta`)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 512)
+	n, err := conn.Read(buf)
+	if !strings.Contains(string(buf[:n]), `"error":"incomplete request`) {
+		t.Fatalf("answer to half a request = %q, %v; want an incomplete-request error", buf[:n], err)
+	}
+}
+
+// At most MaxClients connections are served at once; the rest wait in the listen backlog
+// without holding a file descriptor, and are served once a slot frees.
+func TestClientsBeyondTheCapWait(t *testing.T) {
+	setIdleTimeout(t, time.Hour)
+	old := MaxClients
+	MaxClients = 2
+	t.Cleanup(func() { MaxClients = old })
+	path, _ := listen(t)
+	first, _ := dialSilent(t, path), dialSilent(t, path)
+	if _, err := Do(path, Request{Cmd: CmdStatus}, 300*time.Millisecond); err == nil {
+		t.Fatal("a third client was served while two held both slots")
+	}
+	_ = first.Close()
+	if resp, err := Do(path, Request{Cmd: CmdStatus}, 5*time.Second); err != nil || !resp.OK {
+		t.Fatalf("after a slot freed: %+v, %v", resp, err)
 	}
 }
