@@ -715,6 +715,15 @@ func (c *Config) SetNotifyURL(raw string) error {
 	if err != nil || u.Scheme != "http" || u.Host == "" {
 		return fmt.Errorf("%q: want http://host[:port]/path or unix:/path", raw)
 	}
+	if u.User != nil {
+		// It would be logged with the URL, and is not sent: the token file is the way.
+		return fmt.Errorf("%s: credentials in the URL are not supported; put a bearer token in notify_token_file", u.Redacted())
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: port %s is not 1-65535", raw, port)
+		}
+	}
 	c.NotifyURL = raw
 	return nil
 }

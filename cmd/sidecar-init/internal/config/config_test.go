@@ -153,6 +153,8 @@ func TestParseErrors(t *testing.T) {
 		{"negative max_restarts", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nmax_restarts = -1\n", []string{"daemon[0].max_restarts", "-1"}},
 		{"notify_url scheme", "notify_url = \"https://x\"\n", []string{"key notify_url", "http://host"}},
 		{"notify_url relative unix", "notify_url = \"unix:run/s.sock\"\n", []string{"key notify_url", "absolute path"}},
+		{"notify_url credentials", "notify_url = \"http://user:s3cret@h/e\"\n", []string{"key notify_url", "http://user:xxxxx@h/e", "notify_token_file"}},
+		{"notify_url port", "notify_url = \"http://h:99999/e\"\n", []string{"key notify_url", "port 99999 is not 1-65535"}},
 		{"case-variant table", "[[Daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"key Daemon", `case-sensitive: "daemon"`}},
 		{"case-variant key", "[[daemon]]\nName = \"a\"\ncommand = [\"x\"]\n", []string{"key daemon[0].Name", `case-sensitive: "name"`}},
 		{"case-variant probe key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { TCP = \"127.0.0.1:1\" }\n", []string{"key daemon[0].ready.TCP", `"tcp"`}},

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -76,13 +77,33 @@ func New(rawURL, tokenFile string, log *zlog.Logger) (*Notifier, error) {
 			return nil, fmt.Errorf("notify_token_file: %w", err)
 		}
 		n.token = strings.TrimSpace(string(data))
+		if err := checkToken(n.token); err != nil {
+			// Never the token itself in the message: it goes to the log.
+			return nil, fmt.Errorf("notify_token_file %s: %w", tokenFile, err)
+		}
 	}
 	go n.run()
 	return n, nil
 }
 
+// checkToken refuses a token that would turn authentication off (empty) or break the
+// request's headers (a control character would end the Authorization line early, and the
+// rest would be headers of its own).
+func checkToken(token string) error {
+	if token == "" {
+		return errors.New("the file is empty: no bearer token (leave notify_token_file unset to send none)")
+	}
+	for _, r := range token {
+		if r < 0x20 || r == 0x7f {
+			return errors.New("the token holds a control character or a line break; a bearer token is one line of printable characters")
+		}
+	}
+	return nil
+}
+
 // Send queues ev with the next sequence number and returns at once. When the queue is full
-// the oldest queued event is dropped and counted.
+// the oldest queued event is dropped and counted; the first drop of a run is logged at
+// once (the count goes out, and is logged, with the next event delivered).
 func (n *Notifier) Send(ev Event) {
 	n.mu.Lock()
 	if n.closing {
@@ -91,19 +112,26 @@ func (n *Notifier) Send(ev Event) {
 	}
 	n.seq++
 	ev.Seq = n.seq
+	firstDrop := false
 	if len(n.queue) >= QueueSize {
 		n.queue = n.queue[1:]
 		n.dropped++
+		firstDrop = n.dropped == 1
 	}
 	n.queue = append(n.queue, ev)
 	n.mu.Unlock()
+	if firstDrop {
+		n.log.Warn("notification queue full: dropping the oldest events until the supervise endpoint takes them",
+			zlog.String("url", n.url), zlog.Int("queue", QueueSize))
+	}
 	select {
 	case n.wake <- struct{}{}:
 	default:
 	}
 }
 
-// Close stops taking events and gives the sender up to timeout to deliver what is queued.
+// Close stops taking events and gives the sender up to timeout to deliver what is queued,
+// then logs what was never delivered: still queued, and dropped since the last delivery.
 func (n *Notifier) Close(timeout time.Duration) {
 	n.mu.Lock()
 	n.closing = true
@@ -114,10 +142,16 @@ func (n *Notifier) Close(timeout time.Duration) {
 	select {
 	case <-n.finished:
 	case <-t.C:
-		n.mu.Lock()
-		left := len(n.queue)
-		n.mu.Unlock()
-		n.log.Warn("notifications not delivered before exit", zlog.Int("undelivered", left), zlog.String("url", n.url))
+	}
+	n.mu.Lock()
+	left, dropped := len(n.queue), n.dropped
+	for _, ev := range n.queue {
+		dropped += ev.Dropped // taken for sending with its count, then put back
+	}
+	n.mu.Unlock()
+	if left > 0 || dropped > 0 {
+		n.log.Warn("notifications not delivered before exit", zlog.Int("undelivered", left),
+			zlog.Uint64("dropped", dropped), zlog.String("url", n.url))
 	}
 }
 
@@ -168,6 +202,13 @@ func (n *Notifier) deliver(ev Event) bool {
 	for attempt := 1; ; attempt++ {
 		err := n.post(body)
 		if err == nil {
+			return true
+		}
+		var refused rejected
+		if errors.As(err, &refused) && refused.final() {
+			// Sent again, it would be refused again, and hold every later event back.
+			n.log.Error("notification refused by the supervise endpoint; dropped", zlog.String("url", n.url),
+				zlog.Uint64("seq", ev.Seq), zlog.String("daemon", ev.Daemon), zlog.Error(err))
 			return true
 		}
 		if attempt == 1 || attempt%10 == 0 {
@@ -228,17 +269,44 @@ func (n *Notifier) post(body []byte) error {
 	if _, err := conn.Write(req.Bytes()); err != nil {
 		return err
 	}
-	status, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
+	// Only the status line is read, and at most maxStatusLine of it: an endpoint that
+	// streams an endless line must not grow PID 1's memory.
+	line, err := bufio.NewReaderSize(conn, maxStatusLine).ReadSlice('\n')
+	switch {
+	case errors.Is(err, bufio.ErrBufferFull):
+		return fmt.Errorf("not an HTTP response: a status line longer than %d bytes", maxStatusLine)
+	case err != nil:
 		return fmt.Errorf("reading the response: %w", err)
 	}
 	// "HTTP/1.1 204 No Content"
+	status := string(line)
 	fields := strings.Fields(status)
 	if len(fields) < 2 || !strings.HasPrefix(fields[0], "HTTP/1.") {
 		return fmt.Errorf("not an HTTP response: %q", strings.TrimSpace(status))
 	}
-	if code, err := strconv.Atoi(fields[1]); err != nil || code/100 != 2 {
-		return fmt.Errorf("HTTP %s", strings.Join(fields[1:], " "))
+	code, err := strconv.Atoi(fields[1])
+	if err != nil {
+		return fmt.Errorf("not an HTTP response: %q", strings.TrimSpace(status))
+	}
+	if code/100 != 2 {
+		return rejected{code: code, status: strings.Join(fields[1:], " ")}
 	}
 	return nil
+}
+
+// maxStatusLine bounds the response's status line ("HTTP/1.1 204 No Content").
+const maxStatusLine = 512
+
+// rejected is an answer other than 2xx.
+type rejected struct {
+	code   int
+	status string
+}
+
+func (r rejected) Error() string { return "HTTP " + r.status }
+
+// final: the endpoint refuses this request as such (4xx), so it is not sent again. 408
+// (timeout) and 429 (too many requests) are about the moment, and so is every 5xx.
+func (r rejected) final() bool {
+	return r.code/100 == 4 && r.code != 408 && r.code != 429
 }

@@ -8,10 +8,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 )
@@ -23,6 +27,8 @@ type collector struct {
 	auth     []string
 	down     atomic.Bool
 	attempts atomic.Int64
+	// refuse answers with this status the events of the daemon named "refused".
+	refuse int
 }
 
 func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -35,6 +41,10 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var ev Event
 	if err := json.Unmarshal(body, &ev); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if ev.Daemon == "refused" {
+		http.Error(w, "refused", c.refuse)
 		return
 	}
 	c.mu.Lock()
@@ -180,5 +190,134 @@ func TestCloseIsBoundedWhenNobodyListens(t *testing.T) {
 func TestMissingTokenFile(t *testing.T) {
 	if _, err := New("http://127.0.0.1:1/", "/nonexistent/token", zlog.Nop()); err == nil {
 		t.Fatal("want an error for a missing token file")
+	}
+}
+
+// A token file that is empty, or whose token would break the request's headers, is a
+// start-up error that never shows the token.
+func TestTokenFileChecks(t *testing.T) {
+	for name, content := range map[string]string{
+		"empty":      " \n",
+		"line break": "s3cret\r\nX-Injected: 1\n",
+		"control":    "s3\x00cret",
+	} {
+		t.Run(name, func(t *testing.T) {
+			token := filepath.Join(t.TempDir(), "token")
+			if err := os.WriteFile(token, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := New("http://127.0.0.1:1/", token, zlog.Nop())
+			if err == nil || !strings.Contains(err.Error(), token) || strings.Contains(err.Error(), "cret") {
+				t.Fatalf("New = %v; want an error naming the file, never the token", err)
+			}
+		})
+	}
+}
+
+// An event the endpoint refuses as such (4xx) is logged and dropped, not retried for ever
+// in front of every later event; 429 and 408 are retried.
+func TestRefusedEventIsDropped(t *testing.T) {
+	for _, tc := range []struct {
+		status  int
+		retried bool
+	}{{http.StatusBadRequest, false}, {http.StatusNotFound, false}, {http.StatusTooManyRequests, true}} {
+		t.Run(http.StatusText(tc.status), func(t *testing.T) {
+			c := &collector{refuse: tc.status}
+			srv := httptest.NewServer(c)
+			defer srv.Close()
+			core, logs := observer.New(zapcore.InfoLevel)
+			n, err := New(srv.URL, "", zlog.New(core))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.Send(Event{Daemon: "refused", Event: "spawn"})
+			n.Send(Event{Daemon: "egress", Event: "spawn"})
+			if tc.retried {
+				deadline := time.Now().Add(20 * time.Second)
+				for c.attempts.Load() < 3 {
+					if time.Now().After(deadline) {
+						t.Fatalf("a %d was not retried", tc.status)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				if len(c.received()) != 0 {
+					t.Fatalf("the event behind a %d went first", tc.status)
+				}
+				n.Close(10 * time.Millisecond)
+				return
+			}
+			events := c.waitFor(t, 1)
+			n.Close(time.Second)
+			if events[0].Daemon != "egress" || c.attempts.Load() != 2 {
+				t.Fatalf("received %+v after %d attempts; want egress's event after one refused attempt", events, c.attempts.Load())
+			}
+			if logs.FilterMessage("notification refused by the supervise endpoint; dropped").Len() != 1 {
+				t.Errorf("the dropped event was not logged: %v", logs.All())
+			}
+		})
+	}
+}
+
+// An endpoint that answers with an endless status line gets an error after a bounded read,
+// not PID 1's memory.
+func TestEndlessStatusLineIsBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer func() { _ = conn.Close() }()
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		_, _ = conn.Write([]byte("HTTP/1.1 200 "))
+		for i := 0; i < 1024; i++ { // 64 MiB, unless the client hangs up first
+			if _, err := conn.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	n := &Notifier{}
+	if err := n.setTarget("http://" + ln.Addr().String() + "/"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.post([]byte("{}")); err == nil || !strings.Contains(err.Error(), "status line longer than") {
+		t.Fatalf("post = %v; want a too-long status line", err)
+	}
+}
+
+// Events never delivered are logged at exit: those still queued and those dropped.
+func TestCloseReportsWhatWasNotDelivered(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // every POST is refused
+	core, logs := observer.New(zapcore.InfoLevel)
+	n, err := New("http://"+addr+"/", "", zlog.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < QueueSize+10; i++ {
+		n.Send(Event{Daemon: "a", Event: "spawn"})
+	}
+	if full := logs.FilterMessage("notification queue full: dropping the oldest events until the supervise endpoint takes them"); full.Len() != 1 {
+		t.Errorf("%d queue-full lines, want 1 for the run of drops", full.Len())
+	}
+	n.Close(50 * time.Millisecond)
+	lost := logs.FilterMessage("notifications not delivered before exit").All()
+	if len(lost) != 1 {
+		t.Fatalf("no line about the lost events: %v", logs.All())
+	}
+	m := lost[0].ContextMap()
+	// One in flight went back to the head of the queue; between 9 and 10 were dropped
+	// (the sender may have taken the first before the queue filled).
+	undelivered, dropped := m["undelivered"].(int64), m["dropped"].(uint64)
+	if undelivered+int64(dropped) != QueueSize+10 || dropped < 9 {
+		t.Fatalf("undelivered %d, dropped %d; want them to add up to %d", undelivered, dropped, QueueSize+10)
 	}
 }
