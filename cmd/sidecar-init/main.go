@@ -55,7 +55,8 @@ func main() {
 	}
 	// Whole lines only on each stream: the supervisor's log and labelled daemon lines
 	// share stderr through one sink.
-	sinks := supervisor.Sinks{Stdout: daemonlog.NewSink(os.Stdout), Stderr: daemonlog.NewSink(os.Stderr)}
+	var sinks supervisor.Sinks
+	sinks.Stdout, sinks.Stderr = daemonlog.NewSinks(os.Stdout, os.Stderr)
 	logOut := logging.NewWriter(sinks.Stderr)
 	var err error
 	if isClient {

@@ -20,7 +20,10 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Mode is how a daemon's output reaches the supervisor's.
@@ -61,12 +64,42 @@ const MaxLine = 64 << 10
 // Lines from "inherit" daemons bypass the sink (they hold fd 1/2 themselves); the kernel
 // keeps their writes whole only up to PIPE_BUF (4096 bytes) when fd 1/2 is a pipe.
 type Sink struct {
-	mu sync.Mutex
-	w  io.Writer // guarded by mu
+	mu *sync.Mutex // shared by the two sinks of one stream (NewSinks)
+	w  io.Writer   // guarded by mu
+	fd int         // w's descriptor when w is a file, else -1
 }
 
 // NewSink wraps w, normally os.Stdout or os.Stderr.
-func NewSink(w io.Writer) *Sink { return &Sink{w: w} }
+func NewSink(w io.Writer) *Sink { return &Sink{mu: new(sync.Mutex), w: w, fd: fdOf(w)} }
+
+// NewSinks makes the sinks of the supervisor's stdout and stderr. When both are the same
+// pipe, file or socket (2>&1, a journal stream), they share one lock: a write over
+// PIPE_BUF is not atomic, so two locks would let a stdout line and a stderr line mix.
+func NewSinks(stdout, stderr *os.File) (out, errs *Sink) {
+	out, errs = NewSink(stdout), NewSink(stderr)
+	outInfo, err1 := stdout.Stat()
+	errInfo, err2 := stderr.Stat()
+	if err1 == nil && err2 == nil && os.SameFile(outInfo, errInfo) {
+		errs.mu = out.mu
+	}
+	return out, errs
+}
+
+// fdOf is w's descriptor when w is an *os.File, read without File.Fd (which would change
+// the file's blocking mode), else -1.
+func fdOf(w io.Writer) int {
+	f, ok := w.(*os.File)
+	if !ok {
+		return -1
+	}
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	_ = raw.Control(func(d uintptr) { fd = int(d) })
+	return fd
+}
 
 // Write writes p, which must be one or more whole lines, in one locked call. It blocks
 // while the destination does: callers that must not block (the event loop) write through a
@@ -74,7 +107,30 @@ func NewSink(w io.Writer) *Sink { return &Sink{w: w} }
 func (s *Sink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.w.Write(p)
+	written := 0
+	for {
+		n, err := s.w.Write(p[written:])
+		written += n
+		if err == nil || s.fd < 0 || !errors.Is(err, syscall.EAGAIN) {
+			return written, err
+		}
+		// A daemon with log = "inherit" shares this open file description and made it
+		// non-blocking (Node does, for a pipe): wait until the stream takes more, as the
+		// blocking write would have, rather than lose the rest of the line.
+		if err := waitWritable(s.fd); err != nil {
+			return written, err
+		}
+	}
+}
+
+// waitWritable blocks until fd can take a write (or has failed: the write then says how).
+func waitWritable(fd int) error {
+	for {
+		_, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, -1)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }
 
 // Pipes is one spawn's output plumbing. Its methods are for the goroutine that spawns (the

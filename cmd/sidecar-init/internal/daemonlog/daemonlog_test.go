@@ -530,3 +530,77 @@ func BenchmarkBurst(b *testing.B) {
 		})
 	}
 }
+
+// blockingPipe is a pipe whose write end is an *os.File outside Go's poller, as os.Stdout
+// is when sidecar-init starts with a blocking stdout.
+func blockingPipe(t *testing.T) (r *os.File, w *os.File, wfd int) {
+	t.Helper()
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	r, w = os.NewFile(uintptr(fds[0]), "r"), os.NewFile(uintptr(fds[1]), "w")
+	t.Cleanup(func() { _ = r.Close(); _ = w.Close() })
+	return r, w, fds[1]
+}
+
+// readLines reads r until EOF and returns its lines.
+func readLines(r *os.File) <-chan []string {
+	out := make(chan []string, 1)
+	go func() {
+		var data bytes.Buffer
+		buf := make([]byte, 4096)
+		for {
+			n, err := r.Read(buf)
+			data.Write(buf[:n])
+			if err != nil {
+				break
+			}
+			time.Sleep(50 * time.Microsecond) // a reader slower than the writer: the pipe fills
+		}
+		out <- strings.Split(strings.TrimSuffix(data.String(), "\n"), "\n")
+	}()
+	return out
+}
+
+// A daemon with log = "inherit" shares the supervisor's stdout and may make it
+// non-blocking (Node does): a full pipe then answers EAGAIN, and the sink waits for room
+// rather than lose the rest of the line.
+func TestSinkWaitsOnANonBlockingStream(t *testing.T) {
+	r, w, wfd := blockingPipe(t)
+	if err := unix.SetNonblock(wfd, true); err != nil { // what the daemon does to the shared description
+		t.Fatal(err)
+	}
+	sink := NewSink(w)
+	lines := readLines(r)
+	want := strings.Repeat("x", 20000)
+	for i := 0; i < 100; i++ {
+		if n, err := sink.Write([]byte(want + "\n")); err != nil || n != len(want)+1 {
+			t.Fatalf("write %d: %d, %v", i, n, err)
+		}
+	}
+	_ = w.Close()
+	got := <-lines
+	if len(got) != 100 {
+		t.Fatalf("%d lines arrived, want 100", len(got))
+	}
+	for i, line := range got {
+		if line != want {
+			t.Fatalf("line %d is %d bytes, want %d", i, len(line), len(want))
+		}
+	}
+}
+
+// When stdout and stderr are one pipe (2>&1), their sinks share one lock, so lines
+// written to both never mix: a write over PIPE_BUF is not atomic (a signal that interrupts
+// it once part is written makes the write return short, and the rest is a second write).
+func TestOnePipeForStdoutAndStderr(t *testing.T) {
+	_, w, _ := blockingPipe(t)
+	if out, errs := NewSinks(w, w); out.mu != errs.mu {
+		t.Error("stdout and stderr are one pipe, but their sinks have a lock each")
+	}
+	_, w2, _ := blockingPipe(t)
+	if out, errs := NewSinks(w, w2); out.mu == errs.mu {
+		t.Error("two different pipes share a lock")
+	}
+}
