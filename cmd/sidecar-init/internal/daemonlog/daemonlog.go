@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -233,31 +234,63 @@ func (p *Pipes) copyLines(r *os.File, label *labeller) {
 		}
 	}()
 	br := bufio.NewReaderSize(r, MaxLine)
+	// carry is the start of a character that a split cut off, for the next piece; joined
+	// is that piece, put together in a buffer of its own.
+	var carry, joined []byte
+	withCarry := func(line []byte) []byte {
+		if len(carry) == 0 {
+			return line
+		}
+		joined = append(append(joined[:0], carry...), line...)
+		carry = carry[:0]
+		return joined
+	}
 	for {
 		line, err := br.ReadSlice('\n')
 		switch {
 		case err == nil:
-			label.emit(line[:len(line)-1])
+			label.emit(withCarry(line[:len(line)-1]), false)
 		case errors.Is(err, bufio.ErrBufferFull):
-			// MaxLine bytes and no newline yet: write them as a line of their own.
-			label.emit(line)
-			// If the newline comes right after, this was a line of exactly MaxLine bytes: eat
-			// the newline, or it would show up as an empty line.
-			if next, _ := br.Peek(1); len(next) == 1 && next[0] == '\n' {
+			// MaxLine bytes and no newline yet: write them as a piece of their own, cut
+			// before a character the buffer ends in the middle of (that character's bytes
+			// start the next piece, so every piece of UTF-8 text stays UTF-8).
+			piece := withCarry(line)
+			cut := completeUpTo(piece)
+			label.emit(piece[:cut], true)
+			carry = append(carry, piece[cut:]...)
+			// If the newline comes right after, the line ended with this piece: JSON says
+			// so with an empty last piece; in prefix mode the newline is eaten, or it would
+			// show up as an empty line.
+			if next, _ := br.Peek(1); len(carry) == 0 && label.enc == nil && len(next) == 1 && next[0] == '\n' {
 				_, _ = br.Discard(1)
 			}
 		default:
-			if len(line) > 0 {
-				label.emit(line) // a last line without its newline: one is added
+			if line = withCarry(line); len(line) > 0 {
+				label.emit(line, false) // a last line without its newline: one is added
 			}
 			if !errors.Is(err, io.EOF) {
 				// Reads from a pipe do not fail in practice; if one did, the daemon would see
 				// EPIPE from here on, so say where its output went.
-				label.emit([]byte("sidecar-init: reading this output failed, the rest is lost: " + err.Error()))
+				label.emit([]byte("sidecar-init: reading this output failed, the rest is lost: "+err.Error()), false)
 			}
 			return
 		}
 	}
+}
+
+// completeUpTo is where the incomplete UTF-8 sequence b ends with starts, or len(b): the
+// last character starts at most utf8.UTFMax-1 bytes back if it is cut. Bytes that are not
+// UTF-8 at all are never held back.
+func completeUpTo(b []byte) int {
+	for i := len(b) - 1; i >= 0 && i > len(b)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if utf8.FullRune(b[i:]) {
+				return len(b)
+			}
+			return i
+		}
+	}
+	return len(b)
 }
 
 // labeller turns a daemon's raw lines into labelled ones on its sink. One per copier: its
@@ -272,6 +305,8 @@ type labeller struct {
 		Daemon string `json:"daemon"`
 		Stream string `json:"stream"`
 		Line   string `json:"line"`
+		// Partial: the line goes on in the next record (it was longer than MaxLine).
+		Partial bool `json:"partial,omitempty"`
 	}
 }
 
@@ -288,9 +323,10 @@ func newLabeller(name, stream string, mode Mode, sink *Sink) *labeller {
 	return l
 }
 
-// emit writes one labelled line. A failed write (EPIPE on a closed stdout, say) loses this
-// line only; the copier keeps reading so the daemon is never blocked or killed by it.
-func (l *labeller) emit(line []byte) {
+// emit writes one labelled line, or a piece of a long one that the next continues
+// (partial). A failed write (EPIPE on a closed stdout, say) loses this line only; the
+// copier keeps reading so the daemon is never blocked or killed by it.
+func (l *labeller) emit(line []byte, partial bool) {
 	l.buf.Reset()
 	if l.enc == nil {
 		l.buf.Write(l.prefix)
@@ -300,7 +336,7 @@ func (l *labeller) emit(line []byte) {
 		// The time the line was read, in UTC like the supervisor's own log lines. Bytes that
 		// are not UTF-8 become U+FFFD: JSON strings cannot carry them.
 		l.record.TS = time.Now().UTC().Format(time.RFC3339Nano)
-		l.record.Line = string(line)
+		l.record.Line, l.record.Partial = string(line), partial
 		if err := l.enc.Encode(&l.record); err != nil {
 			return // a struct of strings always encodes
 		}

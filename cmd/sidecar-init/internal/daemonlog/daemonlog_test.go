@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -188,13 +189,15 @@ func TestPrefix(t *testing.T) {
 }
 
 type record struct {
-	TS     string `json:"ts"`
-	Daemon string `json:"daemon"`
-	Stream string `json:"stream"`
-	Line   string `json:"line"`
+	TS      string `json:"ts"`
+	Daemon  string `json:"daemon"`
+	Stream  string `json:"stream"`
+	Line    string `json:"line"`
+	Partial bool   `json:"partial"`
 }
 
-// decodeJSONLines checks that every line is one JSON object with exactly the four keys.
+// decodeJSONLines checks that every line is one JSON object with exactly the four keys,
+// and "partial": true on a piece of a longer line.
 func decodeJSONLines(t *testing.T, text string) []record {
 	t.Helper()
 	var records []record
@@ -206,8 +209,11 @@ func decodeJSONLines(t *testing.T, text string) []record {
 		if err := json.Unmarshal([]byte(line), &keys); err != nil {
 			t.Fatalf("line %d %q: %v", i+1, line, err)
 		}
-		if len(keys) != 4 {
-			t.Errorf("line %d %q: want exactly ts, daemon, stream, line", i+1, line)
+		if p, ok := keys["partial"]; ok && p != true {
+			t.Errorf("line %d %.80q: partial is only ever true", i+1, line)
+		}
+		if _, ok := keys["partial"]; len(keys) != 4 && (!ok || len(keys) != 5) {
+			t.Errorf("line %d %.80q: want exactly ts, daemon, stream, line (and partial)", i+1, line)
 		}
 		var r record
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
@@ -602,5 +608,72 @@ func TestOnePipeForStdoutAndStderr(t *testing.T) {
 	_, w2, _ := blockingPipe(t)
 	if out, errs := NewSinks(w, w2); out.mu == errs.mu {
 		t.Error("two different pipes share a lock")
+	}
+}
+
+// In JSON mode the pieces of a long line say that the next record continues them: a
+// consumer can put the line back together, a line of exactly MaxLine bytes included.
+func TestJSONPiecesOfALongLine(t *testing.T) {
+	for _, tc := range []struct {
+		length int
+		pieces []int
+	}{
+		{MaxLine - 1, []int{MaxLine - 1}},
+		{MaxLine, []int{MaxLine, 0}},
+		{MaxLine + 1, []int{MaxLine, 1}},
+	} {
+		t.Run(strconv.Itoa(tc.length), func(t *testing.T) {
+			o := run(t, JSON, fmt.Sprintf(`head -c %d /dev/zero | tr '\0' a; echo; echo after`, tc.length))
+			records := decodeJSONLines(t, o.stderr.String())
+			var got []int
+			for i, r := range records[:len(records)-1] {
+				got = append(got, len(r.Line))
+				if last := i == len(records)-2; r.Partial == last {
+					t.Errorf("piece %d of %d: partial = %v", i+1, len(records)-1, r.Partial)
+				}
+			}
+			if !slices.Equal(got, tc.pieces) {
+				t.Errorf("pieces %v, want %v", got, tc.pieces)
+			}
+			if last := records[len(records)-1]; last.Line != "after" || last.Partial {
+				t.Errorf("last record %+v, want the line after, whole", last)
+			}
+		})
+	}
+}
+
+// A split never cuts a UTF-8 character in two: its bytes start the next piece, so both
+// pieces stay UTF-8 and JSON keeps the character (not three U+FFFD).
+func TestSplitKeepsCharactersWhole(t *testing.T) {
+	// MaxLine-1 ASCII bytes, then a 3-byte character across the boundary.
+	script := fmt.Sprintf(`head -c %d /dev/zero | tr '\0' E; printf '\342\202\254tail\n'`, MaxLine-1)
+	t.Run("prefix", func(t *testing.T) {
+		o := run(t, Prefix, script)
+		lines := strings.Split(strings.TrimSuffix(o.stdout.String(), "\n"), "\n")
+		if len(lines) != 2 || lines[1] != "web | €tail" || !utf8.ValidString(lines[0]) || len(lines[0]) != len("web | ")+MaxLine-1 {
+			t.Fatalf("pieces %d, last %q", len(lines), lines[len(lines)-1])
+		}
+	})
+	t.Run("json", func(t *testing.T) {
+		o := run(t, JSON, script)
+		records := decodeJSONLines(t, o.stderr.String())
+		if len(records) != 2 || !records[0].Partial || records[1].Line != "€tail" || strings.ContainsRune(records[0].Line, utf8.RuneError) {
+			t.Fatalf("records %d, last %+v", len(records), records[len(records)-1])
+		}
+	})
+}
+
+func TestCompleteUpTo(t *testing.T) {
+	euro := "€" // e2 82 ac
+	for _, tc := range []struct {
+		in   string
+		want int
+	}{
+		{"", 0}, {"abc", 3}, {"ab" + euro, 5}, {"ab" + euro[:1], 2}, {"ab" + euro[:2], 2},
+		{"a" + "𝄞"[:3], 1}, {"a" + "𝄞", 5}, {"a\xff", 2}, {"a\x82\xac", 3},
+	} {
+		if got := completeUpTo([]byte(tc.in)); got != tc.want {
+			t.Errorf("completeUpTo(%q) = %d, want %d", tc.in, got, tc.want)
+		}
 	}
 }
