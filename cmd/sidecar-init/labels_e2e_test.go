@@ -74,7 +74,7 @@ func TestJSONLogsAndPerDaemonUser(t *testing.T) {
 name = "who"
 log = "json"
 user = "nobody"
-command = ["/bin/sh", "-c", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) home=$HOME user=$USER; echo oops >&2; echo last-before-exit"]
+command = ["/bin/sh", "-c", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) home=$HOME user=$USER; echo oops >&2; echo by-name >/dev/stdout; echo by-name >/dev/stderr; echo last-before-exit"]
 `)
 	if stdout != "" {
 		t.Errorf("json mode wrote to stdout: %q", stdout)
@@ -90,8 +90,9 @@ command = ["/bin/sh", "-c", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) home
 			got = append(got, line)
 		}
 	}
-	if len(got) != 3 {
-		t.Fatalf("want 3 labelled lines, got %v\n%s", got, stderr)
+	// The two by-name lines: the daemon's user may open its own /dev/stdout and /dev/stderr.
+	if len(got) != 5 {
+		t.Fatalf("want 5 labelled lines, got %v\n%s", got, stderr)
 	}
 	// stdout and stderr are copied apart: only each stream's own order is kept.
 	var identity map[string]any
@@ -106,11 +107,15 @@ command = ["/bin/sh", "-c", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) home
 		t.Errorf("identity line = %v", identity)
 	}
 	var sawStderr, sawLast bool
+	byName := map[any]bool{}
 	for _, l := range got {
 		sawStderr = sawStderr || (l["stream"] == "stderr" && l["line"] == "oops")
 		sawLast = sawLast || l["line"] == "last-before-exit"
+		if l["line"] == "by-name" {
+			byName[l["stream"]] = true
+		}
 	}
-	if !sawStderr || !sawLast {
+	if !sawStderr || !sawLast || !byName["stdout"] || !byName["stderr"] {
 		t.Errorf("lines = %v", got)
 	}
 }

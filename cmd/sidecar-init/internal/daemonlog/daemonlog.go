@@ -201,6 +201,19 @@ func pipe() (r, w *os.File, err error) {
 	return r, w, nil
 }
 
+// GiveChildEnds makes the child's ends of the pipes belong to uid:gid, the user the daemon
+// runs as: a pipe is created 0600 and owned by root, so a daemon that is not root could
+// not open /dev/stdout or /dev/stderr (its own fd 1 and 2) by name. No-op in Inherit mode.
+func (p *Pipes) GiveChildEnds(uid, gid int) error {
+	if p.childOut == nil {
+		return nil
+	}
+	if err := p.childOut.Chown(uid, gid); err != nil {
+		return err
+	}
+	return p.childErr.Chown(uid, gid)
+}
+
 // ChildFiles are the child's stdout and stderr, for the spawn's file table (as fd 1 and 2).
 // Both are nil in Inherit mode, meaning "give it the supervisor's own fd 1 and 2".
 func (p *Pipes) ChildFiles() (stdout, stderr *os.File) { return p.childOut, p.childErr }

@@ -177,6 +177,13 @@ func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (aft
 			zlog.String("daemon", d.cfg.Name), zlog.String("label", label), zlog.Error(err))
 		return func() {}
 	}
+	if c := d.cfg.Credential; c != nil {
+		if err := pipes.GiveChildEnds(int(c.UID), int(c.GID)); err != nil {
+			// Only opening /dev/stdout by name is affected; fd 1 and 2 work regardless.
+			s.log.Warn("cannot give the labelled-output pipes to the daemon's user: opening /dev/stdout will fail for it",
+				zlog.String("daemon", d.cfg.Name), zlog.String("label", label), zlog.Error(err))
+		}
+	}
 	spec.Stdout, spec.Stderr = pipes.ChildFiles()
 	s.logPipes = append(pruneDrained(s.logPipes), pipes)
 	return pipes.CloseChildEnds
