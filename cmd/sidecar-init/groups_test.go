@@ -79,6 +79,27 @@ func TestNotPID1ReportsWhatEscapedWhenEveryDaemonDied(t *testing.T) {
 	}
 }
 
+// As PID 1, when every daemon died on its own, what escaped its group is swept before the
+// exit as on a stop: it no longer holds a labelled-output pipe through the exit's drain.
+func TestPID1SweepsWhatEscapedWhenEveryDaemonDied(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	table := daemonTOML(t, record, "escaper", "300ms", "-escape", "-exit-after", "300ms") + "log = \"prefix\"\n"
+	p := startInit(t, table, true)
+	p.record = record
+	p.waitRecord("escaper.escaped started", "escaper exit 0")
+	initPid := p.cmd.Process.Pid
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if left := namespaceProcs(t, initPid); len(left) != 0 {
+		t.Errorf("processes left in the namespace: %v", left)
+	}
+	if !strings.Contains(p.stderr(), "killing processes that escaped") || strings.Contains(p.stderr(), "labelled daemon output still open at exit") {
+		t.Errorf("the escaped process was not swept before the drain:\n%s", p.stderr())
+	}
+}
+
 // With log = "json" the container's whole output is JSON lines: an exec probe's output
 // too, labelled NAME.probe.
 func TestExecProbeOutputIsLabelled(t *testing.T) {

@@ -128,6 +128,9 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	defer s.labelOutput(d, d.cfg.Name, &spec)()
 	d.pruneGroups() // the last run's group, still occupied, stays with any grace under way
 	d.awaitingDeps = false
+	// An operator's start after every daemon had died: what this run leaves behind was not
+	// there when escaped processes were last swept, so the next sweep must kill again.
+	s.sweptEveryone = false
 	if from == fsm.DaemonBackoff {
 		// An attempt that fails to exec counts too, or a missing binary would be retried at
 		// backoff_initial for ever and never reach max_restarts.

@@ -106,7 +106,8 @@ type Supervisor struct {
 	stopSignal syscall.Signal
 	// stopAsked: a stop signal has arrived; the next one SIGKILLs everything.
 	stopAsked bool
-	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups.
+	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups (since
+	// the last spawn).
 	sweptEveryone bool
 	timer         *time.Timer
 	timerArmed    bool
@@ -438,9 +439,11 @@ func (s *Supervisor) settle() {
 		// Exec probes are killed with their daemon; wait for them to be reaped too.
 		if s.allDaemonsDone() && len(s.execProbes) == 0 {
 			s.killLeftoverGroups()
+			if s.opts.PID1 && s.sweepEscaped() {
+				return // wait for the SIGCHLDs of the sweep
+			}
 			if !s.opts.PID1 {
-				// As PID 1 the kernel kills what is left when it exits; outside, say what lives on.
-				s.reportEscaped()
+				s.reportEscaped() // outside PID 1, say what lives on
 			}
 			s.fireSupervisor(fsm.SupervisorAllDied)
 		}
@@ -451,27 +454,35 @@ func (s *Supervisor) settle() {
 		if s.anyDaemonLive() || s.anyGroupOpen() || len(s.execProbes) > 0 {
 			return
 		}
-		if s.childrenLeft {
-			s.reap() // what is ready now, before deciding anything escaped
-		}
-		if s.childrenLeft && s.opts.PID1 && !s.sweptEveryone {
-			// Processes that left their daemon's group (setsid) are still ours as PID 1: kill
-			// them, and keep reaping until wait4 says there is no child left.
-			s.sweptEveryone = true
-			s.log.Warn("killing processes that escaped their daemon's process group")
-			if err := procs.KillEveryone(syscall.SIGKILL); err != nil {
-				s.log.Error("kill(-1, SIGKILL) failed", zlog.Error(err))
-			}
-			return
-		}
-		if s.childrenLeft && s.opts.PID1 {
+		if s.opts.PID1 && s.sweepEscaped() {
 			return // wait for the SIGCHLDs of the sweep
 		}
-		if s.childrenLeft {
+		if !s.opts.PID1 {
 			s.reportEscaped()
 		}
 		s.fireSupervisor(fsm.SupervisorStopped)
 	}
+}
+
+// sweepEscaped, as PID 1 once the daemons are done: processes that left their daemon's
+// group (setsid) are still ours, and would outlive the exit's drain of the log pipes they
+// hold. Kill them all (kill(-1)) and say whether their reaps are still to come; the loop
+// keeps reaping until wait4 says no child is left.
+func (s *Supervisor) sweepEscaped() (waiting bool) {
+	if s.childrenLeft {
+		s.reap() // what is ready now, before deciding anything escaped
+	}
+	if !s.childrenLeft {
+		return false
+	}
+	if !s.sweptEveryone {
+		s.sweptEveryone = true
+		s.log.Warn("killing processes that escaped their daemon's process group")
+		if err := procs.KillEveryone(syscall.SIGKILL); err != nil {
+			s.log.Error("kill(-1, SIGKILL) failed", zlog.Error(err))
+		}
+	}
+	return true
 }
 
 // reportEscaped logs the children that will outlive the supervisor (only possible outside
