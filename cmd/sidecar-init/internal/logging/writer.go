@@ -16,14 +16,17 @@ import (
 type Writer struct {
 	out io.Writer
 
-	mu       sync.Mutex
-	queue    [][]byte // guarded by mu
-	queued   int      // bytes in queue, guarded by mu
-	dropped  uint64   // lines dropped since the last report, guarded by mu
-	closing  bool     // guarded by mu
-	free     [][]byte // recycled line buffers, guarded by mu
-	wake     chan struct{}
-	finished chan struct{}
+	mu      sync.Mutex
+	queue   [][]byte // guarded by mu
+	queued  int      // bytes in queue, guarded by mu
+	dropped uint64   // lines dropped since the last report, guarded by mu
+	// unreported: lines dropped or lost to failed writes whose report failed too (stderr
+	// is broken); reported with the next report that gets through. Guarded by mu.
+	unreported uint64
+	closing    bool     // guarded by mu
+	free       [][]byte // recycled line buffers, guarded by mu
+	wake       chan struct{}
+	finished   chan struct{}
 }
 
 // Limits of the queue: whichever is reached first makes the next line a drop.
@@ -66,11 +69,11 @@ func (w *Writer) Write(p []byte) (int, error) {
 // or terminal would only return EINVAL.
 func (w *Writer) Sync() error { return nil }
 
-// Dropped reports how many lines were dropped and not reported yet.
+// Dropped reports how many lines were dropped or lost and not reported yet.
 func (w *Writer) Dropped() uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.dropped
+	return w.dropped + w.unreported
 }
 
 // Close stops taking lines and waits up to timeout for the queued ones to be written. A
@@ -111,10 +114,21 @@ func (w *Writer) drain() {
 				}
 				break
 			}
-			chunk = w.writeLines(batch, chunk[:0])
-			if dropped > 0 {
-				_, _ = fmt.Fprintf(w.out, `{"level":"warn","ts":%q,"msg":"log lines dropped: stderr was not read fast enough","dropped":%d}`+"\n",
-					time.Now().UTC().Format(time.RFC3339Nano), dropped)
+			var lost int
+			chunk, lost = w.writeLines(batch, chunk[:0])
+			w.mu.Lock()
+			w.unreported += dropped + uint64(lost)
+			unreported := w.unreported
+			w.mu.Unlock()
+			if unreported > 0 {
+				// A report that fails too is tried again with the next lines, not at once: a
+				// broken stderr must not make this goroutine spin.
+				if _, err := fmt.Fprintf(w.out, `{"level":"warn","ts":%q,"msg":"log lines dropped: stderr was not read fast enough","dropped":%d}`+"\n",
+					time.Now().UTC().Format(time.RFC3339Nano), unreported); err == nil {
+					w.mu.Lock()
+					w.unreported -= unreported
+					w.mu.Unlock()
+				}
 			}
 			w.mu.Lock()
 			for _, line := range batch {
@@ -136,22 +150,32 @@ const pipeBuf = 4096
 // lines of at most pipeBuf bytes; a longer line goes out alone, whole. A burst (a
 // hundred daemons stopping logs three hundred lines) costs a few system calls and wakes the
 // reader of the pipe a few times, not once a line. A failed write (EPIPE on a closed stderr,
-// say) loses the lines in it; there is nowhere else to report that. It returns chunk, the
-// gathering buffer, for reuse.
-func (w *Writer) writeLines(batch [][]byte, chunk []byte) []byte {
+// ENOSPC on a full disk) loses the lines in it, counted in lost: they are reported with the
+// dropped ones once stderr takes lines again. It returns chunk, the gathering buffer, for
+// reuse.
+func (w *Writer) writeLines(batch [][]byte, chunk []byte) (_ []byte, lost int) {
+	inChunk := 0
+	flush := func() {
+		if _, err := w.out.Write(chunk); err != nil {
+			lost += inChunk
+		}
+		chunk, inChunk = chunk[:0], 0
+	}
 	for _, line := range batch {
 		if len(chunk) > 0 && len(chunk)+len(line) > pipeBuf {
-			_, _ = w.out.Write(chunk)
-			chunk = chunk[:0]
+			flush()
 		}
 		if len(line) > pipeBuf {
-			_, _ = w.out.Write(line)
+			if _, err := w.out.Write(line); err != nil {
+				lost++
+			}
 			continue
 		}
 		chunk = append(chunk, line...)
+		inChunk++
 	}
 	if len(chunk) > 0 {
-		_, _ = w.out.Write(chunk)
+		flush()
 	}
-	return chunk[:0]
+	return chunk[:0], lost
 }

@@ -3,7 +3,9 @@ package logging
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -318,4 +320,65 @@ func (c *countingOut) writes() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n
+}
+
+// failingOut fails every write while failing is set (ENOSPC, EPIPE), and records the rest.
+type failingOut struct {
+	mu       sync.Mutex
+	failing  bool
+	attempts int
+	buf      bytes.Buffer
+}
+
+func (o *failingOut) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.attempts++
+	if o.failing {
+		return 0, errors.New("no space left on device")
+	}
+	return o.buf.Write(p)
+}
+
+// A stderr whose every write fails: one line costs its write and one failed report, and
+// then the writer waits for the next line; it does not retry the report in a loop.
+func TestBrokenStderrDoesNotSpin(t *testing.T) {
+	out := &failingOut{failing: true}
+	w := NewWriter(out)
+	_, _ = w.Write(line(0, 10))
+	time.Sleep(50 * time.Millisecond)
+	out.mu.Lock()
+	attempts := out.attempts
+	out.mu.Unlock()
+	if attempts != 2 {
+		t.Errorf("%d writes for one line to a broken stderr, want 2 (the line, its report)", attempts)
+	}
+	w.Close(time.Second)
+}
+
+// Lines lost to a failed write count as dropped: once stderr takes lines again, the
+// report says how many went missing.
+func TestFailedWritesAreCountedAsDropped(t *testing.T) {
+	out := &failingOut{failing: true}
+	w := NewWriter(out)
+	const lost = 50
+	for i := 0; i < lost; i++ {
+		_, _ = w.Write(line(i, 100))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for w.Dropped() != lost { // the failed report keeps the count for the next one
+		if time.Now().After(deadline) {
+			t.Fatalf("dropped = %d, want %d", w.Dropped(), lost)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	out.mu.Lock()
+	out.failing = false
+	out.mu.Unlock()
+	_, _ = w.Write(line(lost, 100))
+	w.Close(5 * time.Second)
+	drops, rest := dropReports(t, strings.Split(strings.TrimSuffix(out.buf.String(), "\n"), "\n"))
+	if !slices.Equal(drops, []int{lost}) || len(rest) != 1 {
+		t.Fatalf("reports %v and %d other lines; want one report of %d and the last line", drops, len(rest), lost)
+	}
 }
