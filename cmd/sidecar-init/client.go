@@ -57,7 +57,7 @@ func runClient(args []string, stdout io.Writer) error {
 	}
 	req := control.Request{Cmd: cmd}
 	switch {
-	case !takesName && flags.NArg() != 0, takesName && flags.NArg() != 1:
+	case !takesName && flags.NArg() != 0, takesName && flags.NArg() != 1, takesName && flags.Arg(0) == "":
 		return usageError{usage}
 	case takesName:
 		req.Name = flags.Arg(0)

@@ -85,6 +85,35 @@ func TestControlCLIAndNotifications(t *testing.T) {
 	if _, stderr, code := client(t, socket, "restart"); code != 2 || stderr != "sidecar-init: usage: sidecar-init restart [--socket PATH] NAME\n" {
 		t.Errorf("restart without a name: exit %d, stderr %q; want 2 and the usage line", code, stderr)
 	}
+	if _, stderr, code := client(t, socket, "stop", ""); code != 2 || !strings.Contains(stderr, "usage: sidecar-init stop") {
+		t.Errorf("stop with an empty name: exit %d, stderr %q; want 2 and the usage line", code, stderr)
+	}
+	if os.Getuid() == 0 {
+		// Not root: told that the socket is root's, not that nobody listens. (A copy of the
+		// binary that nobody may run: the test's own lives in a directory only root reads.)
+		open, err := os.MkdirTemp("", "sidecar-init-nobody-") // t.TempDir's parent is root's only
+		if err == nil {
+			t.Cleanup(func() { _ = os.RemoveAll(open) })
+			err = os.Chmod(open, 0o755)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		exe, err := os.ReadFile(binary)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(open, "sidecar-init"), exe, 0o755)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(filepath.Join(open, "sidecar-init"), "status")
+		cmd.Env = []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 || !strings.Contains(string(out), "permission denied: the control socket is root's") {
+			t.Errorf("status as nobody: exit %d, %q; want 1 and the reason", code, out)
+		}
+	}
 	if _, stderr, code := client(t, socket, "status", "--bogus"); code != 2 || strings.Contains(stderr, "{") || !strings.Contains(stderr, "usage: sidecar-init status") {
 		t.Errorf("status --bogus: exit %d, stderr %q; want 2 and a plain usage", code, stderr)
 	}

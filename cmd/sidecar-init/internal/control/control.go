@@ -336,6 +336,9 @@ var ErrNotListening = errors.New("no sidecar-init is listening")
 // Do sends one request to the supervisor listening at path and returns its answer.
 func Do(path string, req Request, timeout time.Duration) (Response, error) {
 	conn, err := net.DialTimeout("unix", path, timeout)
+	if errors.Is(err, syscall.EACCES) {
+		return Response{}, fmt.Errorf("%s: permission denied: the control socket is root's (0600 in a 0700 directory); run this as root: %w", path, err)
+	}
 	if err != nil {
 		return Response{}, fmt.Errorf("%w on %s (is it running? does CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET match its control_socket?): %w",
 			ErrNotListening, path, err)

@@ -27,7 +27,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 		if missing := s.notReady(); len(missing) > 0 {
 			return control.Response{Error: "not ready: " + strings.Join(missing, ", ")}
 		}
-		return control.Response{OK: true, Message: fmt.Sprintf("ready: all %d daemons", len(s.daemons))}
+		return control.Response{OK: true, Message: s.healthy()}
 	}
 	d := s.byName(req.Name)
 	if d == nil {
@@ -116,7 +116,8 @@ func (s *Supervisor) status(now time.Time) []control.DaemonStatus {
 		}
 		switch state := d.machine.Current(); {
 		case state == fsm.DaemonBackoff && !d.restartAt.IsZero():
-			st.NextRestartIn = d.restartAt.Sub(now).Round(time.Millisecond).String()
+			// Due already (the loop takes it next): 0s, never a negative delay.
+			st.NextRestartIn = max(d.restartAt.Sub(now), 0).Round(time.Millisecond).String()
 		case state == fsm.DaemonBackoff && d.awaitingDeps:
 			st.WaitingFor = d.depsNot(depSettled)
 		case state == fsm.DaemonPending:
@@ -125,6 +126,21 @@ func (s *Supervisor) status(now time.Time) []control.DaemonStatus {
 		out = append(out, st)
 	}
 	return out
+}
+
+// healthy is the health answer when every daemon is ready or held: the operator is not
+// told "all ready" of a daemon held stopped.
+func (s *Supervisor) healthy() string {
+	var held []string
+	for _, d := range s.daemons {
+		if d.machine.Current() == fsm.DaemonStopped {
+			held = append(held, d.cfg.Name)
+		}
+	}
+	if len(held) == 0 {
+		return fmt.Sprintf("ready: all %d daemons", len(s.daemons))
+	}
+	return fmt.Sprintf("ready: %d of %d daemons; held stopped: %s", len(s.daemons)-len(held), len(s.daemons), strings.Join(held, ", "))
 }
 
 func (s *Supervisor) byName(name string) *daemon {

@@ -235,3 +235,20 @@ func TestReverseStopOrderWithinTheLargestGrace(t *testing.T) {
 	}
 	t.Logf("reverse-order shutdown of a 3-daemon chain that ignores SIGTERM: last SIGKILL after %v", lastKill.Sub(stopAt).Round(time.Millisecond))
 }
+
+// A daemon held stopped by an operator keeps health good, and the answer names it rather
+// than calling every daemon ready.
+func TestHealthNamesHeldDaemons(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{fake(t, h, "a", time.Second), fake(t, h, "b", time.Second)}, nil)
+	h.waitLog("a", "running")
+	h.waitLog("b", "running")
+	if resp := h.call("stop", "b"); !resp.OK {
+		t.Fatalf("stop b: %+v", resp)
+	}
+	h.waitState("b", "stopped")
+	if resp := h.call("health", ""); !resp.OK || resp.Message != "ready: 1 of 2 daemons; held stopped: b" {
+		t.Fatalf("health with b held = %+v", resp)
+	}
+	h.stopAndWant(0)
+}
