@@ -263,6 +263,9 @@ func (p *Pipes) copyLines(r *os.File, label *labeller) {
 		switch {
 		case err == nil:
 			label.emit(withCarry(line[:len(line)-1]), false)
+			if !lineBuffered(br) {
+				label.flush() // the next read may wait for the daemon: nothing waits with it
+			}
 		case errors.Is(err, bufio.ErrBufferFull):
 			// MaxLine bytes and no newline yet: write them as a piece of their own, cut
 			// before a character the buffer ends in the middle of (that character's bytes
@@ -270,6 +273,7 @@ func (p *Pipes) copyLines(r *os.File, label *labeller) {
 			piece := withCarry(line)
 			cut := completeUpTo(piece)
 			label.emit(piece[:cut], true)
+			label.flush()
 			carry = append(carry, piece[cut:]...)
 			// If the newline comes right after, the line ended with this piece: JSON says
 			// so with an empty last piece; in prefix mode the newline is eaten, or it would
@@ -286,9 +290,17 @@ func (p *Pipes) copyLines(r *os.File, label *labeller) {
 				// EPIPE from here on, so say where its output went.
 				label.emit([]byte("sidecar-init: reading this output failed, the rest is lost: "+err.Error()), false)
 			}
+			label.flush()
 			return
 		}
 	}
+}
+
+// lineBuffered says a whole line is already read into br: the next ReadSlice returns it
+// without waiting on the pipe.
+func lineBuffered(br *bufio.Reader) bool {
+	buffered, _ := br.Peek(br.Buffered())
+	return bytes.IndexByte(buffered, '\n') >= 0
 }
 
 // completeUpTo is where the incomplete UTF-8 sequence b ends with starts, or len(b): the
@@ -308,9 +320,16 @@ func completeUpTo(b []byte) int {
 
 // labeller turns a daemon's raw lines into labelled ones on its sink. One per copier: its
 // buffers are not shared.
+//
+// Lines read together are written together: emit gathers labelled lines and flush writes
+// them, whole lines in writes of at most pipeBuf bytes (a longer line goes alone). A daemon
+// printing short lines fast then costs one system call per few hundred lines, not one per
+// line, and a write of at most PIPE_BUF bytes to a pipe stays whole beside what "inherit"
+// daemons write to the same stream.
 type labeller struct {
 	sink   *Sink
 	prefix []byte // "NAME | " in Prefix mode; nil in JSON mode
+	out    []byte // labelled lines not written yet
 	buf    bytes.Buffer
 	enc    *json.Encoder
 	record struct {
@@ -322,6 +341,10 @@ type labeller struct {
 		Partial bool `json:"partial,omitempty"`
 	}
 }
+
+// pipeBuf is PIPE_BUF on Linux: a write of at most this many bytes to a pipe is never split
+// by another process's writes.
+const pipeBuf = 4096
 
 func newLabeller(name, stream string, mode Mode, sink *Sink) *labeller {
 	l := &labeller{sink: sink}
@@ -336,23 +359,41 @@ func newLabeller(name, stream string, mode Mode, sink *Sink) *labeller {
 	return l
 }
 
-// emit writes one labelled line, or a piece of a long one that the next continues
-// (partial). A failed write (EPIPE on a closed stdout, say) loses this line only; the
-// copier keeps reading so the daemon is never blocked or killed by it.
+// emit labels one line, or a piece of a long one that the next continues (partial), for
+// the next flush; lines gathered before it that it would push past pipeBuf are written
+// first.
 func (l *labeller) emit(line []byte, partial bool) {
-	l.buf.Reset()
+	start := len(l.out)
 	if l.enc == nil {
-		l.buf.Write(l.prefix)
-		l.buf.Write(line)
-		l.buf.WriteByte('\n')
+		l.out = append(append(append(l.out, l.prefix...), line...), '\n')
 	} else {
-		// The time the line was read, in UTC like the supervisor's own log lines. Bytes that
-		// are not UTF-8 become U+FFFD: JSON strings cannot carry them.
-		l.record.TS = time.Now().UTC().Format(time.RFC3339Nano)
+		// The time the lines were read (one stamp for the lines read together), in UTC like
+		// the supervisor's own log lines. Bytes that are not UTF-8 become U+FFFD: JSON
+		// strings cannot carry them.
+		if start == 0 {
+			l.record.TS = time.Now().UTC().Format(time.RFC3339Nano)
+		}
 		l.record.Line, l.record.Partial = string(line), partial
+		l.buf.Reset()
 		if err := l.enc.Encode(&l.record); err != nil {
 			return // a struct of strings always encodes
 		}
+		l.out = append(l.out, l.buf.Bytes()...)
 	}
-	_, _ = l.sink.Write(l.buf.Bytes())
+	if start > 0 && len(l.out) > pipeBuf {
+		l.write(l.out[:start])
+		l.out = l.out[:copy(l.out, l.out[start:])]
+	}
 }
+
+// flush writes the lines gathered so far.
+func (l *labeller) flush() {
+	if len(l.out) > 0 {
+		l.write(l.out)
+		l.out = l.out[:0]
+	}
+}
+
+// write writes whole labelled lines. A failed write (EPIPE on a closed stdout, say) loses
+// these lines only; the copier keeps reading so the daemon is never blocked or killed by it.
+func (l *labeller) write(lines []byte) { _, _ = l.sink.Write(lines) }
