@@ -150,3 +150,32 @@ func TestOperatorStopKillsTheExecProbe(t *testing.T) {
 	h.stop <- syscall.SIGTERM // its grace is an hour: the second stop signal kills it
 	h.exitCode()
 }
+
+// What an exec probe leaves in its process group is killed when the probe is reaped: a
+// probe that starts `sleep &` at every attempt must not pile up processes.
+func TestExecProbeLeftoversAreKilled(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	d := shDaemon("svc", "exec tail -f /dev/null")
+	// Each attempt leaves a sleeper and records its pid; the third attempt passes.
+	d.Ready = config.Probe{Exec: []string{"/bin/sh", "-c", "sleep 987 & echo $! >> " + dir + "/sleepers; [ $(wc -l < " + dir + "/sleepers) -ge 3 ]"}}
+	d.ReadyTimeout = time.Hour
+	h.run([]config.Daemon{d}, nil)
+	h.waitLog("svc", fsm.DaemonRunning)
+	data, err := os.ReadFile(filepath.Join(dir, "sleepers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range strings.Fields(string(data)) {
+		pid, _ := strconv.Atoi(field)
+		deadline := time.Now().Add(testTimeout)
+		for alive(pid) && !reapable(pid) {
+			if time.Now().After(deadline) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("the sleeper %d a probe left is still running", pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	h.stopAndWant(0)
+}

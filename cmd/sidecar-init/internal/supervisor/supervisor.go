@@ -336,6 +336,14 @@ func (s *Supervisor) onExit(e procs.Exit) {
 	d, ok := s.byPid[e.Pid]
 	if probe, isProbe := s.execProbes[e.Pid]; isProbe {
 		delete(s.execProbes, e.Pid)
+		// A probe's group is its own and nothing else's: what the probe left running there
+		// (`sleep 987 &`) would pile up at every attempt and outlive sidecar-init. Its
+		// leader was reaped just now and the group still holds its pgid while anyone is in
+		// it, so this reaches only the probe's leftovers.
+		if delivered, _ := procs.SignalGroup(e.Pid, syscall.SIGKILL); delivered {
+			s.log.Info("killed processes a readiness probe left in its process group",
+				zlog.String("daemon", probe.d.cfg.Name), zlog.Int("pgid", e.Pid))
+		}
 		s.onProbeResult(probeResult{d: probe.d, pid: probe.forPid, ok: e.Code() == 0,
 			err: fmt.Errorf("exec probe exited with status %d", e.Code())}, time.Now())
 		return
