@@ -188,6 +188,10 @@ func TestSidecarBundle(t *testing.T) {
 
 	step(4, "egress: a request through mitmdump on 127.0.0.1:%s reaches the target and shows the addon's header", egressPort)
 	waitForPort(t, logs, "egress", egressPort)
+	// Ready by the image's own probe (the entrypoint's --ready), on the test's port, not 8080.
+	logs.waitFor(t, "egress made ready by its entrypoint's probe", func(e logEntry) bool {
+		return transition("egress", "ready", "starting", "running")(e) && strings.HasPrefix(e.str("reason"), "probe passed: exec ")
+	})
 	proxy := &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{
