@@ -11,7 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 )
 
@@ -40,12 +39,13 @@ func runClient(args []string, stdout io.Writer) error {
 	flags := flag.NewFlagSet("sidecar-init "+cmd, flag.ContinueOnError)
 	flags.SetOutput(io.Discard)
 	asJSON := flags.Bool("json", false, "print JSON (status only)")
-	socket := flags.String("socket", "", "control socket (default $"+envControlSocket+" or "+config.DefaultControlSocket+")")
+	socket := flags.String("socket", "", "control socket (default $"+envControlSocket+", else the table's control_socket)")
+	table := flags.String("config", "", "the supervisor's daemon table, for its control_socket (default $"+envConfig+", else the embedded one)")
 	takesName := cmd != control.CmdStatus && cmd != control.CmdHealth
-	usage := "usage: sidecar-init " + cmd + " [--socket PATH]"
+	usage := "usage: sidecar-init " + cmd + " [--socket PATH | --config FILE]"
 	switch {
 	case cmd == control.CmdStatus:
-		usage = "usage: sidecar-init status [--json] [--socket PATH]"
+		usage = "usage: sidecar-init status [--json] [--socket PATH | --config FILE]"
 	case takesName:
 		usage += " NAME"
 	}
@@ -67,7 +67,10 @@ func runClient(args []string, stdout io.Writer) error {
 		path = os.Getenv(envControlSocket)
 	}
 	if path == "" {
-		path = config.DefaultControlSocket
+		var err error
+		if path, err = tableSocket(*table); err != nil {
+			return clientError{err.Error()}
+		}
 	}
 	resp, err := control.Do(path, req, clientTimeout)
 	if err != nil {
@@ -80,6 +83,20 @@ func runClient(args []string, stdout io.Writer) error {
 		return clientError{"write the answer: " + err.Error()}
 	}
 	return nil
+}
+
+// tableSocket is the control_socket of the daemon table the supervisor reads (the same
+// --config, or $CLAUDE_BOTTLE_SIDECAR_CONFIG, or the embedded one), so a health check finds
+// a socket the table moved without being told.
+func tableSocket(path string) (string, error) {
+	if path == "" {
+		path = os.Getenv(envConfig)
+	}
+	cfg, err := parseTable(path)
+	if err != nil {
+		return "", fmt.Errorf("finding the control socket in the daemon table (or pass --socket): %w", err)
+	}
+	return cfg.ControlSocket, nil
 }
 
 // printAnswer writes what the supervisor answered: its message, or the status table.

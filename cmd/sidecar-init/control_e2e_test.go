@@ -82,7 +82,7 @@ func TestControlCLIAndNotifications(t *testing.T) {
 		t.Errorf("stop nope: %d %q", code, stderr)
 	}
 	// Usage errors and --help speak plain text to a person, not the supervisor's JSON log.
-	if _, stderr, code := client(t, socket, "restart"); code != 2 || stderr != "sidecar-init: usage: sidecar-init restart [--socket PATH] NAME\n" {
+	if _, stderr, code := client(t, socket, "restart"); code != 2 || stderr != "sidecar-init: usage: sidecar-init restart [--socket PATH | --config FILE] NAME\n" {
 		t.Errorf("restart without a name: exit %d, stderr %q; want 2 and the usage line", code, stderr)
 	}
 	if _, stderr, code := client(t, socket, "stop", ""); code != 2 || !strings.Contains(stderr, "usage: sidecar-init stop") {
@@ -192,6 +192,41 @@ func TestHealthCLI(t *testing.T) {
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(); code != 137 {
 		t.Fatalf("exit %d, want 137", code)
+	}
+}
+
+// A table that moves the control socket: the clients find it through the same table (its
+// path in $CLAUDE_BOTTLE_SIDECAR_CONFIG, or --config), as the image's HEALTHCHECK must.
+func TestClientsFindTheTablesSocket(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	socket := filepath.Join(dir, "moved", "control.sock")
+	tableText := fmt.Sprintf("control_socket = %q\n", socket) + daemonTOML(t, record, "a", "1s")
+	table := filepath.Join(dir, "table.toml")
+	if err := os.WriteFile(table, []byte(tableText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// No socket in the environment: the supervisor takes the table's.
+	p := startInit(t, tableText, false, "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=")
+	p.record = record
+	p.waitLog(`"msg":"every daemon is ready"`)
+	for _, tc := range []struct {
+		args []string
+		env  []string
+	}{
+		{[]string{"health"}, []string{"CLAUDE_BOTTLE_SIDECAR_CONFIG=" + table}},
+		{[]string{"health", "--config", table}, nil},
+	} {
+		cmd := exec.Command(binary, tc.args...)
+		cmd.Env = tc.env
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "ready") {
+			t.Errorf("%v with %v: %v %q; want the table's socket found", tc.args, tc.env, err, out)
+		}
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit %d", code)
 	}
 }
 

@@ -267,7 +267,9 @@ func validateTables() error {
 	return nil
 }
 
-func loadConfig(path string) (*config.Config, error) {
+// parseTable reads and parses the daemon table at path, or the embedded one when path is
+// empty.
+func parseTable(path string) (*config.Config, error) {
 	source, data := sidecars.DaemonsTOMLName, sidecars.DaemonsTOML
 	if path != "" {
 		var err error
@@ -276,7 +278,11 @@ func loadConfig(path string) (*config.Config, error) {
 		}
 		source = path
 	}
-	cfg, err := config.Parse(source, data)
+	return config.Parse(source, data)
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := parseTable(path)
 	if err != nil {
 		return nil, err
 	}
