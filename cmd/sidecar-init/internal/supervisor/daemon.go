@@ -291,10 +291,16 @@ func (s *Supervisor) dieOnItsOwn(d *daemon, event fsm.Event, det detail, level z
 func backoffDelay(cfg config.Daemon, n int) time.Duration {
 	delay := cfg.BackoffInitial
 	for i := 0; i < n && delay < cfg.BackoffMax; i++ {
-		delay *= 2
+		delay = min(delay, cfg.BackoffMax/2) * 2 // (doubling past BackoffMax could overflow)
 	}
-	jittered := time.Duration(float64(min(delay, cfg.BackoffMax)) * (0.8 + 0.4*rand.Float64()))
-	return min(jittered, cfg.BackoffMax)
+	delay = min(delay, cfg.BackoffMax)
+	// Capped in floating point: +20 % of a delay near the longest duration would overflow
+	// time.Duration, and the restart would come at once.
+	jittered := float64(delay) * (0.8 + 0.4*rand.Float64())
+	if jittered >= float64(cfg.BackoffMax) {
+		return cfg.BackoffMax
+	}
+	return time.Duration(jittered)
 }
 
 // fireDaemon is the one place a daemon's transitions are applied, logged and notified.

@@ -325,3 +325,28 @@ func TestStopTransitionsSayWhy(t *testing.T) {
 		}
 	}
 }
+
+// backoffDelay doubles from backoff_initial up to backoff_max with ±20 % jitter, never past
+// backoff_max and never below zero, for durations up to the longest the table accepts.
+func TestBackoffDelay(t *testing.T) {
+	const longest = 2562000 * time.Hour // near the largest time.Duration
+	for _, tc := range []struct {
+		initial, max time.Duration
+		n            int
+		low, high    time.Duration // bounds of the jittered delay
+	}{
+		{time.Second, time.Minute, 0, 800 * time.Millisecond, 1200 * time.Millisecond},
+		{time.Second, time.Minute, 3, 6400 * time.Millisecond, 9600 * time.Millisecond},
+		{time.Second, time.Minute, 10, 48 * time.Second, time.Minute},
+		{longest, longest, 0, longest / 10 * 8, longest},
+		{longest, longest, 5, longest / 10 * 8, longest},
+		{time.Second, longest, 100, longest / 10 * 8, longest},
+	} {
+		cfg := config.Daemon{BackoffInitial: tc.initial, BackoffMax: tc.max}
+		for range 1000 {
+			if got := backoffDelay(cfg, tc.n); got < tc.low || got > tc.high {
+				t.Fatalf("backoffDelay(initial %v, max %v, n %d) = %v, want within [%v, %v]", tc.initial, tc.max, tc.n, got, tc.low, tc.high)
+			}
+		}
+	}
+}
