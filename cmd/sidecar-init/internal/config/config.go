@@ -152,7 +152,7 @@ type fileDaemon struct {
 	After        []string `toml:"after"`
 	Ready        *Probe   `toml:"ready"`
 	ReadyTimeout *string  `toml:"ready_timeout"`
-	User         string   `toml:"user"`
+	User         *string  `toml:"user"`
 	Log          string   `toml:"log"`
 }
 
@@ -312,6 +312,10 @@ func Parse(source string, data []byte) (*Config, error) {
 		sort.Strings(daemon.Env)
 		if d.StopSignal != "" {
 			sig, err := procs.ParseSignal(d.StopSignal)
+			if err == nil && sig == syscall.SIGSTOP {
+				// It cannot be caught and only suspends: every stop would wait out the grace.
+				err = errors.New("SIGSTOP suspends a process and cannot end it (want e.g. SIGTERM, SIGINT, SIGQUIT)")
+			}
 			if err != nil {
 				return nil, &Error{File: source, Key: key("stop_signal"), Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
 			}
@@ -344,6 +348,23 @@ func Parse(source string, data []byte) (*Config, error) {
 }
 
 func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
+
+// checkHostPort accepts host:port with a port a connection can be made to (1-65535), and
+// nothing a dial could never reach (a probe that can never pass is a start that fails at
+// ready_timeout, status 137, instead of this error).
+func checkHostPort(addr string) error {
+	if hasNUL(addr) {
+		return errors.New("the address contains a NUL byte")
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not 1-65535", addr, port)
+	}
+	return nil
+}
 
 // decodeTable decodes the table into raw one value at a time, in a fixed order: in each
 // table the keys' spelling first, then the fields in the order fileTable, fileDaemon and
@@ -593,7 +614,13 @@ func checkSpelling(table map[string]toml.Primitive, known []string, at place) er
 // parseStart fills what governs the daemon's start: after, ready, ready_timeout, user, log.
 func (d fileDaemon) parseStart(daemon *Daemon) *Error {
 	daemon.After = d.After
-	daemon.User = strings.TrimSpace(d.User)
+	if d.User != nil {
+		if daemon.User = strings.TrimSpace(*d.User); daemon.User == "" {
+			// Blank must not mean "no user", which is root: a value that went missing (an
+			// empty variable in a templated table) would run the daemon with privileges.
+			return &Error{Key: "user", Msg: fmt.Sprintf("daemon %q: user is blank (a name, or \"uid:gid\"; leave the key out to run as sidecar-init's own user)", d.Name)}
+		}
+	}
 	daemon.ReadyTimeout = DefaultReadyTimeout
 	if d.ReadyTimeout != nil {
 		v, err := parseGrace(*d.ReadyTimeout)
@@ -616,8 +643,10 @@ func (d fileDaemon) parseStart(daemon *Daemon) *Error {
 		if set != 1 {
 			return &Error{Key: "ready", Msg: fmt.Sprintf("daemon %q: a probe is exactly one of tcp, file or exec (ready = { tcp = \"127.0.0.1:8888\" })", d.Name)}
 		}
-		if _, _, err := net.SplitHostPort(p.TCP); p.TCP != "" && err != nil {
-			return &Error{Key: "ready.tcp", Msg: fmt.Sprintf("daemon %q: %q is not host:port", d.Name, p.TCP)}
+		if p.TCP != "" {
+			if err := checkHostPort(p.TCP); err != nil {
+				return &Error{Key: "ready.tcp", Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
+			}
 		}
 		if p.File != "" && !strings.HasPrefix(p.File, "/") {
 			return &Error{Key: "ready.file", Msg: fmt.Sprintf("daemon %q: %q is not an absolute path", d.Name, p.File)}
