@@ -101,20 +101,60 @@ func TestSpawnErrors(t *testing.T) {
 		name   string
 		spec   Spec
 		status int
+		says   string // in the error
 	}{
-		{"missing path", Spec{Argv: []string{filepath.Join(dir, "nope")}}, 127},
-		{"not executable", Spec{Argv: []string{plain}}, 126},
-		{"a directory", Spec{Argv: []string{dir}}, 126},
-		{"not on PATH", Spec{Argv: []string{"surely-not-a-program"}, Env: []string{"PATH=" + dir}}, 127},
-		{"on PATH but not executable", Spec{Argv: []string{"plain"}, Env: []string{"PATH=" + dir}}, 126},
-		{"missing dir", Spec{Argv: []string{"/bin/true"}, Dir: filepath.Join(dir, "nodir")}, 127},
-		{"empty argv", Spec{}, 127},
+		{"missing path", Spec{Argv: []string{filepath.Join(dir, "nope")}}, 127, "no such file"},
+		{"not executable", Spec{Argv: []string{plain}}, 126, "permission denied"},
+		{"a directory", Spec{Argv: []string{dir}}, 126, ""},
+		{"not on PATH", Spec{Argv: []string{"surely-not-a-program"}, Env: []string{"PATH=" + dir}}, 127, ""},
+		{"on PATH but not executable", Spec{Argv: []string{"plain"}, Env: []string{"PATH=" + dir}}, 126, ""},
+		// The directory is named: the program is fine.
+		{"missing dir", Spec{Argv: []string{"/bin/true"}, Dir: filepath.Join(dir, "nodir")}, 127, "dir " + filepath.Join(dir, "nodir") + ": "},
+		{"dir is a file", Spec{Argv: []string{"/bin/true"}, Dir: plain}, 127, "dir " + plain + ": not a directory"},
+		{"empty argv", Spec{}, 127, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Spawn(tc.spec, os.Stdin)
 			var se *SpawnError
-			if !errors.As(err, &se) || se.Status != tc.status || se.Error() == "" {
-				t.Fatalf("Spawn = %v, want a SpawnError with status %d", err, tc.status)
+			if !errors.As(err, &se) || se.Status != tc.status || se.Error() == "" || !strings.Contains(se.Error(), tc.says) {
+				t.Fatalf("Spawn = %v, want a SpawnError with status %d saying %q", err, tc.status, tc.says)
+			}
+		})
+	}
+}
+
+// A bare name is looked up as execvp in the daemon would: relative PATH entries from the
+// daemon's dir, and past a file the daemon's user may not execute.
+func TestLookPathAsTheDaemon(t *testing.T) {
+	root := t.TempDir()
+	mkprog := func(rel string, mode os.FileMode) string {
+		path := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte("#!/bin/sh\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	inDir := mkprog("work/bin/prog", 0o755)
+	rootOnly := mkprog("a/tool", 0o700) // owned by the test's user
+	forAll := mkprog("b/tool", 0o755)
+	nobody := &Credential{UID: 65534, GID: 65534, Groups: []uint32{65534}}
+	for _, tc := range []struct {
+		name, prog, path, dir string
+		cred                  *Credential
+		want                  string
+	}{
+		{"relative entry from the daemon's dir", "prog", "bin", filepath.Join(root, "work"), nil, inDir},
+		{"empty entry is the daemon's dir", "prog", ":", filepath.Join(root, "work", "bin"), nil, filepath.Join(root, "work", "bin", "prog")},
+		{"owner-only file passed over for another user", "tool", filepath.Dir(rootOnly) + ":" + filepath.Dir(forAll), "", nobody, forAll},
+		{"owner-only file is the owner's", "tool", filepath.Dir(rootOnly) + ":" + filepath.Dir(forAll), "", &Credential{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}, rootOnly},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := lookPath(tc.prog, []string{"PATH=" + tc.path}, tc.dir, tc.cred)
+			if err != nil || got != tc.want {
+				t.Fatalf("lookPath = %q, %v; want %q", got, err, tc.want)
 			}
 		})
 	}

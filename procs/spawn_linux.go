@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -64,7 +65,7 @@ func Spawn(spec Spec, stdin *os.File) (pid int, err error) {
 	if len(spec.Argv) == 0 || spec.Argv[0] == "" {
 		return 0, &SpawnError{Err: errors.New("empty command"), Status: 127}
 	}
-	path, err := lookPath(spec.Argv[0], spec.Env)
+	path, err := lookPath(spec.Argv[0], spec.Env, spec.Dir, spec.Credential)
 	if err != nil {
 		return 0, &SpawnError{Argv0: spec.Argv[0], Err: err, Status: statusFor(err)}
 	}
@@ -81,9 +82,27 @@ func Spawn(spec Spec, stdin *os.File) (pid int, err error) {
 	}
 	pid, err = syscall.ForkExec(path, spec.Argv, attr)
 	if err != nil {
-		return 0, &SpawnError{Argv0: spec.Argv[0], Err: err, Status: statusFor(err)}
+		return 0, &SpawnError{Argv0: spec.Argv[0], Err: blameDir(spec.Dir, err), Status: statusFor(err)}
 	}
 	return pid, nil
+}
+
+// blameDir names the working directory when it, not the program, made the start fail: the
+// child's chdir fails with the same ENOENT, ENOTDIR or EACCES an exec would, and "exec
+// prog: no such file or directory" would send the operator looking for the program. Only
+// looked at after a failure: a start that works pays nothing.
+func blameDir(dir string, err error) error {
+	pathErr := errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EACCES)
+	if dir == "" || !pathErr {
+		return err
+	}
+	switch info, serr := os.Stat(dir); {
+	case serr != nil:
+		return fmt.Errorf("dir %s: %w", dir, serr)
+	case !info.IsDir():
+		return fmt.Errorf("dir %s: %w", dir, syscall.ENOTDIR)
+	}
+	return err
 }
 
 // statusFor maps an exec error to a shell's status: 127 "command not found" for a missing
@@ -96,8 +115,10 @@ func statusFor(err error) int {
 }
 
 // lookPath resolves a bare program name in the PATH of the daemon's own environment (not
-// the supervisor's), as execvp would. Names with a slash are used as they are.
-func lookPath(name string, env []string) (string, error) {
+// the supervisor's), as execvp in the daemon would: a relative PATH entry ("" is ".") is
+// taken from the daemon's dir, where it runs, and a file the daemon's user may not execute
+// is passed over for the next entry. Names with a slash are used as they are.
+func lookPath(name string, env []string, workDir string, cred *Credential) (string, error) {
 	if strings.Contains(name, "/") {
 		return name, nil
 	}
@@ -112,12 +133,15 @@ func lookPath(name string, env []string) (string, error) {
 		if dir == "" {
 			dir = "."
 		}
+		if !filepath.IsAbs(dir) && workDir != "" {
+			dir = filepath.Join(workDir, dir)
+		}
 		candidate := filepath.Join(dir, name)
 		info, err := os.Stat(candidate)
 		if err != nil || info.IsDir() {
 			continue
 		}
-		if info.Mode()&0o111 == 0 {
+		if !mayExecute(info, cred) {
 			// Remember it, as execvp does, so a non-executable match reports EACCES (126)
 			// rather than "not found" (127) when nothing better turns up.
 			firstErr = syscall.EACCES
@@ -126,6 +150,24 @@ func lookPath(name string, env []string) (string, error) {
 		return candidate, nil
 	}
 	return "", firstErr
+}
+
+// mayExecute says the file's mode lets the daemon's user execute it: root (no credential,
+// or uid 0) needs any x bit, another user the bit of its class (owner, group, other), as the
+// kernel decides. (Directories on the way are not checked: their x bits decide too.)
+func mayExecute(info os.FileInfo, cred *Credential) bool {
+	mode := info.Mode().Perm()
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if cred == nil || cred.UID == 0 || !ok {
+		return mode&0o111 != 0
+	}
+	switch {
+	case st.Uid == cred.UID:
+		return mode&0o100 != 0
+	case st.Gid == cred.GID || slices.Contains(cred.Groups, st.Gid):
+		return mode&0o010 != 0
+	}
+	return mode&0o001 != 0
 }
 
 // fdOr is f's descriptor, or fallback when f is nil.

@@ -50,6 +50,8 @@ type daemon struct {
 	readyDeadline time.Time
 	probing       bool
 	probeFor      int
+	// lastProbeErr is why the last attempt failed, for the ready_timeout line.
+	lastProbeErr error
 	// awaitingStop: a reverse-order shutdown holds its stop until its dependents are gone.
 	awaitingStop bool
 	// awaitingDeps: in backoff, its restart is due but an `after` daemon is on its way back

@@ -82,7 +82,7 @@ func (s *Supervisor) beginStarting(d *daemon, now time.Time) {
 		s.becomeReady(d)
 		return
 	}
-	d.probeInterval = probeFirstInterval
+	d.probeInterval, d.lastProbeErr = probeFirstInterval, nil
 	d.readyDeadline = now.Add(d.cfg.ReadyTimeout)
 	s.probe(d, now)
 	s.armTimer(now)
@@ -103,6 +103,12 @@ func (s *Supervisor) probe(d *daemon, now time.Time) {
 		pid, err := procs.Spawn(spec, s.opts.Stdin)
 		afterSpawn()
 		if err != nil {
+			if d.lastProbeErr == nil || d.lastProbeErr.Error() != err.Error() {
+				// Not a "not ready yet": the probe itself cannot run, and every retry will
+				// say the same until ready_timeout; once, where the operator looks.
+				s.log.Warn("readiness probe cannot be executed; the daemon cannot become ready",
+					zlog.String("daemon", d.cfg.Name), zlog.Error(err))
+			}
 			s.onProbeResult(probeResult{d: d, pid: d.pid, err: err}, now)
 			return
 		}
@@ -156,6 +162,7 @@ func (s *Supervisor) onProbeResult(r probeResult, now time.Time) {
 		s.becomeReady(d)
 		return
 	}
+	d.lastProbeErr = r.err
 	if ce := s.log.Check(zapcore.DebugLevel, "not ready yet"); ce != nil {
 		ce.Write(zlog.String("daemon", d.cfg.Name), zlog.String("probe", d.cfg.Ready.String()), zlog.Error(r.err))
 	}
@@ -176,9 +183,12 @@ func (s *Supervisor) becomeReady(d *daemon) {
 // notReadyInTime: the probe did not pass within ready_timeout. That is a failed start: the
 // group is SIGKILLed, and its reaped death (a failure) goes to the restart policy.
 func (s *Supervisor) notReadyInTime(d *daemon, now time.Time) {
-	s.log.Error("daemon not ready within ready_timeout: killing it; its restart policy decides what follows",
-		zlog.String("daemon", d.cfg.Name), zlog.String("probe", d.cfg.Ready.String()),
-		zlog.Duration("ready_timeout", d.cfg.ReadyTimeout))
+	fields := []zlog.Field{zlog.String("daemon", d.cfg.Name), zlog.String("probe", d.cfg.Ready.String()),
+		zlog.Duration("ready_timeout", d.cfg.ReadyTimeout)}
+	if d.lastProbeErr != nil {
+		fields = append(fields, zlog.String("last_probe_error", d.lastProbeErr.Error()))
+	}
+	s.log.Error("daemon not ready within ready_timeout: killing it; its restart policy decides what follows", fields...)
 	s.stopProbing(d)
 	s.signalGroup(d, syscall.SIGKILL)
 	s.armTimer(now)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
+
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 )
 
@@ -151,8 +153,13 @@ func TestReadyTimeoutIsAFailedStart(t *testing.T) {
 	if code := h.exitCode(); code != 137 {
 		t.Fatalf("exit %d, want 137 (SIGKILLed for not being ready)", code)
 	}
-	if len(h.logs.FilterMessage("daemon not ready within ready_timeout: killing it; its restart policy decides what follows").All()) != 1 {
+	lines := h.logs.FilterMessage("daemon not ready within ready_timeout: killing it; its restart policy decides what follows").All()
+	if len(lines) != 1 {
 		t.Fatalf("no clear log line:\n%s", h.dumpLogs())
+	}
+	// It says why the probe kept failing.
+	if why, _ := lines[0].ContextMap()["last_probe_error"].(string); !strings.Contains(why, "no such file or directory") {
+		t.Errorf("last_probe_error = %q, want the stat error", why)
 	}
 	if fields, _, ok := h.transition("never-ready", "fail"); !ok || fields["from"] != "starting" {
 		t.Fatalf("fail transition = %v", fields)
@@ -251,4 +258,25 @@ func TestHealthNamesHeldDaemons(t *testing.T) {
 		t.Fatalf("health with b held = %+v", resp)
 	}
 	h.stopAndWant(0)
+}
+
+// A probe that cannot be executed at all is said once, at warn, not left to retries at
+// debug until ready_timeout.
+func TestProbeThatCannotRunIsSaidOnce(t *testing.T) {
+	h := newHarness(t)
+	d := fake(t, h, "svc", time.Second)
+	d.Ready = config.Probe{Exec: []string{"/nonexistent/probe"}}
+	d.ReadyTimeout = 300 * time.Millisecond
+	h.run([]config.Daemon{d}, nil)
+	if code := h.exitCode(); code != 137 {
+		t.Fatalf("exit %d, want 137", code)
+	}
+	warned := h.logs.FilterMessage("readiness probe cannot be executed; the daemon cannot become ready").All()
+	if len(warned) != 1 || warned[0].Level != zapcore.WarnLevel {
+		t.Fatalf("%d warnings, want 1:\n%s", len(warned), h.dumpLogs())
+	}
+	timeout := h.logs.FilterMessage("daemon not ready within ready_timeout: killing it; its restart policy decides what follows").All()
+	if why, _ := timeout[0].ContextMap()["last_probe_error"].(string); !strings.Contains(why, "exec /nonexistent/probe") {
+		t.Errorf("last_probe_error = %q", why)
+	}
 }
