@@ -184,18 +184,27 @@ func removeSocket(path string) error {
 // exit must not wait for its deadline), waits for the connection goroutines and removes
 // the socket if it is still ours.
 func (s *Server) Close() {
-	close(s.done)
-	_ = s.ln.Close()
-	s.mu.Lock()
-	for conn := range s.conns {
-		_ = conn.SetDeadline(time.Now())
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	// The socket goes first, while our listener still holds its inode: a newer sidecar-init
+	// cannot have made one at the path yet (it would have found ours answering), and once
+	// ours is closed its inode number can come back at once for the newer one's.
 	if now, err := os.Lstat(s.path); err == nil && os.SameFile(now, s.file) {
 		_ = os.Remove(s.path)
 	}
+	s.mu.Lock()
+	close(s.done)
+	for conn := range s.conns {
+		// Reads end now; an answer still gets written, with a short deadline (serve).
+		_ = conn.SetReadDeadline(time.Now())
+		_ = conn.SetWriteDeadline(time.Now().Add(closingWriteTimeout))
+	}
+	s.mu.Unlock()
+	_ = s.ln.Close()
+	s.wg.Wait()
 }
+
+// closingWriteTimeout bounds the write of an answer once Close has begun ("sidecar-init is
+// shutting down"), so a client that does not read cannot hold the exit.
+const closingWriteTimeout = 100 * time.Millisecond
 
 // Accept retry pacing when the process is out of file descriptors or memory: like
 // net/http's server, wait 5 ms doubling to 1 s, so a moment of fd shortage costs the
@@ -274,7 +283,7 @@ func (s *Server) track(conn net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	select {
-	case <-s.done:
+	case <-s.done: // (closed under mu: a connection tracked here gets Close's deadlines)
 		return false
 	default:
 	}
@@ -302,12 +311,15 @@ func (s *Server) serve(conn net.Conn) {
 	}
 	data, _ := json.Marshal(resp)
 	// The answer gets its own deadline: a half-sent request used up the read's, and its
-	// client still gets told why it was refused.
+	// client still gets told why it was refused. Under the lock, so that it never undoes
+	// the short one Close sets.
+	s.mu.Lock()
 	select {
-	case <-s.done: // Close set the deadline to now: no waiting on a client at exit
+	case <-s.done:
 	default:
 		_ = conn.SetWriteDeadline(time.Now().Add(IdleTimeout))
 	}
+	s.mu.Unlock()
 	_, _ = conn.Write(append(data, '\n'))
 }
 

@@ -363,3 +363,55 @@ func TestClientsBeyondTheCapWait(t *testing.T) {
 		t.Fatalf("after a slot freed: %+v, %v", resp, err)
 	}
 }
+
+// A request the loop took but will never answer (it has ended) is told, at Close, that
+// sidecar-init is shutting down: the connection's end leaves room for that answer.
+func TestRequestWaitingAtCloseIsAnswered(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "control.sock")
+	calls := make(chan Call)
+	s, err := Listen(path, calls, zlog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := make(chan error, 1)
+	go func() {
+		resp, err := Do(path, Request{Cmd: CmdRestart, Name: "x"}, 5*time.Second)
+		if err == nil && resp.Error != "sidecar-init is shutting down" {
+			err = fmt.Errorf("answer %+v", resp)
+		}
+		answer <- err
+	}()
+	<-calls // taken, never answered
+	s.Close()
+	if err := <-answer; err != nil {
+		t.Fatalf("a request waiting at Close: %v; want the shutting-down answer", err)
+	}
+}
+
+// A newer sidecar-init that takes the path while the old one closes keeps its socket: the
+// old one removes its own before its listener (and inode) goes.
+func TestCloseNeverRemovesANewerSocket(t *testing.T) {
+	for i := 0; i < 100; i++ {
+		path := filepath.Join(t.TempDir(), "control.sock")
+		old, err := Listen(path, make(chan Call), zlog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		newer := make(chan *Server, 1)
+		go func() {
+			for {
+				if s, err := Listen(path, make(chan Call), zlog.Nop()); err == nil {
+					newer <- s
+					return
+				}
+			}
+		}()
+		old.Close()
+		s := <-newer
+		_, err = os.Lstat(path)
+		s.Close()
+		if err != nil {
+			t.Fatalf("run %d: the newer server's socket is gone after the old one closed: %v", i, err)
+		}
+	}
+}
