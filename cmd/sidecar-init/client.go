@@ -11,7 +11,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
+	"github.com/claude-bottle/sidecar-init/sidecars"
 )
 
 // clientTimeout bounds a client's whole exchange with the supervisor.
@@ -67,10 +69,7 @@ func runClient(args []string, stdout io.Writer) error {
 		path = os.Getenv(envControlSocket)
 	}
 	if path == "" {
-		var err error
-		if path, err = tableSocket(*table); err != nil {
-			return clientError{err.Error()}
-		}
+		path = tableSocket(*table, os.Stderr)
 	}
 	resp, err := control.Do(path, req, clientTimeout)
 	if err != nil {
@@ -87,16 +86,26 @@ func runClient(args []string, stdout io.Writer) error {
 
 // tableSocket is the control_socket of the daemon table the supervisor reads (the same
 // --config, or $CLAUDE_BOTTLE_SIDECAR_CONFIG, or the embedded one), so a health check finds
-// a socket the table moved without being told.
-func tableSocket(path string) (string, error) {
+// a socket the table moved without being told. Only that key is read, leniently; if even
+// that fails, the default socket is tried, with a warning.
+func tableSocket(path string, stderr io.Writer) string {
 	if path == "" {
 		path = os.Getenv(envConfig)
 	}
-	cfg, err := parseTable(path)
-	if err != nil {
-		return "", fmt.Errorf("finding the control socket in the daemon table (or pass --socket): %w", err)
+	data := sidecars.DaemonsTOML
+	var err error
+	if path != "" {
+		data, err = os.ReadFile(path)
 	}
-	return cfg.ControlSocket, nil
+	socket := config.DefaultControlSocket
+	if err == nil {
+		socket, err = config.ControlSocketOf(data)
+	}
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "sidecar-init: cannot read control_socket from %s (%v); trying %s\n", path, err, config.DefaultControlSocket)
+		return config.DefaultControlSocket
+	}
+	return socket
 }
 
 // printAnswer writes what the supervisor answered: its message, or the status table.

@@ -206,6 +206,10 @@ func TestClientsFindTheTablesSocket(t *testing.T) {
 	if err := os.WriteFile(table, []byte(tableText), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	edited := filepath.Join(dir, "edited.toml")
+	if err := os.WriteFile(edited, []byte(tableText+"a_key_of_a_newer_version = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// No socket in the environment: the supervisor takes the table's.
 	p := startInit(t, tableText, false, "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=")
 	p.record = record
@@ -216,6 +220,9 @@ func TestClientsFindTheTablesSocket(t *testing.T) {
 	}{
 		{[]string{"health"}, []string{"CLAUDE_BOTTLE_SIDECAR_CONFIG=" + table}},
 		{[]string{"health", "--config", table}, nil},
+		// The table on disk changed after the supervisor read it: only control_socket
+		// matters here.
+		{[]string{"health", "--config", edited}, nil},
 	} {
 		cmd := exec.Command(binary, tc.args...)
 		cmd.Env = tc.env

@@ -233,6 +233,23 @@ func decodeError(text string) (line int, key, msg string, ok bool) {
 	return line, key, msg, true
 }
 
+// ControlSocketOf reads only the table's control_socket (the default when it sets none),
+// for the client commands. Leniently: a key it does not know, or a bad value elsewhere, is
+// not its business; a health check must not fail because the table on disk changed after
+// the supervisor read it.
+func ControlSocketOf(data []byte) (string, error) {
+	var t struct {
+		ControlSocket string `toml:"control_socket"`
+	}
+	if _, err := toml.Decode(string(data), &t); err != nil {
+		return "", err
+	}
+	if t.ControlSocket == "" {
+		return DefaultControlSocket, nil
+	}
+	return t.ControlSocket, nil
+}
+
 // Parse decodes and validates a daemon table. source names it in errors.
 func Parse(source string, data []byte) (*Config, error) {
 	var raw fileTable
