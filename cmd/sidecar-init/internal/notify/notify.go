@@ -58,6 +58,9 @@ type Notifier struct {
 	dropped uint64  // guarded by mu: dropped and not reported yet
 	seq     uint64  // guarded by mu
 	closing bool    // guarded by mu
+	// inFlight is the event being sent (nil between events), for Close's count: one still
+	// being tried when Close gives up is as undelivered as a queued one. Guarded by mu.
+	inFlight *Event
 
 	wake     chan struct{}
 	quit     chan struct{} // closed by Close: stop retrying, flush what can be flushed
@@ -148,6 +151,10 @@ func (n *Notifier) Close(timeout time.Duration) {
 	for _, ev := range n.queue {
 		dropped += ev.Dropped // taken for sending with its count, then put back
 	}
+	if n.inFlight != nil {
+		left++
+		dropped += n.inFlight.Dropped
+	}
 	n.mu.Unlock()
 	if left > 0 || dropped > 0 {
 		n.log.Warn("notifications not delivered before exit", zlog.Int("undelivered", left),
@@ -169,6 +176,7 @@ func (n *Notifier) next() (Event, bool) {
 		n.dropped = 0
 		n.log.Warn("notifications dropped: the supervise endpoint did not keep up", zlog.Uint64("dropped", ev.Dropped))
 	}
+	n.inFlight = &ev
 	return ev, true
 }
 
@@ -196,12 +204,14 @@ func (n *Notifier) deliver(ev Event) bool {
 	body, err := json.Marshal(ev)
 	if err != nil {
 		n.log.Error("notification not encodable", zlog.Error(err))
+		n.done()
 		return true
 	}
 	delay := retryFirst
 	for attempt := 1; ; attempt++ {
 		err := n.post(body)
 		if err == nil {
+			n.done()
 			return true
 		}
 		var refused rejected
@@ -209,6 +219,7 @@ func (n *Notifier) deliver(ev Event) bool {
 			// Sent again, it would be refused again, and hold every later event back.
 			n.log.Error("notification refused by the supervise endpoint; dropped", zlog.String("url", n.url),
 				zlog.Uint64("seq", ev.Seq), zlog.String("daemon", ev.Daemon), zlog.Error(err))
+			n.done()
 			return true
 		}
 		if attempt == 1 || attempt%10 == 0 {
@@ -220,6 +231,7 @@ func (n *Notifier) deliver(ev Event) bool {
 			// Shutting down: keep the event at the head so Close counts it as undelivered.
 			n.mu.Lock()
 			n.queue = append([]Event{ev}, n.queue...)
+			n.inFlight = nil
 			n.mu.Unlock()
 			return false
 		case <-time.After(delay):
@@ -228,6 +240,13 @@ func (n *Notifier) deliver(ev Event) bool {
 		// with the next event delivered.
 		delay = min(2*delay, retryMax)
 	}
+}
+
+// done: the event in flight is delivered, or dropped and logged.
+func (n *Notifier) done() {
+	n.mu.Lock()
+	n.inFlight = nil
+	n.mu.Unlock()
 }
 
 // setTarget splits http://host[:port]/path or unix:/path into what post dials and sends.
@@ -305,8 +324,16 @@ type rejected struct {
 
 func (r rejected) Error() string { return "HTTP " + r.status }
 
-// final: the endpoint refuses this request as such (4xx), so it is not sent again. 408
-// (timeout) and 429 (too many requests) are about the moment, and so is every 5xx.
+// final: sent again, this request would get the same answer, so it is not: a 4xx (the
+// endpoint refuses it as such) or a 3xx (redirects are not followed; a notify_url missing
+// its trailing slash, say). 408 (timeout) and 429 (too many requests) are about the moment,
+// and so is every 5xx.
 func (r rejected) final() bool {
-	return r.code/100 == 4 && r.code != 408 && r.code != 429
+	switch r.code / 100 {
+	case 3:
+		return true
+	case 4:
+		return r.code != 408 && r.code != 429
+	}
+	return false
 }

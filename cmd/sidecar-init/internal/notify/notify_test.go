@@ -220,7 +220,7 @@ func TestRefusedEventIsDropped(t *testing.T) {
 	for _, tc := range []struct {
 		status  int
 		retried bool
-	}{{http.StatusBadRequest, false}, {http.StatusNotFound, false}, {http.StatusTooManyRequests, true}} {
+	}{{http.StatusBadRequest, false}, {http.StatusNotFound, false}, {http.StatusPermanentRedirect, false}, {http.StatusTooManyRequests, true}} {
 		t.Run(http.StatusText(tc.status), func(t *testing.T) {
 			c := &collector{refuse: tc.status}
 			srv := httptest.NewServer(c)
@@ -305,8 +305,10 @@ func TestCloseReportsWhatWasNotDelivered(t *testing.T) {
 	for i := 0; i < QueueSize+10; i++ {
 		n.Send(Event{Daemon: "a", Event: "spawn"})
 	}
-	if full := logs.FilterMessage("notification queue full: dropping the oldest events until the supervise endpoint takes them"); full.Len() != 1 {
-		t.Errorf("%d queue-full lines, want 1 for the run of drops", full.Len())
+	// At least one: the sender taking an event mid-run reports the drops so far, and the
+	// drops after it start a run of their own.
+	if full := logs.FilterMessage("notification queue full: dropping the oldest events until the supervise endpoint takes them"); full.Len() < 1 {
+		t.Errorf("no queue-full line for the run of drops")
 	}
 	n.Close(50 * time.Millisecond)
 	lost := logs.FilterMessage("notifications not delivered before exit").All()
@@ -319,5 +321,35 @@ func TestCloseReportsWhatWasNotDelivered(t *testing.T) {
 	undelivered, dropped := m["undelivered"].(int64), m["dropped"].(uint64)
 	if undelivered+int64(dropped) != QueueSize+10 || dropped < 9 {
 		t.Fatalf("undelivered %d, dropped %d; want them to add up to %d", undelivered, dropped, QueueSize+10)
+	}
+}
+
+// An event still being sent when Close gives up counts as undelivered too.
+func TestCloseCountsTheEventInFlight(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	accepted := make(chan net.Conn, 1)
+	go func() { // accepts, reads nothing, never answers
+		if conn, err := ln.Accept(); err == nil {
+			accepted <- conn
+		}
+	}()
+	core, logs := observer.New(zapcore.InfoLevel)
+	n, err := New("http://"+ln.Addr().String()+"/", "", zlog.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		n.Send(Event{Daemon: "a", Event: "spawn"})
+	}
+	conn := <-accepted // the first is in flight
+	defer func() { _ = conn.Close() }()
+	n.Close(100 * time.Millisecond)
+	lost := logs.FilterMessage("notifications not delivered before exit").All()
+	if len(lost) != 1 || lost[0].ContextMap()["undelivered"] != int64(3) {
+		t.Fatalf("lines %v; want undelivered 3 (two queued, one in flight)", lost)
 	}
 }
