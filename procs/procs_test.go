@@ -111,9 +111,14 @@ func TestSpawnErrors(t *testing.T) {
 		// The directory is named: the program is fine.
 		{"missing dir", Spec{Argv: []string{"/bin/true"}, Dir: filepath.Join(dir, "nodir")}, 127, "dir " + filepath.Join(dir, "nodir") + ": "},
 		{"dir is a file", Spec{Argv: []string{"/bin/true"}, Dir: plain}, 127, "dir " + plain + ": not a directory"},
+		// Root may enter it, the daemon's user may not: the dir is named, not the program.
+		{"dir the user may not enter", Spec{Argv: []string{"/bin/true"}, Dir: dir, Credential: &Credential{UID: 65534, GID: 65534}}, 126, "the daemon's user may not enter"},
 		{"empty argv", Spec{}, 127, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.spec.Credential != nil && os.Getuid() != 0 {
+				t.Skip("starting a process as another user needs root")
+			}
 			_, err := Spawn(tc.spec, os.Stdin)
 			var se *SpawnError
 			if !errors.As(err, &se) || se.Status != tc.status || se.Error() == "" || !strings.Contains(se.Error(), tc.says) {

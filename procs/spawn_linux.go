@@ -82,7 +82,7 @@ func Spawn(spec Spec, stdin *os.File) (pid int, err error) {
 	}
 	pid, err = syscall.ForkExec(path, spec.Argv, attr)
 	if err != nil {
-		return 0, &SpawnError{Argv0: spec.Argv[0], Err: blameDir(spec.Dir, err), Status: statusFor(err)}
+		return 0, &SpawnError{Argv0: spec.Argv[0], Err: blameDir(spec.Dir, spec.Credential, err), Status: statusFor(err)}
 	}
 	return pid, nil
 }
@@ -91,7 +91,7 @@ func Spawn(spec Spec, stdin *os.File) (pid int, err error) {
 // child's chdir fails with the same ENOENT, ENOTDIR or EACCES an exec would, and "exec
 // prog: no such file or directory" would send the operator looking for the program. Only
 // looked at after a failure: a start that works pays nothing.
-func blameDir(dir string, err error) error {
+func blameDir(dir string, cred *Credential, err error) error {
 	pathErr := errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EACCES)
 	if dir == "" || !pathErr {
 		return err
@@ -102,7 +102,15 @@ func blameDir(dir string, err error) error {
 	case !info.IsDir():
 		return fmt.Errorf("dir %s: %w", dir, syscall.ENOTDIR)
 	}
-	return err
+	// Stat ran as root: the daemon's user may still be unable to get there.
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		if info, serr := os.Stat(p); serr == nil && !mayExecute(info, cred) {
+			return fmt.Errorf("dir %s: the daemon's user may not enter %s: %w", dir, p, syscall.EACCES)
+		}
+		if p == filepath.Dir(p) {
+			return err
+		}
+	}
 }
 
 // statusFor maps an exec error to a shell's status: 127 "command not found" for a missing

@@ -329,9 +329,11 @@ func Parse(source string, data []byte) (*Config, error) {
 		sort.Strings(daemon.Env)
 		if d.StopSignal != "" {
 			sig, err := procs.ParseSignal(d.StopSignal)
-			if err == nil && sig == syscall.SIGSTOP {
-				// It cannot be caught and only suspends: every stop would wait out the grace.
-				err = errors.New("SIGSTOP suspends a process and cannot end it (want e.g. SIGTERM, SIGINT, SIGQUIT)")
+			switch sig {
+			case syscall.SIGSTOP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
+				// They suspend a process (SIGSTOP cannot even be caught): every stop would wait
+				// out the grace, then SIGKILL.
+				err = fmt.Errorf("%s suspends a process and does not end it (want e.g. SIGTERM, SIGINT, SIGQUIT)", procs.SignalName(sig))
 			}
 			if err != nil {
 				return nil, &Error{File: source, Key: key("stop_signal"), Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
@@ -377,8 +379,9 @@ func checkHostPort(addr string) error {
 	if err != nil {
 		return fmt.Errorf("%q is not host:port", addr)
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("%q: port %q is not 1-65535", addr, port)
+	// A service name ("http") is what a dial accepts too (/etc/services).
+	if n, err := net.LookupPort("tcp", port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not 1-65535 or a known service name", addr, port)
 	}
 	return nil
 }

@@ -159,7 +159,8 @@ func TestParseErrors(t *testing.T) {
 		{"tcp probe port too big", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:99999\" }\n", []string{"daemon[0].ready.tcp", "not 1-65535"}},
 		{"tcp probe empty port", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:\" }\n", []string{"daemon[0].ready.tcp", "not 1-65535"}},
 		{"tcp probe NUL", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:80\\u0000\" }\n", []string{"daemon[0].ready.tcp", "NUL"}},
-		{"stop_signal SIGSTOP", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"SIGSTOP\"\n", []string{"daemon[0].stop_signal", "cannot end it"}},
+		{"stop_signal SIGSTOP", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"SIGSTOP\"\n", []string{"daemon[0].stop_signal", "SIGSTOP suspends a process"}},
+		{"stop_signal SIGTSTP", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"tstp\"\n", []string{"daemon[0].stop_signal", "SIGTSTP suspends a process"}},
 		{"notify_url credentials", "notify_url = \"http://user:s3cret@h/e\"\n", []string{"key notify_url", "http://user:xxxxx@h/e", "notify_token_file"}},
 		{"notify_url port", "notify_url = \"http://h:99999/e\"\n", []string{"key notify_url", "port 99999 is not 1-65535"}},
 		{"case-variant table", "[[Daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"key Daemon", `case-sensitive: "daemon"`}},
@@ -317,5 +318,13 @@ func TestDecodeError(t *testing.T) {
 			t.Errorf("decodeError(%q) = %d, %q, %q, %v; want %d, %q, %q, %v",
 				tc.text, line, key, msg, ok, tc.line, tc.key, tc.msg, tc.ok)
 		}
+	}
+}
+
+// A tcp probe may name its port as a dial does: a number or a service name.
+func TestTCPProbeServiceName(t *testing.T) {
+	cfg, err := Parse("t.toml", []byte("[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"localhost:http\" }\n"))
+	if err != nil || cfg.Daemons[0].Ready.TCP != "localhost:http" {
+		t.Fatalf("Parse = %v", err)
 	}
 }

@@ -250,6 +250,8 @@ func (p *Pipes) copyLines(r *os.File, label *labeller) {
 	// carry is the start of a character that a split cut off, for the next piece; joined
 	// is that piece, put together in a buffer of its own.
 	var carry, joined []byte
+	// partialOut: the last piece written was a partial one (JSON said "partial": true).
+	partialOut := false
 	withCarry := func(line []byte) []byte {
 		if len(carry) == 0 {
 			return line
@@ -263,6 +265,7 @@ func (p *Pipes) copyLines(r *os.File, label *labeller) {
 		switch {
 		case err == nil:
 			label.emit(withCarry(line[:len(line)-1]), false)
+			partialOut = false
 			if !lineBuffered(br) {
 				label.flush() // the next read may wait for the daemon: nothing waits with it
 			}
@@ -274,6 +277,7 @@ func (p *Pipes) copyLines(r *os.File, label *labeller) {
 			cut := completeUpTo(piece)
 			label.emit(piece[:cut], true)
 			label.flush()
+			partialOut = true
 			carry = append(carry, piece[cut:]...)
 			// If the newline comes right after, the line ended with this piece: JSON says
 			// so with an empty last piece; in prefix mode the newline is eaten, or it would
@@ -282,8 +286,11 @@ func (p *Pipes) copyLines(r *os.File, label *labeller) {
 				_, _ = br.Discard(1)
 			}
 		default:
-			if line = withCarry(line); len(line) > 0 {
-				label.emit(line, false) // a last line without its newline: one is added
+			if line = withCarry(line); len(line) > 0 || (partialOut && label.enc != nil) {
+				// A last line without its newline: one is added. In JSON, a line whose last
+				// piece said "partial" ends here too, if need be with an empty piece, so no
+				// consumer joins it to whatever comes next.
+				label.emit(line, false)
 			}
 			if !errors.Is(err, io.EOF) {
 				// Reads from a pipe do not fail in practice; if one did, the daemon would see

@@ -695,3 +695,13 @@ func TestCompleteUpTo(t *testing.T) {
 		}
 	}
 }
+
+// Output that ends right after a split (exactly MaxLine bytes, no newline) still ends its
+// line in JSON: the last record is not "partial".
+func TestJSONLineCutAtEOFEnds(t *testing.T) {
+	o := run(t, JSON, fmt.Sprintf(`head -c %d /dev/zero | tr '\0' a`, MaxLine))
+	records := decodeJSONLines(t, o.stderr.String())
+	if len(records) != 2 || !records[0].Partial || len(records[0].Line) != MaxLine || records[1].Partial || records[1].Line != "" {
+		t.Fatalf("%d records, last %+v; want the piece and an empty end", len(records), records[len(records)-1])
+	}
+}
