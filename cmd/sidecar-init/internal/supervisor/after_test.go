@@ -42,13 +42,7 @@ func TestRestartWaitsForItsAfterDaemons(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(testTimeout)
-	for len(h.logIndexes("app", "spawn")) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("app was never restarted:\n%s", h.dumpLogs())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	h.waitTransitions("app", "spawn", 2)
 	readies, spawns := h.logIndexes("db", "ready"), h.logIndexes("app", "spawn")
 	if len(readies) < 2 || spawns[1] < readies[1] {
 		t.Fatalf("app restarted before db was ready again:\n%s", h.dumpLogs())
