@@ -180,9 +180,9 @@ func removeSocket(path string) error {
 	return os.Remove(path)
 }
 
-// Close stops accepting, ends every connection (a client that sent nothing yet included:
-// exit must not wait for its deadline), waits for the connection goroutines and removes
-// the socket if it is still ours.
+// Close removes the socket if it is still ours, stops accepting, ends every connection (a
+// client that sent nothing yet included: exit must not wait for its deadline) and waits
+// for the connection goroutines.
 func (s *Server) Close() {
 	// The socket goes first, while our listener still holds its inode: a newer sidecar-init
 	// cannot have made one at the path yet (it would have found ours answering), and once
