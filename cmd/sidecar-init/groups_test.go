@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 )
@@ -37,16 +38,35 @@ func TestPID1ForgetsAGroupOnceItEmptied(t *testing.T) {
 	}
 	xpid, _ := strconv.Atoi(m[1])
 
-	setLastPid := exec.Command("nsenter", "-t", strconv.Itoa(p.cmd.Process.Pid), "-p", "--",
-		"/bin/sh", "-c", fmt.Sprintf("echo %d > /proc/sys/kernel/ns_last_pid", xpid-1))
-	if out, err := setLastPid.CombinedOutput(); err != nil {
-		t.Fatalf("set ns_last_pid: %v\n%s", err, out)
-	}
+	// Make y's next run take x's pid: the kernel hands out ns_last_pid+1 next. A thread the
+	// Go runtime starts in sidecar-init meanwhile takes a pid of that namespace too, so
+	// try again (a few times) until y lands on it.
 	socket := filepath.Join(filepath.Dir(p.stderrPath), "control.sock")
-	if out, _, code := client(t, socket, "restart", "y"); code != 0 {
-		t.Fatalf("restart y: %d %q", code, out)
+	ySpawn := regexp.MustCompile(`"machine":"y","event":"spawn","from":"pending","to":"starting","pid":(\d+)`)
+	for attempt := 1; ; attempt++ {
+		setLastPid := exec.Command("nsenter", "-t", strconv.Itoa(p.cmd.Process.Pid), "-p", "--",
+			"/bin/sh", "-c", fmt.Sprintf("echo %d > /proc/sys/kernel/ns_last_pid", xpid-1))
+		if out, err := setLastPid.CombinedOutput(); err != nil {
+			t.Fatalf("set ns_last_pid: %v\n%s", err, out)
+		}
+		if out, _, code := client(t, socket, "restart", "y"); code != 0 {
+			t.Fatalf("restart y: %d %q", code, out)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for len(ySpawn.FindAllString(p.stderr(), -1)) < 1+attempt && time.Now().Before(deadline) { // (its first start too)
+			time.Sleep(10 * time.Millisecond)
+		}
+		spawns := ySpawn.FindAllStringSubmatch(p.stderr(), -1)
+		if len(spawns) < 1+attempt {
+			t.Fatalf("y was not started again (attempt %d):\n%s", attempt, p.stderr())
+		}
+		if pid, _ := strconv.Atoi(spawns[len(spawns)-1][1]); pid == xpid {
+			break
+		}
+		if attempt == 5 {
+			t.Fatalf("in 5 attempts y never got x's old pid %d (threads took it each time):\n%s", xpid, p.stderr())
+		}
 	}
-	p.waitLog(`"machine":"y","event":"spawn","from":"pending","to":"starting","pid":` + strconv.Itoa(xpid) + `,`)
 	out, _, _ := client(t, socket, "status", "--json")
 	var rows []control.DaemonStatus
 	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 2 || rows[1].Pid != xpid {
