@@ -93,6 +93,10 @@ func TestSpawnRunsInItsOwnGroup(t *testing.T) {
 
 func TestSpawnErrors(t *testing.T) {
 	dir := t.TempDir()
+	noX := filepath.Join(dir, "nox")
+	if err := os.Mkdir(noX, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	plain := filepath.Join(dir, "plain")
 	if err := os.WriteFile(plain, []byte("#!/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -113,6 +117,8 @@ func TestSpawnErrors(t *testing.T) {
 		{"dir is a file", Spec{Argv: []string{"/bin/true"}, Dir: plain}, 127, "dir " + plain + ": not a directory"},
 		// Root may enter it, the daemon's user may not: the dir is named, not the program.
 		{"dir the user may not enter", Spec{Argv: []string{"/bin/true"}, Dir: dir, Credential: &Credential{UID: 65534, GID: 65534}}, 126, "the daemon's user may not enter"},
+		// Root enters a directory whatever its mode: a missing program is the program's fault.
+		{"missing program in a dir without x bits", Spec{Argv: []string{filepath.Join(dir, "nope")}, Dir: noX}, 127, "exec " + filepath.Join(dir, "nope") + ": no such file"},
 		{"empty argv", Spec{}, 127, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

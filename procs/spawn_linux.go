@@ -102,7 +102,11 @@ func blameDir(dir string, cred *Credential, err error) error {
 	case !info.IsDir():
 		return fmt.Errorf("dir %s: %w", dir, syscall.ENOTDIR)
 	}
-	// Stat ran as root: the daemon's user may still be unable to get there.
+	// Stat ran as root: a daemon running as another user may still be unable to get there
+	// (root enters any directory, whatever its mode, so for root this says nothing).
+	if !errors.Is(err, syscall.EACCES) || cred == nil || cred.UID == 0 {
+		return err
+	}
 	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
 		if info, serr := os.Stat(p); serr == nil && !mayExecute(info, cred) {
 			return fmt.Errorf("dir %s: the daemon's user may not enter %s: %w", dir, p, syscall.EACCES)
