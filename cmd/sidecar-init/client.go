@@ -13,7 +13,6 @@ import (
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
-	"github.com/claude-bottle/sidecar-init/sidecars"
 )
 
 // clientTimeout bounds a client's whole exchange with the supervisor.
@@ -92,17 +91,13 @@ func tableSocket(path string, stderr io.Writer) string {
 	if path == "" {
 		path = os.Getenv(envConfig)
 	}
-	data := sidecars.DaemonsTOML
-	var err error
-	if path != "" {
-		data, err = os.ReadFile(path)
-	}
+	source, data, err := readTable(path)
 	socket := config.DefaultControlSocket
 	if err == nil {
 		socket, err = config.ControlSocketOf(data)
 	}
 	if err != nil {
-		_, _ = fmt.Fprintf(stderr, "sidecar-init: cannot read control_socket from %s (%v); trying %s\n", path, err, config.DefaultControlSocket)
+		_, _ = fmt.Fprintf(stderr, "sidecar-init: cannot read control_socket from %s (%v); trying %s\n", source, err, config.DefaultControlSocket)
 		return config.DefaultControlSocket
 	}
 	return socket

@@ -267,22 +267,24 @@ func validateTables() error {
 	return nil
 }
 
-// parseTable reads and parses the daemon table at path, or the embedded one when path is
-// empty.
-func parseTable(path string) (*config.Config, error) {
-	source, data := sidecars.DaemonsTOMLName, sidecars.DaemonsTOML
-	if path != "" {
-		var err error
-		if data, err = os.ReadFile(path); err != nil {
-			return nil, &config.Error{File: path, Msg: fmt.Sprintf("cannot read the daemon table: %v", err)}
-		}
-		source = path
+// readTable reads the daemon table at path, or gives the embedded one when path is empty,
+// with the name errors give it. The supervisor and the client commands read it alike.
+func readTable(path string) (source string, data []byte, err error) {
+	if path == "" {
+		return sidecars.DaemonsTOMLName, sidecars.DaemonsTOML, nil
 	}
-	return config.Parse(source, data)
+	if data, err = os.ReadFile(path); err != nil {
+		return path, nil, &config.Error{File: path, Msg: fmt.Sprintf("cannot read the daemon table: %v", err)}
+	}
+	return path, data, nil
 }
 
 func loadConfig(path string) (*config.Config, error) {
-	cfg, err := parseTable(path)
+	source, data, err := readTable(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := config.Parse(source, data)
 	if err != nil {
 		return nil, err
 	}
