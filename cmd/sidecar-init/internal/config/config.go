@@ -379,9 +379,20 @@ func checkHostPort(addr string) error {
 	if err != nil {
 		return fmt.Errorf("%q is not host:port", addr)
 	}
-	// A service name ("http") is what a dial accepts too (/etc/services).
+	if err := checkPort(port); err != nil {
+		return fmt.Errorf("%q: %w", addr, err)
+	}
+	return nil
+}
+
+// checkPort accepts a port a connection can be made to: 1-65535, or a service name
+// ("http"), which a dial accepts too (/etc/services).
+func checkPort(port string) error {
 	if n, err := net.LookupPort("tcp", port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("%q: port %q is not 1-65535 or a known service name", addr, port)
+		if port == "" {
+			port = `""`
+		}
+		return fmt.Errorf("port %s is not 1-65535 or a known service name", port)
 	}
 	return nil
 }
@@ -769,8 +780,8 @@ func (c *Config) SetNotifyURL(raw string) error {
 		return fmt.Errorf("%s: credentials in the URL are not supported; put a bearer token in notify_token_file", u.Redacted())
 	}
 	if port := u.Port(); port != "" {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("%q: port %s is not 1-65535", raw, port)
+		if err := checkPort(port); err != nil {
+			return fmt.Errorf("%q: %w", raw, err)
 		}
 	}
 	c.NotifyURL = raw
