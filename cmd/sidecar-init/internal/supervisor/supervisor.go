@@ -447,11 +447,8 @@ func (s *Supervisor) settle() {
 		// Exec probes are killed with their daemon; wait for them to be reaped too.
 		if s.allDaemonsDone() && len(s.execProbes) == 0 {
 			s.killLeftoverGroups()
-			if s.opts.PID1 && s.sweepEscaped() {
+			if s.dealWithEscaped() {
 				return // wait for the SIGCHLDs of the sweep
-			}
-			if !s.opts.PID1 {
-				s.reportEscaped() // outside PID 1, say what lives on
 			}
 			s.fireSupervisor(fsm.SupervisorAllDied)
 		}
@@ -462,21 +459,23 @@ func (s *Supervisor) settle() {
 		if s.anyDaemonLive() || s.anyGroupOpen() || len(s.execProbes) > 0 {
 			return
 		}
-		if s.opts.PID1 && s.sweepEscaped() {
+		if s.dealWithEscaped() {
 			return // wait for the SIGCHLDs of the sweep
-		}
-		if !s.opts.PID1 {
-			s.reportEscaped()
 		}
 		s.fireSupervisor(fsm.SupervisorStopped)
 	}
 }
 
-// sweepEscaped, as PID 1 once the daemons are done: processes that left their daemon's
-// group (setsid) are still ours, and would outlive the exit's drain of the log pipes they
-// hold. Kill them all (kill(-1)) and say whether their reaps are still to come; the loop
-// keeps reaping until wait4 says no child is left.
-func (s *Supervisor) sweepEscaped() (waiting bool) {
+// dealWithEscaped runs once the daemons are done, before either exit: processes that left
+// their daemon's group (setsid) are still children of ours. As PID 1 they are killed
+// (kill(-1)) so that none outlives the exit's drain of the log pipes it holds, and it says
+// whether their reaps are still to come (the loop reaps until wait4 says no child is left).
+// Outside PID 1 they cannot be stopped; their pids are logged.
+func (s *Supervisor) dealWithEscaped() (waiting bool) {
+	if !s.opts.PID1 {
+		s.reportEscaped()
+		return false
+	}
 	if s.childrenLeft {
 		s.reap() // what is ready now, before deciding anything escaped
 	}
