@@ -79,6 +79,9 @@ func (r Results) ratioGoal(id string, k int, limit float64) GoalResult {
 	}
 	measured := fmt.Sprintf("%s× (%s vs %s %s)", formatRatio(ratio), formatValue(s.Median*m.Scale, m.Integer),
 		formatValue(a.Median*m.Scale, m.Integer), m.Unit)
+	if lo, hi, ok := RatioInterval(r.Values(r.Subject, m.ID, m.K), r.Values(r.Anchor, m.ID, m.K)); ok {
+		measured += fmt.Sprintf("; 95 %% interval %s–%s×", formatRatio(lo), formatRatio(hi))
+	}
 	return GoalResult{Goal: goal, Measured: measured, Verdict: verdict(ratio <= limit)}
 }
 

@@ -56,6 +56,56 @@ func TestRatio(t *testing.T) {
 	}
 }
 
+func TestRatioInterval(t *testing.T) {
+	spread := func(center, step float64, n int) []float64 {
+		values := make([]float64, n)
+		for i := range values {
+			values[i] = center + step*float64(i-n/2)
+		}
+		return values
+	}
+	tests := []struct {
+		name           string
+		values, anchor []float64
+		wantOK         bool
+		mustHold       []float64 // ratios the interval must contain
+		mustExclude    []float64 // ratios it must not
+	}{
+		{name: "no values", values: nil, anchor: []float64{1}, wantOK: false},
+		{name: "no anchor", values: []float64{1}, anchor: nil, wantOK: false},
+		{name: "zero anchor", values: []float64{1, 2}, anchor: []float64{0, 0, 0}, wantOK: false},
+		{name: "constant samples: the ratio exactly", values: []float64{3, 3, 3}, anchor: []float64{2, 2}, wantOK: true, mustHold: []float64{1.5}, mustExclude: []float64{1.49, 1.51}},
+		{name: "same spread, same centre: 1 is inside", values: spread(20, 1, 15), anchor: spread(20, 1, 15), wantOK: true, mustHold: []float64{1}, mustExclude: []float64{0.6, 1.5}},
+		{name: "twice as slow, tight: 1 is outside", values: spread(20, 0.1, 15), anchor: spread(10, 0.1, 15), wantOK: true, mustHold: []float64{2}, mustExclude: []float64{1, 1.9, 2.1}},
+		{name: "wide noise: a 1.2x median ratio is not told from 1", values: spread(24, 1, 15), anchor: spread(20, 1, 15), wantOK: true, mustHold: []float64{1, 1.2}, mustExclude: []float64{2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lo, hi, ok := RatioInterval(tt.values, tt.anchor)
+			if ok != tt.wantOK {
+				t.Fatalf("RatioInterval ok = %v, want %v (interval %v–%v)", ok, tt.wantOK, lo, hi)
+			}
+			if lo > hi {
+				t.Errorf("interval %v–%v is upside down", lo, hi)
+			}
+			for _, r := range tt.mustHold {
+				if r < lo || r > hi {
+					t.Errorf("interval %v–%v does not hold %v", lo, hi, r)
+				}
+			}
+			for _, r := range tt.mustExclude {
+				if r >= lo && r <= hi {
+					t.Errorf("interval %v–%v holds %v", lo, hi, r)
+				}
+			}
+			lo2, hi2, _ := RatioInterval(tt.values, tt.anchor)
+			if lo2 != lo || hi2 != hi {
+				t.Errorf("not reproducible: %v–%v, then %v–%v", lo, hi, lo2, hi2)
+			}
+		})
+	}
+}
+
 func TestFormatValue(t *testing.T) {
 	tests := []struct {
 		v       float64
@@ -161,14 +211,14 @@ func TestGoals(t *testing.T) {
 		measured string
 	}{
 		// 1.2 / 1.0: over 1.25? No: met.
-		{"shutdown, K = 4 ≤ 1.25× tini", Met, "1.20× (1.20 vs 1.00 ms)"},
+		{"shutdown, K = 4 ≤ 1.25× tini", Met, "1.20× (1.20 vs 1.00 ms); 95 % interval 0.91–1.56×"},
 		{"shutdown, K = 100 ≤ 1.00× tini", NotMeasured, ""},
 		// One K = 4 run lost a service.
 		{"graceful = K in every run", Missed, "K = 1: 3 of 3 runs; K = 4: 2 of 3 runs"},
 		// 5 / 4 = 1.25: the limit itself is met.
-		{"startup, K = 4 ≤ 1.25× tini", Met, "1.25× (5.00 vs 4.00 ms)"},
+		{"startup, K = 4 ≤ 1.25× tini", Met, "1.25× (5.00 vs 4.00 ms); 95 % interval 0.80–1.50×"},
 		// 25.5 / 24 = 1.0625.
-		{"reap orphans ≤ 1.10× tini", Met, "1.06× (25.5 vs 24.0 ms)"},
+		{"reap orphans ≤ 1.10× tini", Met, "1.06× (25.5 vs 24.0 ms); 95 % interval 1.04–1.08×"},
 		// 5100 KiB = 4.98 MiB.
 		{"RSS, K = 4 ≤ 6.00 MiB", Met, "4.98 MiB (max 5.08)"},
 		// 2000 KiB = 1.95 MiB.

@@ -7,6 +7,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 )
@@ -49,6 +50,39 @@ func Ratio(value, anchor float64) (ratio float64, ok bool) {
 		return 0, false
 	}
 	return value / anchor, true
+}
+
+// bootstrapResamples is how many resamples RatioInterval draws: enough that the 2.5th and
+// 97.5th percentiles move by well under the medians' own resolution between seeds.
+const bootstrapResamples = 2000
+
+// RatioInterval is a 95 % percentile-bootstrap interval of the ratio of the median of
+// values to the median of anchor: each is resampled on its own, with replacement. It says
+// how far this run's noise alone moves a ratio, so a goal missed by less than that is told
+// from one missed for sure. The seed is fixed, so the same raw samples give the same
+// report. ok is false without samples, or when a resampled anchor median is 0.
+func RatioInterval(values, anchor []float64) (lo, hi float64, ok bool) {
+	if len(values) == 0 || len(anchor) == 0 {
+		return 0, 0, false
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	resample := func(dst, src []float64) Summary {
+		for i := range dst {
+			dst[i] = src[rng.IntN(len(src))]
+		}
+		s, _ := Summarize(dst)
+		return s
+	}
+	a, b := make([]float64, len(values)), make([]float64, len(anchor))
+	ratios := make([]float64, bootstrapResamples)
+	for i := range ratios {
+		v, w := resample(a, values), resample(b, anchor)
+		if ratios[i], ok = Ratio(v.Median, w.Median); !ok {
+			return 0, 0, false
+		}
+	}
+	slices.Sort(ratios)
+	return ratios[bootstrapResamples*25/1000], ratios[bootstrapResamples*975/1000-1], true
 }
 
 var csvHeader = []string{"init", "metric", "k", "rep", "value"}
