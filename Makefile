@@ -7,26 +7,38 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
-.PHONY: build demo test test-go test-dockerlint lint docs shellcheck image integration integration-deps bench bench-deps bench-smoke chaos chaos-ci fuzz clean
+.PHONY: build demo test test-go cc test-dockerlint lint docs shellcheck image integration integration-deps bench bench-deps bench-smoke chaos chaos-ci fuzz clean
 
 ## build: a static, stripped sidecar-init in bin/
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sidecar-init
 
-## demo: three small daemons; one crashes after 4 s, the rest run on; Ctrl-C stops them
+## demo: five small daemons; one crashes after 4 s, the rest run on; Ctrl-C stops them
+## (`trap : INT`: Ctrl-C must not end the recipe shell before it prints the exit status)
 demo: build
 	@echo '--- sidecar-init demo: "ticker" starts once "backend" is ready; lines are labelled NAME | ...;'
 	@echo '--- "flaky" crashes after 4 s and the others keep running;'
 	@echo '--- "phoenix" crashes every 6 s and is restarted with a growing backoff.'
 	@echo '--- In another terminal: CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=/tmp/sidecar-init-demo.sock ./$(BIN) status'
 	@echo '--- Press Ctrl-C to stop them all; the exit status is then the first crash'"'"'s (3).'
-	./$(BIN) --config examples/demo.toml; echo "--- sidecar-init exited with status $$?"
+	trap : INT; ./$(BIN) --config examples/demo.toml; echo "--- sidecar-init exited with status $$?"
 
 ## test: the whole suite (race detector on; includes the docs staleness check)
 test: test-go test-dockerlint shellcheck
 
-test-go:
+test-go: cc
 	$(GO) test -race -count=1 ./...
+
+# go test -race needs cgo, so a C compiler. On a fresh Debian machine, as root, the first run
+# installs Debian's gcc.
+cc:
+	@cc="$$($(GO) env CC)"; command -v "$$cc" >/dev/null && exit 0; \
+	if [ "$$cc" = gcc ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "no C compiler (go test -race needs cgo): installing Debian's gcc" && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null; \
+	  exit; \
+	fi; \
+	echo "no C compiler $$cc (go test -race needs cgo): apt-get install gcc (Debian), then make test again"; exit 1
 
 # BuildKit's Dockerfile linter lives in its own module so the main go.mod stays lean.
 test-dockerlint:
