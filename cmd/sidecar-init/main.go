@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -288,7 +289,9 @@ func loadConfig(path string) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if grace, ok := os.LookupEnv(envGrace); ok {
+	// Set but empty is unset, as for the other variables: a template's ${GRACE:-} must not
+	// stop the bundle.
+	if grace := os.Getenv(envGrace); strings.TrimSpace(grace) != "" {
 		if err := cfg.OverrideGrace(grace); err != nil {
 			return nil, err
 		}

@@ -511,3 +511,22 @@ func TestLinksNoHTTPOrTLS(t *testing.T) {
 		}
 	}
 }
+
+// An empty CLAUDE_BOTTLE_SIDECAR_GRACE is unset, as an empty CLAUDE_BOTTLE_SIDECAR_LOG_LEVEL
+// or CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET is: the table's grace stands.
+func TestEmptyGraceEnvIsUnset(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "daemons.toml")
+	if err := os.WriteFile(path, []byte("grace = \"3s\"\n[[daemon]]\nname = \"a\"\ncommand = [\"/bin/true\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, value := range []string{"", "  "} {
+		t.Setenv(envGrace, value)
+		cfg, err := loadConfig(path)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", envGrace, value, err)
+		}
+		if cfg.Grace != 3*time.Second || cfg.Daemons[0].Grace != 3*time.Second {
+			t.Fatalf("%s=%q: grace %v, daemon grace %v, want the table's 3s", envGrace, value, cfg.Grace, cfg.Daemons[0].Grace)
+		}
+	}
+}
