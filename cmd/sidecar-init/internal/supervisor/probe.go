@@ -229,18 +229,34 @@ func (d *daemon) readyOrHeld() bool {
 	return state == fsm.DaemonRunning || state == fsm.DaemonStopped
 }
 
-// checkAllReady logs, once, that every daemon is ready, and writes the ready file. It runs
-// after every event of the start-up, so it must not allocate until it succeeds.
+// checkAllReady keeps the ready file to what `health` answers: written (and "every daemon
+// is ready" logged) when every daemon that should run becomes ready, removed (and logged)
+// when one stops being so, a guard that died say, so that nothing reading the file is told
+// "ready" of a bundle that is not. It runs after every event, so it must not allocate
+// unless readiness changed.
 func (s *Supervisor) checkAllReady() {
-	if s.allReady {
-		return
-	}
+	ready := true
 	for _, d := range s.daemons {
 		if !d.readyOrHeld() {
-			return
+			ready = false
+			break
 		}
 	}
-	s.allReady = true
+	if ready == s.allReady {
+		return
+	}
+	s.allReady = ready
+	if !ready {
+		var notReady []string
+		for _, d := range s.daemons {
+			if !d.readyOrHeld() {
+				notReady = append(notReady, d.cfg.Name)
+			}
+		}
+		s.log.Info("not every daemon is ready any more", zlog.Strings("not_ready", notReady))
+		s.removeReadyFile()
+		return
+	}
 	s.log.Info("every daemon is ready", zlog.Int("daemons", len(s.daemons)))
 	// No debug.FreeOSMemory here: without a readiness probe a daemon is "ready" the moment
 	// it is spawned, so a forced collection takes CPU the daemons want while they start and

@@ -133,6 +133,69 @@ func TestReadyFileOnlyWhileReady(t *testing.T) {
 	}
 }
 
+// The ready file follows what `health` answers, not only the first time: a daemon that dies
+// (left alone) takes it away, and it comes back once that daemon runs again. Held daemons do
+// not count, as in `health`.
+func TestReadyFileFollowsHealth(t *testing.T) {
+	h := newHarness(t)
+	h.readyFile = filepath.Join(t.TempDir(), "all-ready")
+	gate := filepath.Join(t.TempDir(), "gate")
+	guard := fake(t, h, "guard", time.Second)
+	crasher := fake(t, h, "crasher", time.Second)
+	crasher.Command = []string{"/bin/sh", "-c", "while [ ! -e " + gate + " ]; do sleep 0.01; done; exit 3"}
+	h.run([]config.Daemon{guard, crasher}, nil)
+	exists := func() bool {
+		_, err := os.Stat(h.readyFile)
+		return err == nil
+	}
+	waitFile := func(want bool, what string) {
+		t.Helper()
+		deadline := time.Now().Add(testTimeout)
+		for exists() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: ready file present = %v, want %v\n%s", what, exists(), want, h.dumpLogs())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFile(true, "both daemons running")
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.waitLog("crasher", "exited")
+	waitFile(false, "crasher died")
+	if resp := h.call("health", ""); resp.OK {
+		t.Fatalf("health = %+v with a dead daemon", resp)
+	}
+	if len(h.logs.FilterMessage("not every daemon is ready any more").All()) != 1 {
+		t.Errorf("losing readiness should be logged once:\n%s", h.dumpLogs())
+	}
+	if err := os.Remove(gate); err != nil {
+		t.Fatal(err)
+	}
+	if resp := h.call("start", "crasher"); !resp.OK {
+		t.Fatalf("start crasher = %+v", resp)
+	}
+	waitFile(true, "crasher started again")
+	if resp := h.call("stop", "crasher"); !resp.OK {
+		t.Fatalf("stop crasher = %+v", resp)
+	}
+	h.waitState("crasher", "stopped")
+	if !exists() {
+		t.Errorf("the ready file went when a daemon was held stopped; health counts it ready")
+	}
+	// At start, after the start, and once held (while it was terminating it was not ready,
+	// and health said so too).
+	if n := len(h.logs.FilterMessage("every daemon is ready").All()); n != 3 {
+		t.Errorf("\"every daemon is ready\" logged %d times, want 3:\n%s", n, h.dumpLogs())
+	}
+	h.stop <- syscall.SIGTERM
+	h.exitCode()
+	if exists() {
+		t.Error("the ready file outlived the shutdown")
+	}
+}
+
 // A ready_file path that names a directory (a mistake) is never removed.
 func TestReadyFilePathThatIsADirectoryIsLeftAlone(t *testing.T) {
 	h := newHarness(t)

@@ -64,8 +64,8 @@ type Options struct {
 	// PID1 says whether this process is PID 1 of its namespace: then, once the daemons are
 	// done, whatever escaped their process groups can be killed with kill(-1).
 	PID1 bool
-	// ReadyFile is written once every daemon is ready, and removed at start, when the
-	// shutdown begins and at exit ("": none).
+	// ReadyFile is written whenever every daemon that should run becomes ready, and removed
+	// when one stops being so, at start, when the shutdown begins and at exit ("": none).
 	ReadyFile string
 	// ReverseStop: stop dependents first, each `after` daemon once its dependents are gone,
 	// all within the largest grace (stop_order = "reverse").
@@ -89,7 +89,8 @@ type Supervisor struct {
 	probeResults chan probeResult
 	// execProbes are the running exec probes, by pid.
 	execProbes map[int]execProbe
-	// allReady: "every daemon is ready" was logged (and the ready file written).
+	// allReady: every daemon that should run is ready, as last logged (and the ready file
+	// written); false again once one is not.
 	allReady bool
 	// reverseDeadline bounds a stop_order = "reverse" shutdown: the largest grace.
 	reverseDeadline time.Time
