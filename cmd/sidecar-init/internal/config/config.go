@@ -334,6 +334,11 @@ func Parse(source string, data []byte) (*Config, error) {
 				// They suspend a process (SIGSTOP cannot even be caught): every stop would wait
 				// out the grace, then SIGKILL.
 				err = fmt.Errorf("%s suspends a process and does not end it (want e.g. SIGTERM, SIGINT, SIGQUIT)", procs.SignalName(sig))
+			case syscall.SIGCHLD, syscall.SIGCONT:
+				// Ignored by default and never a request to stop: the same wait, then SIGKILL.
+				// (SIGWINCH is ignored by default too, but Apache's httpd takes it as its
+				// graceful stop, so it stays allowed.)
+				err = fmt.Errorf("%s does not ask a process to stop (want e.g. SIGTERM, SIGINT, SIGQUIT)", procs.SignalName(sig))
 			}
 			if err != nil {
 				return nil, &Error{File: source, Key: key("stop_signal"), Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}

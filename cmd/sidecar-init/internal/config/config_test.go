@@ -161,6 +161,8 @@ func TestParseErrors(t *testing.T) {
 		{"tcp probe NUL", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:80\\u0000\" }\n", []string{"daemon[0].ready.tcp", "NUL"}},
 		{"stop_signal SIGSTOP", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"SIGSTOP\"\n", []string{"daemon[0].stop_signal", "SIGSTOP suspends a process"}},
 		{"stop_signal SIGTSTP", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"tstp\"\n", []string{"daemon[0].stop_signal", "SIGTSTP suspends a process"}},
+		{"stop_signal SIGCHLD", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"SIGCHLD\"\n", []string{"daemon[0].stop_signal", "SIGCHLD does not ask a process to stop"}},
+		{"stop_signal SIGCONT", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"cont\"\n", []string{"daemon[0].stop_signal", "SIGCONT does not ask a process to stop"}},
 		{"notify_url credentials", "notify_url = \"http://user:s3cret@h/e\"\n", []string{"key notify_url", "http://user:xxxxx@h/e", "notify_token_file"}},
 		{"notify_url port", "notify_url = \"http://h:99999/e\"\n", []string{"key notify_url", "port 99999 is not 1-65535"}},
 		{"case-variant table", "[[Daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"key Daemon", `case-sensitive: "daemon"`}},
@@ -326,5 +328,16 @@ func TestTCPProbeServiceName(t *testing.T) {
 	cfg, err := Parse("t.toml", []byte("[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"localhost:http\" }\n"))
 	if err != nil || cfg.Daemons[0].Ready.TCP != "localhost:http" {
 		t.Fatalf("Parse = %v", err)
+	}
+}
+
+// Signals that some daemon takes as its stop are accepted, even those ignored by default:
+// Apache's httpd stops gracefully on SIGWINCH.
+func TestStopSignalsSomeDaemonsUse(t *testing.T) {
+	for name, want := range map[string]syscall.Signal{"SIGWINCH": syscall.SIGWINCH, "SIGQUIT": syscall.SIGQUIT, "SIGUSR1": syscall.SIGUSR1, "SIGRTMIN+3": syscall.Signal(37)} {
+		cfg, err := Parse("t.toml", []byte("[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \""+name+"\"\n"))
+		if err != nil || cfg.Daemons[0].StopSignal != want {
+			t.Errorf("stop_signal %s: %v", name, err)
+		}
 	}
 }
