@@ -332,7 +332,10 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 	if ce := s.log.Check(level, "transition"); ce != nil {
 		fields := make([]zlog.Field, 0, 10)
 		fields = append(fields, zlog.String("machine", tr.Machine), zlog.String("event", string(tr.Event)),
-			zlog.String("from", string(tr.From)), zlog.String("to", string(tr.To)), zlog.Int("pid", d.pid))
+			zlog.String("from", string(tr.From)), zlog.String("to", string(tr.To)))
+		if d.pid > 0 { // none yet, or a spawn that failed: no pid rather than "pid":0
+			fields = append(fields, zlog.Int("pid", d.pid))
+		}
 		if exitCode != nil {
 			fields = append(fields, zlog.Int("exit_code", *exitCode))
 		}

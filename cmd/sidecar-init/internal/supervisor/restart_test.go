@@ -131,6 +131,9 @@ func TestExecFailuresBackOffAndGiveUp(t *testing.T) {
 	}
 	var delays []time.Duration // the last failure gives up: it has no next restart
 	for _, m := range h.transitions("missing", "spawn_failed") {
+		if pid, ok := m["pid"]; ok {
+			t.Errorf("a spawn that failed logged pid %v: it has none", pid)
+		}
 		if d, ok := m["next_restart_in"].(time.Duration); ok {
 			delays = append(delays, d)
 		}
