@@ -76,7 +76,7 @@ func buildDaemonTable(p RestartPolicy) Table {
 		Initial: DaemonPending,
 		Rows: []Row{
 			{Event: DaemonSpawn, Src: []State{DaemonPending, DaemonBackoff}, Dst: DaemonStarting,
-				Driver: "the loop forked and exec'd the daemon into its own process group (at start-up once its `after` daemons are ready; when its restart timer fires and none of them is on its way back; on an operator's start or restart)"},
+				Driver: "the loop forked and exec'd the daemon into its own process group (at start-up once its `after` daemons are ready; when its restart timer fires and none of them is on its way back; on an operator's start or restart), never before what its earlier runs left in their groups has exited"},
 			{Event: DaemonReady, Src: []State{DaemonStarting}, Dst: DaemonRunning,
 				Driver: "its readiness probe passed (tcp, file or exec), or at once when it has none"},
 			{Event: DaemonSpawnFailed, Src: []State{DaemonPending, DaemonBackoff}, Dst: afterDeath(p, true),
@@ -94,11 +94,11 @@ func buildDaemonTable(p RestartPolicy) Table {
 			{Event: DaemonDied, Src: []State{DaemonTerminating, DaemonKilled}, Dst: DaemonExited,
 				Driver: "SIGCHLD: reaped after its stop signal (an expected death: not counted)"},
 			{Event: DaemonCancel, Src: []State{DaemonPending, DaemonBackoff}, Dst: DaemonExited,
-				Driver: "shutdown before it was (re)spawned (a pending restart is dropped; one that died on its own during the shutdown is never restarted), or a daemon it comes `after` is done for good: it never starts"},
+				Driver: "shutdown before it was (re)spawned (a pending restart is dropped; one that died on its own during the shutdown is never restarted), or a daemon it comes `after` is done for good: it does not start (until an operator starts that daemon)"},
 			{Event: DaemonHold, Src: []State{DaemonPending, DaemonExited, DaemonBackoff, DaemonGivenUp}, Dst: DaemonStopped,
-				Driver: "an operator's stop: it stays down (after its death, if it was running; a pending start or restart is dropped) until a start"},
+				Driver: "an operator's stop: it stays down (after its death, if it was running; a pending start or restart is dropped) until a start; what its runs left in their groups gets the stop signal too"},
 			{Event: DaemonStart, Src: []State{DaemonStopped, DaemonExited, DaemonGivenUp, DaemonBackoff}, Dst: DaemonPending,
-				Driver: "an operator's start, or the second half of an operator's restart (from backoff, the pending restart is dropped); the loop spawns it at once, with a fresh backoff window"},
+				Driver: "an operator's start, or the second half of an operator's restart (from backoff, the pending restart is dropped); the loop spawns it at once (once what its last run left has exited, which gets the stop signal and the grace), with a fresh backoff window; daemons it had cancelled go back to pending"},
 		},
 		Final: []State{DaemonExited, DaemonGivenUp},
 	}

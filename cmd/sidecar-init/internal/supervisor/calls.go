@@ -48,25 +48,37 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 			return control.Response{OK: true, Message: fmt.Sprintf("%s: stop signal sent; it stays stopped until `sidecar-init start %s`", d.cfg.Name, d.cfg.Name)}
 		case fsm.DaemonPending, fsm.DaemonBackoff, fsm.DaemonExited, fsm.DaemonGivenUp:
 			s.hold(d, "operator stop")
+			// What its runs left in their groups (a dead daemon's workers) goes too.
+			s.stopGroups(d, syscall.SIGTERM, now)
 			s.armTimer(now)
 			return control.Response{OK: true, Message: d.cfg.Name + ": stopped"}
+		case fsm.DaemonTerminating, fsm.DaemonKilled:
+			// An operator's restart under way (a shutdown refused the call above): the latest
+			// word wins, and it stays down once it has died.
+			d.afterStop = afterStopHold
+			return control.Response{OK: true, Message: fmt.Sprintf("%s: already stopping; it stays stopped until `sidecar-init start %s`", d.cfg.Name, d.cfg.Name)}
 		}
-	case control.CmdStart:
-		switch state {
-		case fsm.DaemonPending, fsm.DaemonBackoff, fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
-			s.startAgain(d, now, "operator start", false)
-			return s.startReply(d, "started")
-		}
-	case control.CmdRestart:
+	case control.CmdStart, control.CmdRestart:
 		switch state {
 		case fsm.DaemonStarting, fsm.DaemonRunning:
+			if req.Cmd == control.CmdStart {
+				break // running already
+			}
 			d.afterStop = afterStopStart
 			s.stopDaemon(d, syscall.SIGTERM, now, "operator restart")
 			s.armTimer(now)
 			return control.Response{OK: true, Message: d.cfg.Name + ": stop signal sent; it starts again once it has exited"}
+		case fsm.DaemonTerminating, fsm.DaemonKilled:
+			// An operator's stop under way: the latest word wins.
+			d.afterStop = afterStopStart
+			return control.Response{OK: true, Message: d.cfg.Name + ": already stopping; it starts again once it has exited"}
 		case fsm.DaemonPending, fsm.DaemonBackoff, fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
-			s.startAgain(d, now, "operator restart", true)
-			return s.startReply(d, "restarted")
+			verb := "started"
+			if req.Cmd == control.CmdRestart {
+				verb = "restarted"
+			}
+			s.startAgain(d, now, "operator "+req.Cmd, req.Cmd == control.CmdRestart)
+			return s.startReply(d, verb)
 		}
 	}
 	return control.Response{Error: fmt.Sprintf("%s: cannot %s a daemon that is %s", d.cfg.Name, req.Cmd, state)}
@@ -75,12 +87,15 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 // hold takes a daemon that has no process (pending, in backoff, exited or given up) to
 // stopped: a pending start or restart is dropped.
 func (s *Supervisor) hold(d *daemon, reason string) {
-	d.restartAt, d.awaitingDeps = time.Time{}, false
+	d.restartAt, d.awaitingDeps, d.startAsked = time.Time{}, false, false
 	s.fireDaemon(d, fsm.DaemonHold, zapcore.InfoLevel, detail{reason: reason})
 }
 
 // startAgain starts a daemon that an operator asked for: through pending (the start row),
-// with a fresh backoff window. A restart counts in the daemon's restarts.
+// with a fresh backoff window. A restart counts in the daemon's restarts. It spawns at once,
+// unless what its earlier runs left is still in their groups: that gets the stop signal
+// and the grace, and the loop spawns it once they are empty (a new run never overlaps an
+// old one). Daemons whose start was cancelled because this one was done go back to pending.
 func (s *Supervisor) startAgain(d *daemon, now time.Time, reason string, countsAsRestart bool) {
 	if d.machine.Current() != fsm.DaemonPending {
 		// From backoff the pending restart is dropped: this start takes its place.
@@ -91,16 +106,40 @@ func (s *Supervisor) startAgain(d *daemon, now time.Time, reason string, countsA
 	if countsAsRestart {
 		d.restarts++
 	}
+	s.reviveCancelledDependents(d)
 	// An operator's start does not wait for `after` daemons: the operator decides.
+	if d.oldRunsLeft() {
+		d.startAsked = true
+		s.stopGroups(d, syscall.SIGTERM, now)
+		s.armTimer(now)
+		s.log.Info("start waits for the processes its last run left to exit", zlog.String("daemon", d.cfg.Name))
+		return
+	}
 	s.spawn(d, now)
+}
+
+// reviveCancelledDependents puts back to pending the daemons whose start was cancelled
+// because d was done for good (and, through them, theirs): d is coming back, so they start
+// once it is ready, as at start-up.
+func (s *Supervisor) reviveCancelledDependents(d *daemon) {
+	for _, dep := range d.dependents {
+		if dep.cancelledFor != d || dep.machine.Current() != fsm.DaemonExited {
+			continue
+		}
+		dep.cancelledFor = nil
+		s.fireDaemon(dep, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: "a daemon it comes after was started by an operator: " + d.cfg.Name})
+		s.reviveCancelledDependents(dep)
+	}
 }
 
 // startReply tells the operator what a start or restart did: spawned, or failed to exec
 // (then the client exits 1).
 func (s *Supervisor) startReply(d *daemon, done string) control.Response {
-	switch state := d.machine.Current(); state {
-	case fsm.DaemonStarting, fsm.DaemonRunning:
+	switch state := d.machine.Current(); {
+	case state == fsm.DaemonStarting, state == fsm.DaemonRunning:
 		return control.Response{OK: true, Message: d.cfg.Name + ": " + done}
+	case state == fsm.DaemonPending && d.startAsked:
+		return control.Response{OK: true, Message: d.cfg.Name + ": starts once the processes its last run left have exited (stop signal sent; SIGKILL after its grace)"}
 	default:
 		return control.Response{Error: fmt.Sprintf("%s: could not start: %s (now %s)", d.cfg.Name, d.lastExit, state)}
 	}

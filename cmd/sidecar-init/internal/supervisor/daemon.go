@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -55,8 +56,15 @@ type daemon struct {
 	// awaitingStop: a reverse-order shutdown holds its stop until its dependents are gone.
 	awaitingStop bool
 	// awaitingDeps: in backoff, its restart is due but an `after` daemon is on its way back
-	// (see depsSettled): the loop spawns it once none is.
+	// (see depsSettled), or what its earlier run left is still exiting: the loop spawns it
+	// once neither holds.
 	awaitingDeps bool
+	// startAsked: pending because an operator started or restarted it, waiting only for what
+	// its earlier runs left to exit (an operator's start does not wait for `after` daemons).
+	startAsked bool
+	// cancelledFor is the `after` daemon whose end cancelled this one's start: an operator's
+	// start of that daemon puts this one back to pending.
+	cancelledFor *daemon
 }
 
 // procGroup is one of the daemon's process groups and its stop: deadline is when it gets
@@ -197,15 +205,35 @@ func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (aft
 // restartNow restarts a daemon in backoff whose restart is due: at once, unless one of its
 // `after` daemons is on its way back (restarting, starting, held stopped), and then once it
 // is ready. A restart must not run ahead of a dependency that is itself restarting: it
-// would fail again and spend its max_restarts while the dependency comes back.
+// would fail again and spend its max_restarts while the dependency comes back. Nor may it
+// run beside what the crashed run left in its group (stopped at the crash, with its
+// grace): a worker still holding the port would make every new run fail.
 func (s *Supervisor) restartNow(d *daemon, now time.Time) {
-	if d.depsSettled() {
+	settled, oldLeft := d.depsSettled(), d.oldRunsLeft()
+	if settled && !oldLeft {
 		s.spawn(d, now)
 		return
 	}
 	d.restartAt, d.awaitingDeps = time.Time{}, true
-	s.log.Info("restart waits for the daemons it comes after to be ready or done",
-		zlog.String("daemon", d.cfg.Name), zlog.Strings("after", d.cfg.After))
+	if !settled {
+		s.log.Info("restart waits for the daemons it comes after to be ready or done",
+			zlog.String("daemon", d.cfg.Name), zlog.Strings("after", d.cfg.After))
+	}
+	if oldLeft {
+		s.log.Info("restart waits for the processes its last run left to exit",
+			zlog.String("daemon", d.cfg.Name))
+	}
+}
+
+// oldRunsLeft says processes of the daemon's earlier runs are still in their groups. A new
+// run waits for them: it never overlaps an earlier one (ports, locks, a readiness probe
+// passing on the old run's listener).
+func (d *daemon) oldRunsLeft() bool {
+	if d.live() {
+		return false
+	}
+	d.pruneGroups()
+	return d.groupsOpen()
 }
 
 // onDaemonExit handles a reaped daemon: a death on its own, or the end of a stop.
@@ -276,6 +304,11 @@ func (s *Supervisor) dieOnItsOwn(d *daemon, event fsm.Event, det detail, level z
 		}
 	}
 	s.fireDaemon(d, event, level, det)
+	if dst == fsm.DaemonBackoff && !cancel && !giveUp {
+		// It will run again: what this run left in its group is stopped now, with the
+		// grace, so that the restart need not wait past its backoff for it.
+		s.stopGroups(d, syscall.SIGTERM, now)
+	}
 	if cancel {
 		s.fireDaemon(d, fsm.DaemonCancel, zapcore.InfoLevel, detail{reason: "shutdown"})
 	}

@@ -198,11 +198,12 @@ func (s *Supervisor) notReadyInTime(d *daemon, now time.Time) {
 // given up) can never start; say so, rather than wait for ever.
 func (s *Supervisor) cancelOrphanedStarts() {
 	for _, d := range s.daemons {
-		if d.machine.Current() != fsm.DaemonPending {
-			continue
+		if d.machine.Current() != fsm.DaemonPending || d.startAsked {
+			continue // (an operator's start does not wait for `after` daemons)
 		}
 		for _, dep := range d.deps {
 			if dep.machine.Done() {
+				d.cancelledFor = dep
 				s.log.Error("not starting a daemon: a daemon it comes after is done",
 					zlog.String("daemon", d.cfg.Name), zlog.String("after", dep.cfg.Name), zlog.String("after_state", string(dep.machine.Current())))
 				s.fireDaemon(d, fsm.DaemonCancel, zapcore.ErrorLevel, detail{reason: dep.cfg.Name + " is " + string(dep.machine.Current())})

@@ -12,6 +12,13 @@ import (
 )
 
 func (s *Supervisor) onStopSignal(sig syscall.Signal) {
+	// The second half of an operator's restart goes first: a run the reap below spawned
+	// would only be stopped again (a daemon's start-up work done inside a shutdown).
+	for _, d := range s.daemons {
+		if d.afterStop == afterStopStart {
+			d.afterStop = afterStopNothing
+		}
+	}
 	// Reap first: a daemon that is already a zombie died on its own before the stop signal
 	// was acted on, and its status must count (select picks among ready channels at random,
 	// so the SIGCHLD may still be waiting behind this signal).
@@ -56,7 +63,7 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 		s.reverseDeadline = now.Add(largest)
 	}
 	for _, d := range s.daemons {
-		d.afterStop = afterStopNothing
+		d.afterStop, d.startAsked = afterStopNothing, false
 		s.stopProbing(d) // nothing becomes ready any more
 		switch d.machine.Current() {
 		case fsm.DaemonPending, fsm.DaemonBackoff:

@@ -160,9 +160,11 @@ func TestShutdownStopsWhatEarlierRunsLeftBehind(t *testing.T) {
 	}
 }
 
-// An operator's restart of a daemon whose old group does not die within the grace: that
-// grace's SIGKILL goes to the old group only, never to the new incarnation.
-func TestRestartGraceKillsOnlyTheOldGroup(t *testing.T) {
+// An operator's restart spawns the new run only once the old run's group is empty: its
+// grandchild, which ignores the stop signal, is SIGKILLed at the grace first. A new run
+// beside the old one's leftovers would meet them on its ports and locks, and its readiness
+// probe could pass on the old run's listener.
+func TestRestartWaitsForTheOldGroup(t *testing.T) {
 	h := newHarness(t)
 	h.run([]config.Daemon{fake(t, h, "svc", 300*time.Millisecond, "-grandchild")}, nil)
 	rec := h.waitRecord("svc started", "svc.grandchild started")
@@ -170,22 +172,16 @@ func TestRestartGraceKillsOnlyTheOldGroup(t *testing.T) {
 	if resp := h.call("restart", "svc"); !resp.OK {
 		t.Fatalf("restart: %+v", resp)
 	}
-	deadline := time.Now().Add(testTimeout)
-	for len(h.logs.FilterMessage("killed processes an earlier run of the daemon left in its process group").All()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the old group was never killed at its grace:\n%s", h.dumpLogs())
-		}
-		time.Sleep(10 * time.Millisecond)
+	h.waitTransitions("svc", "spawn", 2)
+	if alive(oldGrandchild) && !reapable(oldGrandchild) {
+		t.Fatalf("the new run was spawned while the old run's grandchild %d still runs:\n%s", oldGrandchild, h.dumpLogs())
 	}
-	for alive(oldGrandchild) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the old grandchild %d survived its SIGKILL", oldGrandchild)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if n := len(h.logs.FilterMessage("killed processes left in an exited daemon's process group").All()); n != 1 {
+		t.Errorf("the old group was SIGKILLed %d times at its grace, want 1:\n%s", n, h.dumpLogs())
 	}
 	st := h.waitState("svc", "running")
 	if st.Restarts != 1 || !alive(st.Pid) || len(h.transitions("svc", "fail")) != 0 {
-		t.Fatalf("the new incarnation did not survive the old one's grace: %+v\n%s", st, h.dumpLogs())
+		t.Fatalf("the new incarnation did not survive: %+v\n%s", st, h.dumpLogs())
 	}
 	h.stop <- syscall.SIGTERM
 	h.exitCode()
@@ -288,26 +284,26 @@ func earlierRunLeftAGrandchild(t *testing.T, h *harness, grace time.Duration) co
 		Restart: fsm.RestartOnFailure, BackoffInitial: 10 * time.Millisecond, BackoffMax: time.Hour, BackoffReset: time.Hour}
 }
 
-// When the current run's grace runs out, only the current group is SIGKILLed: an earlier
-// run's group has its own grace, which an operator's stop did not even start.
-func TestGraceKillsOnlyTheCurrentRunsGroup(t *testing.T) {
+// A restart by the policy waits for what the crashed run left in its group: that gets the
+// stop signal at the crash and SIGKILL at its grace (old.grandchild ignores the signal), and
+// only then does the next run spawn. A worker still holding the old run's port would make
+// every new run fail until max_restarts gave the daemon up.
+func TestRestartWaitsForWhatTheCrashedRunLeft(t *testing.T) {
 	h := newHarness(t)
 	h.run([]config.Daemon{earlierRunLeftAGrandchild(t, h, 300*time.Millisecond)}, nil)
 	old := pidOf(t, h.waitRecord("old.grandchild started", "svc started"), "old.grandchild")
-	h.waitState("svc", "running")
-	if resp := h.call("stop", "svc"); !resp.OK {
-		t.Fatalf("stop: %+v", resp)
+	if alive(old) && !reapable(old) {
+		t.Fatalf("the second run started while the first run's grandchild %d still ran:\n%s", old, h.dumpLogs())
 	}
-	h.waitState("svc", "stopped") // after its grace's SIGKILL
-	if n := len(h.logs.FilterMessage("killed processes an earlier run of the daemon left in its process group").All()); n != 0 || !alive(old) {
-		t.Fatalf("the stop's grace SIGKILLed the earlier run's group, which never got a stop signal:\n%s", h.dumpLogs())
-	}
-	h.stop <- syscall.SIGTERM // now it gets the stop signal, then SIGKILL at its own grace
-	h.exitCode()
 	h.waitRecord("old.grandchild signal SIGTERM")
-	if alive(old) {
-		t.Fatalf("old grandchild %d outlived the supervisor", old)
+	if len(h.logs.FilterMessage("restart waits for the processes its last run left to exit").All()) != 1 {
+		t.Errorf("the wait was not logged:\n%s", h.dumpLogs())
 	}
+	if st := h.waitState("svc", "running"); st.Restarts != 1 {
+		t.Errorf("status %+v, want 1 restart", st)
+	}
+	h.stop <- syscall.SIGTERM
+	h.exitCode()
 }
 
 // A daemon that moved itself into another process group (setpgid) is still signalled, at

@@ -211,14 +211,21 @@ func (s *Supervisor) Run() int {
 }
 
 // nextToStart is the first pending daemon, in table order, whose `after` daemons are all
-// ready; nil when none may start now (or the supervisor is shutting down).
+// ready (or that an operator started), or daemon whose due restart waited for them; in
+// either case only once its earlier runs' processes are gone. nil when none may start now
+// (or the supervisor is shutting down).
 func (s *Supervisor) nextToStart() *daemon {
 	if s.shuttingDown() {
 		return nil
 	}
 	for _, d := range s.daemons {
-		state := d.machine.Current()
-		if (state == fsm.DaemonPending && d.depsReady()) || (state == fsm.DaemonBackoff && d.awaitingDeps && d.depsSettled()) {
+		switch state := d.machine.Current(); {
+		case state == fsm.DaemonPending && (d.startAsked || d.depsReady()):
+		case state == fsm.DaemonBackoff && d.awaitingDeps && d.depsSettled():
+		default:
+			continue
+		}
+		if !d.oldRunsLeft() { // (their groups close on reaps and on the grace's SIGKILL)
 			return d
 		}
 	}

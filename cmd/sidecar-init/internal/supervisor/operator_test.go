@@ -1,0 +1,119 @@
+package supervisor
+
+import (
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/fsm"
+)
+
+// While an operator's stop or restart is in its grace, the other command is taken, not
+// refused: the latest word says what happens once the daemon has died.
+func TestOperatorsLatestWordWinsDuringAGrace(t *testing.T) {
+	tests := []struct {
+		name        string
+		first, then string
+		want        string // the state once the grace is over
+	}{
+		{"stop during a restart", "restart", "stop", "stopped"},
+		{"start during a stop", "stop", "start", "running"},
+		{"restart during a stop", "stop", "restart", "running"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			d := shDaemon("svc", "trap '' TERM; while :; do sleep 0.05; done")
+			d.Grace = 300 * time.Millisecond
+			h.run([]config.Daemon{d, shDaemon("other", "exec sleep 1000")}, nil)
+			h.waitLog("svc", fsm.DaemonRunning)
+			if resp := h.call(tt.first, "svc"); !resp.OK {
+				t.Fatalf("%s: %+v", tt.first, resp)
+			}
+			if resp := h.call(tt.then, "svc"); !resp.OK {
+				t.Fatalf("%s during the %s's grace refused: %+v", tt.then, tt.first, resp)
+			}
+			h.waitTransitions("svc", "kill", 1)
+			if st := h.waitState("svc", tt.want); st.State != tt.want {
+				t.Errorf("after %s then %s: %s, want %s", tt.first, tt.then, st.State, tt.want)
+			}
+			h.stopAndWant(0)
+		})
+	}
+}
+
+// A stop signal whose handling reaps a daemon an operator's restart had just stopped does
+// not spawn a new run only to stop it again.
+func TestStopSignalRightAfterARestartSpawnsNothing(t *testing.T) {
+	h := newHarness(t)
+	h.holdSIGCHLD = true
+	h.run([]config.Daemon{shDaemon("svc", "exec sleep 1000")}, nil)
+	h.waitLog("svc", fsm.DaemonRunning)
+	pid := h.statusOf("svc").Pid
+	if resp := h.call("restart", "svc"); !resp.OK {
+		t.Fatalf("restart: %+v", resp)
+	}
+	waitReapable(t, pid) // dead of the restart's SIGTERM, its SIGCHLD not yet handled
+	h.stop <- syscall.SIGTERM
+	signal.Notify(h.child, syscall.SIGCHLD)
+	h.child <- syscall.SIGCHLD
+	h.exitCode()
+	if n := len(h.transitions("svc", "spawn")); n != 1 {
+		t.Errorf("%d spawns, want 1: the restart's second half ran inside the shutdown\n%s", n, h.dumpLogs())
+	}
+}
+
+// A daemon cancelled because the daemon it comes after was done for good goes back to
+// pending when an operator starts that daemon, and starts once it is ready.
+func TestStartOfADependencyRevivesItsCancelledDependents(t *testing.T) {
+	h := newHarness(t)
+	ok := filepath.Join(t.TempDir(), "ok")
+	ready := filepath.Join(t.TempDir(), "db.ready")
+	db := shDaemon("db", "rm -f "+ready+"; [ -e "+ok+" ] && touch "+ready+" && exec sleep 1000; exit 4")
+	db.Ready, db.ReadyTimeout = config.Probe{File: ready}, 10*time.Second
+	app := shDaemon("app", "exec sleep 1000")
+	app.After = []string{"db"}
+	h.run([]config.Daemon{db, app, shDaemon("other", "exec sleep 1000")}, nil)
+	h.waitState("app", "exited")
+	if err := os.WriteFile(ok, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if resp := h.call("start", "db"); !resp.OK {
+		t.Fatalf("start db: %+v", resp)
+	}
+	h.waitState("app", "running")
+	if resp := h.call("health", ""); !resp.OK {
+		t.Errorf("health = %+v once db came back", resp)
+	}
+	h.stopAndWant(4) // the crash still counts
+}
+
+// `stop NAME` on a daemon that died on its own (left alone) also stops what it left in its
+// process group: the operator wants it down, processes and all.
+func TestStopOfADeadDaemonStopsWhatItLeft(t *testing.T) {
+	h := newHarness(t)
+	pidFile := filepath.Join(t.TempDir(), "worker.pid")
+	web := shDaemon("web", "sleep 1000 & echo $! > "+pidFile+"; exit 1")
+	web.Grace = 300 * time.Millisecond
+	h.run([]config.Daemon{web, shDaemon("other", "exec sleep 1000")}, nil)
+	h.waitState("web", "exited")
+	worker := readPid(t, pidFile)
+	if !alive(worker) {
+		t.Fatalf("the worker %d is gone before the stop: nothing to test", worker)
+	}
+	if resp := h.call("stop", "web"); !resp.OK {
+		t.Fatalf("stop: %+v", resp)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for alive(worker) && !reapable(worker) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker %d outlived `stop web`:\n%s", worker, h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.stopAndWant(1)
+}
