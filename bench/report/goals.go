@@ -56,6 +56,25 @@ func Goals(r Results) []GoalResult {
 	}
 }
 
+// minIntervalN: below this many samples a percentile bootstrap of a median says nothing
+// (with n = 2, a -quick run, every resampled median is one of three values).
+const minIntervalN = 8
+
+// failedTrials counts init's failed trials that would have given a sample of m.
+func (r Results) failedTrials(init string, m Metric) int {
+	trial := fmt.Sprintf("lifecycle K=%d", m.K)
+	if m.ID == Reap {
+		trial = "reap"
+	}
+	n := 0
+	for _, f := range r.Failures {
+		if f.Init == init && f.Trial == trial {
+			n++
+		}
+	}
+	return n
+}
+
 func metricByID(id string, k int) Metric {
 	for _, m := range Catalog() {
 		if m.ID == id && m.K == k {
@@ -79,8 +98,19 @@ func (r Results) ratioGoal(id string, k int, limit float64) GoalResult {
 	}
 	measured := fmt.Sprintf("%s× (%s vs %s %s)", formatRatio(ratio), formatValue(s.Median*m.Scale, m.Integer),
 		formatValue(a.Median*m.Scale, m.Integer), m.Unit)
-	if lo, hi, ok := RatioInterval(r.Values(r.Subject, m.ID, m.K), r.Values(r.Anchor, m.ID, m.K)); ok {
-		measured += fmt.Sprintf("; 95 %% interval %s–%s×", formatRatio(lo), formatRatio(hi))
+	if s.N >= minIntervalN && a.N >= minIntervalN {
+		if lo, hi, ok := RatioInterval(r.Values(r.Subject, m.ID, m.K), r.Values(r.Anchor, m.ID, m.K)); ok {
+			measured += fmt.Sprintf("; 95 %% interval %s–%s×", formatRatio(lo), formatRatio(hi))
+		}
+	}
+	// A timed-out trial is a censored sample (at least the timeout), not a missing one:
+	// dropping it would flatter the init that timed out. The subject's fails its goal; the
+	// anchor's leaves the ratio unknown.
+	if n := r.failedTrials(r.Subject, m); n > 0 {
+		return GoalResult{Goal: goal, Measured: measured + fmt.Sprintf("; %d failed trials of %s", n, r.Subject), Verdict: Missed}
+	}
+	if n := r.failedTrials(r.Anchor, m); n > 0 {
+		return GoalResult{Goal: goal, Measured: measured + fmt.Sprintf("; %d failed trials of %s", n, r.Anchor), Verdict: NotMeasured}
 	}
 	return GoalResult{Goal: goal, Measured: measured, Verdict: verdict(ratio <= limit)}
 }
@@ -106,6 +136,14 @@ func (r Results) gracefulGoal() GoalResult {
 	}
 	if len(parts) == 0 {
 		return GoalResult{Goal: goal, Verdict: NotMeasured}
+	}
+	// A lifecycle trial that failed (say, the init did not exit within the shutdown timeout)
+	// is a run in which graceful was not shown to hold.
+	for _, f := range r.Failures {
+		if f.Init == r.Subject && strings.HasPrefix(f.Trial, "lifecycle") {
+			all = false
+			parts = append(parts, "failed: rep "+fmt.Sprint(f.Rep)+" "+f.Trial)
+		}
 	}
 	return GoalResult{Goal: goal, Measured: strings.Join(parts, "; "), Verdict: verdict(all)}
 }

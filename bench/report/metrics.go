@@ -50,7 +50,7 @@ func Catalog() []Metric {
 	}
 	for _, k := range Ks {
 		ms = append(ms, Metric{ID: Shutdown, K: k, Title: titleK("shutdown", k), Unit: "ms", Scale: 1,
-			About: "From SIGTERM to PID 1 until the init has exited (the harness's wait returns)"})
+			About: "From SIGTERM to PID 1 until the init has exited (the harness's wait returns, which for every init is once the kernel has also killed and reaped whatever was left in its PID namespace)"})
 	}
 	for _, k := range Ks {
 		ms = append(ms, Metric{ID: Graceful, K: k, Title: titleK("graceful", k), Unit: fmt.Sprintf("of %d", k), Scale: 1, Integer: true,

@@ -37,6 +37,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -161,6 +162,11 @@ func leaveOrphans(fifo int, name string, n int) error {
 // a zombie (WNOWAIT leaves it unreaped), and returns so the process exits and
 // the zombies pass to the init all at once.
 func releaseOrphans(fifo int, name string, n int) error {
+	// Fork every child from one thread. Each thread has its own children list, and a
+	// goroutine preempted mid-loop resumes on another thread, which split the orphans over
+	// several lists: the harness's list order (threads sorted by tid) then differs from
+	// the order the init reaps them in, and its sweep stalls on a pid reaped late.
+	runtime.LockOSThread()
 	pids := make([]int, 0, n)
 	for range n {
 		pid, errno := forkExit()

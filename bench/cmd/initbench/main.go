@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -136,6 +137,7 @@ type bench struct {
 	samples map[string]int
 	slow    map[string]bool
 	notes   []string
+	pending []report.Sample // samples of the trial under way
 }
 
 func run(o options) error {
@@ -175,6 +177,7 @@ func run(o options) error {
 
 	began := time.Now()
 	b.measureBinaries()
+	b.results.Samples, b.pending = append(b.results.Samples, b.pending...), nil
 	for rep := 1; rep <= o.reps; rep++ {
 		b.repetition(rep)
 		fmt.Fprintf(os.Stderr, "initbench: rep %d/%d done, %s elapsed, %d failed trials\n",
@@ -269,8 +272,13 @@ func (b *bench) chooseInits() error {
 // repetition runs every trial once for every init. Trials of one kind run
 // back to back over the inits, in an order rotated by rep.
 func (b *bench) repetition(rep int) {
-	shift := (rep - 1) % len(b.inits)
-	order := append(slices.Clone(b.inits[shift:]), b.inits[:shift]...)
+	// A fresh seeded permutation each repetition: a rotation keeps every init's predecessor
+	// the same in every repetition (sidecar-init always ran right after supervisord, tini
+	// right after sidecar-init), so any carry-over from one trial to the next would land
+	// on the same init every time.
+	order := slices.Clone(b.inits)
+	rng := rand.New(rand.NewPCG(uint64(rep), 0x1b17))
+	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 
 	for _, k := range b.ks {
 		kind := fmt.Sprintf("lifecycle K=%d", k)
@@ -299,6 +307,7 @@ func (b *bench) trial(rep int, spec initSpec, kind string, capSlow bool, do func
 	if b.slow[key] && b.samples[key] >= b.opts.slowReps {
 		return
 	}
+	b.pending = b.pending[:0]
 	began := time.Now()
 	err := do()
 	if took := time.Since(began); capSlow && took > b.opts.slow && !b.slow[key] {
@@ -312,10 +321,13 @@ func (b *bench) trial(rep int, spec initSpec, kind string, capSlow bool, do func
 		return
 	}
 	b.samples[key]++
+	b.results.Samples = append(b.results.Samples, b.pending...)
 }
 
+// add records a sample of the trial under way; trial keeps them only if the trial succeeds,
+// so a failed trial (a shutdown timeout) leaves no startup or memory sample behind.
 func (b *bench) add(rep int, spec initSpec, metric string, k int, value float64) {
-	b.results.Samples = append(b.results.Samples, report.Sample{Init: spec.name, Metric: metric, K: k, Rep: rep, Value: value})
+	b.pending = append(b.pending, report.Sample{Init: spec.name, Metric: metric, K: k, Rep: rep, Value: value})
 }
 
 // prepared is an init ready to start: its trial dir, FIFO, argv and env.
