@@ -92,6 +92,8 @@ type Supervisor struct {
 	// allReady: every daemon that should run is ready, as last logged (and the ready file
 	// written); false again once one is not.
 	allReady bool
+	// wasAllReady: "every daemon is ready" was logged once, at info.
+	wasAllReady bool
 	// reverseDeadline bounds a stop_order = "reverse" shutdown: the largest grace.
 	reverseDeadline time.Time
 	// logPipes are the labelled-log pipes of every spawn, drained until EOF.
