@@ -126,6 +126,12 @@ func printAnswer(stdout io.Writer, cmd string, asJSON bool, resp control.Respons
 			// Its start or restart is due, once these are ready.
 			next = "after " + strings.Join(d.WaitingFor, ",")
 		}
+		if len(d.WaitingForExit) > 0 {
+			if next != "" {
+				next += "; "
+			}
+			next += fmt.Sprintf("once its last run's processes exit (pgid %s)", strings.Trim(fmt.Sprint(d.WaitingForExit), "[]"))
+		}
 		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.Name, d.State, pid, dash(d.Uptime), d.Restarts, dash(d.LastExit), dash(next))
 	}
 	return tw.Flush()

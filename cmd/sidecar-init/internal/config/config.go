@@ -334,7 +334,7 @@ func Parse(source string, data []byte) (*Config, error) {
 				// They suspend a process (SIGSTOP cannot even be caught): every stop would wait
 				// out the grace, then SIGKILL.
 				err = fmt.Errorf("%s suspends a process and does not end it (want e.g. SIGTERM, SIGINT, SIGQUIT)", procs.SignalName(sig))
-			case syscall.SIGCHLD, syscall.SIGCONT:
+			case syscall.SIGCHLD, syscall.SIGCONT, syscall.SIGURG:
 				// Ignored by default and never a request to stop: the same wait, then SIGKILL.
 				// (SIGWINCH is ignored by default too, but Apache's httpd takes it as its
 				// graceful stop, so it stays allowed.)

@@ -162,6 +162,7 @@ func TestParseErrors(t *testing.T) {
 		{"stop_signal SIGSTOP", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"SIGSTOP\"\n", []string{"daemon[0].stop_signal", "SIGSTOP suspends a process"}},
 		{"stop_signal SIGTSTP", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"tstp\"\n", []string{"daemon[0].stop_signal", "SIGTSTP suspends a process"}},
 		{"stop_signal SIGCHLD", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"SIGCHLD\"\n", []string{"daemon[0].stop_signal", "SIGCHLD does not ask a process to stop"}},
+		{"stop_signal SIGURG", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"SIGURG\"\n", []string{"daemon[0].stop_signal", "SIGURG does not ask a process to stop"}},
 		{"stop_signal SIGCONT", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"cont\"\n", []string{"daemon[0].stop_signal", "SIGCONT does not ask a process to stop"}},
 		{"notify_url credentials", "notify_url = \"http://user:s3cret@h/e\"\n", []string{"key notify_url", "http://user:xxxxx@h/e", "notify_token_file"}},
 		{"notify_url port", "notify_url = \"http://h:99999/e\"\n", []string{"key notify_url", "port 99999 is not 1-65535"}},

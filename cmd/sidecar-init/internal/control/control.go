@@ -48,6 +48,9 @@ type DaemonStatus struct {
 	// WaitingFor names the `after` daemons a start or a restart by policy waits for
 	// (pending, or in backoff with its restart due); empty otherwise.
 	WaitingFor []string `json:"waiting_for,omitempty"`
+	// WaitingForExit are the process groups earlier runs left that a due start or restart
+	// waits to see empty (they have the stop signal, then SIGKILL at their grace).
+	WaitingForExit []int `json:"waiting_for_exit,omitempty"`
 }
 
 // Response is the answer to one request.

@@ -24,6 +24,11 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 	case control.CmdStatus:
 		return control.Response{OK: true, Daemons: s.status(now)}
 	case control.CmdHealth:
+		if s.shuttingDown() {
+			// The ready file went when the shutdown began: so does "ready", even while a
+			// daemon a reverse-order shutdown holds back still runs.
+			return control.Response{Error: "not ready: sidecar-init is shutting down"}
+		}
 		if missing := s.notReady(); len(missing) > 0 {
 			return control.Response{Error: "not ready: " + strings.Join(missing, ", ")}
 		}
@@ -87,7 +92,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 // hold takes a daemon that has no process (pending, in backoff, exited or given up) to
 // stopped: a pending start or restart is dropped.
 func (s *Supervisor) hold(d *daemon, reason string) {
-	d.restartAt, d.awaitingDeps, d.startAsked = time.Time{}, false, false
+	d.restartAt, d.awaitingDeps, d.startAsked, d.cancelledFor = time.Time{}, false, false, nil
 	s.fireDaemon(d, fsm.DaemonHold, zapcore.InfoLevel, detail{reason: reason})
 }
 
@@ -97,6 +102,11 @@ func (s *Supervisor) hold(d *daemon, reason string) {
 // and the grace, and the loop spawns it once they are empty (a new run never overlaps an
 // old one). Daemons whose start was cancelled because this one was done go back to pending.
 func (s *Supervisor) startAgain(d *daemon, now time.Time, reason string, countsAsRestart bool) {
+	if d.machine.Current() == fsm.DaemonPending && d.startAsked {
+		// Asked again while the last start waits for what the last run left: still one
+		// restart to come.
+		countsAsRestart = false
+	}
 	if d.machine.Current() != fsm.DaemonPending {
 		// From backoff the pending restart is dropped: this start takes its place.
 		d.restartAt, d.awaitingDeps = time.Time{}, false
@@ -153,14 +163,22 @@ func (s *Supervisor) status(now time.Time) []control.DaemonStatus {
 			st.Pid = d.pid
 			st.Uptime = now.Sub(d.startedAt).Round(time.Second).String()
 		}
-		switch state := d.machine.Current(); {
+		state := d.machine.Current()
+		switch {
 		case state == fsm.DaemonBackoff && !d.restartAt.IsZero():
 			// Due already (the loop takes it next): 0s, never a negative delay.
 			st.NextRestartIn = max(d.restartAt.Sub(now), 0).Round(time.Millisecond).String()
 		case state == fsm.DaemonBackoff && d.awaitingDeps:
 			st.WaitingFor = d.depsNot(depSettled)
-		case state == fsm.DaemonPending:
+		case state == fsm.DaemonPending && !d.startAsked: // an operator's start waits for no `after` daemon
 			st.WaitingFor = d.depsNot(depReady)
+		}
+		if (state == fsm.DaemonBackoff && d.awaitingDeps) || (state == fsm.DaemonPending && d.startAsked) {
+			for _, g := range d.groups {
+				if g.pgid != 0 {
+					st.WaitingForExit = append(st.WaitingForExit, g.pgid)
+				}
+			}
 		}
 		out = append(out, st)
 	}

@@ -137,7 +137,10 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	spec := procs.Spec{Argv: d.cfg.Command, Env: d.env, Dir: d.cfg.Dir, Credential: d.cfg.Credential}
 	defer s.labelOutput(d, d.cfg.Name, &spec)()
 	d.pruneGroups() // the last run's group, still occupied, stays with any grace under way
-	d.awaitingDeps = false
+	// A run ends a cancellation and an operator's waiting start: neither may outlive it (a
+	// later end of this run of its own is no cancellation an operator's start of an `after`
+	// daemon should undo).
+	d.awaitingDeps, d.startAsked, d.cancelledFor = false, false, nil
 	// An operator's start after every daemon had died: what this run leaves behind was not
 	// there when escaped processes were last swept, so the next sweep must kill again.
 	s.sweptEveryone = false
