@@ -212,10 +212,10 @@ func (s *Supervisor) Run() int {
 	return s.firstFailure
 }
 
-// nextToStart is the first pending daemon, in table order, whose `after` daemons are all
-// ready (or that an operator started), or daemon whose due restart waited for them; in
-// either case only once its earlier runs' processes are gone. nil when none may start now
-// (or the supervisor is shutting down).
+// nextToStart is the first daemon, in table order, that may be spawned now: a pending one
+// whose `after` daemons are all ready (or that an operator started), or one in backoff
+// whose due restart waited; in either case only once what its earlier runs left in their
+// groups is gone. nil when none may (or the supervisor is shutting down).
 func (s *Supervisor) nextToStart() *daemon {
 	if s.shuttingDown() {
 		return nil
