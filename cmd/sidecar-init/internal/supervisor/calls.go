@@ -92,7 +92,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 // hold takes a daemon that has no process (pending, in backoff, exited or given up) to
 // stopped: a pending start or restart is dropped.
 func (s *Supervisor) hold(d *daemon, reason string) {
-	d.restartAt, d.awaitingDeps, d.startAsked, d.cancelledFor = time.Time{}, false, false, nil
+	d.restartAt, d.restartHeld, d.startAsked, d.cancelledFor = time.Time{}, false, false, nil
 	s.fireDaemon(d, fsm.DaemonHold, zapcore.InfoLevel, detail{reason: reason})
 }
 
@@ -109,7 +109,7 @@ func (s *Supervisor) startAgain(d *daemon, now time.Time, reason string, countsA
 	}
 	if d.machine.Current() != fsm.DaemonPending {
 		// From backoff the pending restart is dropped: this start takes its place.
-		d.restartAt, d.awaitingDeps = time.Time{}, false
+		d.restartAt, d.restartHeld = time.Time{}, false
 		s.fireDaemon(d, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: reason})
 	}
 	d.windowRestarts = 0
@@ -168,12 +168,12 @@ func (s *Supervisor) status(now time.Time) []control.DaemonStatus {
 		case state == fsm.DaemonBackoff && !d.restartAt.IsZero():
 			// Due already (the loop takes it next): 0s, never a negative delay.
 			st.NextRestartIn = max(d.restartAt.Sub(now), 0).Round(time.Millisecond).String()
-		case state == fsm.DaemonBackoff && d.awaitingDeps:
+		case state == fsm.DaemonBackoff && d.restartHeld:
 			st.WaitingFor = d.depsNot(depSettled)
 		case state == fsm.DaemonPending && !d.startAsked: // an operator's start waits for no `after` daemon
 			st.WaitingFor = d.depsNot(depReady)
 		}
-		if (state == fsm.DaemonBackoff && d.awaitingDeps) || (state == fsm.DaemonPending && d.startAsked) {
+		if (state == fsm.DaemonBackoff && d.restartHeld) || (state == fsm.DaemonPending && d.startAsked) {
 			for _, g := range d.groups {
 				if g.pgid != 0 {
 					st.WaitingForExit = append(st.WaitingForExit, g.pgid)

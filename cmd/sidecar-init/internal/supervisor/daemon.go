@@ -55,10 +55,10 @@ type daemon struct {
 	lastProbeErr error
 	// awaitingStop: a reverse-order shutdown holds its stop until its dependents are gone.
 	awaitingStop bool
-	// awaitingDeps: in backoff, its restart is due but an `after` daemon is on its way back
-	// (see depsSettled), or what its earlier run left is still exiting: the loop spawns it
-	// once neither holds.
-	awaitingDeps bool
+	// restartHeld: in backoff, its restart is due but held back, by an `after` daemon on its
+	// way back (see depsSettled) or by what its last run left, still exiting: the loop spawns
+	// it once neither holds.
+	restartHeld bool
 	// startAsked: pending because an operator started or restarted it, waiting only for what
 	// its earlier runs left to exit (an operator's start does not wait for `after` daemons).
 	startAsked bool
@@ -140,7 +140,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	// A run ends a cancellation and an operator's waiting start: neither may outlive it (a
 	// later end of this run of its own is no cancellation an operator's start of an `after`
 	// daemon should undo).
-	d.awaitingDeps, d.startAsked, d.cancelledFor = false, false, nil
+	d.restartHeld, d.startAsked, d.cancelledFor = false, false, nil
 	// An operator's start after every daemon had died: what this run leaves behind was not
 	// there when escaped processes were last swept, so the next sweep must kill again.
 	s.sweptEveryone = false
@@ -217,7 +217,7 @@ func (s *Supervisor) restartNow(d *daemon, now time.Time) {
 		s.spawn(d, now)
 		return
 	}
-	d.restartAt, d.awaitingDeps = time.Time{}, true
+	d.restartAt, d.restartHeld = time.Time{}, true
 	if !settled {
 		s.log.Info("restart waits for the daemons it comes after to be ready or done",
 			zlog.String("daemon", d.cfg.Name), zlog.Strings("after", d.cfg.After))

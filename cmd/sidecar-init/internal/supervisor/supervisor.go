@@ -223,7 +223,7 @@ func (s *Supervisor) nextToStart() *daemon {
 	for _, d := range s.daemons {
 		switch state := d.machine.Current(); {
 		case state == fsm.DaemonPending && (d.startAsked || d.depsReady()):
-		case state == fsm.DaemonBackoff && d.awaitingDeps && d.depsSettled():
+		case state == fsm.DaemonBackoff && d.restartHeld && d.depsSettled():
 		default:
 			continue
 		}
