@@ -25,7 +25,7 @@ func wantDaemon(clean, failure State) map[State]map[Event]State {
 }
 
 var wantSupervisor = map[State]map[Event]State{
-	SupervisorRunning:     {SupervisorDaemonDied: SupervisorDegraded, SupervisorStop: SupervisorTerminating},
+	SupervisorRunning:     {SupervisorDaemonDied: SupervisorDegraded, SupervisorAllDied: SupervisorExited, SupervisorStop: SupervisorTerminating},
 	SupervisorDegraded:    {SupervisorDaemonDied: SupervisorDegraded, SupervisorAllDied: SupervisorExited, SupervisorStop: SupervisorTerminating},
 	SupervisorTerminating: {SupervisorForce: SupervisorKilling, SupervisorStopped: SupervisorExited},
 	SupervisorKilling:     {SupervisorStopped: SupervisorExited},

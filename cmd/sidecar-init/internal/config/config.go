@@ -103,6 +103,10 @@ type Daemon struct {
 	StopSignal syscall.Signal
 	Grace      time.Duration
 	Restart    fsm.RestartPolicy
+	// Oneshot: the daemon is a task that runs to completion (a migration, a chown of a
+	// volume). It is ready once it has exited with status 0, for `after` and for health
+	// alike, and that exit is no death for the crash policy.
+	Oneshot bool
 	// Backoff: the delay before restart n is BackoffInitial·2^(n-1) (with jitter), at most
 	// BackoffMax; n resets once the daemon stayed up BackoffReset. Past MaxRestarts within
 	// that window (0: no limit) the daemon is given up.
@@ -111,8 +115,9 @@ type Daemon struct {
 	BackoffReset   time.Duration
 	MaxRestarts    int
 	// After names daemons that must be ready before this one starts.
-	After        []string
-	Ready        Probe
+	After []string
+	Ready Probe
+	// ReadyTimeout bounds the wait for Ready; for a oneshot, its run (0: no bound).
 	ReadyTimeout time.Duration
 	// User is "name" or "uid:gid" to run as; empty: the supervisor's own user. Credential
 	// is what it resolved to (ResolveUsers).
@@ -144,6 +149,7 @@ type fileDaemon struct {
 	Grace      *string           `toml:"grace"`
 
 	Restart        string  `toml:"restart"`
+	Oneshot        bool    `toml:"oneshot"`
 	BackoffInitial *string `toml:"backoff_initial"`
 	BackoffMax     *string `toml:"backoff_max"`
 	BackoffReset   *string `toml:"backoff_reset"`
@@ -588,6 +594,10 @@ func (d fileDaemon) parseRestart(daemon *Daemon) *Error {
 			return &Error{Key: "restart", Msg: fmt.Sprintf("daemon %q: unknown restart policy %q (want never, on-failure or always)", d.Name, d.Restart)}
 		}
 	}
+	daemon.Oneshot = d.Oneshot
+	if d.Oneshot && daemon.Restart == fsm.RestartAlways {
+		return &Error{Key: "restart", Msg: fmt.Sprintf("daemon %q: a oneshot cannot restart \"always\": it would run again after it succeeded (want on-failure, to retry until it succeeds, or never)", d.Name)}
+	}
 	for _, f := range []struct {
 		key   string
 		value *string
@@ -658,6 +668,10 @@ func (d fileDaemon) parseStart(daemon *Daemon) *Error {
 		}
 	}
 	daemon.ReadyTimeout = DefaultReadyTimeout
+	if d.Oneshot {
+		// A oneshot may run as long as its work takes, unless ready_timeout says otherwise.
+		daemon.ReadyTimeout = 0
+	}
 	if d.ReadyTimeout != nil {
 		v, err := parseGrace(*d.ReadyTimeout)
 		if err == nil && v == 0 {
@@ -667,6 +681,9 @@ func (d fileDaemon) parseStart(daemon *Daemon) *Error {
 			return &Error{Key: "ready_timeout", Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
 		}
 		daemon.ReadyTimeout = v
+	}
+	if d.Ready != nil && d.Oneshot {
+		return &Error{Key: "ready", Msg: fmt.Sprintf("daemon %q: a oneshot is ready when it exits with status 0; it takes no probe (ready_timeout still bounds its run)", d.Name)}
 	}
 	if d.Ready != nil {
 		p := *d.Ready

@@ -132,6 +132,9 @@ func TestParseErrors(t *testing.T) {
 		{"unknown daemon key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nrestrat = \"always\"\n", []string{"key daemon[0].restrat", "unknown key (known here: name, command,"}},
 		{"duplicate names", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n[[daemon]]\nname = \"a\"\ncommand = [\"y\"]\n", []string{"daemon[1].name", `duplicate daemon name "a"`, "daemon[0]"}},
 		{"empty command", "[[daemon]]\nname = \"a\"\ncommand = []\n", []string{"daemon[0].command", `daemon "a"`, "empty"}},
+		{"oneshot restarting always", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\noneshot = true\nrestart = \"always\"\n", []string{"key daemon[0].restart", `daemon "a": a oneshot cannot restart "always"`}},
+		{"oneshot with a probe", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\noneshot = true\nready = { tcp = \"127.0.0.1:1\" }\n", []string{"key daemon[0].ready", "a oneshot is ready when it exits with status 0"}},
+		{"oneshot not a bool", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\noneshot = \"yes\"\n", []string{"bad.toml:4: key daemon[0].oneshot", "incompatible types"}},
 		{"missing command", "[[daemon]]\nname = \"a\"\n", []string{"daemon[0].command", "empty"}},
 		{"empty argv[0]", "[[daemon]]\nname = \"a\"\ncommand = [\"\"]\n", []string{"daemon[0].command"}},
 		{"no daemons", "grace = \"1s\"\n", []string{"key daemon", "no [[daemon]] entries", "CLAUDE_BOTTLE_SIDECAR_DAEMONS"}},
@@ -274,6 +277,39 @@ ready = { exec = ["/bin/true"] }
 	}
 	if len(e.After) != 1 || e.After[0] != "pipelock" || e.Ready.String() != "exec /bin/true" || e.Log != "inherit" {
 		t.Errorf("egress = %+v", e)
+	}
+}
+
+// A oneshot's run is unbounded unless ready_timeout says otherwise; on-failure retries it.
+func TestOneshotKeys(t *testing.T) {
+	cfg, err := Parse("t.toml", []byte(`
+[[daemon]]
+name = "setup"
+command = ["x"]
+oneshot = true
+[[daemon]]
+name = "migrate"
+command = ["y"]
+oneshot = true
+restart = "on-failure"
+ready_timeout = "2m"
+[[daemon]]
+name = "app"
+command = ["z"]
+after = ["setup", "migrate"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	setup, migrate, app := cfg.Daemons[0], cfg.Daemons[1], cfg.Daemons[2]
+	if !setup.Oneshot || setup.ReadyTimeout != 0 || setup.Restart != fsm.RestartNever {
+		t.Errorf("setup = %+v, want a oneshot with no run bound", setup)
+	}
+	if !migrate.Oneshot || migrate.ReadyTimeout != 2*time.Minute || migrate.Restart != fsm.RestartOnFailure {
+		t.Errorf("migrate = %+v", migrate)
+	}
+	if app.Oneshot || app.ReadyTimeout != DefaultReadyTimeout {
+		t.Errorf("app = %+v, want a daemon", app)
 	}
 }
 

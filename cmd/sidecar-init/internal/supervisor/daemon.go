@@ -39,6 +39,9 @@ type daemon struct {
 	windowRestarts int
 	// lastExit describes the last death ("status 3", "signal SIGKILL", "exec failed (127)").
 	lastExit string
+	// finished: a oneshot whose last run exited with status 0, which makes it ready (see
+	// done); cleared at every spawn.
+	finished bool
 	// afterStop is what an operator's stop or restart wants once the daemon has died.
 	afterStop afterStop
 
@@ -140,7 +143,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	// A run ends a cancellation and an operator's waiting start: neither may outlive it (a
 	// later end of this run of its own is no cancellation an operator's start of an `after`
 	// daemon should undo).
-	d.restartHeld, d.startAsked, d.cancelledFor = false, false, nil
+	d.restartHeld, d.startAsked, d.cancelledFor, d.finished = false, false, nil, false
 	// An operator's start after every daemon had died: what this run leaves behind was not
 	// there when escaped processes were last swept, so the next sweep must kill again.
 	s.sweptEveryone = false
@@ -249,11 +252,14 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 	}
 	s.stopProbing(d) // its probes probe an incarnation that is gone
 	if state := d.machine.Current(); state == fsm.DaemonRunning || state == fsm.DaemonStarting {
-		event, level := fsm.DaemonExit, zapcore.InfoLevel
-		if e.Code() != 0 {
+		event, level, det := fsm.DaemonExit, zapcore.InfoLevel, detail{exit: &e}
+		switch {
+		case e.Code() != 0:
 			event, level = fsm.DaemonFail, zapcore.WarnLevel
+		case d.cfg.Oneshot:
+			d.finished, det.reason = true, "oneshot finished"
 		}
-		s.dieOnItsOwn(d, event, detail{exit: &e}, level, e.Code(), now)
+		s.dieOnItsOwn(d, event, det, level, e.Code(), now)
 		s.afterGroupLeaderExit(d)
 		if duringShutdown {
 			// Held back by a reverse-order shutdown, it died before its turn: what it left

@@ -44,8 +44,13 @@ func depSettled(dep *daemon) bool {
 	return dep.machine.Current() == fsm.DaemonRunning || dep.machine.Done()
 }
 
-// depReady: the dependency is ready (running), as a first start waits for.
-func depReady(dep *daemon) bool { return dep.machine.Current() == fsm.DaemonRunning }
+// depReady: the dependency is ready (running, or a oneshot that finished), as a first
+// start waits for.
+func depReady(dep *daemon) bool { return dep.machine.Current() == fsm.DaemonRunning || dep.done() }
+
+// done says the daemon is a oneshot whose last run succeeded, and no operator or policy has
+// begun another: for `after` and for health, it is ready.
+func (d *daemon) done() bool { return d.finished && d.machine.Current() == fsm.DaemonExited }
 
 // depsSettled says no daemon this one comes `after` holds a due restart back.
 func (d *daemon) depsSettled() bool { return d.depsAll(depSettled) }
@@ -78,6 +83,16 @@ func (d *daemon) depsNot(ok func(*daemon) bool) []string {
 // beginStarting follows a successful spawn: a daemon without a probe is ready at once;
 // one with a probe gets its first attempt now and its ready_timeout armed.
 func (s *Supervisor) beginStarting(d *daemon, now time.Time) {
+	if d.cfg.Oneshot {
+		// Starting until it exits: status 0 makes it ready (done). ready_timeout, when set,
+		// bounds the run.
+		d.readyDeadline = time.Time{}
+		if d.cfg.ReadyTimeout > 0 {
+			d.readyDeadline = now.Add(d.cfg.ReadyTimeout)
+			s.armTimer(now)
+		}
+		return
+	}
 	if !d.cfg.Ready.IsSet() {
 		s.becomeReady(d)
 		return
@@ -188,7 +203,11 @@ func (s *Supervisor) notReadyInTime(d *daemon, now time.Time) {
 	if d.lastProbeErr != nil {
 		fields = append(fields, zlog.String("last_probe_error", d.lastProbeErr.Error()))
 	}
-	s.log.Error("daemon not ready within ready_timeout: killing it; its restart policy decides what follows", fields...)
+	msg := "daemon not ready within ready_timeout: killing it; its restart policy decides what follows"
+	if d.cfg.Oneshot {
+		msg = "oneshot not finished within ready_timeout: killing it; its restart policy decides what follows"
+	}
+	s.log.Error(msg, fields...)
 	s.stopProbing(d)
 	s.signalGroup(d, syscall.SIGKILL)
 	s.armTimer(now)
@@ -202,7 +221,7 @@ func (s *Supervisor) cancelOrphanedStarts() {
 			continue // (an operator's start does not wait for `after` daemons)
 		}
 		for _, dep := range d.deps {
-			if dep.machine.Done() {
+			if dep.machine.Done() && !dep.done() {
 				d.cancelledFor = dep
 				s.log.Error("not starting a daemon: a daemon it comes after is done",
 					zlog.String("daemon", d.cfg.Name), zlog.String("after", dep.cfg.Name), zlog.String("after_state", string(dep.machine.Current())))
@@ -227,7 +246,7 @@ func (s *Supervisor) notReady() []string {
 
 func (d *daemon) readyOrHeld() bool {
 	state := d.machine.Current()
-	return state == fsm.DaemonRunning || state == fsm.DaemonStopped
+	return state == fsm.DaemonRunning || state == fsm.DaemonStopped || d.done()
 }
 
 // checkAllReady keeps the ready file to what `health` answers: written (and "every daemon

@@ -386,6 +386,11 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int) {
 	if s.shuttingDown() {
 		return // neither counted nor a crash: the shutdown is already under way
 	}
+	if d.finished {
+		// A oneshot that did its work: no death, whatever the crash policy (settle exits
+		// once every daemon is done, finished oneshots included).
+		return
+	}
 	if status != 0 && s.firstFailure == 0 {
 		s.firstFailure = status
 	}
@@ -460,8 +465,9 @@ func (s *Supervisor) settle() {
 		s.checkAllReady()
 	}
 	switch s.machine.Current() {
-	case fsm.SupervisorDegraded:
-		// Exec probes are killed with their daemon; wait for them to be reaped too.
+	case fsm.SupervisorRunning, fsm.SupervisorDegraded:
+		// (Running: every daemon a oneshot that finished.) Exec probes are killed with
+		// their daemon; wait for them to be reaped too.
 		if s.allDaemonsDone() && len(s.execProbes) == 0 {
 			s.killLeftoverGroups()
 			if s.dealWithEscaped() {

@@ -1,0 +1,152 @@
+package supervisor
+
+import (
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/fsm"
+)
+
+func oneshot(name, script string) config.Daemon {
+	d := shDaemon(name, script)
+	d.Oneshot = true
+	return d
+}
+
+// A daemon that comes `after` a oneshot starts once the oneshot has finished, not once it
+// has been spawned; until then health names the oneshot, and its finishing is no death.
+func TestOneshotOrdersItsDependentsOnCompletion(t *testing.T) {
+	h := newHarness(t)
+	app := fake(t, h, "app", time.Second)
+	app.After = []string{"setup"}
+	h.run([]config.Daemon{oneshot("setup", "sleep 0.3"), app}, nil)
+	h.waitState("setup", string(fsm.DaemonStarting))
+	if resp := h.call("health", ""); resp.OK || !strings.Contains(resp.Error, "setup (starting)") {
+		t.Errorf("health while setup runs = %+v, want not ready naming setup", resp)
+	}
+	h.waitLog("app", fsm.DaemonRunning)
+	exits, spawns := h.logIndexes("setup", "exit"), h.logIndexes("app", "spawn")
+	if len(exits) != 1 || len(spawns) != 1 || spawns[0] < exits[0] {
+		t.Fatalf("app was spawned before setup finished:\n%s", h.dumpLogs())
+	}
+	if fields, _, _ := h.transition("setup", "exit"); fields["reason"] != "oneshot finished" {
+		t.Errorf("setup's exit = %v, want reason \"oneshot finished\"", fields)
+	}
+	if resp := h.call("health", ""); !resp.OK {
+		t.Errorf("health once setup finished = %+v, want ready", resp)
+	}
+	if _, _, died := h.transition("supervisor", "daemon_died"); died {
+		t.Errorf("a oneshot that finished counted as a death:\n%s", h.dumpLogs())
+	}
+	h.stopAndWant(0)
+}
+
+// Under the tear-down crash policy a oneshot that finished takes nothing down.
+func TestOneshotFinishingIsNoCrash(t *testing.T) {
+	h := newHarness(t)
+	table := fsm.TearDownOnCrash()
+	h.run([]config.Daemon{oneshot("setup", "exit 0"), fake(t, h, "app", time.Second)}, &table)
+	h.waitLog("setup", fsm.DaemonExited)
+	h.waitLog("app", fsm.DaemonRunning)
+	if resp := h.call("health", ""); !resp.OK {
+		t.Fatalf("health = %+v, want ready", resp)
+	}
+	if h.hasTransition("supervisor", fsm.SupervisorTerminating) {
+		t.Fatalf("a oneshot that finished tore the bundle down:\n%s", h.dumpLogs())
+	}
+	h.stopAndWant(0)
+}
+
+// A oneshot that fails is a death like any other: its dependents are cancelled, and the
+// supervisor, with nothing left, exits with its status.
+func TestOneshotFailureCancelsItsDependents(t *testing.T) {
+	h := newHarness(t)
+	app := fake(t, h, "app", time.Second)
+	app.After = []string{"setup"}
+	h.run([]config.Daemon{oneshot("setup", "exit 3"), app}, nil)
+	if code := h.exitCode(); code != 3 {
+		t.Fatalf("exit code %d, want setup's 3:\n%s", code, h.dumpLogs())
+	}
+	if _, _, ok := h.transition("app", "cancel"); !ok {
+		t.Errorf("app was not cancelled:\n%s", h.dumpLogs())
+	}
+	if _, _, ok := h.transition("app", "spawn"); ok {
+		t.Errorf("app was spawned after its oneshot failed:\n%s", h.dumpLogs())
+	}
+}
+
+// Under restart = "on-failure" a oneshot is retried until it succeeds, and its dependents
+// wait for the success.
+func TestOneshotRetriedUntilItSucceeds(t *testing.T) {
+	h := newHarness(t)
+	marker := filepath.Join(t.TempDir(), "tried")
+	setup := oneshot("setup", "if [ -e "+marker+" ]; then exit 0; fi; : >"+marker+"; exit 1")
+	setup.Restart, setup.BackoffInitial, setup.BackoffMax, setup.BackoffReset = fsm.RestartOnFailure, 10*time.Millisecond, time.Second, time.Hour
+	app := fake(t, h, "app", time.Second)
+	app.After = []string{"setup"}
+	h.run([]config.Daemon{setup, app}, nil)
+	h.waitLog("app", fsm.DaemonRunning)
+	if n := len(h.transitions("setup", "spawn")); n != 2 {
+		t.Errorf("setup spawned %d times, want 2 (a failure, then the success):\n%s", n, h.dumpLogs())
+	}
+	exits, spawns := h.logIndexes("setup", "exit"), h.logIndexes("app", "spawn")
+	if len(exits) != 1 || len(spawns) != 1 || spawns[0] < exits[0] {
+		t.Fatalf("app was not spawned after setup succeeded:\n%s", h.dumpLogs())
+	}
+	// The failure is what a stop signal surfaces, as for any daemon that died on its own.
+	h.stopAndWant(1)
+}
+
+// A table of oneshots only: the supervisor exits 0 once the last has finished, straight
+// from running (nothing died).
+func TestEveryOneshotFinishedEndsTheLoop(t *testing.T) {
+	h := newHarness(t)
+	second := oneshot("second", "exit 0")
+	second.After = []string{"first"}
+	h.run([]config.Daemon{oneshot("first", "sleep 0.1"), second}, nil)
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d, want 0:\n%s", code, h.dumpLogs())
+	}
+	fields, _, ok := h.transition("supervisor", "all_died")
+	if !ok || fields["from"] != string(fsm.SupervisorRunning) {
+		t.Fatalf("all_died = %v, want from running:\n%s", fields, h.dumpLogs())
+	}
+}
+
+// ready_timeout bounds a oneshot's run: one still running then is SIGKILLed, a failure.
+func TestOneshotReadyTimeoutBoundsItsRun(t *testing.T) {
+	h := newHarness(t)
+	setup := oneshot("setup", "sleep 30")
+	setup.ReadyTimeout = 200 * time.Millisecond
+	h.run([]config.Daemon{setup}, nil)
+	if code := h.exitCode(); code != 128+int(syscall.SIGKILL) {
+		t.Fatalf("exit code %d, want %d (SIGKILL):\n%s", code, 128+int(syscall.SIGKILL), h.dumpLogs())
+	}
+	if len(h.logs.FilterMessageSnippet("oneshot not finished within ready_timeout").All()) != 1 {
+		t.Errorf("no log line for the timeout:\n%s", h.dumpLogs())
+	}
+}
+
+// An operator's start runs a finished oneshot again; its health is not ready until it has
+// finished once more.
+func TestOperatorStartRunsAOneshotAgain(t *testing.T) {
+	h := newHarness(t)
+	marker := filepath.Join(t.TempDir(), "runs")
+	h.run([]config.Daemon{oneshot("setup", "echo run >>"+marker+"; sleep 0.2"), fake(t, h, "app", time.Second)}, nil)
+	h.waitLog("setup", fsm.DaemonExited)
+	if resp := h.call("start", "setup"); !resp.OK {
+		t.Fatalf("start: %+v", resp)
+	}
+	if resp := h.call("health", ""); resp.OK {
+		t.Errorf("health while setup runs again = %+v, want not ready", resp)
+	}
+	h.waitTransitions("setup", "exit", 2)
+	if resp := h.call("health", ""); !resp.OK {
+		t.Errorf("health once setup finished again = %+v, want ready", resp)
+	}
+	h.stopAndWant(0)
+}
