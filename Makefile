@@ -13,7 +13,7 @@ GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sidecar-init
 
-## demo: five small daemons; one crashes after 4 s, the rest run on; Ctrl-C stops them
+## demo: a oneshot task and five small daemons; one crashes after 4 s, the rest run on; Ctrl-C stops them
 ## (`trap : INT`: Ctrl-C must not end the recipe shell before it prints the exit status)
 demo: build
 	@echo '--- sidecar-init demo: "ticker" starts once "backend" is ready; lines are labelled NAME | ...;'

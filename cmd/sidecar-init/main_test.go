@@ -496,6 +496,21 @@ func TestEmbeddedDefaultIsTheBundleTable(t *testing.T) {
 	}
 }
 
+// `make demo` runs examples/demo.toml: it must parse, with the order the README tells.
+func TestDemoTableParses(t *testing.T) {
+	cfg, err := loadConfig("../../examples/demo.toml")
+	if err != nil {
+		t.Fatalf("examples/demo.toml: %v", err)
+	}
+	if got := strings.Join(cfg.Names(), ","); got != "setup,backend,ticker,flaky,stubborn,phoenix" {
+		t.Errorf("demo daemons = %s", got)
+	}
+	setup, backend := cfg.Daemons[0], cfg.Daemons[1]
+	if !setup.Oneshot || strings.Join(backend.After, ",") != "setup" {
+		t.Errorf("setup oneshot = %v, backend after = %v; the README says backend starts once setup has finished", setup.Oneshot, backend.After)
+	}
+}
+
 // Every linked package runs its init before main, used or not; a PID 1 that speaks no HTTP
 // must not pay for net/http and crypto/tls at every start (package zap imports net/http,
 // which is why the supervisor logs through zlog, on zapcore alone).
