@@ -33,6 +33,9 @@ type Event struct {
 	Signal        string    `json:"signal,omitempty"`
 	Restarts      int       `json:"restarts"`
 	NextRestartIn string    `json:"next_restart_in,omitempty"`
+	// Reason is the transition's reason as the log gives it ("shutdown", "operator stop",
+	// "oneshot finished": a oneshot's exit with status 0 is its success, not a death).
+	Reason string `json:"reason,omitempty"`
 	// Dropped counts events dropped (queue full) since the previous one that was sent.
 	Dropped uint64 `json:"dropped,omitempty"`
 }

@@ -258,6 +258,7 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 			event, level = fsm.DaemonFail, zapcore.WarnLevel
 		case d.cfg.Oneshot:
 			d.finished, det.reason = true, "oneshot finished"
+			d.lastExit = "finished (status 0)" // status tells it from a guard that died
 		}
 		s.dieOnItsOwn(d, event, det, level, e.Code(), now)
 		s.afterGroupLeaderExit(d)
@@ -397,7 +398,8 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 	}
 	if s.opts.Notifier != nil {
 		ev := notify.Event{Time: time.Now().UTC(), Daemon: d.cfg.Name, Pid: d.pid, Event: string(tr.Event),
-			From: string(tr.From), To: string(tr.To), ExitCode: exitCode, Signal: signal, Restarts: d.restarts}
+			From: string(tr.From), To: string(tr.To), ExitCode: exitCode, Signal: signal, Restarts: d.restarts,
+			Reason: det.reason}
 		if nextRestart > 0 {
 			ev.NextRestartIn = nextRestart.String()
 		}

@@ -42,7 +42,53 @@ func TestOneshotOrdersItsDependentsOnCompletion(t *testing.T) {
 	if _, _, died := h.transition("supervisor", "daemon_died"); died {
 		t.Errorf("a oneshot that finished counted as a death:\n%s", h.dumpLogs())
 	}
+	// What status and the supervise endpoint see tells the success from a death.
+	if st := h.waitState("setup", string(fsm.DaemonExited)); st.LastExit != "finished (status 0)" {
+		t.Errorf("setup's last exit = %q, want \"finished (status 0)\"", st.LastExit)
+	}
+	finished := false
+	for _, ev := range h.events.all() {
+		finished = finished || (ev.Daemon == "setup" && ev.Event == "exit" && ev.Reason == "oneshot finished")
+	}
+	if !finished {
+		t.Errorf("no notification of setup's exit with reason \"oneshot finished\": %+v", h.events.all())
+	}
 	h.stopAndWant(0)
+}
+
+// A reverse-order shutdown looks through a oneshot that finished: in db ← setup ← app, db
+// is stopped only once app is gone.
+func TestReverseStopLooksThroughAFinishedOneshot(t *testing.T) {
+	h := newHarness(t)
+	h.reverseStop = true
+	db := fake(t, h, "db", 2*time.Second)
+	setup := oneshot("setup", "exit 0")
+	setup.After = []string{"db"}
+	app := fake(t, h, "app", 2*time.Second)
+	app.After = []string{"setup"}
+	h.run([]config.Daemon{db, setup, app}, nil)
+	h.waitLog("app", fsm.DaemonRunning)
+	h.waitRecord("db started", "app started")
+	h.stopAndWant(0)
+	appDied, dbStop := h.logIndexes("app", "died"), h.logIndexes("db", "stop")
+	if len(appDied) != 1 || len(dbStop) != 1 || dbStop[0] < appDied[0] {
+		t.Fatalf("db was stopped before app, which comes after it through setup, was gone:\n%s", h.dumpLogs())
+	}
+}
+
+// A oneshot that finished and was then held by an operator's stop still did its work: a
+// dependent's restart does not wait for it.
+func TestHeldFinishedOneshotHoldsNoRestartBack(t *testing.T) {
+	h := newHarness(t)
+	app := restarting(t, h, "app", fsm.RestartOnFailure, 10*time.Millisecond, time.Hour, 0, "-exit-after", "150ms", "-code", "1")
+	app.After = []string{"setup"}
+	h.run([]config.Daemon{oneshot("setup", "exit 0"), app}, nil)
+	h.waitLog("setup", fsm.DaemonExited)
+	if resp := h.call("stop", "setup"); !resp.OK {
+		t.Fatalf("stop: %+v", resp)
+	}
+	h.waitTransitions("app", "spawn", 3)
+	h.stopAndWant(1)
 }
 
 // Under the tear-down crash policy a oneshot that finished takes nothing down.

@@ -41,7 +41,7 @@ type execProbe struct {
 // will not come back (a one-shot that finished) must not hold its dependents' restarts for
 // ever.
 func depSettled(dep *daemon) bool {
-	return dep.machine.Current() == fsm.DaemonRunning || dep.machine.Done()
+	return dep.machine.Current() == fsm.DaemonRunning || dep.machine.Done() || dep.done()
 }
 
 // depReady: the dependency is ready (running, or a oneshot that finished), as a first
@@ -49,8 +49,12 @@ func depSettled(dep *daemon) bool {
 func depReady(dep *daemon) bool { return dep.machine.Current() == fsm.DaemonRunning || dep.done() }
 
 // done says the daemon is a oneshot whose last run succeeded, and no operator or policy has
-// begun another: for `after` and for health, it is ready.
-func (d *daemon) done() bool { return d.finished && d.machine.Current() == fsm.DaemonExited }
+// begun another: for `after` and for health, it is ready. Held by an operator's stop
+// afterwards, it stays done: the stop takes nothing back of the work it did.
+func (d *daemon) done() bool {
+	state := d.machine.Current()
+	return d.finished && (state == fsm.DaemonExited || state == fsm.DaemonStopped)
+}
 
 // depsSettled says no daemon this one comes `after` holds a due restart back.
 func (d *daemon) depsSettled() bool { return d.depsAll(depSettled) }

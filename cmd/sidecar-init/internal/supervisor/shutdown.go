@@ -209,11 +209,13 @@ func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time, re
 	s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, detail{signal: procs.SignalName(stop), reason: reason})
 }
 
-// anyDependentLive says a daemon that comes after d still has a process: its own, or one
-// left in any of its process groups (they get stopped, with a grace, before d is).
+// anyDependentLive says a daemon that comes after d, directly or through others, still has
+// a process: its own, or one left in any of its process groups (they get stopped, with a
+// grace, before d is). Through others: in db ← migrate ← app, a migrate that finished (or
+// died) must not let db go while app runs. (The table has no cycles: config refuses them.)
 func (d *daemon) anyDependentLive() bool {
 	for _, dep := range d.dependents {
-		if dep.live() || dep.groupsOpen() {
+		if dep.live() || dep.groupsOpen() || dep.anyDependentLive() {
 			return true
 		}
 	}
