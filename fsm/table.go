@@ -108,6 +108,21 @@ func (t Table) Replace(event Event, src State, row Row) (Table, error) {
 // is a final state and every one is reachable, and every callback key names a real state
 // or event (the library silently drops misspelled keys).
 func (t Table) Validate(callbackKeys ...string) error {
+	return t.check(true, callbackKeys)
+}
+
+// Runnable checks what would make the table wrong to run: an incomplete row, an (event,
+// source) pair twice, no final state or one that cannot be reached, a callback key that
+// names nothing. A state that nothing leads to is only dead rows: degraded under the
+// tear-down crash policy, backoff and given_up under restart = "never" (a final state, so
+// long as another is reachable). Validate reports it; Runnable, what sidecar-init checks at
+// every start, does not, so flipping the crash-policy row stays the one-line edit the
+// binary accepts.
+func (t Table) Runnable(callbackKeys ...string) error {
+	return t.check(false, callbackKeys)
+}
+
+func (t Table) check(everyStateReachable bool, callbackKeys []string) error {
 	var problems []string
 	type pair struct {
 		e Event
@@ -140,17 +155,23 @@ func (t Table) Validate(callbackKeys ...string) error {
 		}
 	}
 	for _, s := range t.States() {
-		if !reached[s] {
+		if everyStateReachable && !reached[s] {
 			problems = append(problems, fmt.Sprintf("state %q is unreachable from %q", s, t.Initial))
 		}
 	}
 	if len(t.Final) == 0 {
 		problems = append(problems, "no final state")
 	}
+	finalReached := false
 	for _, s := range t.Final {
-		if !reached[s] {
+		finalReached = finalReached || reached[s]
+		if everyStateReachable && !reached[s] {
 			problems = append(problems, fmt.Sprintf("final state %q is unreachable", s))
 		}
+	}
+	if len(t.Final) > 0 && !finalReached {
+		// The machine could never be done: whatever else is dead, this is fatal.
+		problems = append(problems, "no final state is reachable")
 	}
 	for _, k := range callbackKeys {
 		if !t.knowsCallbackKey(k) {

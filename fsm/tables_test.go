@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -209,6 +210,40 @@ func TestCrashPolicyIsOneRow(t *testing.T) {
 	}
 	if len(flipped.Rows) != len(SupervisorTable.Rows) {
 		t.Fatalf("flipping changed the number of rows")
+	}
+	// What sidecar-init checks at start accepts it: the flip is the whole edit.
+	if err := flipped.Runnable(); err != nil {
+		t.Fatalf("flipped table: Runnable() = %v, want nil", err)
+	}
+}
+
+// Runnable finds what Validate finds, but a state nothing leads to (dead rows only).
+func TestRunnableIgnoresOnlyUnreachableStates(t *testing.T) {
+	if err := DaemonTable(RestartNever).Runnable(); err != nil {
+		t.Errorf("restart = never: Runnable() = %v, want nil (only dead rows)", err)
+	}
+	base := Table{Machine: "m", Initial: "a", Final: []State{"c"}, Rows: []Row{
+		{Event: "go", Src: []State{"a"}, Dst: "b"},
+		{Event: "end", Src: []State{"b"}, Dst: "c"},
+		{Event: "odd", Src: []State{"x"}, Dst: "c"}, // x: unreachable, fine to run
+	}}
+	if err := base.Runnable(); err != nil {
+		t.Fatalf("Runnable() = %v, want nil", err)
+	}
+	if err := (Table{Machine: "m", Initial: "a", Final: []State{"c", "z"}, Rows: base.Rows}).Runnable(); err != nil {
+		t.Errorf("one final state unreachable, another reachable: Runnable() = %v, want nil", err)
+	}
+	for name, tb := range map[string]Table{
+		"duplicate":          {Machine: "m", Initial: "a", Final: []State{"c"}, Rows: append(slices.Clone(base.Rows), Row{Event: "go", Src: []State{"a"}, Dst: "c"})},
+		"no final reachable": {Machine: "m", Initial: "a", Final: []State{"z"}, Rows: base.Rows},
+		"incomplete":         {Machine: "m", Initial: "a", Final: []State{"c"}, Rows: append(slices.Clone(base.Rows), Row{Event: "y", Dst: "c"})},
+	} {
+		if err := tb.Runnable(); err == nil {
+			t.Errorf("%s: Runnable() = nil, want an error", name)
+		}
+	}
+	if err := base.Runnable("enter_bb"); err == nil {
+		t.Errorf("misspelled callback key: Runnable() = nil, want an error")
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/claude-bottle/sidecar-init/fsm"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -493,6 +494,18 @@ func TestEmbeddedDefaultIsTheBundleTable(t *testing.T) {
 		if !strings.Contains(string(dockerfile), want) {
 			t.Errorf("Dockerfile.sidecars lacks %q", want)
 		}
+	}
+}
+
+// The README's way to change the crash policy is to flip one row of fsm.SupervisorTable:
+// the binary's start-up check must accept the result (it refused it, "degraded" being
+// unreachable, until the check stopped counting dead rows).
+func TestFlippedCrashPolicyPassesTheStartUpCheck(t *testing.T) {
+	if err := validateTables(fsm.SupervisorTable); err != nil {
+		t.Fatalf("shipped tables: %v", err)
+	}
+	if err := validateTables(fsm.TearDownOnCrash()); err != nil {
+		t.Fatalf("crash policy flipped to tear down: %v", err)
 	}
 }
 
