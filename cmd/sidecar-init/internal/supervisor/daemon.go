@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"syscall"
 	"time"
@@ -153,6 +154,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 		d.restarts++
 		d.windowRestarts++
 	}
+	s.removeStaleProbeFile(d)
 	pid, err := procs.Spawn(spec, s.opts.Stdin)
 	if err != nil {
 		status := 126
@@ -178,6 +180,34 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	s.byPid[pid] = d
 	s.fireDaemon(d, fsm.DaemonSpawn, zapcore.InfoLevel, detail{})
 	s.beginStarting(d, now)
+}
+
+// removeStaleProbeFile removes, before a run, the file its `file` probe waits for: one an
+// earlier run left (a crash, a container restarted in place) would pass the first attempt,
+// which comes as the daemon is spawned, before the daemon could remove it itself, and its
+// dependents would start on a daemon not ready. systemd removes a stale PIDFile the same
+// way. A directory is left alone. Synchronous, like the ready file's writes: one lstat
+// and one unlink in the loop.
+func (s *Supervisor) removeStaleProbeFile(d *daemon) {
+	path := d.cfg.Ready.File
+	if path == "" {
+		return
+	}
+	info, err := os.Lstat(path)
+	if err != nil {
+		return // absent (or unreadable: the probe will say so)
+	}
+	if info.IsDir() {
+		s.log.Warn("the file a readiness probe waits for is a directory: it passes at once",
+			zlog.String("daemon", d.cfg.Name), zlog.String("path", path))
+		return
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("cannot remove the readiness file an earlier run left: the probe may pass before the daemon is ready",
+			zlog.String("daemon", d.cfg.Name), zlog.String("path", path), zlog.Error(err))
+		return
+	}
+	s.log.Info("removed the readiness file an earlier run left", zlog.String("daemon", d.cfg.Name), zlog.String("path", path))
 }
 
 // labelOutput points spec's stdout and stderr at labelled pipes when the daemon's log mode

@@ -179,3 +179,40 @@ func TestExecProbeLeftoversAreKilled(t *testing.T) {
 	}
 	h.stopAndWant(0)
 }
+
+// A file probe does not pass on the file an earlier run left (a container restarted in
+// place): sidecar-init removes it before the run, since the first attempt comes as the
+// daemon is spawned, before the daemon could remove it itself.
+func TestFileProbeIgnoresAnEarlierRunsFile(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	mark, wrote := filepath.Join(dir, "ready"), filepath.Join(dir, "wrote")
+	if err := os.WriteFile(mark, []byte("an earlier run\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := shDaemon("backend", "sleep 0.3; : >"+wrote+"; : >"+mark+"; exec sleep 30")
+	d.Ready, d.ReadyTimeout = config.Probe{File: mark}, 10*time.Second
+	h.run([]config.Daemon{d}, nil)
+	h.waitLog("backend", fsm.DaemonRunning)
+	if _, err := os.Stat(wrote); err != nil {
+		t.Fatalf("backend was ready before it wrote its file (the earlier run's passed):\n%s", h.dumpLogs())
+	}
+	h.stopAndWant(0)
+}
+
+// Nor on the file the run before a policy restart left when it crashed.
+func TestFileProbeIgnoresTheCrashedRunsFile(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	mark, crashed, wrote := filepath.Join(dir, "ready"), filepath.Join(dir, "crashed"), filepath.Join(dir, "wrote")
+	d := shDaemon("backend", "if [ -e "+crashed+" ]; then sleep 0.3; : >"+wrote+"; : >"+mark+"; exec sleep 30; fi; : >"+mark+"; : >"+crashed+"; exit 1")
+	d.Ready, d.ReadyTimeout = config.Probe{File: mark}, 10*time.Second
+	d.Restart, d.BackoffInitial, d.BackoffMax, d.BackoffReset = fsm.RestartOnFailure, 10*time.Millisecond, time.Second, time.Hour
+	h.run([]config.Daemon{d}, nil)
+	h.waitTransitions("backend", "spawn", 2)
+	h.waitState("backend", string(fsm.DaemonRunning))
+	if _, err := os.Stat(wrote); err != nil {
+		t.Fatalf("the restarted backend was ready before it wrote its file (the crashed run's passed):\n%s", h.dumpLogs())
+	}
+	h.stopAndWant(1)
+}
