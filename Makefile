@@ -16,7 +16,8 @@ build:
 ## demo: a oneshot task and five small daemons; one crashes after 4 s, the rest run on; Ctrl-C stops them
 ## (`trap : INT`: Ctrl-C must not end the recipe shell before it prints the exit status)
 demo: build
-	@echo '--- sidecar-init demo: "ticker" starts once "backend" is ready; lines are labelled NAME | ...;'
+	@echo '--- sidecar-init demo: "backend" starts once the oneshot "setup" has finished, "ticker" once'
+	@echo '--- "backend" is ready; lines are labelled NAME | ...;'
 	@echo '--- "flaky" crashes after 4 s and the others keep running;'
 	@echo '--- "phoenix" crashes every 6 s and is restarted with a growing backoff.'
 	@echo '--- In another terminal: CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=/tmp/sidecar-init-demo.sock ./$(BIN) status'

@@ -78,7 +78,7 @@ func buildDaemonTable(p RestartPolicy) Table {
 			{Event: DaemonSpawn, Src: []State{DaemonPending, DaemonBackoff}, Dst: DaemonStarting,
 				Driver: "the loop forked and exec'd the daemon into its own process group (at start-up once its `after` daemons are ready; when its restart timer fires and none of them is on its way back; on an operator's start or restart), never before what its earlier runs left in their groups has exited"},
 			{Event: DaemonReady, Src: []State{DaemonStarting}, Dst: DaemonRunning,
-				Driver: "its readiness probe passed (tcp, file or exec), or at once when it has none (a oneshot stays starting: its exit with status 0 is what makes it ready)"},
+				Driver: "its readiness probe passed (tcp, file or exec), or at once when it has none (a oneshot never fires ready: it stays starting until its exit with status 0, which makes it count as ready for `after` and health)"},
 			{Event: DaemonSpawnFailed, Src: []State{DaemonPending, DaemonBackoff}, Dst: afterDeath(p, true),
 				Driver: "exec failed (ENOENT → status 127, EACCES → 126): a failure", Note: policyNote},
 			{Event: DaemonExit, Src: []State{DaemonStarting, DaemonRunning}, Dst: afterDeath(p, false),
