@@ -112,7 +112,7 @@ func (t Table) Validate(callbackKeys ...string) error {
 }
 
 // Runnable checks what would make the table wrong to run: an incomplete row, an (event,
-// source) pair twice, no final state or one that cannot be reached, a callback key that
+// source) pair twice, no final state or none that can be reached, a callback key that
 // names nothing. A state that nothing leads to is only dead rows: degraded under the
 // tear-down crash policy, backoff and given_up under restart = "never" (a final state, so
 // long as another is reachable). Validate reports it; Runnable, what sidecar-init checks at
@@ -169,8 +169,9 @@ func (t Table) check(everyStateReachable bool, callbackKeys []string) error {
 			problems = append(problems, fmt.Sprintf("final state %q is unreachable", s))
 		}
 	}
-	if len(t.Final) > 0 && !finalReached {
-		// The machine could never be done: whatever else is dead, this is fatal.
+	if !everyStateReachable && len(t.Final) > 0 && !finalReached {
+		// The machine could never be done: whatever else is dead, this is fatal. (Validate
+		// has named each unreachable final state already.)
 		problems = append(problems, "no final state is reachable")
 	}
 	for _, k := range callbackKeys {
