@@ -59,6 +59,8 @@ type daemon struct {
 	lastProbeErr error
 	// awaitingStop: a reverse-order shutdown holds its stop until its dependents are gone.
 	awaitingStop bool
+	// walked marks it seen by the anyDependentLive call numbered so (Supervisor.walk).
+	walked uint64
 	// restartHeld: in backoff, its restart is due but held back, by an `after` daemon on its
 	// way back (see depsSettled) or by what its last run left, still exiting: the loop spawns
 	// it once neither holds.

@@ -71,7 +71,7 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 			d.restartAt = time.Time{}
 			s.fireDaemon(d, fsm.DaemonCancel, zapcore.InfoLevel, detail{reason: "shutdown"})
 		case fsm.DaemonStarting, fsm.DaemonRunning:
-			if s.opts.ReverseStop && d.anyDependentLive() {
+			if s.opts.ReverseStop && s.anyDependentLive(d) {
 				d.awaitingStop = true // its dependents go first
 				continue
 			}
@@ -212,10 +212,21 @@ func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time, re
 // anyDependentLive says a daemon that comes after d, directly or through others, still has
 // a process: its own, or one left in any of its process groups (they get stopped, with a
 // grace, before d is). Through others: in db ← migrate ← app, a migrate that finished (or
-// died) must not let db go while app runs. (The table has no cycles: config refuses them.)
-func (d *daemon) anyDependentLive() bool {
+// died) must not let db go while app runs. Each daemon is looked at once a call (the walk
+// mark), so a table where `after` chains cross (a diamond on each level) costs O(daemons +
+// edges), not one visit per path.
+func (s *Supervisor) anyDependentLive(d *daemon) bool {
+	s.walk++
+	return d.anyDependentLiveWalk(s.walk)
+}
+
+func (d *daemon) anyDependentLiveWalk(walk uint64) bool {
 	for _, dep := range d.dependents {
-		if dep.live() || dep.groupsOpen() || dep.anyDependentLive() {
+		if dep.walked == walk {
+			continue // seen this call: had it been live, the walk would have ended there
+		}
+		dep.walked = walk
+		if dep.live() || dep.groupsOpen() || dep.anyDependentLiveWalk(walk) {
 			return true
 		}
 	}
@@ -237,7 +248,7 @@ func (s *Supervisor) stopAwaiting(now time.Time, force bool) {
 			stopped = true
 			continue
 		}
-		if !d.anyDependentLive() {
+		if !s.anyDependentLive(d) {
 			s.stopDaemon(d, s.stopSignal, now, "shutdown: the daemons after it are gone")
 			stopped = true
 		}

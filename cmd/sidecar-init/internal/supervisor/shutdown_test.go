@@ -493,3 +493,31 @@ func TestThirdStopSignalIsNoIllegalEvent(t *testing.T) {
 		t.Fatalf("%d illegal events:\n%s", n, h.dumpLogs())
 	}
 }
+
+// The reverse order's look through dead dependents visits each daemon once: where `after`
+// chains cross (40 levels of two daemons, each after both of the level before), one visit
+// per path would be 2^39 and hold the loop for good.
+func TestReverseOrderWalkIsLinear(t *testing.T) {
+	var daemons []config.Daemon
+	for level := range 40 {
+		for i := range 2 {
+			d := config.Daemon{Name: fmt.Sprintf("l%d-%d", level, i), Command: []string{"/bin/true"}}
+			if level > 0 {
+				d.After = []string{fmt.Sprintf("l%d-0", level-1), fmt.Sprintf("l%d-1", level-1)}
+			}
+			daemons = append(daemons, d)
+		}
+	}
+	core, _ := observer.New(zapcore.DebugLevel)
+	s := New(Options{Daemons: daemons, Log: zlog.New(core)})
+	done := make(chan bool, 1)
+	go func() { done <- s.anyDependentLive(s.daemons[0]) }()
+	select {
+	case live := <-done:
+		if live {
+			t.Fatal("nothing runs, yet a dependent was found live")
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the walk did not end: it visits each path, not each daemon")
+	}
+}

@@ -112,9 +112,11 @@ type Supervisor struct {
 	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups (since
 	// the last spawn).
 	sweptEveryone bool
-	timer         *time.Timer
-	timerArmed    bool      // the timer is set and its value not yet received
-	timerAt       time.Time // where it is set to go off, while armed
+	// walk numbers the anyDependentLive calls, for their marks on the daemons.
+	walk       uint64
+	timer      *time.Timer
+	timerArmed bool      // the timer is set and its value not yet received
+	timerAt    time.Time // where it is set to go off, while armed
 }
 
 // New prepares the daemons; nothing is spawned until Run. The caller validates the tables
