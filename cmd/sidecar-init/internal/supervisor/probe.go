@@ -36,10 +36,10 @@ type execProbe struct {
 	forPid int
 }
 
-// depSettled: the dependency is not on its way back; it is ready (running) or done for
-// good (exited, given up). A restart waits for that, not for readiness: a dependency that
-// will not come back (a one-shot that finished) must not hold its dependents' restarts for
-// ever.
+// depSettled: the dependency is not on its way back; it is ready (running), done for good
+// (exited, given up), or a oneshot that finished and was held afterwards (done, which adds
+// only that case to Done). A restart waits for that, not for readiness: a dependency that
+// will not come back (a task that finished) must not hold its dependents' restarts for ever.
 func depSettled(dep *daemon) bool {
 	return dep.machine.Current() == fsm.DaemonRunning || dep.machine.Done() || dep.done()
 }
