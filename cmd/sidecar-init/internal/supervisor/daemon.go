@@ -190,26 +190,47 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 // dependents would start on a daemon not ready. systemd removes a stale PIDFile the same
 // way. A directory is left alone. Synchronous, like the ready file's writes: one lstat
 // and one unlink in the loop.
+//
+// For a daemon with a `user`, both are done with that user's filesystem identity: the path
+// may run through a directory the daemon owns, where it could put a symlink to anywhere,
+// and root would follow it and remove a file of that name the daemon could not remove.
 func (s *Supervisor) removeStaleProbeFile(d *daemon) {
 	path := d.cfg.Ready.File
 	if path == "" {
 		return
 	}
-	info, err := os.Lstat(path)
-	if err != nil {
-		return // absent (or unreadable: the probe will say so)
+	fields := []zlog.Field{zlog.String("daemon", d.cfg.Name), zlog.String("path", path)}
+	if d.cfg.Credential != nil {
+		fields = append(fields, zlog.String("user", d.cfg.Credential.Name))
 	}
-	if info.IsDir() {
-		s.log.Warn("the file a readiness probe waits for is a directory: it passes at once",
-			zlog.String("daemon", d.cfg.Name), zlog.String("path", path))
-		return
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	var isDir, removed bool
+	err := procs.AsUser(d.cfg.Credential, func() error {
+		info, err := os.Lstat(path)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if info.IsDir() {
+			isDir = true
+			return nil
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		removed = true
+		return nil
+	})
+	switch {
+	case err != nil:
 		s.log.Warn("cannot remove the readiness file an earlier run left: the probe may pass before the daemon is ready",
-			zlog.String("daemon", d.cfg.Name), zlog.String("path", path), zlog.Error(err))
-		return
+			append(fields, zlog.Error(err))...)
+	case isDir:
+		s.log.Warn("the file a readiness probe waits for is a directory: it passes at once", fields...)
+	case removed:
+		s.log.Info("removed the readiness file an earlier run left", fields...)
 	}
-	s.log.Info("removed the readiness file an earlier run left", zlog.String("daemon", d.cfg.Name), zlog.String("path", path))
 }
 
 // labelOutput points spec's stdout and stderr at labelled pipes when the daemon's log mode

@@ -216,3 +216,53 @@ func TestFileProbeIgnoresTheCrashedRunsFile(t *testing.T) {
 	}
 	h.stopAndWant(1)
 }
+
+// The removal before a run is the daemon's user's, not root's: a symlink the daemon put in
+// a directory it owns cannot make sidecar-init remove a file the daemon could not, while a
+// file the daemon could remove itself still goes.
+func TestFileProbeRemovalIsTheDaemonUsers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a daemon as another user")
+	}
+	h := newHarness(t)
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil { // t.TempDir's are root's alone
+			t.Fatal(err)
+		}
+	}
+	rootOwned, theirs := filepath.Join(dir, "root-owned"), filepath.Join(dir, "theirs")
+	for _, d := range []string{rootOwned, theirs} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "ready"), []byte("an earlier run\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(theirs, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(rootOwned, filepath.Join(theirs, "run")); err != nil {
+		t.Fatal(err)
+	}
+	nobody := &procs.Credential{UID: 65534, GID: 65534, Groups: []uint32{65534}, Name: "nobody", Home: "/"}
+	through := shDaemon("through", "exec sleep 30")
+	through.Credential, through.Ready, through.ReadyTimeout = nobody, config.Probe{File: filepath.Join(theirs, "run", "ready")}, testTimeout
+	own := shDaemon("own", ": >"+filepath.Join(theirs, "ready")+"; exec sleep 30")
+	own.Credential, own.Ready, own.ReadyTimeout = nobody, config.Probe{File: filepath.Join(theirs, "ready")}, testTimeout
+	h.run([]config.Daemon{through, own}, nil)
+	h.waitLog("own", fsm.DaemonRunning)
+	h.waitLog("through", fsm.DaemonRunning) // at once, on the file it could not remove: the warning says so
+	if _, err := os.Stat(filepath.Join(rootOwned, "ready")); err != nil {
+		t.Errorf("root's file, reached through the daemon's symlink: %v; want it left alone", err)
+	}
+	warned := h.logs.FilterMessageSnippet("cannot remove the readiness file").FilterField(zlog.String("daemon", "through")).All()
+	if len(warned) != 1 || warned[0].ContextMap()["user"] != "nobody" {
+		t.Errorf("want one warning naming through and user nobody, got %v", warned)
+	}
+	if len(h.logs.FilterMessage("removed the readiness file an earlier run left").FilterField(zlog.String("daemon", "own")).All()) != 1 {
+		t.Errorf("own's file, in its own directory, was not removed:\n%s", h.dumpLogs())
+	}
+	h.stopAndWant(0)
+}

@@ -1,0 +1,195 @@
+package procs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var nobody = &Credential{UID: 65534, GID: 65534, Groups: []uint32{65534}, Name: "nobody", Home: "/"}
+
+// asNobody is AsUser(nobody, fn) that also fails if fn ran on the main thread: the runtime
+// parks a main thread whose locked goroutine ended rather than ending it, so whichever test
+// calls first would see it, and afterwards the main thread is gone from the pool.
+func asNobody(fn func() error) error {
+	return AsUser(nobody, func() error {
+		if unix.Gettid() == unix.Getpid() {
+			return errors.New("ran on the main thread")
+		}
+		return fn()
+	})
+}
+
+// reachableDir is a fresh directory every user may enter: t.TempDir's are root's alone.
+func reachableDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestAsUserChecksPathsAsTheUser: what root could remove but nobody could not stays, and
+// what nobody owns goes.
+func TestAsUserChecksPathsAsTheUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root can take another user's filesystem identity")
+	}
+	dir := reachableDir(t)
+	rootOnly := filepath.Join(dir, "root-only")
+	theirs := filepath.Join(dir, "theirs")
+	for _, d := range []string{rootOnly, theirs} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "ready"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(theirs, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+
+	err := asNobody(func() error { return os.Remove(filepath.Join(rootOnly, "ready")) })
+	if !errors.Is(err, syscall.EACCES) {
+		t.Errorf("removing a file in root's directory as nobody: %v, want EACCES", err)
+	}
+	if _, err := os.Stat(filepath.Join(rootOnly, "ready")); err != nil {
+		t.Errorf("the file in root's directory: %v, want it still there", err)
+	}
+	if err := asNobody(func() error { return os.Remove(filepath.Join(theirs, "ready")) }); err != nil {
+		t.Errorf("removing a file in nobody's directory as nobody: %v", err)
+	}
+	if err := AsUser(nil, func() error { return os.Remove(filepath.Join(rootOnly, "ready")) }); err != nil {
+		t.Errorf("removing a file in root's directory with no user: %v", err)
+	}
+}
+
+// TestAsUserLeavesNoThreadChanged: the thread that took the user's identity must end with
+// the call, or the runtime would hand it to other goroutines, which would then act as
+// nobody. The main thread, which the runtime cannot end, must never take it. Every thread
+// of this process must be back to fsuid 0 once the threads used have ended, and the
+// process as dumpable as before.
+func TestAsUserLeavesNoThreadChanged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root can take another user's filesystem identity")
+	}
+	const before = 1
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, before, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if err := asNobody(func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); err != nil || after != before {
+		t.Errorf("dumpable flag %d (%v) after the calls, %d before: the kernel clears it on an fsuid change", after, err, before)
+	}
+	// The threads end just after the calls return; give them a moment, not a fixed sleep.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		changed := threadsNotRoot(t)
+		if len(changed) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("threads still with another filesystem identity 5 s after the calls: %v", changed)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// threadsNotRoot lists this process's threads whose fsuid or fsgid is not 0 (the fourth
+// field of Uid: and Gid: in /proc/self/task/TID/status).
+func threadsNotRoot(t *testing.T) []string {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changed []string
+	for _, task := range tasks {
+		status, err := os.ReadFile(filepath.Join("/proc/self/task", task.Name(), "status"))
+		if err != nil {
+			continue // ended meanwhile
+		}
+		for line := range strings.SplitSeq(string(status), "\n") {
+			key, value, _ := strings.Cut(line, ":")
+			if fields := strings.Fields(value); (key == "Uid" || key == "Gid") && len(fields) == 4 && fields[3] != "0" {
+				changed = append(changed, "pid "+strconv.Itoa(os.Getpid())+" task "+task.Name()+" "+key+" "+strings.Join(fields, " "))
+			}
+		}
+	}
+	return changed
+}
+
+// TestAsUserNeverOnTheMainThread: without the hand-off, the first call landed on the main
+// thread in each of 3 runs of this test alone.
+func TestAsUserNeverOnTheMainThread(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root can take another user's filesystem identity")
+	}
+	for i := range 100 {
+		if err := asNobody(func() error { return nil }); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+}
+
+// TestRunAsRestoresTheThread: runAs gives the thread back as it found it, so even a thread
+// that did not end would carry nothing of the user.
+func TestRunAsRestoresTheThread(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root can take another user's filesystem identity")
+	}
+	type ids struct {
+		fsuid, fsgid int
+		groups       []int
+		during       string
+		err          error
+	}
+	got := make(chan ids, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: this thread must end with the goroutine
+		var r ids
+		r.err = runAs(&Credential{UID: 65534, GID: 65534, Groups: []uint32{29, 65534}, Name: "nobody"}, func() error {
+			uid, _ := unix.SetfsuidRetUid(-1)
+			gid, _ := unix.SetfsgidRetGid(-1)
+			groups, err := unix.Getgroups()
+			r.during = fmt.Sprint(uid, gid, groups)
+			return err
+		})
+		r.fsuid, _ = unix.SetfsuidRetUid(-1)
+		r.fsgid, _ = unix.SetfsgidRetGid(-1)
+		r.groups, _ = unix.Getgroups()
+		got <- r
+	}()
+	saved, err := unix.Getgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.during != "65534 65534 [29 65534]" {
+		t.Errorf("during fn: fsuid fsgid groups = %s, want 65534 65534 [29 65534]", r.during)
+	}
+	if r.fsuid != 0 || r.fsgid != 0 || !slices.Equal(r.groups, saved) {
+		t.Errorf("after: fsuid %d fsgid %d groups %v, want 0 0 %v", r.fsuid, r.fsgid, r.groups, saved)
+	}
+}
