@@ -107,14 +107,14 @@ func (s *Supervisor) startAgain(d *daemon, now time.Time, reason string, countsA
 		// restart to come.
 		countsAsRestart = false
 	}
+	d.windowRestarts = 0
+	if countsAsRestart {
+		d.restarts++ // first, so that the start line carries the count its spawn will
+	}
 	if d.machine.Current() != fsm.DaemonPending {
 		// From backoff the pending restart is dropped: this start takes its place.
 		d.restartAt, d.restartHeld = time.Time{}, false
 		s.fireDaemon(d, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: reason})
-	}
-	d.windowRestarts = 0
-	if countsAsRestart {
-		d.restarts++
 	}
 	s.reviveCancelledDependents(d)
 	// An operator's start does not wait for `after` daemons: the operator decides.

@@ -117,3 +117,26 @@ func TestStopOfADeadDaemonStopsWhatItLeft(t *testing.T) {
 	}
 	h.stopAndWant(1)
 }
+
+// An operator's restart counts before its start transition is logged, so the start line
+// and the spawn after it carry the same count (the start line used to carry the old one).
+func TestOperatorRestartLogsItsCountOnTheStart(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{shDaemon("svc", "exec sleep 1000")}, nil)
+	h.waitLog("svc", fsm.DaemonRunning)
+	for round := 1; round <= 2; round++ {
+		if resp := h.call("restart", "svc"); !resp.OK {
+			t.Fatalf("restart: %+v", resp)
+		}
+		h.waitTransitions("svc", "spawn", round+1)
+		starts, spawns := h.transitions("svc", "start"), h.transitions("svc", "spawn")
+		if len(starts) != round {
+			t.Fatalf("round %d: %d start transitions, want %d:\n%s", round, len(starts), round, h.dumpLogs())
+		}
+		start, spawn := starts[round-1]["restarts"], spawns[round]["restarts"]
+		if start != int64(round) || spawn != int64(round) {
+			t.Errorf("round %d: restarts %v on the start and %v on the spawn, want %d on both", round, start, spawn, round)
+		}
+	}
+	h.stopAndWant(0)
+}
