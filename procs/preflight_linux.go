@@ -1,0 +1,64 @@
+package procs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Preflight finds out, without starting anything, what Spawn would learn only by failing:
+// that spec's program resolves (in the daemon's PATH, as Spawn looks) to a file the
+// daemon's user may execute, and that its dir is a directory that user may enter. The
+// kernel decides both (faccessat with the user's filesystem identity, through AsUser), so
+// every directory on the way counts. It returns the program's path; its errors are
+// *SpawnError with the status the daemon would die with (127, 126).
+//
+// It cannot see what only the exec finds: a script's interpreter, a binary for another
+// architecture, a mount with noexec.
+func Preflight(spec Spec) (string, error) {
+	if len(spec.Argv) == 0 || spec.Argv[0] == "" {
+		return "", &SpawnError{Err: errors.New("empty command"), Status: 127}
+	}
+	fail := func(err error) (string, error) {
+		return "", &SpawnError{Argv0: spec.Argv[0], Err: err, Status: statusFor(err)}
+	}
+	path, err := lookPath(spec.Argv[0], spec.Env, spec.Dir, spec.Credential)
+	if err != nil {
+		return fail(err)
+	}
+	err = AsUser(spec.Credential, func() error {
+		if spec.Dir != "" {
+			switch info, err := os.Stat(spec.Dir); {
+			case err != nil:
+				return fmt.Errorf("dir %s: %w", spec.Dir, err)
+			case !info.IsDir():
+				return fmt.Errorf("dir %s: %w", spec.Dir, syscall.ENOTDIR)
+			}
+			if err := unix.Faccessat(unix.AT_FDCWD, spec.Dir, unix.X_OK, unix.AT_EACCESS); err != nil {
+				return fmt.Errorf("dir %s: the daemon's user may not enter it: %w", spec.Dir, err)
+			}
+		}
+		program := path
+		if !filepath.IsAbs(program) && spec.Dir != "" {
+			program = filepath.Join(spec.Dir, program) // where the daemon, in its dir, finds it
+		}
+		switch info, err := os.Stat(program); {
+		case err != nil:
+			return err // a *PathError: it names the program
+		case info.IsDir():
+			return fmt.Errorf("%s is a directory: %w", program, syscall.EACCES)
+		}
+		if err := unix.Faccessat(unix.AT_FDCWD, program, unix.X_OK, unix.AT_EACCESS); err != nil {
+			return fmt.Errorf("%s: the daemon's user may not execute it: %w", program, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return path, nil
+}
