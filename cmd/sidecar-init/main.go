@@ -46,7 +46,7 @@ const notifyFlushTimeout = 300 * time.Millisecond
 const logFlushTimeout = 300 * time.Millisecond
 
 func main() {
-	isClient := len(os.Args) > 1 && isClientCommand(os.Args[1])
+	isClient := len(os.Args) > 1 && (isClientCommand(os.Args[1]) || os.Args[1] == cmdCheck)
 	var signals supervisor.Signals
 	if !isClient {
 		// First thing: a Go PID 1 that has not asked for SIGTERM exits with status 2 when it
@@ -60,9 +60,12 @@ func main() {
 	sinks.Stdout, sinks.Stderr = daemonlog.NewSinks(os.Stdout, os.Stderr)
 	logOut := logging.NewWriter(sinks.Stderr)
 	var err error
-	if isClient {
+	switch {
+	case isClient && os.Args[1] == cmdCheck:
+		err = runCheck(os.Args[2:], os.Stdout)
+	case isClient:
 		err = runClient(os.Args[1:], os.Stdout)
-	} else {
+	default:
 		err = run(os.Args[1:], signals, sinks, logOut)
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
@@ -158,16 +161,12 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 	// An earlier run's ready file must not say ready while this run starts, stops at a bad
 	// selection or user, or selects nothing.
 	supervisor.RemoveReadyFile(cfg.ReadyFile, log)
-	selection, selected := os.LookupEnv(config.SelectEnv)
-	daemons, err := cfg.Select(selection, selected)
+	daemons, err := selectDaemons(cfg)
 	if err != nil {
 		return err
 	}
-	if err := config.ResolveUsers(daemons, cfg.Source, procs.PasswdPath, procs.GroupPath); err != nil {
-		return err
-	}
 	if len(daemons) == 0 {
-		log.Info("no daemons selected: nothing to supervise, exiting", zlog.String(config.SelectEnv, selection))
+		log.Info("no daemons selected: nothing to supervise, exiting", zlog.String(config.SelectEnv, os.Getenv(config.SelectEnv)))
 		return nil
 	}
 	log.Info("sidecar-init", zlog.String("version", version), zlog.String("config", cfg.Source),
@@ -239,7 +238,7 @@ func parseArgs(args []string) (options, error) {
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			flags.SetOutput(os.Stdout)
-			_, _ = fmt.Fprintln(os.Stdout, "usage: sidecar-init [--config FILE] [--log-level LEVEL] [--version]\n       sidecar-init status [--json] | health | restart NAME | stop NAME | start NAME")
+			_, _ = fmt.Fprintln(os.Stdout, "usage: sidecar-init [--config FILE] [--log-level LEVEL] [--version]\n       sidecar-init status [--json] | health | restart NAME | stop NAME | start NAME\n       sidecar-init check [--config FILE]")
 			flags.PrintDefaults()
 			return opts, err
 		}

@@ -134,6 +134,16 @@ func TestSidecarBundle(t *testing.T) {
 		Gitleaks:         programs.gitleaks,
 	})
 
+	// What Dockerfile.sidecars runs at build time (RUN sidecar-init check), here on this
+	// table: every daemon's program and dir must be there for its user.
+	check := exec.Command(initBin, "check", "--config", table)
+	check.Env = clientEnv
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Fatalf("sidecar-init check on the table: %v\n%s", err, out)
+	} else {
+		t.Logf("sidecar-init check:\n%s", out)
+	}
+
 	step(3, "start sidecar-init as PID 1 of a new PID namespace")
 	logs, daemonOut := &logSink{}, &logSink{}
 	t.Cleanup(func() {

@@ -139,14 +139,9 @@ func New(opts Options) *Supervisor {
 	s.timer.Stop()
 	byName := map[string]*daemon{}
 	for _, d := range opts.Daemons {
-		extra := d.Env
-		if d.Credential != nil {
-			// HOME, USER and LOGNAME of its user, unless the table sets them itself.
-			extra = append(d.Credential.Env(), d.Env...)
-		}
 		dm := &daemon{
 			cfg:     d,
-			env:     mergeEnv(opts.Environ, extra),
+			env:     DaemonEnv(opts.Environ, d),
 			machine: fsm.NewMachine(d.Name, fsm.DaemonTable(d.Restart)),
 		}
 		s.daemons = append(s.daemons, dm)
@@ -593,6 +588,17 @@ func (s *Supervisor) fireSupervisor(e fsm.Event, fields ...zlog.Field) (fsm.Tran
 		}, fields...)...)
 	}
 	return tr, true
+}
+
+// DaemonEnv is the environment d runs with (its exec probes too): environ, then HOME, USER
+// and LOGNAME of its user if it has one, then the table's env, each replacing what came
+// before under the same name.
+func DaemonEnv(environ []string, d config.Daemon) []string {
+	extra := d.Env
+	if d.Credential != nil {
+		extra = append(d.Credential.Env(), d.Env...)
+	}
+	return mergeEnv(environ, extra)
 }
 
 // mergeEnv adds the daemon's variables to the inherited environment, replacing any that

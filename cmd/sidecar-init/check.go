@@ -1,0 +1,124 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/supervisor"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
+	"github.com/claude-bottle/sidecar-init/fsm"
+	"github.com/claude-bottle/sidecar-init/procs"
+)
+
+const cmdCheck = "check"
+
+const checkUsage = "usage: sidecar-init check [--config FILE]"
+
+// runCheck is `sidecar-init check`: what the supervisor checks before it starts anything
+// (the transition tables, the daemon table with the environment's overrides, the
+// CLAUDE_BOTTLE_SIDECAR_DAEMONS selection, users, the notification token), plus what it
+// otherwise learns only as each daemon starts: that its program and dir, and its exec
+// probe's program, are there for its user. It starts nothing and changes nothing, so it
+// belongs in an image build (`RUN sidecar-init check`) or a pod's pre-flight. Exit 0: all
+// good; 2: the supervisor would refuse to start (the error says why); 1: it would start,
+// but the daemons listed would die at once with status 127 or 126.
+func runCheck(args []string, stdout io.Writer) error {
+	flags := flag.NewFlagSet("sidecar-init check", flag.ContinueOnError)
+	flags.SetOutput(io.Discard)
+	table := flags.String("config", os.Getenv(envConfig), "daemon table (TOML); env "+envConfig)
+	if err := flags.Parse(args); errors.Is(err, flag.ErrHelp) {
+		_, _ = fmt.Fprintln(stdout, checkUsage)
+		return err
+	} else if err != nil {
+		return usageError{fmt.Sprintf("check: %v\n%s", err, checkUsage)}
+	}
+	if flags.NArg() != 0 {
+		return usageError{checkUsage}
+	}
+	if err := validateTables(fsm.SupervisorTable); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*table)
+	if err != nil {
+		return err
+	}
+	daemons, err := selectDaemons(cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.NotifyURL != "" {
+		notifier, err := notify.New(cfg.NotifyURL, cfg.NotifyTokenFile, zlog.Nop())
+		if err != nil {
+			return &config.Error{File: cfg.Source, Key: "notify_token_file", Msg: err.Error()}
+		}
+		notifier.Close(0)
+	}
+
+	selection := "unset: all"
+	if value, set := os.LookupEnv(config.SelectEnv); set {
+		selection = fmt.Sprintf("%q", value)
+	}
+	_, _ = fmt.Fprintf(stdout, "%s: %d of %d daemons selected (%s=%s)\n", cfg.Source, len(daemons), len(cfg.Daemons), config.SelectEnv, selection)
+	failed := 0
+	if cfg.ReadyFile != "" {
+		if dir := filepath.Dir(cfg.ReadyFile); !isDir(dir) {
+			_, _ = fmt.Fprintf(stdout, "ready_file %s: its directory %s does not exist (sidecar-init does not create it)\n", cfg.ReadyFile, dir)
+			failed++
+		}
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	_, _ = fmt.Fprintln(tw, "NAME\tUSER\tPROGRAM\tCHECK")
+	environ := os.Environ()
+	for _, d := range daemons {
+		env := supervisor.DaemonEnv(environ, d)
+		user := "(sidecar-init's)"
+		if d.Credential != nil {
+			user = d.Credential.Name
+		}
+		program, err := procs.Preflight(procs.Spec{Argv: d.Command, Env: env, Dir: d.Dir, Credential: d.Credential})
+		if err == nil && len(d.Ready.Exec) > 0 {
+			if _, perr := procs.Preflight(procs.Spec{Argv: d.Ready.Exec, Env: env, Dir: d.Dir, Credential: d.Credential}); perr != nil {
+				err = fmt.Errorf("its ready probe: %w", perr)
+			}
+		}
+		result := "ok"
+		if err != nil {
+			result = err.Error()
+			failed++
+		}
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Name, user, dash(program), result)
+	}
+	if err := tw.Flush(); err != nil {
+		return clientError{"write the answer: " + err.Error()}
+	}
+	if failed > 0 {
+		return clientError{fmt.Sprintf("check: %d problem(s) above: sidecar-init would start, but not as configured", failed)}
+	}
+	return nil
+}
+
+func isDir(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.IsDir()
+}
+
+// selectDaemons applies CLAUDE_BOTTLE_SIDECAR_DAEMONS to the table and resolves the
+// selected daemons' users: the supervisor and `check` alike.
+func selectDaemons(cfg *config.Config) ([]config.Daemon, error) {
+	selection, selected := os.LookupEnv(config.SelectEnv)
+	daemons, err := cfg.Select(selection, selected)
+	if err != nil {
+		return nil, err
+	}
+	if err := config.ResolveUsers(daemons, cfg.Source, procs.PasswdPath, procs.GroupPath); err != nil {
+		return nil, err
+	}
+	return daemons, nil
+}

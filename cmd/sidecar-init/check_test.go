@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// `sidecar-init check` starts nothing, changes nothing, and exits 0 (all good), 1 (it would
+// start, but the daemons named would die at once) or 2 (it would not start at all).
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	good := daemonTOML(t, record, "a", "1s")
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	daemon := func(name, command string, extra ...string) string {
+		return fmt.Sprintf("[[daemon]]\nname = %q\ncommand = [%q]\n%s\n", name, command, strings.Join(extra, "\n"))
+	}
+	readyFile := filepath.Join(dir, "ready")
+	for _, tc := range []struct {
+		name   string
+		table  string
+		env    []string
+		status int
+		says   string // on stdout for 0 and 1, stderr for 2
+	}{
+		{"all good", good + daemon("b", "sleep", `dir = "/"`, `ready = { exec = ["true"] }`), nil, 0, "b     (sidecar-init's)  /usr/bin/sleep"},
+		{"missing program", good + daemon("b", "/nonexistent/prog"), nil, 1, "exec /nonexistent/prog: "},
+		{"program not in PATH", good + daemon("b", "no-such-prog"), nil, 1, "no such file or directory (status 127)"},
+		{"not executable", good + daemon("b", plain), nil, 1, "may not execute it: permission denied (status 126)"},
+		{"missing dir", good + daemon("b", "/bin/true", `dir = "/nonexistent"`), nil, 1, "dir /nonexistent: "},
+		{"exec probe missing", good + daemon("b", "/bin/true", `ready = { exec = ["/nonexistent/probe"] }`), nil, 1, "its ready probe: exec /nonexistent/probe"},
+		{"ready file's dir missing", `ready_file = "/nonexistent/ready"` + "\n" + good, nil, 1, "its directory /nonexistent does not exist"},
+		{"broken daemon not selected", good + daemon("b", "/nonexistent/prog"), []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=a"}, 0, `1 of 2 daemons selected (CLAUDE_BOTTLE_SIDECAR_DAEMONS="a")`},
+		{"unknown key", good + "colour = \"red\"\n", nil, 2, "unknown key"},
+		{"unknown daemon selected", good, []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=nope"}, 2, `unknown daemon "nope"`},
+		{"unknown user", good + daemon("b", "/bin/true", `user = "no-such-user"`), nil, 2, `user "no-such-user": not found`},
+		{"bad grace in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_GRACE=forever"}, 2, "CLAUDE_BOTTLE_SIDECAR_GRACE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "daemons.toml")
+			table := fmt.Sprintf("ready_file = %q\n", readyFile) + tc.table
+			if strings.HasPrefix(tc.table, "ready_file") {
+				table = tc.table
+			}
+			if err := os.WriteFile(cfg, []byte(table), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// A ready file an earlier run left: check must leave it, as it leaves everything.
+			if err := os.WriteFile(readyFile, []byte("earlier\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(binary, "check", "--config", cfg)
+			cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, tc.env...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			status := 0
+			var exit *exec.ExitError
+			if errors.As(err, &exit) {
+				status = exit.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			out := stdout.String()
+			if status == 2 {
+				out = stderr.String()
+			}
+			if status != tc.status || !strings.Contains(out, tc.says) {
+				t.Errorf("exit %d, want %d with %q; stdout:\n%s\nstderr:\n%s", status, tc.status, tc.says, stdout.String(), stderr.String())
+			}
+			if strings.Contains(stderr.String(), `"level"`) {
+				t.Errorf("stderr is the supervisor's JSON log, want plain text for a person:\n%s", stderr.String())
+			}
+			if _, err := os.Stat(record); err == nil {
+				t.Fatal("check started a daemon")
+			}
+			if _, err := os.Stat(readyFile); err != nil {
+				t.Errorf("check removed the ready file an earlier run left: %v", err)
+			}
+		})
+	}
+}
