@@ -95,6 +95,7 @@ FUZZTIME_FILES ?= 5000x
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./cmd/sidecar-init/internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzSelect$$' -fuzztime $(FUZZTIME) ./cmd/sidecar-init/internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzLineOf$$' -fuzztime $(FUZZTIME) ./cmd/sidecar-init/internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSignal$$' -fuzztime $(FUZZTIME) ./procs
 	$(GO) test -run '^$$' -fuzz '^FuzzLookupUser$$' -fuzztime $(FUZZTIME_FILES) ./procs
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./cmd/sidecar-init/internal/control

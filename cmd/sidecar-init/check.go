@@ -118,7 +118,7 @@ func selectDaemons(cfg *config.Config) ([]config.Daemon, error) {
 		return nil, err
 	}
 	if err := config.ResolveUsers(daemons, cfg.Source, procs.PasswdPath, procs.GroupPath); err != nil {
-		return nil, err
+		return nil, cfg.Locate(err)
 	}
 	return daemons, nil
 }

@@ -54,6 +54,8 @@ type Config struct {
 	StopOrder string
 	// ReadyFile is written once every selected daemon is ready, and removed at shutdown.
 	ReadyFile string
+
+	data []byte // the table's text, for the lines of errors found after Parse (Locate)
 }
 
 // Stop orders.
@@ -258,6 +260,28 @@ func ControlSocketOf(data []byte) (string, error) {
 
 // Parse decodes and validates a daemon table. source names it in errors.
 func Parse(source string, data []byte) (*Config, error) {
+	cfg, err := parse(source, data)
+	if err != nil {
+		return nil, locate(err, source, data)
+	}
+	cfg.data = data
+	return cfg, nil
+}
+
+// Locate gives an error about this table found after Parse (ResolveUsers') the line of its
+// key, as Parse does for its own.
+func (c *Config) Locate(err error) error { return locate(err, c.Source, c.data) }
+
+// locate fills in the line of a *Error about source's key when the decoder gave none.
+func locate(err error, source string, data []byte) error {
+	var cerr *Error
+	if errors.As(err, &cerr) && cerr.File == source && cerr.Line == 0 && cerr.Key != "" {
+		cerr.Line = lineOf(data, cerr.Key)
+	}
+	return err
+}
+
+func parse(source string, data []byte) (*Config, error) {
 	var raw fileTable
 	if err := decodeTable(data, &raw); err != nil {
 		var perr toml.ParseError

@@ -127,7 +127,7 @@ func TestParseErrors(t *testing.T) {
 		{"wrong type names the line and key", "[[daemon]]\nname = \"a\"\ncommand = \"/bin/true\"\n", []string{"bad.toml:3: key daemon[0].command", "incompatible types"}},
 		// The decoder has one line per key path: the last daemon's. It is given only when right.
 		{"wrong type in the last daemon", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n[[daemon]]\nname = \"b\"\ncommand = \"y\"\n", []string{"bad.toml:6: key daemon[1].command"}},
-		{"wrong type in an earlier daemon", "[[daemon]]\nname = \"a\"\ncommand = \"x\"\n[[daemon]]\nname = \"b\"\ncommand = [\"y\"]\n", []string{"bad.toml: key daemon[0].command"}},
+		{"wrong type in an earlier daemon", "[[daemon]]\nname = \"a\"\ncommand = \"x\"\n[[daemon]]\nname = \"b\"\ncommand = [\"y\"]\n", []string{"bad.toml:3: key daemon[0].command"}},
 		{"unknown top-level key", "grace = \"1s\"\ngraze = \"2s\"\n", []string{"bad.toml", "key graze", "unknown key (known here: grace, notify_url"}},
 		{"unknown daemon key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nrestrat = \"always\"\n", []string{"key daemon[0].restrat", "unknown key (known here: name, command,"}},
 		{"duplicate names", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n[[daemon]]\nname = \"a\"\ncommand = [\"y\"]\n", []string{"daemon[1].name", `duplicate daemon name "a"`, "daemon[0]"}},
@@ -188,7 +188,7 @@ func TestParseErrors(t *testing.T) {
 		{"second daemon not a table", "daemon = [{ name = \"a\", command = [\"x\"] }, 2]\n", []string{"key daemon[1]", "type int64"}},
 		{"probe not a table keeps its line", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = \"h:1\"\n", []string{"bad.toml:4: key daemon[0].ready", "type string; destination is a table"}},
 		{"array of tables where a table belongs", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n[[daemon.ready]]\ntcp = \"h:1\"\n", []string{"key daemon[0].ready", "type []map[string]any; destination is a table"}},
-		{"quoted env name in an earlier daemon", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"A.B\" = 1 }\n[[daemon]]\nname = \"b\"\ncommand = [\"x\"]\nenv = { \"A.B\" = \"ok\" }\n", []string{"bad.toml: key daemon[0].env.A.B: incompatible types"}},
+		{"quoted env name in an earlier daemon", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"A.B\" = 1 }\n[[daemon]]\nname = \"b\"\ncommand = [\"x\"]\nenv = { \"A.B\" = \"ok\" }\n", []string{"bad.toml:4: key daemon[0].env.A.B: incompatible types"}},
 		{"quoted env name in the last daemon", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { \"A.B\" = 1 }\n", []string{"bad.toml:4: key daemon[0].env.A.B: incompatible types"}},
 		{"key set only in an earlier daemon keeps its line", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\ngrace = 5\n[[daemon]]\nname = \"b\"\ncommand = [\"x\"]\n", []string{"bad.toml:4: key daemon[0].grace"}},
 		{"env name set only in an earlier daemon keeps its line", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { A = 1 }\n[[daemon]]\nname = \"b\"\ncommand = [\"x\"]\nenv = { B = \"x\" }\n", []string{"bad.toml:4: key daemon[0].env.A"}},
