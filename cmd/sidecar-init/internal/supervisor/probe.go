@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/readyfile"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
@@ -297,31 +298,33 @@ func (s *Supervisor) checkAllReady() {
 	// it is spawned, so a forced collection takes CPU the daemons want while they start and
 	// holds up the ready file (0.6 ms of start-up at K = 4, for about 0.5 MiB of RssAnon at
 	// K = 100; measured in commit e718166).
-	if s.opts.ReadyFile == "" {
+	if s.readyFile == nil {
 		return
 	}
-	if err := os.WriteFile(s.opts.ReadyFile, []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o644); err != nil {
-		s.log.Error("could not write the ready file", zlog.String("path", s.opts.ReadyFile), zlog.Error(err))
+	if err := s.readyFile.Write([]byte(time.Now().UTC().Format(time.RFC3339Nano) + "\n")); err != nil {
+		s.log.Error("could not write the ready file", zlog.String("path", s.readyFile.Path()), zlog.Error(err))
 	}
 }
 
 // removeReadyFile at shutdown: the bundle is no longer ready.
 func (s *Supervisor) removeReadyFile() {
-	RemoveReadyFile(s.opts.ReadyFile, s.log)
+	removeReadyFile(s.readyFile, s.log)
 }
 
 // RemoveReadyFile removes the ready file at path ("": none), so that it never says ready
 // while nothing is: at start (one an earlier run left), at shutdown and at exit.
 func RemoveReadyFile(path string, log *zlog.Logger) {
-	if path == "" {
-		return
-	}
-	if info, err := os.Lstat(path); err == nil && info.IsDir() {
+	f := readyfile.Open(path)
+	defer f.Close()
+	removeReadyFile(f, log)
+}
+
+func removeReadyFile(f *readyfile.File, log *zlog.Logger) {
+	switch err := f.Remove(); {
+	case errors.Is(err, readyfile.ErrIsDirectory):
 		// Never ours: a mistyped path must not delete a directory.
-		log.Warn("the ready file's path is a directory; leaving it", zlog.String("path", path))
-		return
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		log.Warn("could not remove the ready file", zlog.String("path", path), zlog.Error(err))
+		log.Warn("the ready file's path is a directory; leaving it", zlog.String("path", f.Path()))
+	case err != nil:
+		log.Warn("could not remove the ready file", zlog.String("path", f.Path()), zlog.Error(err))
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/fsm"
 )
 
 func freeAddr(t *testing.T) string {
@@ -341,5 +342,41 @@ func TestProbeThatCannotRunIsSaidOnce(t *testing.T) {
 	timeout := h.logs.FilterMessage("daemon not ready within ready_timeout: killing it; its restart policy decides what follows").All()
 	if why, _ := timeout[0].ContextMap()["last_probe_error"].(string); !strings.Contains(why, "exec /nonexistent/probe") {
 		t.Errorf("last_probe_error = %q", why)
+	}
+}
+
+// A daemon able to write to the ready file's directory cannot make root write through a
+// symlink it put at the path, nor freeze the loop with a FIFO there.
+func TestReadyFileIsNotWrittenThroughWhatADaemonPutThere(t *testing.T) {
+	for _, plant := range []string{"ln -sf VICTIM READY", "mkfifo READY"} {
+		t.Run(strings.Fields(plant)[0], func(t *testing.T) {
+			h := newHarness(t)
+			dir := t.TempDir()
+			h.readyFile = filepath.Join(dir, "ready")
+			victim, planted := filepath.Join(dir, "victim"), filepath.Join(dir, "planted")
+			if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			script := strings.NewReplacer("VICTIM", victim, "READY", h.readyFile).Replace(plant) + "; : >" + planted + "; exec sleep 30"
+			d := shDaemon("evil", script)
+			d.Ready, d.ReadyTimeout = config.Probe{File: planted}, testTimeout
+			h.run([]config.Daemon{d}, nil)
+			h.waitLog("evil", fsm.DaemonRunning)
+			for deadline := time.Now().Add(testTimeout); ; time.Sleep(10 * time.Millisecond) {
+				if info, err := os.Lstat(h.readyFile); err == nil && info.Mode().IsRegular() {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no regular ready file:\n%s", h.dumpLogs())
+				}
+			}
+			if got, _ := os.ReadFile(victim); string(got) != "precious\n" {
+				t.Errorf("the file the symlink pointed at holds %q", got)
+			}
+			if st := h.call("status", ""); !st.OK { // the loop still answers
+				t.Errorf("status: %+v", st)
+			}
+			h.stopAndWant(0)
+		})
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/daemonlog"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/readyfile"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
@@ -112,6 +113,8 @@ type Supervisor struct {
 	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups (since
 	// the last spawn).
 	sweptEveryone bool
+	// readyFile is opts.ReadyFile, its directory opened before any daemon runs.
+	readyFile *readyfile.File
 	// walk numbers the anyDependentLive calls, for their marks on the daemons.
 	walk       uint64
 	timer      *time.Timer
@@ -166,6 +169,8 @@ func New(opts Options) *Supervisor {
 // returns the supervisor's exit status.
 func (s *Supervisor) Run() int {
 	defer s.timer.Stop()
+	s.readyFile = readyfile.Open(s.opts.ReadyFile)
+	defer s.readyFile.Close()
 	// A ready file left by an earlier run (a shared volume, a container restarted in place)
 	// would say "ready" before any daemon is; it is written again once they all are.
 	s.removeReadyFile()
