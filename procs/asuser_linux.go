@@ -4,101 +4,198 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
 )
 
-// asUserMu makes AsUser calls one at a time: each saves and restores the process's
-// dumpable flag, which the kernel keeps for the whole process.
-var asUserMu sync.Mutex
-
 // AsUser runs fn with cred's filesystem identity: the kernel checks every path fn touches
-// as it would for the daemon (its fsuid, fsgid and exactly its Groups; root's capabilities
-// that override file permissions drop with the fsuid), so a file operation the supervisor
-// does on a daemon's behalf, on a path the daemon can influence (a symlink in a directory
-// it owns), can do no more than the daemon could itself. A nil cred runs fn as the caller.
+// as it would for the daemon (its fsuid, fsgid and exactly its Groups, without the
+// capabilities that override file permissions), so a file operation the supervisor does on
+// a daemon's behalf, on a path the daemon can influence (a symlink in a directory it owns),
+// can do no more than the daemon could itself. A nil cred runs fn as the caller.
 //
-// Linux keeps credentials per thread, and the raw setfsuid, setfsgid and setgroups calls
-// change only the calling one. fn runs on a thread of its own that is locked and never
-// unlocked, so the Go runtime ends that thread with fn's goroutine and no other goroutine
-// ever runs with the identity; never on the main thread, which the runtime cannot end (it
-// would park it for good, still with the identity). fn must not start goroutines that
-// touch files: they would run on other threads, as the caller. Cost: one thread's creation
-// per call (tens of microseconds), paid only for daemons with a user.
+// Linux keeps credentials per thread, and the raw setfsuid, setfsgid, setgroups and capset
+// calls change only the calling one. fn runs on one worker thread kept for AsUser alone: a
+// goroutine locked to it for good, started at the first call, never on the main thread. It
+// takes cred's identity, runs fn and takes its own back, checking each step; if it cannot
+// get its own back, the worker goroutine ends without unlocking and the runtime ends the
+// thread with it, so no other goroutine ever runs with a daemon's identity. One thread for
+// the process's life, not one per call: a PID 1 that needed a new thread for each daemon
+// start would crash (the runtime cannot go on without a thread it asks for) once a daemon
+// has used up the container's pids. fn must not start goroutines that touch files: they
+// would run on other threads, as the caller. Calls are one at a time.
 //
 // Changing a thread's fsuid makes the kernel mark the whole process not dumpable, which
-// among other things hides its /proc/PID/fd and environ from a root without
-// CAP_SYS_PTRACE (`docker exec` as root, by default); AsUser puts the flag back as it was.
+// hides its /proc/PID/fd and environ from a root without CAP_SYS_PTRACE (`docker exec` as
+// root, by default); AsUser puts the flag back as it was.
 func AsUser(cred *Credential, fn func() error) error {
 	if cred == nil {
 		return fn()
 	}
-	asUserMu.Lock()
-	defer asUserMu.Unlock()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if unix.Gettid() != unix.Getpid() {
-			done <- runAs(cred, fn) // the thread ends with this goroutine
-			return
-		}
-		// The main thread: keep it locked to this goroutine, so the one below cannot run on
-		// it, and give it back untouched afterwards.
-		defer runtime.UnlockOSThread()
-		offMain := make(chan error, 1)
-		go func() {
-			runtime.LockOSThread() // never unlocked
-			offMain <- runAs(cred, fn)
-		}()
-		done <- <-offMain
-	}()
-	return <-done
+	worker.Lock()
+	defer worker.Unlock()
+	if worker.jobs == nil {
+		worker.jobs = make(chan asUserJob)
+		go startAsUserWorker(worker.jobs)
+	}
+	done := make(chan asUserResult, 1)
+	worker.jobs <- asUserJob{cred: cred, fn: fn, done: done}
+	r := <-done
+	if r.threadGone {
+		worker.jobs = nil // the next call starts a new worker
+	}
+	return r.err
 }
 
-// runAs gives the calling thread cred's identity, runs fn, and puts the thread's identity
-// (belt and braces: the thread ends anyway) and the process's dumpable flag back.
-func runAs(cred *Credential, fn func() error) (err error) {
+var worker struct {
+	sync.Mutex
+	jobs chan asUserJob // nil until the first call, and after a worker had to end
+}
+
+type asUserJob struct {
+	cred *Credential
+	fn   func() error
+	done chan<- asUserResult
+}
+
+type asUserResult struct {
+	err        error
+	threadGone bool
+}
+
+// startAsUserWorker locks a thread for asUserWorker. The main thread is never that thread:
+// the runtime parks a main thread whose locked goroutine ended rather than ending it. So
+// if this goroutine finds itself there, it holds the main thread until a second goroutine,
+// which cannot run on it meanwhile, has locked a thread of its own, then lets it go.
+func startAsUserWorker(jobs <-chan asUserJob) {
+	runtime.LockOSThread()
+	if unix.Gettid() != unix.Getpid() {
+		asUserWorker(jobs)
+		return
+	}
+	locked := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		close(locked)
+		asUserWorker(jobs)
+	}()
+	<-locked
+	runtime.UnlockOSThread()
+}
+
+// asUserWorker serves AsUser calls on its locked thread for the process's life, or until
+// the thread could not take its own identity back: it then returns still locked, and the
+// runtime ends the thread.
+func asUserWorker(jobs <-chan asUserJob) {
+	for job := range jobs {
+		restored, err := runAs(job.cred, job.fn)
+		job.done <- asUserResult{err: err, threadGone: !restored}
+		if !restored {
+			return
+		}
+	}
+}
+
+// threadIdentity is what runAs changes on the thread.
+type threadIdentity struct {
+	fsuid, fsgid int
+	groups       []int
+	caps         [2]unix.CapUserData
+}
+
+func currentIdentity() (threadIdentity, error) {
+	var id threadIdentity
+	var err error
+	if id.groups, err = unix.Getgroups(); err != nil {
+		return id, fmt.Errorf("read the supervisor's groups: %w", err)
+	}
+	id.fsuid, _ = unix.SetfsuidRetUid(-1) // -1 changes nothing and returns the current id
+	id.fsgid, _ = unix.SetfsgidRetGid(-1)
+	header := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3} // Pid 0: this thread
+	if err := unix.Capget(&header, &id.caps[0]); err != nil {
+		return id, fmt.Errorf("read the supervisor's capabilities: %w", err)
+	}
+	return id, nil
+}
+
+// fileCapabilities override file permissions; the kernel clears them from the effective
+// set when the fsuid goes from 0 to another id, but not under SECBIT_NO_SETUID_FIXUP, nor
+// for a supervisor that is not root and holds them some other way.
+var fileCapabilities = []int{unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH,
+	unix.CAP_FOWNER, unix.CAP_FSETID, unix.CAP_LINUX_IMMUTABLE, unix.CAP_MKNOD, unix.CAP_MAC_OVERRIDE}
+
+// runAs gives the calling thread cred's identity, runs fn, and gives the thread back its
+// own identity and the process its dumpable flag. restored is false when the thread may
+// still hold some of cred's identity.
+func runAs(cred *Credential, fn func() error) (restored bool, err error) {
 	dumpable, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
 	if err != nil {
-		return fmt.Errorf("read the dumpable flag: %w", err)
+		return true, fmt.Errorf("read the dumpable flag: %w", err)
 	}
-	saved, err := unix.Getgroups()
+	own, err := currentIdentity()
 	if err != nil {
-		return fmt.Errorf("read the supervisor's groups: %w", err)
+		return true, err
 	}
-	savedUID, _ := unix.SetfsuidRetUid(-1)
-	savedGID, _ := unix.SetfsgidRetGid(-1)
 	defer func() {
-		err = errors.Join(err, become(saved, savedGID, savedUID, "the supervisor's"))
+		if rerr := setIdentity(own, "take the supervisor's own identity back"); rerr != nil {
+			restored, err = false, errors.Join(err, rerr)
+		}
 		if e := unix.Prctl(unix.PR_SET_DUMPABLE, uintptr(dumpable), 0, 0, 0); e != nil {
 			err = errors.Join(err, fmt.Errorf("restore the dumpable flag to %d: %w", dumpable, e))
 		}
 	}()
-	groups := make([]int, len(cred.Groups))
-	for i, g := range cred.Groups {
-		groups[i] = int(g)
+	theirs := threadIdentity{fsuid: int(cred.UID), fsgid: int(cred.GID), caps: own.caps}
+	for _, g := range cred.Groups {
+		theirs.groups = append(theirs.groups, int(g))
 	}
-	if err := become(groups, int(cred.GID), int(cred.UID), "user "+cred.Name+"'s"); err != nil {
-		return err
+	if cred.UID != 0 {
+		for _, c := range fileCapabilities {
+			theirs.caps[c/32].Effective &^= 1 << (c % 32)
+		}
 	}
-	return fn()
+	if err := setIdentity(theirs, "take user "+cred.Name+"'s identity"); err != nil {
+		return true, err
+	}
+	return true, fn()
 }
 
-// become sets the calling thread's groups, fsgid and fsuid and checks each: setfsuid and
-// setfsgid report failure only by not changing anything. (An fsuid other than 0 clears only
-// the file capabilities, not CAP_SETUID or CAP_SETGID, so the way back works too.)
-func become(groups []int, gid, uid int, whose string) error {
-	if err := unix.Setgroups(groups); err != nil {
-		return fmt.Errorf("take %s groups: %w", whose, err)
+// setIdentity sets what of want differs from the thread's identity now, and checks that
+// it took (setfsuid and setfsgid report failure only by not changing anything). The order
+// matters only in that it always works back: an fsuid other than 0 clears the file
+// capabilities, not CAP_SETUID, CAP_SETGID or CAP_SETPCAP.
+func setIdentity(want threadIdentity, what string) error {
+	now, err := currentIdentity()
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	_, _ = unix.SetfsgidRetGid(gid)
-	if got, _ := unix.SetfsgidRetGid(-1); got != gid {
-		return fmt.Errorf("take %s gid %d: the filesystem gid stayed %d (CAP_SETGID missing?)", whose, gid, got)
+	if !slices.Equal(now.groups, want.groups) {
+		if err := unix.Setgroups(want.groups); err != nil {
+			return fmt.Errorf("%s: groups: %w", what, err)
+		}
 	}
-	_, _ = unix.SetfsuidRetUid(uid)
-	if got, _ := unix.SetfsuidRetUid(-1); got != uid {
-		return fmt.Errorf("take %s uid %d: the filesystem uid stayed %d (CAP_SETUID missing?)", whose, uid, got)
+	if now.fsgid != want.fsgid {
+		_, _ = unix.SetfsgidRetGid(want.fsgid)
+		if got, _ := unix.SetfsgidRetGid(-1); got != want.fsgid {
+			return fmt.Errorf("%s: the filesystem gid stayed %d, not %d (CAP_SETGID missing?)", what, got, want.fsgid)
+		}
+	}
+	if now.fsuid != want.fsuid {
+		_, _ = unix.SetfsuidRetUid(want.fsuid)
+		if got, _ := unix.SetfsuidRetUid(-1); got != want.fsuid {
+			return fmt.Errorf("%s: the filesystem uid stayed %d, not %d (CAP_SETUID missing?)", what, got, want.fsuid)
+		}
+	}
+	// Read again: the fsuid change itself moves the file capabilities.
+	if now, err = currentIdentity(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if now.caps != want.caps {
+		header := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		if err := unix.Capset(&header, &want.caps[0]); err != nil {
+			return fmt.Errorf("%s: capabilities: %w", what, err)
+		}
 	}
 	return nil
 }

@@ -166,7 +166,7 @@ func TestRunAsRestoresTheThread(t *testing.T) {
 	go func() {
 		runtime.LockOSThread() // never unlocked: this thread must end with the goroutine
 		var r ids
-		r.err = runAs(&Credential{UID: 65534, GID: 65534, Groups: []uint32{29, 65534}, Name: "nobody"}, func() error {
+		_, r.err = runAs(&Credential{UID: 65534, GID: 65534, Groups: []uint32{29, 65534}, Name: "nobody"}, func() error {
 			uid, _ := unix.SetfsuidRetUid(-1)
 			gid, _ := unix.SetfsgidRetGid(-1)
 			groups, err := unix.Getgroups()
@@ -191,5 +191,66 @@ func TestRunAsRestoresTheThread(t *testing.T) {
 	}
 	if r.fsuid != 0 || r.fsgid != 0 || !slices.Equal(r.groups, saved) {
 		t.Errorf("after: fsuid %d fsgid %d groups %v, want 0 0 %v", r.fsuid, r.fsgid, r.groups, saved)
+	}
+}
+
+// One worker thread serves every call: a PID 1 that needed a new thread per call would
+// crash once a daemon had used up the container's pids.
+func TestAsUserKeepsOneThread(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root can take another user's filesystem identity")
+	}
+	tids := map[int]bool{}
+	for range 20 {
+		if err := asNobody(func() error { tids[unix.Gettid()] = true; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(tids) != 1 {
+		t.Errorf("the calls ran on %d threads, want 1: %v", len(tids), tids)
+	}
+}
+
+// The file capabilities go from the effective set even where the kernel leaves them on an
+// fsuid change (SECBIT_NO_SETUID_FIXUP), and come back afterwards.
+func TestAsUserDropsFileCapabilitiesTheKernelLeaves(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root can take another user's filesystem identity")
+	}
+	effective := func() (uint32, error) {
+		header := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		err := unix.Capget(&header, &data[0])
+		return data[0].Effective, err
+	}
+	const dacOverride = 1 << unix.CAP_DAC_OVERRIDE
+	const secbitNoSetuidFixup = 1 << 2 // linux/securebits.h: SECURE_NO_SETUID_FIXUP is bit 2
+	// On the worker's thread (securebits are per thread): no fix-up from the next call on.
+	if err := asNobody(func() error { return unix.Prctl(unix.PR_SET_SECUREBITS, secbitNoSetuidFixup, 0, 0, 0) }); err != nil {
+		t.Skipf("cannot set SECBIT_NO_SETUID_FIXUP here: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := AsUser(&Credential{Name: "root"}, func() error { return unix.Prctl(unix.PR_SET_SECUREBITS, 0, 0, 0, 0) }); err != nil {
+			t.Errorf("clear the securebits again: %v", err)
+		}
+	})
+	var during uint32
+	err := asNobody(func() error {
+		var err error
+		during, err = effective()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if during&dacOverride != 0 {
+		t.Errorf("CAP_DAC_OVERRIDE effective while acting as nobody (effective %#x)", during)
+	}
+	var after uint32
+	if err := AsUser(&Credential{Name: "root"}, func() error { var err error; after, err = effective(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if after&dacOverride == 0 {
+		t.Errorf("CAP_DAC_OVERRIDE not back after the call (effective %#x)", after)
 	}
 }

@@ -30,6 +30,8 @@ var ignored = []string{
 	"os/signal.signal_recv", // os/signal's loop, started by the first signal.Notify, lives forever
 	"os/signal.loop",
 	"runtime.ensureSigM", // the runtime's signal mask thread (signal.Notify, signal.Ignore)
+	// procs.AsUser's worker: one locked thread, kept for the process's life on purpose.
+	"github.com/claude-bottle/sidecar-init/procs.asUserWorker",
 	"testing.(*M).",
 	"testing.tRunner", // a test's own goroutine, when a caller checks before m.Run returns
 	"testing.runTests",
