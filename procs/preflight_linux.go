@@ -32,13 +32,14 @@ func Preflight(spec Spec) (string, error) {
 	}
 	err = AsUser(spec.Credential, func() error {
 		if spec.Dir != "" {
-			switch info, err := os.Stat(spec.Dir); {
+			info, err := os.Stat(spec.Dir)
+			switch {
 			case err != nil:
 				return fmt.Errorf("dir %s: %w", spec.Dir, err)
 			case !info.IsDir():
 				return fmt.Errorf("dir %s: %w", spec.Dir, syscall.ENOTDIR)
 			}
-			if err := unix.Faccessat(unix.AT_FDCWD, spec.Dir, unix.X_OK, unix.AT_EACCESS); err != nil {
+			if err := mayExecuteAs(spec.Dir, info, spec.Credential); err != nil {
 				return fmt.Errorf("dir %s: the daemon's user may not enter it: %w", spec.Dir, err)
 			}
 		}
@@ -46,13 +47,14 @@ func Preflight(spec Spec) (string, error) {
 		if !filepath.IsAbs(program) && spec.Dir != "" {
 			program = filepath.Join(spec.Dir, program) // where the daemon, in its dir, finds it
 		}
-		switch info, err := os.Stat(program); {
+		info, err := os.Stat(program)
+		switch {
 		case err != nil:
 			return err // a *PathError: it names the program
 		case info.IsDir():
 			return fmt.Errorf("%s is a directory: %w", program, syscall.EACCES)
 		}
-		if err := unix.Faccessat(unix.AT_FDCWD, program, unix.X_OK, unix.AT_EACCESS); err != nil {
+		if err := mayExecuteAs(program, info, spec.Credential); err != nil {
 			return fmt.Errorf("%s: the daemon's user may not execute it: %w", program, err)
 		}
 		return nil
@@ -62,3 +64,24 @@ func Preflight(spec Spec) (string, error) {
 	}
 	return path, nil
 }
+
+// mayExecuteAs asks the kernel whether the thread's filesystem identity (AsUser's) may
+// execute path, or search it if it is a directory: faccessat2 with AT_EACCESS, which
+// counts the fsuid, the groups and the mount (noexec). Not x/sys's Faccessat: where
+// faccessat2 is missing (Linux before 5.8) or refused (an older seccomp profile), that
+// emulates it with the effective uid, which AsUser leaves at 0, and would pass anything
+// with an x bit. Here the fallback is the mode bits for cred; the stat that gave info,
+// made as the user, has walked the directories on the way already.
+func mayExecuteAs(path string, info os.FileInfo, cred *Credential) error {
+	err := faccessat2(unix.AT_FDCWD, path, unix.X_OK, unix.AT_EACCESS)
+	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	if mayExecute(info, cred) {
+		return nil
+	}
+	return unix.EACCES
+}
+
+// faccessat2 is unix.Faccessat2; a test stands in for a kernel without it.
+var faccessat2 = unix.Faccessat2

@@ -5,10 +5,25 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestPreflight(t *testing.T) {
+	t.Run("faccessat2", testPreflight)
+	// Where faccessat2 is missing or refused: the same answers, from the mode bits.
+	for _, errno := range []syscall.Errno{syscall.ENOSYS, syscall.EPERM} {
+		t.Run("without faccessat2 ("+errno.Error()+")", func(t *testing.T) {
+			faccessat2 = func(int, string, uint32, int) error { return errno }
+			defer func() { faccessat2 = unix.Faccessat2 }()
+			testPreflight(t)
+		})
+	}
+}
+
+func testPreflight(t *testing.T) {
 	dir := reachableDir(t)
 	write := func(rel string, mode os.FileMode) string {
 		path := filepath.Join(dir, rel)
