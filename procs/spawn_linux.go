@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Spec is what to start: argv (argv[0] is a path, or a name looked up in the PATH of Env),
@@ -79,6 +81,14 @@ func Spawn(spec Spec, stdin *os.File) (pid int, err error) {
 		// Go's child calls setgroups, setgid, setuid in that order (syscall/exec_linux.go):
 		// groups and gid while still root, the uid last. Empty Groups is setgroups(0).
 		attr.Sys.Credential = &syscall.Credential{Uid: c.UID, Gid: c.GID, Groups: c.Groups}
+		// The child is a vfork (CLONE_VM) until its exec: its setuid marks the memory it
+		// shares with the supervisor not dumpable, and with it the supervisor, whose
+		// /proc/PID/fd and environ a root without CAP_SYS_PTRACE (`docker exec`) could then
+		// no longer read. The mark was meant for the child, which has its own memory once it
+		// has exec'd; the supervisor's flag is put back.
+		if dumpable, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); err == nil {
+			defer func() { _ = unix.Prctl(unix.PR_SET_DUMPABLE, uintptr(dumpable), 0, 0, 0) }()
+		}
 	}
 	pid, err = syscall.ForkExec(path, spec.Argv, attr)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 const testPasswd = `# a comment, then a blank line
@@ -188,6 +190,9 @@ func TestSpawnAsUser(t *testing.T) {
 			t.Errorf("restore groups %v: %v", saved, err)
 		}
 	})
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name       string
 		cred       Credential
@@ -238,6 +243,11 @@ func TestSpawnAsUser(t *testing.T) {
 			}
 			if len(want) > 0 {
 				t.Errorf("/proc/%d/status lacks %v", pid, want)
+			}
+			// The child's setuid, in memory it shares with the supervisor until its exec,
+			// must not leave the supervisor not dumpable.
+			if dumpable, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); err != nil || dumpable != 1 {
+				t.Errorf("the supervisor's dumpable flag is %d (%v) after the spawn, want 1", dumpable, err)
 			}
 		})
 	}
