@@ -137,7 +137,7 @@ func TestSpawnErrors(t *testing.T) {
 // A bare name is looked up as execvp in the daemon would: relative PATH entries from the
 // daemon's dir, and past a file the daemon's user may not execute.
 func TestLookPathAsTheDaemon(t *testing.T) {
-	root := t.TempDir()
+	root := reachableDir(t)
 	mkprog := func(rel string, mode os.FileMode) string {
 		path := filepath.Join(root, rel)
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -151,6 +151,10 @@ func TestLookPathAsTheDaemon(t *testing.T) {
 	inDir := mkprog("work/bin/prog", 0o755)
 	rootOnly := mkprog("a/tool", 0o700) // owned by the test's user
 	forAll := mkprog("b/tool", 0o755)
+	locked := mkprog("c/private/tool", 0o755)
+	if err := os.Chmod(filepath.Join(root, "c"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	nobody := &Credential{UID: 65534, GID: 65534, Groups: []uint32{65534}}
 	for _, tc := range []struct {
 		name, prog, path, dir string
@@ -161,8 +165,21 @@ func TestLookPathAsTheDaemon(t *testing.T) {
 		{"empty entry is the daemon's dir", "prog", ":", filepath.Join(root, "work", "bin"), nil, filepath.Join(root, "work", "bin", "prog")},
 		{"owner-only file passed over for another user", "tool", filepath.Dir(rootOnly) + ":" + filepath.Dir(forAll), "", nobody, forAll},
 		{"owner-only file is the owner's", "tool", filepath.Dir(rootOnly) + ":" + filepath.Dir(forAll), "", &Credential{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}, rootOnly},
+		// As execvp in the daemon: an entry it may not search is passed over (root's PATH
+		// with /root/.pyenv/shims first, for a daemon run as nobody).
+		{"entry in a directory the user may not enter", "tool", filepath.Dir(locked) + ":" + filepath.Dir(forAll), "", nobody, forAll},
+		{"entry in a directory its owner may enter", "tool", filepath.Dir(locked) + ":" + filepath.Dir(forAll), "", nil, locked},
+		// The child execs it after its chdir: relative to the supervisor's directory, the
+		// path would be looked up again from the daemon's.
+		{"relative dir and relative entry", "prog", "bin", "work", nil, inDir},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.cred != nil && os.Geteuid() != 0 {
+				t.Skip("needs root: only root can look as another user")
+			}
+			if tc.dir == "work" {
+				t.Chdir(root)
+			}
 			got, err := lookPath(tc.prog, []string{"PATH=" + tc.path}, tc.dir, tc.cred)
 			if err != nil || got != tc.want {
 				t.Fatalf("lookPath = %q, %v; want %q", got, err, tc.want)

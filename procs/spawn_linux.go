@@ -138,8 +138,12 @@ func statusFor(err error) int {
 
 // lookPath resolves a bare program name in the PATH of the daemon's own environment (not
 // the supervisor's), as execvp in the daemon would: a relative PATH entry ("" is ".") is
-// taken from the daemon's dir, where it runs, and a file the daemon's user may not execute
-// is passed over for the next entry. Names with a slash are used as they are.
+// taken from the daemon's dir, where it runs, and a file the daemon may not execute (its
+// mode, a directory on the way its user may not search, a noexec mount) is passed over for
+// the next entry. Each candidate is looked at with the daemon's filesystem identity
+// (AsUser), as the kernel will look at it for the daemon's exec. The result is absolute
+// when it came from a relative entry, because the child execs it after its chdir. Names
+// with a slash are used as they are.
 func lookPath(name string, env []string, workDir string, cred *Credential) (string, error) {
 	if strings.Contains(name, "/") {
 		return name, nil
@@ -150,28 +154,46 @@ func lookPath(name string, env []string, workDir string, cred *Credential) (stri
 			pathList = v
 		}
 	}
-	firstErr := error(syscall.ENOENT)
-	for _, dir := range filepath.SplitList(pathList) {
-		if dir == "" {
-			dir = "."
+	found := ""
+	err := AsUser(cred, func() error {
+		firstErr := error(syscall.ENOENT)
+		for _, dir := range filepath.SplitList(pathList) {
+			if dir == "" {
+				dir = "."
+			}
+			if !filepath.IsAbs(dir) && workDir != "" {
+				dir = filepath.Join(workDir, dir)
+			}
+			candidate := filepath.Join(dir, name)
+			info, err := os.Stat(candidate)
+			if err != nil || info.IsDir() {
+				if errors.Is(err, syscall.EACCES) {
+					firstErr = syscall.EACCES // a directory the daemon may not search, as execvp
+				}
+				continue
+			}
+			if err := mayExecuteAs(candidate, info, cred); err != nil {
+				// Remember it, as execvp does, so a non-executable match reports EACCES (126)
+				// rather than "not found" (127) when nothing better turns up.
+				firstErr = syscall.EACCES
+				continue
+			}
+			found = candidate
+			return nil
 		}
-		if !filepath.IsAbs(dir) && workDir != "" {
-			dir = filepath.Join(workDir, dir)
-		}
-		candidate := filepath.Join(dir, name)
-		info, err := os.Stat(candidate)
-		if err != nil || info.IsDir() {
-			continue
-		}
-		if !mayExecute(info, cred) {
-			// Remember it, as execvp does, so a non-executable match reports EACCES (126)
-			// rather than "not found" (127) when nothing better turns up.
-			firstErr = syscall.EACCES
-			continue
-		}
-		return candidate, nil
+		return firstErr
+	})
+	if err != nil {
+		return "", err
 	}
-	return "", firstErr
+	if !filepath.IsAbs(found) {
+		// Relative to the supervisor's working directory, which the child has until its
+		// chdir to workDir: after it, the same relative path would name another file.
+		if abs, err := filepath.Abs(found); err == nil {
+			found = abs
+		}
+	}
+	return found, nil
 }
 
 // mayExecute says the file's mode lets the daemon's user execute it: root (no credential,
