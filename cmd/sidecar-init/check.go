@@ -7,9 +7,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
+	"go.uber.org/zap/zapcore"
+
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/logging"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/supervisor"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
@@ -19,20 +23,22 @@ import (
 
 const cmdCheck = "check"
 
-const checkUsage = "usage: sidecar-init check [--config FILE]"
+const checkUsage = "usage: sidecar-init check [--config FILE] [--build]"
 
 // runCheck is `sidecar-init check`: what the supervisor checks before it starts anything
-// (the transition tables, the daemon table with the environment's overrides, the
-// CLAUDE_BOTTLE_SIDECAR_DAEMONS selection, users, the notification token), plus what it
-// otherwise learns only as each daemon starts: that its program and dir, and its exec
-// probe's program, are there for its user. It starts nothing and changes nothing, so it
-// belongs in an image build (`RUN sidecar-init check`) or a pod's pre-flight. Exit 0: all
-// good; 2: the supervisor would refuse to start (the error says why); 1: it would start,
-// but the daemons listed would die at once with status 127 or 126.
+// (the log level, the transition tables, the daemon table with the environment's
+// overrides, the CLAUDE_BOTTLE_SIDECAR_DAEMONS selection, users, the notification token),
+// plus what it otherwise learns only as each daemon starts: that its program and dir, and
+// its exec probe's program, are there for its user. It starts nothing and changes nothing,
+// so it belongs in an image build (`RUN sidecar-init check --build`: the files mounted at
+// run time are not looked at) or a pod's pre-flight. Exit 0: all good; 2: the supervisor
+// would refuse to start (the error says why); 1: it would start, but not as configured:
+// the daemons listed would die at once with status 127 or 126, or never become ready.
 func runCheck(args []string, stdout io.Writer) error {
 	flags := flag.NewFlagSet("sidecar-init check", flag.ContinueOnError)
 	flags.SetOutput(io.Discard)
 	table := flags.String("config", os.Getenv(envConfig), "daemon table (TOML); env "+envConfig)
+	build := flags.Bool("build", false, "at an image build: skip notify_token_file and ready_file's directory, which are often mounted only at run time")
 	if err := flags.Parse(args); errors.Is(err, flag.ErrHelp) {
 		_, _ = fmt.Fprintln(stdout, checkUsage)
 		return err
@@ -41,6 +47,11 @@ func runCheck(args []string, stdout io.Writer) error {
 	}
 	if flags.NArg() != 0 {
 		return usageError{checkUsage}
+	}
+	if level := os.Getenv(envLogLevel); level != "" {
+		if _, err := logging.New(zapcore.AddSync(io.Discard), level); err != nil {
+			return usageError{envLogLevel + ": " + err.Error()}
+		}
 	}
 	if err := validateTables(fsm.SupervisorTable); err != nil {
 		return err
@@ -53,7 +64,7 @@ func runCheck(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cfg.NotifyURL != "" {
+	if cfg.NotifyURL != "" && !*build {
 		notifier, err := notify.New(cfg.NotifyURL, cfg.NotifyTokenFile, zlog.Nop())
 		if err != nil {
 			return &config.Error{File: cfg.Source, Key: "notify_token_file", Msg: err.Error()}
@@ -67,7 +78,10 @@ func runCheck(args []string, stdout io.Writer) error {
 	}
 	_, _ = fmt.Fprintf(stdout, "%s: %d of %d daemons selected (%s=%s)\n", cfg.Source, len(daemons), len(cfg.Daemons), config.SelectEnv, selection)
 	failed := 0
-	if cfg.ReadyFile != "" {
+	if *build && (cfg.NotifyTokenFile != "" || cfg.ReadyFile != "") {
+		_, _ = fmt.Fprintln(stdout, "--build: notify_token_file and ready_file's directory not looked at")
+	}
+	if cfg.ReadyFile != "" && !*build {
 		if dir := filepath.Dir(cfg.ReadyFile); !isDir(dir) {
 			_, _ = fmt.Fprintf(stdout, "ready_file %s: its directory %s does not exist (sidecar-init does not create it)\n", cfg.ReadyFile, dir)
 			failed++
@@ -90,7 +104,7 @@ func runCheck(args []string, stdout io.Writer) error {
 		}
 		result := "ok"
 		if err != nil {
-			result = err.Error()
+			result = strings.ReplaceAll(err.Error(), "\n", "; ") // one row a daemon
 			failed++
 		}
 		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Name, user, dash(program), result)

@@ -44,11 +44,16 @@ func TestCheck(t *testing.T) {
 		{"unknown daemon selected", good, []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=nope"}, 2, `unknown daemon "nope"`},
 		{"unknown user", good + daemon("b", "/bin/true", `user = "no-such-user"`), nil, 2, `user "no-such-user": not found`},
 		{"bad grace in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_GRACE=forever"}, 2, "CLAUDE_BOTTLE_SIDECAR_GRACE"},
+		{"bad log level in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_LOG_LEVEL=verbose"}, 2, `log level "verbose"`},
+		{"missing token file", `notify_url = "http://127.0.0.1:9/x"` + "\n" + `notify_token_file = "/nonexistent/token"` + "\n" + good, nil, 2, "notify_token_file"},
+		// At an image build, secrets and volumes are not mounted yet.
+		{"missing token file at a build", `notify_url = "http://127.0.0.1:9/x"` + "\n" + `notify_token_file = "/nonexistent/token"` + "\n" + good, []string{"--build"}, 0, "--build: notify_token_file and ready_file's directory not looked at"},
+		{"ready file's dir missing at a build", `ready_file = "/nonexistent/ready"` + "\n" + good, []string{"--build"}, 0, "not looked at"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := filepath.Join(t.TempDir(), "daemons.toml")
 			table := fmt.Sprintf("ready_file = %q\n", readyFile) + tc.table
-			if strings.HasPrefix(tc.table, "ready_file") {
+			if strings.HasPrefix(tc.table, "ready_file") || strings.HasPrefix(tc.table, "notify_url") {
 				table = tc.table
 			}
 			if err := os.WriteFile(cfg, []byte(table), 0o644); err != nil {
@@ -58,8 +63,17 @@ func TestCheck(t *testing.T) {
 			if err := os.WriteFile(readyFile, []byte("earlier\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(binary, "check", "--config", cfg)
-			cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, tc.env...)
+			var args []string
+			env := []string{"PATH=/usr/bin:/bin"}
+			for _, e := range tc.env {
+				if strings.HasPrefix(e, "--") {
+					args = append(args, e)
+				} else {
+					env = append(env, e)
+				}
+			}
+			cmd := exec.Command(binary, append([]string{"check", "--config", cfg}, args...)...)
+			cmd.Env = env
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			err := cmd.Run()

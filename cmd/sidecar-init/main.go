@@ -238,7 +238,7 @@ func parseArgs(args []string) (options, error) {
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			flags.SetOutput(os.Stdout)
-			_, _ = fmt.Fprintln(os.Stdout, "usage: sidecar-init [--config FILE] [--log-level LEVEL] [--version]\n       sidecar-init status [--json] | health | restart NAME | stop NAME | start NAME\n       sidecar-init check [--config FILE]")
+			_, _ = fmt.Fprintln(os.Stdout, "usage: sidecar-init [--config FILE] [--log-level LEVEL] [--version]\n       sidecar-init status [--json] | health | restart NAME | stop NAME | start NAME\n       sidecar-init check [--config FILE] [--build]")
 			flags.PrintDefaults()
 			return opts, err
 		}
