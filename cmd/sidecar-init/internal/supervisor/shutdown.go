@@ -103,7 +103,7 @@ func (s *Supervisor) stopGroups(d *daemon, sig syscall.Signal, now time.Time) {
 			msg = "stopping processes left in an exited daemon's process group"
 		}
 		s.log.Warn(msg, zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", g.pgid), zlog.String("signal", procs.SignalName(stop)))
-		s.signalPgid(d, g.pgid, stop)
+		s.sendStop(d, g.pgid, stop)
 		g.deadline, g.killedAt = s.graceEnd(d, now), time.Time{}
 	}
 }
@@ -116,6 +116,16 @@ func (s *Supervisor) graceEnd(d *daemon, now time.Time) time.Time {
 		end = s.reverseDeadline
 	}
 	return end
+}
+
+// sendStop sends a stop signal to one of the daemon's process groups, then SIGCONT, as s6,
+// runit and systemd do: a stopped process (SIGSTOP, a debugger, a job-control stop) keeps
+// its stop signal pending through the whole grace and dies of the SIGKILL instead.
+func (s *Supervisor) sendStop(d *daemon, pgid int, stop syscall.Signal) {
+	s.signalPgid(d, pgid, stop)
+	if stop != syscall.SIGCONT && stop != syscall.SIGKILL {
+		s.signalPgid(d, pgid, syscall.SIGCONT)
+	}
 }
 
 // signalPgid signals one of the daemon's process groups and says whether anyone was in it.
@@ -202,7 +212,7 @@ func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time, re
 	stop := stopSignalOf(d, sig)
 	d.awaitingStop = false
 	s.stopProbing(d) // it is being stopped: nothing to make ready
-	s.signalGroup(d, stop)
+	s.sendStop(d, d.pid, stop)
 	if g := d.group(d.pid); g != nil {
 		g.deadline, g.killedAt = s.graceEnd(d, now), time.Time{}
 	}

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -520,4 +521,39 @@ func TestReverseOrderWalkIsLinear(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("the walk did not end: it visits each path, not each daemon")
 	}
+}
+
+// A daemon that was stopped (SIGSTOP, a debugger) still stops gracefully: SIGCONT follows
+// its stop signal, as s6, runit and systemd send it, rather than a SIGKILL at the grace.
+func TestAStoppedDaemonStillStopsGracefully(t *testing.T) {
+	h := newHarness(t)
+	d := shDaemon("paused", "trap 'exit 0' TERM; while :; do sleep 0.05; done")
+	d.Grace = time.Hour
+	h.run([]config.Daemon{d}, nil)
+	h.waitLog("paused", fsm.DaemonRunning)
+	pid := h.waitState("paused", string(fsm.DaemonRunning)).Pid
+	if err := syscall.Kill(-pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(testTimeout); processState(pid) != 'T'; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d never stopped", pid)
+		}
+	}
+	h.stopAndWant(0)
+	if h.hasTransition("paused", fsm.DaemonKilled) {
+		t.Errorf("the stopped daemon was SIGKILLed, not stopped gracefully:\n%s", h.dumpLogs())
+	}
+}
+
+// processState is the state letter in /proc/PID/stat (T: stopped), or 0.
+func processState(pid int) byte {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2]
+	}
+	return 0
 }
