@@ -21,8 +21,15 @@ func (s *Supervisor) onStopSignal(sig syscall.Signal) {
 	}
 	// Reap first: a daemon that is already a zombie died on its own before the stop signal
 	// was acted on, and its status must count (select picks among ready channels at random,
-	// so the SIGCHLD may still be waiting behind this signal).
+	// so the SIGCHLD may still be waiting behind this signal). Except a death of this very
+	// signal: one signal sent to every process at once (systemd's KillMode=control-group,
+	// `kill -TERM` of the whole tree) reaches the daemons too, and their deaths of it are
+	// the stop's, not failures; counting them made the exit status 143 or 0 by chance.
+	if !s.stopAsked {
+		s.arrivingStop = sig
+	}
 	s.reap()
+	s.arrivingStop = 0
 	name := procs.SignalName(sig)
 	if s.stopAsked {
 		if s.machine.Current() == fsm.SupervisorKilling {

@@ -557,3 +557,36 @@ func processState(pid int) byte {
 	}
 	return 0
 }
+
+// One signal sent to every process at once (systemd's KillMode=control-group): a daemon
+// found dead of it when the supervisor acts on its own copy died of the stop, not of a
+// failure, and the exit status is 0, not 143 by chance. A death of another signal still
+// counts.
+func TestDeathOfTheStopSignalItselfIsNoFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		stop     syscall.Signal
+		wantCode int
+	}{
+		{"the same signal", syscall.SIGTERM, 0},
+		{"another signal", syscall.SIGINT, 128 + int(syscall.SIGTERM)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.holdSIGCHLD = true // the death waits, unreaped, for the stop signal
+			h.run([]config.Daemon{shDaemon("a", "exec sleep 1000"), shDaemon("b", "exec sleep 1000")}, nil)
+			h.waitLog("a", fsm.DaemonRunning)
+			pid := h.statusOf("a").Pid
+			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			waitReapable(t, pid)
+			h.stop <- tc.stop
+			signal.Notify(h.child, syscall.SIGCHLD)
+			h.child <- syscall.SIGCHLD
+			if code := h.exitCode(); code != tc.wantCode {
+				t.Fatalf("exit code %d, want %d\n%s", code, tc.wantCode, h.dumpLogs())
+			}
+		})
+	}
+}

@@ -110,6 +110,9 @@ type Supervisor struct {
 	stopSignal syscall.Signal
 	// stopAsked: a stop signal has arrived; the next one SIGKILLs everything.
 	stopAsked bool
+	// arrivingStop is the first stop signal while the deaths waiting when it was acted on
+	// are reaped: a death of that same signal is the stop's, not a failure.
+	arrivingStop syscall.Signal
 	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups (since
 	// the last spawn).
 	sweptEveryone bool
@@ -195,7 +198,13 @@ func (s *Supervisor) Run() int {
 		case sig := <-s.opts.Signals.Forward:
 			s.forward(sig.(syscall.Signal))
 		case <-s.opts.Signals.Child:
-			s.reap()
+			select {
+			case sig := <-s.opts.Signals.Stop:
+				// Both came: the stop first, so that a death it caused counts as its own.
+				s.onStopSignal(sig.(syscall.Signal))
+			default:
+				s.reap()
+			}
 		case sig := <-s.opts.Signals.Drop:
 			s.onDroppedSignal(sig.(syscall.Signal))
 		case call := <-s.opts.Calls:
@@ -393,7 +402,11 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int) {
 		// once every daemon is done, finished oneshots included).
 		return
 	}
-	if status != 0 && s.firstFailure == 0 {
+	switch {
+	case s.arrivingStop != 0 && status == 128+int(s.arrivingStop):
+		s.log.Info("daemon died of the signal that is stopping sidecar-init, sent to it too: not counted as a failure",
+			zlog.String("daemon", d.cfg.Name), zlog.String("signal", procs.SignalName(s.arrivingStop)))
+	case status != 0 && s.firstFailure == 0:
 		s.firstFailure = status
 	}
 	tr, ok := s.fireSupervisor(fsm.SupervisorDaemonDied, zlog.String("daemon", d.cfg.Name), zlog.Int("exit_code", status))
