@@ -315,9 +315,11 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 		}
 		s.dieOnItsOwn(d, event, det, level, e.Code(), now)
 		s.afterGroupLeaderExit(d)
-		if duringShutdown {
+		if duringShutdown && (!d.awaitingStop || !s.anyDependentLive(d)) {
 			// Held back by a reverse-order shutdown, it died before its turn: what it left
-			// in its group gets the stop signal and the grace now.
+			// in its group gets the stop signal and the grace now, or, while daemons after
+			// it still run, once they are gone (stopAwaiting).
+			d.awaitingStop = false
 			s.stopGroups(d, s.stopSignal, now)
 		}
 		return

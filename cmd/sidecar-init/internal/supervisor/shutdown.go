@@ -88,7 +88,14 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 		}
 	}
 	for _, d := range s.daemons {
-		s.stopGroups(d, sig, now)
+		if s.opts.ReverseStop && !d.live() && d.groupsOpen() && s.anyDependentLive(d) {
+			// Dead, but what it left runs on (a server its start script forked): that is
+			// the dependency its dependents use, and it waits for them like a live one.
+			d.awaitingStop = true
+		}
+		if !d.awaitingStop {
+			s.stopGroups(d, sig, now)
+		}
 	}
 	s.armTimer(now)
 }
@@ -250,25 +257,32 @@ func (d *daemon) anyDependentLiveWalk(walk uint64) bool {
 	return false
 }
 
-// stopAwaiting stops the daemons a reverse-order shutdown held back whose dependents are
-// gone; with force (the overall deadline passed) it stops and kills all of them at once.
+// stopAwaiting stops the daemons a reverse-order shutdown held back (their live run, and
+// what their runs left in their groups) whose dependents are gone; with force (the
+// overall deadline passed) it stops and kills all of them at once.
 func (s *Supervisor) stopAwaiting(now time.Time, force bool) {
 	stopped := false
 	for _, d := range s.daemons {
-		if !d.awaitingStop || !d.live() {
+		if !d.awaitingStop || (!d.live() && !d.groupsOpen()) {
 			d.awaitingStop = false
 			continue
 		}
-		if force {
-			s.stopDaemon(d, s.stopSignal, now, "stop_order reverse: the largest grace ran out")
-			s.kill(d, "stop_order reverse: the largest grace ran out")
-			stopped = true
+		reason := "shutdown: the daemons after it are gone"
+		switch {
+		case force:
+			reason = "stop_order reverse: the largest grace ran out"
+		case s.anyDependentLive(d):
 			continue
 		}
-		if !s.anyDependentLive(d) {
-			s.stopDaemon(d, s.stopSignal, now, "shutdown: the daemons after it are gone")
-			stopped = true
+		if d.live() {
+			s.stopDaemon(d, s.stopSignal, now, reason)
 		}
+		d.awaitingStop = false
+		s.stopGroups(d, s.stopSignal, now)
+		if force {
+			s.killEverything(d, reason)
+		}
+		stopped = true
 	}
 	if stopped {
 		s.armTimer(now)
@@ -291,19 +305,12 @@ func (s *Supervisor) killAll(reason string) {
 		if d.awaitingStop && d.live() {
 			s.stopDaemon(d, s.stopSignal, now, reason)
 		}
+		d.awaitingStop = false
 		if d.groupsOpen() {
 			s.killEverything(d, reason)
 		}
 	}
 	s.armTimer(now)
-}
-
-// kill SIGKILLs the daemon's own run's process group (the reverse order's deadline).
-func (s *Supervisor) kill(d *daemon, reason string) {
-	if g := d.group(d.pid); g != nil {
-		s.killGroup(d, g, reason)
-		d.dropClosedGroups()
-	}
 }
 
 // killEverything SIGKILLs every process group of the daemon: its own run's and its earlier

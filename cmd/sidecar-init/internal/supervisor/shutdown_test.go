@@ -248,16 +248,19 @@ func TestShutdownEndsWhenAGroupEmptiesOutOfSight(t *testing.T) {
 }
 
 // A dependency a reverse-order shutdown holds back that dies on its own before its turn
-// leaves a grandchild in its group: that group gets the stop signal and a grace at once,
-// and the shutdown ends, instead of waiting on the group for ever.
+// leaves a grandchild in its group: what it left is the dependency now (a server its start
+// script forked), so it waits for the daemons after it too, then gets the stop signal and
+// a grace, and the shutdown ends instead of waiting on the group for ever. (Other's grace
+// puts the overall deadline past app's SIGKILL.)
 func TestReverseOrderStopsWhatAHeldBackDaemonLeft(t *testing.T) {
 	h := newHarness(t)
 	h.reverseStop = true
 	dep := fake(t, h, "dep", 300*time.Millisecond, "-grandchild", "-exit-after", "1s", "-code", "0")
 	app := fake(t, h, "app", 2*time.Second, "-ignore-stop")
 	app.After = []string{"dep"}
-	h.run([]config.Daemon{dep, app}, nil)
-	grandchild := pidOf(t, h.waitRecord("dep started", "dep.grandchild started", "app started"), "dep.grandchild")
+	other := fake(t, h, "other", 10*time.Second)
+	h.run([]config.Daemon{dep, app, other}, nil)
+	grandchild := pidOf(t, h.waitRecord("dep started", "dep.grandchild started", "app started", "other started"), "dep.grandchild")
 	h.stopAndWant(0)
 	h.waitRecord("dep.grandchild signal SIGTERM")
 	if alive(grandchild) {
@@ -265,6 +268,48 @@ func TestReverseOrderStopsWhatAHeldBackDaemonLeft(t *testing.T) {
 	}
 	if n := len(h.logs.FilterMessage("illegal event not applied").All()); n != 0 {
 		t.Errorf("%d illegal events logged:\n%s", n, h.dumpLogs())
+	}
+	appKilled, depLeftStopped := -1, -1
+	for i, e := range h.logs.All() {
+		fields := e.ContextMap()
+		switch {
+		case e.Message == "transition" && fields["machine"] == "app" && fields["event"] == "kill":
+			appKilled = i
+		case e.Message == "stopping processes left in an exited daemon's process group" && fields["daemon"] == "dep":
+			depLeftStopped = i
+		}
+	}
+	if appKilled < 0 || depLeftStopped < appKilled {
+		t.Errorf("what dep left was stopped (log %d) before app, which comes after dep, was gone (log %d):\n%s", depLeftStopped, appKilled, h.dumpLogs())
+	}
+}
+
+// The same for a dependency whose main process was gone before the shutdown began: what
+// it left runs on as the dependency, and is stopped only once the daemons after it are.
+func TestReverseOrderHoldsWhatADeadDependencyLeft(t *testing.T) {
+	h := newHarness(t)
+	h.reverseStop = true
+	dep := fake(t, h, "dep", 300*time.Millisecond, "-grandchild", "-exit-after", "50ms", "-code", "0")
+	app := fake(t, h, "app", time.Second, "-ignore-stop")
+	app.After = []string{"dep"}
+	other := fake(t, h, "other", 10*time.Second)
+	h.run([]config.Daemon{dep, app, other}, nil)
+	h.waitRecord("dep.grandchild started", "dep exit 0", "app started", "other started")
+	h.waitState("dep", string(fsm.DaemonExited))
+	h.stopAndWant(0)
+	h.waitRecord("dep.grandchild signal SIGTERM")
+	appKilled, depLeftStopped := -1, -1
+	for i, e := range h.logs.All() {
+		fields := e.ContextMap()
+		switch {
+		case e.Message == "transition" && fields["machine"] == "app" && fields["event"] == "kill":
+			appKilled = i
+		case e.Message == "stopping processes left in an exited daemon's process group" && fields["daemon"] == "dep":
+			depLeftStopped = i
+		}
+	}
+	if appKilled < 0 || depLeftStopped < appKilled {
+		t.Errorf("what dep left was stopped (log %d) before app, which comes after dep, was gone (log %d):\n%s", depLeftStopped, appKilled, h.dumpLogs())
 	}
 }
 
