@@ -149,18 +149,25 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 	}
 	log, err := logging.New(logOut, opts.logLevel)
 	if err != nil {
+		// Stopped before the table is read, but an earlier run's ready file must not say
+		// ready while this one has failed to start.
+		if cfg, _ := loadConfig(opts.configPath); cfg != nil {
+			supervisor.RemoveReadyFile(cfg.ReadyFile, zlog.Nop())
+		}
 		return usageError{err.Error()}
 	}
 	if err := validateTables(fsm.SupervisorTable); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(opts.configPath)
+	// An earlier run's ready file must not say ready while this run starts, stops at a bad
+	// environment, selection or user, or selects nothing.
+	if cfg != nil {
+		supervisor.RemoveReadyFile(cfg.ReadyFile, log)
+	}
 	if err != nil {
 		return err
 	}
-	// An earlier run's ready file must not say ready while this run starts, stops at a bad
-	// selection or user, or selects nothing.
-	supervisor.RemoveReadyFile(cfg.ReadyFile, log)
 	daemons, err := selectDaemons(cfg)
 	if err != nil {
 		return err
@@ -291,14 +298,15 @@ func loadConfig(path string) (*config.Config, error) {
 	}
 	// Set but empty is unset, as for the other variables: a template's ${GRACE:-} must not
 	// stop the bundle.
+	// An error in the environment still gives the table back: its ready_file is removed.
 	if grace := os.Getenv(envGrace); strings.TrimSpace(grace) != "" {
 		if err := cfg.OverrideGrace(grace); err != nil {
-			return nil, err
+			return cfg, err
 		}
 	}
 	if url, ok := os.LookupEnv(envNotifyURL); ok {
 		if err := cfg.SetNotifyURL(url); err != nil {
-			return nil, &config.Error{File: "environment", Key: envNotifyURL, Msg: err.Error()}
+			return cfg, &config.Error{File: "environment", Key: envNotifyURL, Msg: err.Error()}
 		}
 	}
 	if path := os.Getenv(envControlSocket); path != "" {

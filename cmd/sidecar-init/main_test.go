@@ -558,3 +558,35 @@ func TestEmptyGraceEnvIsUnset(t *testing.T) {
 		}
 	}
 }
+
+// An earlier run's ready file goes whenever the table could be read, even when this run
+// then stops at a bad environment: it must not say ready while nothing runs.
+func TestStaleReadyFileGoesWhenTheEnvironmentIsBad(t *testing.T) {
+	dir := t.TempDir()
+	readyFile := filepath.Join(dir, "ready")
+	table := fmt.Sprintf("ready_file = %q\n", readyFile) + daemonTOML(t, filepath.Join(dir, "record"), "a", "1s")
+	cfg := filepath.Join(dir, "daemons.toml")
+	if err := os.WriteFile(cfg, []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, env := range []string{
+		"CLAUDE_BOTTLE_SIDECAR_GRACE=forever",
+		"CLAUDE_BOTTLE_SUPERVISE_URL=ftp://x",
+		"CLAUDE_BOTTLE_SIDECAR_LOG_LEVEL=verbose",
+		"CLAUDE_BOTTLE_SIDECAR_DAEMONS=nope",
+	} {
+		if err := os.WriteFile(readyFile, []byte("stale\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(binary, "--config", cfg)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", env}
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+			t.Errorf("%s: %v, want exit status 2", env, err)
+		}
+		if _, err := os.Stat(readyFile); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: the stale ready file is still there (%v)", env, err)
+		}
+	}
+}
