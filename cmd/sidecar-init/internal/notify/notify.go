@@ -93,15 +93,17 @@ func New(rawURL, tokenFile string, log *zlog.Logger) (*Notifier, error) {
 }
 
 // checkToken refuses a token that would turn authentication off (empty) or break the
-// request's headers (a control character would end the Authorization line early, and the
-// rest would be headers of its own).
+// request's headers: a control character would end the Authorization line early, and the
+// rest would be headers of its own; bytes past ASCII (a C1 control such as U+0085, invalid
+// UTF-8) go out raw and mean different things to different servers. A bearer token is
+// printable ASCII (RFC 6750's b64token is a subset).
 func checkToken(token string) error {
 	if token == "" {
 		return errors.New("the file is empty: no bearer token (leave notify_token_file unset to send none)")
 	}
-	for _, r := range token {
-		if r < 0x20 || r == 0x7f {
-			return errors.New("the token holds a control character or a line break; a bearer token is one line of printable characters")
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; c < 0x20 || c > 0x7e {
+			return errors.New("the token holds a control character, a line break or a byte past ASCII; a bearer token is one line of printable ASCII")
 		}
 	}
 	return nil

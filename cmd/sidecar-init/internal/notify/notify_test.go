@@ -200,6 +200,8 @@ func TestTokenFileChecks(t *testing.T) {
 		"empty":      " \n",
 		"line break": "s3cret\r\nX-Injected: 1\n",
 		"control":    "s3\x00cret",
+		"C1 control": "s3\u0085X-Injected: 1cret",
+		"not UTF-8":  "s3\xff\xfecret",
 	} {
 		t.Run(name, func(t *testing.T) {
 			token := filepath.Join(t.TempDir(), "token")
