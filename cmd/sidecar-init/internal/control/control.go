@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 )
 
@@ -129,6 +131,28 @@ func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket directory: %w", err)
 	}
+	// Two sidecar-inits started at the same moment could both find no one answering, each
+	// remove the other's fresh socket and listen, one of them unreachable: the lock makes
+	// the look, the removal and the listen one instance's at a time. It is held only for
+	// those (a newer instance may still take the path once the socket there stopped
+	// answering), never waited for (the loser of the race runs without a socket, saying
+	// so), and the lock file stays: removing it would let another instance lock a new file
+	// while one holds the old.
+	lock, err := unix.Open(path+".lock", unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("control socket lock %s.lock: %w", path, err)
+	}
+	defer func() { _ = unix.Close(lock) }() // the unlock
+	if err := unix.Flock(lock, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("control socket %s: another sidecar-init is creating it this moment (%s.lock)", path, path)
+		}
+		return nil, fmt.Errorf("control socket lock %s.lock: %w", path, err)
+	}
+	return listenLocked(path, calls, log)
+}
+
+func listenLocked(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 	if conn, err := net.Dial("unix", path); err == nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("control socket %s: another sidecar-init is listening there", path)

@@ -415,3 +415,36 @@ func TestCloseNeverRemovesANewerSocket(t *testing.T) {
 		}
 	}
 }
+
+// Two sidecar-inits started at the same moment: one gets the socket, the other is told,
+// and never both (which left one listening on a socket no client could reach).
+func TestTwoListensAtOnceGiveOneSocket(t *testing.T) {
+	calls := make(chan Call)
+	done := make(chan struct{})
+	defer close(done)
+	go fakeLoop(calls, done)
+	for round := range 200 {
+		path := filepath.Join(t.TempDir(), "control.sock")
+		servers := make(chan *Server, 2)
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if s, err := Listen(path, calls, zlog.Nop()); err == nil {
+					servers <- s
+				}
+			}()
+		}
+		wg.Wait()
+		close(servers)
+		got := 0
+		for s := range servers {
+			got++
+			s.Close()
+		}
+		if got != 1 {
+			t.Fatalf("round %d: %d of two simultaneous Listens got the socket, want 1", round, got)
+		}
+	}
+}
