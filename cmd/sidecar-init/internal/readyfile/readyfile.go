@@ -4,18 +4,22 @@
 // the file it points to), a FIFO (root's open would block, and with it the event loop) or
 // a hard link to another file (root would overwrite that file).
 //
-// So the directory is opened once, when the supervisor starts (before any daemon runs),
-// and every later operation is relative to that descriptor: a directory a daemon swaps in
-// at the same path later is never entered. The file is written as a new file under a
-// temporary name and renamed over the path, which replaces whatever is there (file,
-// symlink, FIFO) without opening or following it; readers see the old content or the
-// new, never a partial write. Removal is unlinkat, which removes a symlink itself.
+// So the directory's path is resolved when the supervisor starts, before any daemon runs
+// (the symlinks there then, /var/run say, are the image's), and opened from / one
+// component at a time, following no symlink: one a daemon puts on the way later makes the
+// open fail rather than lead elsewhere. The directory stays open, and every operation is
+// relative to it; it is looked up again only when it has been deleted (and perhaps made
+// again), or did not exist yet. The file is written as a new file under a temporary name
+// and renamed over the path, which replaces whatever is there (file, symlink, FIFO)
+// without opening or following it; readers see the old content or the new, never a
+// partial write. Removal is unlinkat, which removes a symlink itself.
 package readyfile
 
 import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,17 +31,23 @@ var ErrIsDirectory = errors.New("the ready file's path is a directory; leaving i
 // File is the ready file at one path. The zero of *File (nil) is "no ready file".
 type File struct {
 	path, name string
-	dir        int // an O_PATH descriptor of the directory, or -1 until it could be opened
+	// dirPath is the directory as resolved at Open: absolute, the symlinks then on its
+	// path followed; the part that did not exist yet is kept as written.
+	dirPath string
+	dir     int // an O_PATH descriptor of the directory, or -1 until it could be opened
 }
 
-// Open prepares the ready file at path ("" gives nil: no ready file). It opens the
-// directory now if it exists; if not, each later Write or Remove tries again (the README
-// asks for a directory that exists before sidecar-init starts).
+// Open prepares the ready file at path ("" gives nil: no ready file), resolving and
+// opening its directory now if it exists.
 func Open(path string) *File {
 	if path == "" {
 		return nil
 	}
-	f := &File{path: path, name: filepath.Base(path), dir: -1}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = filepath.Clean(path)
+	}
+	f := &File{path: path, name: filepath.Base(abs), dirPath: resolveNow(filepath.Dir(abs)), dir: -1}
 	_ = f.openDir()
 	return f
 }
@@ -50,17 +60,60 @@ func (f *File) Path() string {
 	return f.path
 }
 
+// resolveNow follows the symlinks on dir's path as they are now, as far as the path
+// exists; the rest is appended as it is.
+func resolveNow(dir string) string {
+	existing, rest := dir, ""
+	for {
+		if real, err := filepath.EvalSymlinks(existing); err == nil {
+			return filepath.Join(real, rest)
+		}
+		parent := filepath.Dir(existing)
+		if parent == existing {
+			return dir
+		}
+		rest = filepath.Join(filepath.Base(existing), rest)
+		existing = parent
+	}
+}
+
+// openDir makes f.dir the directory at dirPath: the one already open unless it has been
+// deleted since, else a fresh walk from / that follows no symlink.
 func (f *File) openDir() error {
 	if f.dir >= 0 {
-		return nil
+		var st unix.Stat_t
+		if unix.Fstat(f.dir, &st) == nil && st.Nlink > 0 {
+			return nil
+		}
+		f.forgetDir() // deleted (and perhaps made again): look it up anew
 	}
-	dir := filepath.Dir(f.path)
-	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open the ready file's directory %s: %w", dir, err)
+		return fmt.Errorf("open /: %w", err)
+	}
+	for _, name := range strings.Split(strings.Trim(f.dirPath, "/"), "/") {
+		if name == "" {
+			continue
+		}
+		next, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		_ = unix.Close(fd)
+		if errors.Is(err, unix.ENOTDIR) {
+			return fmt.Errorf("open the ready file's directory %s: %s is not a directory, or is a symlink put there since sidecar-init started: %w", f.dirPath, name, err)
+		}
+		if err != nil {
+			return fmt.Errorf("open the ready file's directory %s: %w", f.dirPath, err)
+		}
+		fd = next
 	}
 	f.dir = fd
 	return nil
+}
+
+func (f *File) forgetDir() {
+	if f.dir >= 0 {
+		_ = unix.Close(f.dir)
+		f.dir = -1
+	}
 }
 
 // tmpName is where Write puts the content before the rename: in the same directory (a
@@ -72,6 +125,17 @@ func (f *File) Write(content []byte) error {
 	if f == nil {
 		return nil
 	}
+	err := f.write(content)
+	if errors.Is(err, unix.ENOENT) {
+		// The directory went between the look and the write (or its file system does not
+		// count links to a deleted directory): once more, from a fresh look.
+		f.forgetDir()
+		err = f.write(content)
+	}
+	return err
+}
+
+func (f *File) write(content []byte) error {
 	if err := f.openDir(); err != nil {
 		return err
 	}
@@ -122,8 +186,7 @@ func (f *File) Remove() error {
 
 // Close lets the directory go.
 func (f *File) Close() {
-	if f != nil && f.dir >= 0 {
-		_ = unix.Close(f.dir)
-		f.dir = -1
+	if f != nil {
+		f.forgetDir()
 	}
 }

@@ -198,3 +198,80 @@ func TestNoReadyFile(t *testing.T) {
 	}
 	f.Close()
 }
+
+// A directory that did not exist at Open and appears later as a symlink (a daemon's) is
+// not followed: the walk from / follows no symlink that was not there at Open.
+func TestALaterDirectoryIsNotASymlink(t *testing.T) {
+	base := t.TempDir()
+	elsewhere := filepath.Join(base, "secret")
+	if err := os.Mkdir(elsewhere, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(elsewhere, "ready")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := Open(filepath.Join(base, "late", "ready"))
+	defer f.Close()
+	if err := os.Symlink(elsewhere, filepath.Join(base, "late")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Write([]byte("ready\n")); err == nil {
+		t.Error("Write through a symlink made after Open succeeded")
+	}
+	if err := f.Remove(); err == nil {
+		t.Error("Remove through a symlink made after Open succeeded")
+	}
+	if got := read(t, victim); got != "precious\n" {
+		t.Errorf("the file behind the symlink holds %q", got)
+	}
+}
+
+// The symlinks on the path at Open are the image's (/var/run to /run): followed.
+func TestSymlinksThereAtOpenAreFollowed(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "run")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, filepath.Join(base, "varrun")); err != nil {
+		t.Fatal(err)
+	}
+	f := Open(filepath.Join(base, "varrun", "ready"))
+	defer f.Close()
+	if err := f.Write([]byte("ready\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(real, "ready")); got != "ready\n" {
+		t.Errorf("the ready file holds %q", got)
+	}
+}
+
+// A directory removed and made again (a start script's rm -rf /run/app; mkdir /run/app)
+// gets the ready file in the new one, not a write into the deleted one that never shows.
+func TestADirectoryMadeAgainIsUsed(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "app")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := Open(filepath.Join(dir, "ready"))
+	defer f.Close()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Write([]byte("ready\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(dir, "ready")); got != "ready\n" {
+		t.Errorf("the ready file holds %q", got)
+	}
+	if err := f.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "ready")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after Remove: %v", err)
+	}
+}
