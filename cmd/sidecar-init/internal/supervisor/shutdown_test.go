@@ -610,20 +610,26 @@ func processState(pid int) byte {
 func TestDeathOfTheStopSignalItselfIsNoFailure(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
+		script   string // a's
 		stop     syscall.Signal
 		wantCode int
 	}{
-		{"the same signal", syscall.SIGTERM, 0},
-		{"another signal", syscall.SIGINT, 128 + int(syscall.SIGTERM)},
+		{"the same signal", "exec sleep 1000", syscall.SIGTERM, 0},
+		{"another signal", "exec sleep 1000", syscall.SIGINT, 128 + int(syscall.SIGTERM)},
+		// Not killed by it: a status of 128 + 15 of its own is a failure like any other.
+		{"exit 143 of its own", "sleep 0.2; exit 143", syscall.SIGTERM, 128 + int(syscall.SIGTERM)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			h.holdSIGCHLD = true // the death waits, unreaped, for the stop signal
-			h.run([]config.Daemon{shDaemon("a", "exec sleep 1000"), shDaemon("b", "exec sleep 1000")}, nil)
+			a := shDaemon("a", tc.script)
+			h.run([]config.Daemon{a, shDaemon("b", "exec sleep 1000")}, nil)
 			h.waitLog("a", fsm.DaemonRunning)
 			pid := h.statusOf("a").Pid
-			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-				t.Fatal(err)
+			if tc.script == "exec sleep 1000" {
+				if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
 			}
 			waitReapable(t, pid)
 			h.stop <- tc.stop

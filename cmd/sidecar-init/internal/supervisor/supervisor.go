@@ -393,7 +393,8 @@ func (s *Supervisor) onExit(e procs.Exit) {
 }
 
 // diedOnItsOwn applies the crash policy: the supervisor's table decides what a death means.
-func (s *Supervisor) diedOnItsOwn(d *daemon, status int) {
+// exit is the reaped status (nil for an exec failure).
+func (s *Supervisor) diedOnItsOwn(d *daemon, status int, exit *procs.Exit) {
 	if s.shuttingDown() {
 		return // neither counted nor a crash: the shutdown is already under way
 	}
@@ -403,7 +404,9 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int) {
 		return
 	}
 	switch {
-	case s.arrivingStop != 0 && status == 128+int(s.arrivingStop):
+	case s.arrivingStop != 0 && killedBy(exit, s.arrivingStop):
+		// Killed by that signal, not an exit status of 128+signal: a daemon that exits
+		// 143 on its own just before the stop is a failure, and shows as one.
 		s.log.Info("daemon died of the signal that is stopping sidecar-init, sent to it too: not counted as a failure",
 			zlog.String("daemon", d.cfg.Name), zlog.String("signal", procs.SignalName(s.arrivingStop)))
 	case status != 0 && s.firstFailure == 0:
@@ -413,6 +416,15 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int) {
 	if ok && tr.To == fsm.SupervisorTerminating && tr.From != fsm.SupervisorTerminating {
 		s.beginShutdown(syscall.SIGTERM)
 	}
+}
+
+// killedBy says the daemon was killed by sig.
+func killedBy(exit *procs.Exit, sig syscall.Signal) bool {
+	if exit == nil {
+		return false
+	}
+	got, signaled := exit.Signal()
+	return signaled && got == sig
 }
 
 // onDroppedSignal logs a dropped signal: a fault signal at warn, since someone sent it with
