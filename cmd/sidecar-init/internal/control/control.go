@@ -138,7 +138,9 @@ func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 	// answering), never waited for (the loser of the race runs without a socket, saying
 	// so), and the lock file stays: removing it would let another instance lock a new file
 	// while one holds the old.
-	lock, err := unix.Open(path+".lock", unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	// Read-only and 0644: flock needs no more, and a later instance run as another user (a
+	// socket in a shared directory) can still take its turn.
+	lock, err := unix.Open(path+".lock", unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("control socket lock %s.lock: %w", path, err)
 	}

@@ -6,11 +6,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 )
@@ -446,5 +449,45 @@ func TestTwoListensAtOnceGiveOneSocket(t *testing.T) {
 		if got != 1 {
 			t.Fatalf("round %d: %d of two simultaneous Listens got the socket, want 1", round, got)
 		}
+	}
+}
+
+// The lock file a root run left does not keep a later run as another user (a socket in a
+// shared directory) from its socket.
+func TestLockFileOfAnotherUserIsNoObstacle(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the lock file must belong to another user than the listener")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "control.sock")
+	if err := os.WriteFile(path+".lock", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path+".lock", 12345, 12345); err != nil {
+		t.Fatal(err)
+	}
+	// Root without CAP_DAC_OVERRIDE is bound by the modes as another user would be.
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with its changed capabilities
+		header := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&header, &data[0]); err != nil {
+			done <- err
+			return
+		}
+		data[0].Effective &^= 1<<unix.CAP_DAC_OVERRIDE | 1<<unix.CAP_DAC_READ_SEARCH | 1<<unix.CAP_FOWNER
+		if err := unix.Capset(&header, &data[0]); err != nil {
+			done <- err
+			return
+		}
+		s, err := Listen(path, make(chan Call), zlog.Nop())
+		if err == nil {
+			s.Close()
+		}
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("Listen with another user's 0644 lock file: %v", err)
 	}
 }
