@@ -25,7 +25,8 @@ import (
 // the process's life, not one per call: a PID 1 that needed a new thread for each daemon
 // start would crash (the runtime cannot go on without a thread it asks for) once a daemon
 // has used up the container's pids. fn must not start goroutines that touch files: they
-// would run on other threads, as the caller. Calls are one at a time.
+// would run on other threads, as the caller; nor call AsUser: it would wait for itself.
+// Calls are one at a time. A panic in fn is raised in the caller.
 //
 // Changing a thread's fsuid makes the kernel mark the whole process not dumpable, which
 // hides its /proc/PID/fd and environ from a root without CAP_SYS_PTRACE (`docker exec` as
@@ -46,6 +47,9 @@ func AsUser(cred *Credential, fn func() error) error {
 	if r.threadGone {
 		worker.jobs = nil // the next call starts a new worker
 	}
+	if r.panicked {
+		panic(r.panicValue) // fn's, raised where the caller can see (and recover) it
+	}
 	return r.err
 }
 
@@ -63,6 +67,8 @@ type asUserJob struct {
 type asUserResult struct {
 	err        error
 	threadGone bool
+	panicked   bool
+	panicValue any
 }
 
 // startAsUserWorker locks a thread for asUserWorker. The main thread is never that thread:
@@ -90,12 +96,31 @@ func startAsUserWorker(jobs <-chan asUserJob) {
 // runtime ends the thread.
 func asUserWorker(jobs <-chan asUserJob) {
 	for job := range jobs {
-		restored, err := runAs(job.cred, job.fn)
-		job.done <- asUserResult{err: err, threadGone: !restored}
-		if !restored {
+		if !serveAsUser(job) {
 			return
 		}
 	}
+}
+
+// serveAsUser runs one call and says whether the thread may serve another. A panic in fn
+// goes back to the caller, to be raised there; fn calling runtime.Goexit (t.Fatal in a
+// test) ends the worker, and the caller gets an error rather than waiting for ever. Either
+// way runAs's restore has run, and the thread is not used again.
+func serveAsUser(job asUserJob) (keep bool) {
+	answered := false
+	defer func() {
+		if answered {
+			return
+		}
+		r := recover()
+		job.done <- asUserResult{panicked: r != nil, panicValue: r, threadGone: true,
+			err: errors.New("AsUser: fn ended its goroutine (runtime.Goexit)")}
+		keep = false
+	}()
+	restored, err := runAs(job.cred, job.fn)
+	answered = true
+	job.done <- asUserResult{err: err, threadGone: !restored}
+	return restored
 }
 
 // threadIdentity is what runAs changes on the thread.

@@ -254,3 +254,37 @@ func TestAsUserDropsFileCapabilitiesTheKernelLeaves(t *testing.T) {
 		t.Errorf("CAP_DAC_OVERRIDE not back after the call (effective %#x)", after)
 	}
 }
+
+// A panic in fn reaches the caller, and a Goexit in fn (t.Fatal) returns an error rather
+// than leaving the caller, and every later call, waiting for ever; AsUser works after both.
+func TestAsUserSurvivesPanicAndGoexit(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root can take another user's filesystem identity")
+	}
+	recovered := func() (r any) {
+		defer func() { r = recover() }()
+		_ = asNobody(func() error { panic("fn's panic") })
+		return nil
+	}()
+	if recovered != "fn's panic" {
+		t.Errorf("recovered %v, want fn's panic", recovered)
+	}
+	if err := asNobody(func() error { runtime.Goexit(); return nil }); err == nil {
+		t.Error("a Goexit in fn returned no error")
+	}
+	var during int
+	if err := asNobody(func() error { during, _ = unix.SetfsuidRetUid(-1); return nil }); err != nil || during != 65534 {
+		t.Errorf("a call after both: fsuid %d, %v", during, err)
+	}
+	if changed := threadsNotRoot(t); len(changed) > 0 {
+		// The worker threads of the panic and the Goexit ended; the new one is root again.
+		deadline := time.Now().Add(5 * time.Second)
+		for len(changed) > 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+			changed = threadsNotRoot(t)
+		}
+		if len(changed) > 0 {
+			t.Errorf("threads with another identity: %v", changed)
+		}
+	}
+}
