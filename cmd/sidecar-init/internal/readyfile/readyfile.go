@@ -1,18 +1,20 @@
 // Package readyfile writes and removes sidecar-init's ready file as root without following
-// anything a daemon may have put at or on its path. A daemon whose user can write to the
-// file's directory could otherwise leave a symlink there (root would truncate and write
-// the file it points to), a FIFO (root's open would block, and with it the event loop) or
-// a hard link to another file (root would overwrite that file).
+// anything a daemon may have put at or on its path. A daemon whose user can write to a
+// directory on that path could otherwise leave a symlink there (root would truncate and
+// write, or remove, the file it points to), a FIFO (root's open would block, and with it
+// the event loop) or a hard link to another file (root would overwrite that file). The
+// directory may outlive a run (an emptyDir, a shared volume, a container restarted in
+// place), so what a daemon of an earlier run left counts too.
 //
-// So the directory's path is resolved when the supervisor starts, before any daemon runs
-// (the symlinks there then, /var/run say, are the image's), and opened from / one
-// component at a time, following no symlink: one a daemon puts on the way later makes the
-// open fail rather than lead elsewhere. The directory stays open, and every operation is
-// relative to it; it is looked up again only when it has been deleted (and perhaps made
-// again), or did not exist yet. The file is written as a new file under a temporary name
-// and renamed over the path, which replaces whatever is there (file, symlink, FIFO)
-// without opening or following it; readers see the old content or the new, never a
-// partial write. Removal is unlinkat, which removes a symlink itself.
+// So each operation walks the directory's path from / one component at a time, and
+// follows a symlink only when it is root's (or sidecar-init's own user's) in a directory
+// only they may change: the image's (/var/run to /run), never one a daemon made, then or
+// in an earlier run, nor one it could have moved there. The walk is fresh each time (it
+// runs only when readiness changes), so a directory removed and made again, renamed away
+// and replaced, or mounted over, is the one at the path now. The file is written as a new
+// file under a temporary name and renamed over the path, which replaces whatever is there
+// (file, symlink, FIFO) without opening or following it; readers see the old content or
+// the new, never a partial write. Removal is unlinkat, which removes a symlink itself.
 package readyfile
 
 import (
@@ -31,14 +33,11 @@ var ErrIsDirectory = errors.New("the ready file's path is a directory; leaving i
 // File is the ready file at one path. The zero of *File (nil) is "no ready file".
 type File struct {
 	path, name string
-	// dirPath is the directory as resolved at Open: absolute, the symlinks then on its
-	// path followed; the part that did not exist yet is kept as written.
-	dirPath string
-	dir     int // an O_PATH descriptor of the directory, or -1 until it could be opened
+	dirPath    string // absolute and clean
 }
 
-// Open prepares the ready file at path ("" gives nil: no ready file), resolving and
-// opening its directory now if it exists.
+// Open prepares the ready file at path ("" gives nil: no ready file). Nothing is opened
+// until a Write or Remove.
 func Open(path string) *File {
 	if path == "" {
 		return nil
@@ -47,9 +46,7 @@ func Open(path string) *File {
 	if err != nil {
 		abs = filepath.Clean(path)
 	}
-	f := &File{path: path, name: filepath.Base(abs), dirPath: resolveNow(filepath.Dir(abs)), dir: -1}
-	_ = f.openDir()
-	return f
+	return &File{path: path, name: filepath.Base(abs), dirPath: filepath.Dir(abs)}
 }
 
 // Path is the ready file's path, for logs.
@@ -60,59 +57,98 @@ func (f *File) Path() string {
 	return f.path
 }
 
-// resolveNow follows the symlinks on dir's path as they are now, as far as the path
-// exists; the rest is appended as it is.
-func resolveNow(dir string) string {
-	existing, rest := dir, ""
-	for {
-		if real, err := filepath.EvalSymlinks(existing); err == nil {
-			return filepath.Join(real, rest)
-		}
-		parent := filepath.Dir(existing)
-		if parent == existing {
-			return dir
-		}
-		rest = filepath.Join(filepath.Base(existing), rest)
-		existing = parent
-	}
-}
+// maxSymlinks bounds the symlinks one walk follows, as the kernel's own limit (40) does.
+const maxSymlinks = 40
 
-// openDir makes f.dir the directory at dirPath: the one already open unless it has been
-// deleted since, else a fresh walk from / that follows no symlink.
-func (f *File) openDir() error {
-	if f.dir >= 0 {
-		var st unix.Stat_t
-		if unix.Fstat(f.dir, &st) == nil && st.Nlink > 0 {
-			return nil
-		}
-		f.forgetDir() // deleted (and perhaps made again): look it up anew
-	}
+// openDir walks dirPath from / and returns an O_PATH descriptor of the directory there.
+func (f *File) openDir() (int, error) {
 	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open /: %w", err)
+		return -1, fmt.Errorf("open /: %w", err)
 	}
-	for _, name := range strings.Split(strings.Trim(f.dirPath, "/"), "/") {
-		if name == "" {
-			continue
-		}
-		next, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fail := func(err error) (int, error) {
 		_ = unix.Close(fd)
-		if errors.Is(err, unix.ENOTDIR) {
-			return fmt.Errorf("open the ready file's directory %s: %s is not a directory, or is a symlink put there since sidecar-init started: %w", f.dirPath, name, err)
-		}
-		if err != nil {
-			return fmt.Errorf("open the ready file's directory %s: %w", f.dirPath, err)
-		}
-		fd = next
+		return -1, fmt.Errorf("open the ready file's directory %s: %w", f.dirPath, err)
 	}
-	f.dir = fd
-	return nil
+	todo, followed := components(f.dirPath), 0
+	for len(todo) > 0 {
+		name := todo[0]
+		todo = todo[1:]
+		next, err := unix.Openat(fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fail(err)
+		}
+		var st, dir unix.Stat_t
+		if err := errors.Join(unix.Fstat(next, &st), unix.Fstat(fd, &dir)); err != nil {
+			_ = unix.Close(next)
+			return fail(err)
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			_ = unix.Close(fd)
+			fd = next
+			continue
+		case unix.S_IFLNK:
+		default:
+			_ = unix.Close(next)
+			return fail(fmt.Errorf("%s: %w", name, unix.ENOTDIR))
+		}
+		followed++
+		if !trusted(st, dir) || followed > maxSymlinks {
+			_ = unix.Close(next)
+			if followed > maxSymlinks {
+				return fail(fmt.Errorf("%s: %w", name, unix.ELOOP))
+			}
+			return fail(fmt.Errorf("%s is a symlink of uid %d, or in a directory others may change: not followed (a daemon could have put it there)", name, st.Uid))
+		}
+		target, err := readlink(next)
+		_ = unix.Close(next)
+		if err != nil {
+			return fail(err)
+		}
+		if filepath.IsAbs(target) {
+			_ = unix.Close(fd)
+			if fd, err = unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+				return -1, fmt.Errorf("open /: %w", err)
+			}
+		}
+		todo = append(components(target), todo...)
+	}
+	return fd, nil
 }
 
-func (f *File) forgetDir() {
-	if f.dir >= 0 {
-		_ = unix.Close(f.dir)
-		f.dir = -1
+// components splits a path into the names a walk opens; "." goes, ".." stays (openat
+// takes it to the parent of the directory the walk is in).
+func components(path string) []string {
+	var names []string
+	for _, name := range strings.Split(path, "/") {
+		if name != "" && name != "." {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// trusted says a symlink may be followed: root's or sidecar-init's own user's, in a
+// directory owned by one of them that others may not write to (or only with the sticky
+// bit, which keeps them from moving or replacing it).
+func trusted(link, dir unix.Stat_t) bool {
+	self := uint32(unix.Geteuid())
+	ours := func(uid uint32) bool { return uid == 0 || uid == self }
+	return ours(link.Uid) && ours(dir.Uid) && (dir.Mode&0o022 == 0 || dir.Mode&unix.S_ISVTX != 0)
+}
+
+// readlink reads the target of the symlink open (O_PATH|O_NOFOLLOW) at fd.
+func readlink(fd int) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(fd, "", buf)
+		if err != nil {
+			return "", fmt.Errorf("readlink: %w", err)
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
 	}
 }
 
@@ -125,36 +161,27 @@ func (f *File) Write(content []byte) error {
 	if f == nil {
 		return nil
 	}
-	err := f.write(content)
-	if errors.Is(err, unix.ENOENT) {
-		// The directory went between the look and the write (or its file system does not
-		// count links to a deleted directory): once more, from a fresh look.
-		f.forgetDir()
-		err = f.write(content)
-	}
-	return err
-}
-
-func (f *File) write(content []byte) error {
-	if err := f.openDir(); err != nil {
+	dir, err := f.openDir()
+	if err != nil {
 		return err
 	}
+	defer func() { _ = unix.Close(dir) }()
 	tmp := f.tmpName()
 	// A temporary file left by a crash, or put there: removed, never opened.
-	_ = unix.Unlinkat(f.dir, tmp, 0)
+	_ = unix.Unlinkat(dir, tmp, 0)
 	// O_EXCL: a file this call creates, so no symlink, FIFO or hard link can stand in.
-	fd, err := unix.Openat(f.dir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	fd, err := unix.Openat(dir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
 	if err != nil {
-		return fmt.Errorf("create %s in %s: %w", tmp, filepath.Dir(f.path), err)
+		return fmt.Errorf("create %s in %s: %w", tmp, f.dirPath, err)
 	}
 	_, werr := unix.Write(fd, content)
 	cerr := unix.Close(fd)
 	if err := errors.Join(werr, cerr); err != nil {
-		_ = unix.Unlinkat(f.dir, tmp, 0)
-		return fmt.Errorf("write %s in %s: %w", tmp, filepath.Dir(f.path), err)
+		_ = unix.Unlinkat(dir, tmp, 0)
+		return fmt.Errorf("write %s in %s: %w", tmp, f.dirPath, err)
 	}
-	if err := unix.Renameat(f.dir, tmp, f.dir, f.name); err != nil {
-		_ = unix.Unlinkat(f.dir, tmp, 0)
+	if err := unix.Renameat(dir, tmp, dir, f.name); err != nil {
+		_ = unix.Unlinkat(dir, tmp, 0)
 		if errors.Is(err, unix.EISDIR) {
 			return ErrIsDirectory
 		}
@@ -163,18 +190,21 @@ func (f *File) write(content []byte) error {
 	return nil
 }
 
-// Remove removes the ready file; one that is not there is no error.
+// Remove removes the ready file; one that is not there, or whose directory is not, is no
+// error.
 func (f *File) Remove() error {
 	if f == nil {
 		return nil
 	}
-	if err := f.openDir(); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil // no directory, no file
-		}
+	dir, err := f.openDir()
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
-	switch err := unix.Unlinkat(f.dir, f.name, 0); {
+	defer func() { _ = unix.Close(dir) }()
+	switch err := unix.Unlinkat(dir, f.name, 0); {
 	case err == nil, errors.Is(err, unix.ENOENT):
 		return nil
 	case errors.Is(err, unix.EISDIR):
@@ -184,9 +214,5 @@ func (f *File) Remove() error {
 	}
 }
 
-// Close lets the directory go.
-func (f *File) Close() {
-	if f != nil {
-		f.forgetDir()
-	}
-}
+// Close is kept for the callers' defer: nothing stays open between operations.
+func (f *File) Close() {}

@@ -105,44 +105,6 @@ func TestRemoveDoesNotFollowASymlink(t *testing.T) {
 	}
 }
 
-// The directory is the one that was there at Open: one swapped in later at the same path
-// (a symlink to another directory, say) is never written to.
-func TestTheDirectoryIsTheOneThereAtOpen(t *testing.T) {
-	base := t.TempDir()
-	dir, elsewhere := filepath.Join(base, "run"), filepath.Join(base, "elsewhere")
-	for _, d := range []string{dir, elsewhere} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(elsewhere, "ready"), []byte("precious\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f := Open(filepath.Join(dir, "ready"))
-	defer f.Close()
-	if err := os.Rename(dir, filepath.Join(base, "moved")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(elsewhere, dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Write([]byte("ready\n")); err != nil {
-		t.Fatal(err)
-	}
-	if got := read(t, filepath.Join(elsewhere, "ready")); got != "precious\n" {
-		t.Errorf("the swapped-in directory's file holds %q, want it untouched", got)
-	}
-	if got := read(t, filepath.Join(base, "moved", "ready")); got != "ready\n" {
-		t.Errorf("the original directory's ready file holds %q", got)
-	}
-	if err := f.Remove(); err != nil {
-		t.Fatal(err)
-	}
-	if got := read(t, filepath.Join(elsewhere, "ready")); got != "precious\n" {
-		t.Errorf("Remove reached the swapped-in directory: %q", got)
-	}
-}
-
 func TestADirectoryAtThePathIsLeftAlone(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ready")
@@ -199,54 +161,6 @@ func TestNoReadyFile(t *testing.T) {
 	f.Close()
 }
 
-// A directory that did not exist at Open and appears later as a symlink (a daemon's) is
-// not followed: the walk from / follows no symlink that was not there at Open.
-func TestALaterDirectoryIsNotASymlink(t *testing.T) {
-	base := t.TempDir()
-	elsewhere := filepath.Join(base, "secret")
-	if err := os.Mkdir(elsewhere, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	victim := filepath.Join(elsewhere, "ready")
-	if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f := Open(filepath.Join(base, "late", "ready"))
-	defer f.Close()
-	if err := os.Symlink(elsewhere, filepath.Join(base, "late")); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Write([]byte("ready\n")); err == nil {
-		t.Error("Write through a symlink made after Open succeeded")
-	}
-	if err := f.Remove(); err == nil {
-		t.Error("Remove through a symlink made after Open succeeded")
-	}
-	if got := read(t, victim); got != "precious\n" {
-		t.Errorf("the file behind the symlink holds %q", got)
-	}
-}
-
-// The symlinks on the path at Open are the image's (/var/run to /run): followed.
-func TestSymlinksThereAtOpenAreFollowed(t *testing.T) {
-	base := t.TempDir()
-	real := filepath.Join(base, "run")
-	if err := os.Mkdir(real, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(real, filepath.Join(base, "varrun")); err != nil {
-		t.Fatal(err)
-	}
-	f := Open(filepath.Join(base, "varrun", "ready"))
-	defer f.Close()
-	if err := f.Write([]byte("ready\n")); err != nil {
-		t.Fatal(err)
-	}
-	if got := read(t, filepath.Join(real, "ready")); got != "ready\n" {
-		t.Errorf("the ready file holds %q", got)
-	}
-}
-
 // A directory removed and made again (a start script's rm -rf /run/app; mkdir /run/app)
 // gets the ready file in the new one, not a write into the deleted one that never shows.
 func TestADirectoryMadeAgainIsUsed(t *testing.T) {
@@ -273,5 +187,144 @@ func TestADirectoryMadeAgainIsUsed(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(dir, "ready")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("after Remove: %v", err)
+	}
+}
+
+// needsRoot skips a test that must make files of another user.
+func needsRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the test makes symlinks and directories of another user")
+	}
+}
+
+// A symlink a daemon put on the path (its own, or root's it could have moved: in a
+// directory it may write to) is not followed, whether made before Open (an earlier run,
+// a volume that outlives the container) or after.
+func TestASymlinkADaemonCouldHavePutIsNotFollowed(t *testing.T) {
+	needsRoot(t)
+	for _, tc := range []struct {
+		name       string
+		linkOwner  int
+		beforeOpen bool
+	}{
+		{"the daemon's, made before Open", 65534, true},
+		{"the daemon's, made after Open", 65534, false},
+		{"root's, in the daemon's directory", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := t.TempDir()
+			secret, shared := filepath.Join(base, "secret"), filepath.Join(base, "shared")
+			for _, d := range []string{secret, shared} {
+				if err := os.Mkdir(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Chown(shared, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			victim := filepath.Join(secret, "ready")
+			if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			plant := func() {
+				link := filepath.Join(shared, "app")
+				if err := os.Symlink(secret, link); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Lchown(link, tc.linkOwner, tc.linkOwner); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.beforeOpen {
+				plant()
+			}
+			f := Open(filepath.Join(shared, "app", "ready"))
+			defer f.Close()
+			if !tc.beforeOpen {
+				plant()
+			}
+			if err := f.Remove(); err == nil {
+				t.Error("Remove through the symlink succeeded")
+			}
+			if err := f.Write([]byte("ready\n")); err == nil {
+				t.Error("Write through the symlink succeeded")
+			}
+			if got := read(t, victim); got != "precious\n" {
+				t.Errorf("the file behind the symlink holds %q", got)
+			}
+		})
+	}
+}
+
+// Root's symlinks in root's directories are the image's (/var/run to /run): followed,
+// one dangling at Open too, once its target exists (/etc/app to /run/app, made later).
+func TestTheImagesSymlinksAreFollowed(t *testing.T) {
+	needsRoot(t)
+	base := t.TempDir()
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(base, "run")
+	if err := os.Mkdir(run, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("run", filepath.Join(base, "varrun")); err != nil { // relative, as Debian's
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(run, "app"), filepath.Join(base, "app")); err != nil {
+		t.Fatal(err)
+	}
+	viaVarRun := Open(filepath.Join(base, "varrun", "ready"))
+	if err := viaVarRun.Write([]byte("ready\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(run, "ready")); got != "ready\n" {
+		t.Errorf("through varrun: %q", got)
+	}
+	dangling := Open(filepath.Join(base, "app", "ready"))
+	if err := dangling.Write([]byte("x")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Write before the target exists = %v, want ErrNotExist", err)
+	}
+	if err := os.Mkdir(filepath.Join(run, "app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := dangling.Write([]byte("ready\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(run, "app", "ready")); got != "ready\n" {
+		t.Errorf("through the once dangling symlink: %q", got)
+	}
+}
+
+// A directory renamed away and replaced by a new one at the path: the new one gets the
+// file, where a reader looks.
+func TestADirectoryReplacedIsTheOneUsed(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "app")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := Open(filepath.Join(dir, "ready"))
+	if err := f.Write([]byte("first\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir, filepath.Join(base, "app.old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Write([]byte("ready\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(dir, "ready")); got != "ready\n" {
+		t.Errorf("the ready file at the path holds %q", got)
+	}
+	if err := f.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(base, "app.old", "ready")); got != "first\n" {
+		t.Errorf("the old directory's file holds %q, want it left", got)
 	}
 }
