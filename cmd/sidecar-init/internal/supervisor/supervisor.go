@@ -404,9 +404,11 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int, exit *procs.Exit) {
 		return
 	}
 	switch {
-	case s.arrivingStop != 0 && killedBy(exit, s.arrivingStop):
-		// Killed by that signal, not an exit status of 128+signal: a daemon that exits
-		// 143 on its own just before the stop is a failure, and shows as one.
+	case s.arrivingStop != 0 && diedOf(exit, s.arrivingStop):
+		// Killed by that signal, or exited 128+signal, as the JVM and many trapping
+		// scripts do once they have handled it. A daemon that exited 143 of its own in the
+		// instant before the stop is excused too: no wait status can tell the two apart,
+		// and a stop that gives a JVM's bundle 0 or 143 by chance is the worse of the two.
 		s.log.Info("daemon died of the signal that is stopping sidecar-init, sent to it too: not counted as a failure",
 			zlog.String("daemon", d.cfg.Name), zlog.String("signal", procs.SignalName(s.arrivingStop)))
 	case status != 0 && s.firstFailure == 0:
@@ -418,13 +420,10 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int, exit *procs.Exit) {
 	}
 }
 
-// killedBy says the daemon was killed by sig.
-func killedBy(exit *procs.Exit, sig syscall.Signal) bool {
-	if exit == nil {
-		return false
-	}
-	got, signaled := exit.Signal()
-	return signaled && got == sig
+// diedOf says the daemon was killed by sig, or exited with the status a process that
+// handled sig by exiting reports (128+sig).
+func diedOf(exit *procs.Exit, sig syscall.Signal) bool {
+	return exit != nil && exit.Code() == 128+int(sig)
 }
 
 // onDroppedSignal logs a dropped signal: a fault signal at warn, since someone sent it with
