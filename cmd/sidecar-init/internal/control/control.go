@@ -141,6 +141,12 @@ func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 	// Read-only and 0644: flock needs no more, and a later instance run as another user (a
 	// socket in a shared directory) can still take its turn.
 	lock, err := unix.Open(path+".lock", unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		// Another user's, mode 0600 (left by a build before this one made it 0644): the lock
+		// only closes a rare race, and the look below still finds a listening instance.
+		log.Debug("control socket lock not readable; going on without it", zlog.String("path", path+".lock"), zlog.Error(err))
+		return listenLocked(path, calls, log)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("control socket lock %s.lock: %w", path, err)
 	}
