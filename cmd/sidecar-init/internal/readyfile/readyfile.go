@@ -9,7 +9,8 @@
 // So each operation walks the directory's path from / one component at a time, and
 // follows a symlink only when it is root's (or sidecar-init's own user's) in a directory
 // only they may change: the image's (/var/run to /run), never one a daemon made, then or
-// in an earlier run, nor one it could have moved there. The walk is fresh each time (it
+// in an earlier run, nor one it could have moved there (sticky /tmp included); a ".." in
+// a target is taken only out of such a directory too. The walk is fresh each time (it
 // runs only when readiness changes), so a directory removed and made again, renamed away
 // and replaced, or mounted over, is the one at the path now. The file is written as a new
 // file under a temporary name and renamed over the path, which replaces whatever is there
@@ -74,12 +75,22 @@ func (f *File) openDir() (int, error) {
 	for len(todo) > 0 {
 		name := todo[0]
 		todo = todo[1:]
+		var dir unix.Stat_t
+		if err := unix.Fstat(fd, &dir); err != nil {
+			return fail(err)
+		}
+		if name == ".." && !onlyOurs(dir) {
+			// ".." is the directory's parent now: one that others may move (a daemon's
+			// own, renamed elsewhere between two steps of the walk) has a parent of
+			// their choosing.
+			return fail(fmt.Errorf(".. out of a directory others may change (uid %d, mode %#o): not followed", dir.Uid, dir.Mode&0o7777))
+		}
 		next, err := unix.Openat(fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fail(err)
 		}
-		var st, dir unix.Stat_t
-		if err := errors.Join(unix.Fstat(next, &st), unix.Fstat(fd, &dir)); err != nil {
+		var st unix.Stat_t
+		if err := unix.Fstat(next, &st); err != nil {
 			_ = unix.Close(next)
 			return fail(err)
 		}
@@ -130,13 +141,21 @@ func components(path string) []string {
 }
 
 // trusted says a symlink may be followed: root's or sidecar-init's own user's, in a
-// directory owned by one of them that others may not write to (or only with the sticky
-// bit, which keeps them from moving or replacing it).
+// directory only they may change. Not in one others may write to, sticky or not: the
+// sticky bit keeps others from removing or renaming an entry, not from adding one, and a
+// daemon can rename a root symlink it can reach (or hard-link one, where
+// protected_hardlinks is off) into /tmp.
 func trusted(link, dir unix.Stat_t) bool {
-	self := uint32(unix.Geteuid())
-	ours := func(uid uint32) bool { return uid == 0 || uid == self }
-	return ours(link.Uid) && ours(dir.Uid) && (dir.Mode&0o022 == 0 || dir.Mode&unix.S_ISVTX != 0)
+	return ours(link.Uid) && onlyOurs(dir)
 }
+
+// onlyOurs says only root or sidecar-init's user may change the directory: theirs, and
+// not writable by group or others.
+func onlyOurs(dir unix.Stat_t) bool {
+	return ours(dir.Uid) && dir.Mode&0o022 == 0
+}
+
+func ours(uid uint32) bool { return uid == 0 || uid == uint32(unix.Geteuid()) }
 
 // readlink reads the target of the symlink open (O_PATH|O_NOFOLLOW) at fd.
 func readlink(fd int) (string, error) {

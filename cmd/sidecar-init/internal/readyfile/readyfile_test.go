@@ -328,3 +328,57 @@ func TestADirectoryReplacedIsTheOneUsed(t *testing.T) {
 		t.Errorf("the old directory's file holds %q, want it left", got)
 	}
 }
+
+// Root's symlink in a directory others may write to is not followed, sticky or not: a
+// daemon may have renamed it there from a directory of its own (sticky keeps others from
+// removing an entry, not from adding one). Nor is a ".." taken out of a directory others
+// may change: moved elsewhere between two steps of the walk, its parent is theirs to pick.
+func TestNoSymlinkOrDotDotWhereOthersMayWrite(t *testing.T) {
+	needsRoot(t)
+	base := t.TempDir()
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(base, "secret")
+	if err := os.Mkdir(secret, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(secret, "ready")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sticky := filepath.Join(base, "tmp")
+	if err := os.Mkdir(sticky, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sticky, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, filepath.Join(sticky, "app")); err != nil { // root's
+		t.Fatal(err)
+	}
+	sub := filepath.Join(base, "pub", "sub")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{sub, filepath.Dir(sub)} {
+		if err := os.Chown(d, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("pub/sub/../../secret", filepath.Join(base, "up")); err != nil { // root's, in root's 0755
+		t.Fatal(err)
+	}
+	for _, path := range []string{filepath.Join(sticky, "app", "ready"), filepath.Join(base, "up", "ready")} {
+		f := Open(path)
+		if err := f.Remove(); err == nil {
+			t.Errorf("%s: Remove succeeded", path)
+		}
+		if err := f.Write([]byte("x")); err == nil {
+			t.Errorf("%s: Write succeeded", path)
+		}
+		if got := read(t, victim); got != "precious\n" {
+			t.Fatalf("%s: the file in the root-only directory holds %q", path, got)
+		}
+	}
+}
