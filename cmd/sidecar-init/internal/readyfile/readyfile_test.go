@@ -198,6 +198,35 @@ func needsRoot(t *testing.T) {
 	}
 }
 
+// secretIn makes base/secret, root's alone, holding a file named ready: what an attack
+// through the ready file's path would reach.
+func secretIn(t *testing.T, base string) (secret, victim string) {
+	t.Helper()
+	secret = filepath.Join(base, "secret")
+	if err := os.Mkdir(secret, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	victim = filepath.Join(secret, "ready")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return secret, victim
+}
+
+// wantRefused checks that neither Remove nor Write of f got through to victim.
+func wantRefused(t *testing.T, f *File, victim string) {
+	t.Helper()
+	if err := f.Remove(); err == nil {
+		t.Errorf("%s: Remove succeeded", f.Path())
+	}
+	if err := f.Write([]byte("x")); err == nil {
+		t.Errorf("%s: Write succeeded", f.Path())
+	}
+	if got := read(t, victim); got != "precious\n" {
+		t.Fatalf("%s: the file in the root-only directory holds %q", f.Path(), got)
+	}
+}
+
 // A symlink a daemon put on the path (its own, or root's it could have moved: in a
 // directory it may write to) is not followed, whether made before Open (an earlier run,
 // a volume that outlives the container) or after.
@@ -214,17 +243,12 @@ func TestASymlinkADaemonCouldHavePutIsNotFollowed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := t.TempDir()
-			secret, shared := filepath.Join(base, "secret"), filepath.Join(base, "shared")
-			for _, d := range []string{secret, shared} {
-				if err := os.Mkdir(d, 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := os.Chown(shared, 65534, 65534); err != nil {
+			secret, victim := secretIn(t, base)
+			shared := filepath.Join(base, "shared")
+			if err := os.Mkdir(shared, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			victim := filepath.Join(secret, "ready")
-			if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+			if err := os.Chown(shared, 65534, 65534); err != nil {
 				t.Fatal(err)
 			}
 			plant := func() {
@@ -244,15 +268,7 @@ func TestASymlinkADaemonCouldHavePutIsNotFollowed(t *testing.T) {
 			if !tc.beforeOpen {
 				plant()
 			}
-			if err := f.Remove(); err == nil {
-				t.Error("Remove through the symlink succeeded")
-			}
-			if err := f.Write([]byte("ready\n")); err == nil {
-				t.Error("Write through the symlink succeeded")
-			}
-			if got := read(t, victim); got != "precious\n" {
-				t.Errorf("the file behind the symlink holds %q", got)
-			}
+			wantRefused(t, f, victim)
 		})
 	}
 }
@@ -339,14 +355,7 @@ func TestNoSymlinkOrDotDotWhereOthersMayWrite(t *testing.T) {
 	if err := os.Chmod(base, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	secret := filepath.Join(base, "secret")
-	if err := os.Mkdir(secret, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	victim := filepath.Join(secret, "ready")
-	if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secret, victim := secretIn(t, base)
 	sticky := filepath.Join(base, "tmp")
 	if err := os.Mkdir(sticky, 0o755); err != nil {
 		t.Fatal(err)
@@ -370,15 +379,6 @@ func TestNoSymlinkOrDotDotWhereOthersMayWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, path := range []string{filepath.Join(sticky, "app", "ready"), filepath.Join(base, "up", "ready")} {
-		f := Open(path)
-		if err := f.Remove(); err == nil {
-			t.Errorf("%s: Remove succeeded", path)
-		}
-		if err := f.Write([]byte("x")); err == nil {
-			t.Errorf("%s: Write succeeded", path)
-		}
-		if got := read(t, victim); got != "precious\n" {
-			t.Fatalf("%s: the file in the root-only directory holds %q", path, got)
-		}
+		wantRefused(t, Open(path), victim)
 	}
 }

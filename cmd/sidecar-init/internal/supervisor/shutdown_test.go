@@ -269,19 +269,7 @@ func TestReverseOrderStopsWhatAHeldBackDaemonLeft(t *testing.T) {
 	if n := len(h.logs.FilterMessage("illegal event not applied").All()); n != 0 {
 		t.Errorf("%d illegal events logged:\n%s", n, h.dumpLogs())
 	}
-	appKilled, depLeftStopped := -1, -1
-	for i, e := range h.logs.All() {
-		fields := e.ContextMap()
-		switch {
-		case e.Message == "transition" && fields["machine"] == "app" && fields["event"] == "kill":
-			appKilled = i
-		case e.Message == "stopping processes left in an exited daemon's process group" && fields["daemon"] == "dep":
-			depLeftStopped = i
-		}
-	}
-	if appKilled < 0 || depLeftStopped < appKilled {
-		t.Errorf("what dep left was stopped (log %d) before app, which comes after dep, was gone (log %d):\n%s", depLeftStopped, appKilled, h.dumpLogs())
-	}
+	h.wantLeftoversStoppedAfterKill("dep", "app")
 }
 
 // The same for a dependency whose main process was gone before the shutdown began: what
@@ -298,18 +286,26 @@ func TestReverseOrderHoldsWhatADeadDependencyLeft(t *testing.T) {
 	h.waitState("dep", string(fsm.DaemonExited))
 	h.stopAndWant(0)
 	h.waitRecord("dep.grandchild signal SIGTERM")
-	appKilled, depLeftStopped := -1, -1
+	h.wantLeftoversStoppedAfterKill("dep", "app")
+}
+
+// wantLeftoversStoppedAfterKill checks the log: what dependency left in its group was
+// stopped only after dependent, which comes after it, was SIGKILLed.
+func (h *harness) wantLeftoversStoppedAfterKill(dependency, dependent string) {
+	h.t.Helper()
+	killed, stopped := -1, -1
 	for i, e := range h.logs.All() {
 		fields := e.ContextMap()
 		switch {
-		case e.Message == "transition" && fields["machine"] == "app" && fields["event"] == "kill":
-			appKilled = i
-		case e.Message == "stopping processes left in an exited daemon's process group" && fields["daemon"] == "dep":
-			depLeftStopped = i
+		case e.Message == "transition" && fields["machine"] == dependent && fields["event"] == "kill":
+			killed = i
+		case e.Message == "stopping processes left in an exited daemon's process group" && fields["daemon"] == dependency:
+			stopped = i
 		}
 	}
-	if appKilled < 0 || depLeftStopped < appKilled {
-		t.Errorf("what dep left was stopped (log %d) before app, which comes after dep, was gone (log %d):\n%s", depLeftStopped, appKilled, h.dumpLogs())
+	if killed < 0 || stopped < killed {
+		h.t.Errorf("what %s left was stopped (log %d) before %s, which comes after it, was gone (log %d):\n%s",
+			dependency, stopped, dependent, killed, h.dumpLogs())
 	}
 }
 
