@@ -1,6 +1,7 @@
 // Package procs does the effects of sidecar-init: fork/exec into a new process group,
-// signalling a group, the wait4 reap loop, the subreaper prctl and wait-status decoding.
-// It keeps no state: the supervisor's event loop owns every pid it hands back.
+// signalling a group, the wait4 reap loop, the subreaper prctl, wait-status decoding, and
+// file work with a daemon's identity (AsUser). Its one piece of state is AsUser's worker
+// thread; the supervisor's event loop owns every pid it hands back.
 package procs
 
 import (

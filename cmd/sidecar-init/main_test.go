@@ -590,3 +590,106 @@ func TestStaleReadyFileGoesWhenTheEnvironmentIsBad(t *testing.T) {
 		}
 	}
 }
+
+// pidsCgroup makes a pids cgroup (v1, or v2 with the pids controller) limited to max
+// tasks, and returns its cgroup.procs file; it is removed at the end of the test.
+func pidsCgroup(t *testing.T, max int) string {
+	t.Helper()
+	for _, parent := range []string{"/sys/fs/cgroup/pids", "/sys/fs/cgroup"} {
+		if _, err := os.Stat(filepath.Join(parent, "pids.max")); err != nil && parent == "/sys/fs/cgroup" {
+			continue // v2 root without pids.max in children is checked below
+		}
+		dir, err := os.MkdirTemp(parent, "sidecar-init-test-")
+		if err != nil {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, "pids.max"), []byte(strconv.Itoa(max)), 0o644); err != nil {
+			_ = os.Remove(dir)
+			continue
+		}
+		t.Cleanup(func() {
+			// Its tasks are gone once the test's processes are; rmdir takes an empty cgroup.
+			for deadline := time.Now().Add(10 * time.Second); os.Remove(dir) != nil && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+		return filepath.Join(dir, "cgroup.procs")
+	}
+	t.Skip("no pids cgroup to make here (needs root and the pids controller, v1 or v2)")
+	return ""
+}
+
+// A daemon that uses up the container's pids must not take PID 1 down with it. The Go
+// runtime ends the process when it cannot get a thread it asks for; AsUser's worker,
+// started at its first call (a daemon with a user, spawned after the pids were gone),
+// took a thread out of the runtime's pool just then: 9 of 10 runs died with "fatal error:
+// newosproc" before the worker was started ahead of every spawn.
+func TestUsedUpPidsDoNotCrashTheSupervisor(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a pids cgroup, and a daemon run as nobody")
+	}
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("needs python3 for the daemon that forks until the pids are gone")
+	}
+	for run := range 5 {
+		procs := pidsCgroup(t, 40)
+		dir := t.TempDir()
+		ready := filepath.Join(dir, "hog-ready")
+		hog := "import os, time, pathlib\n" +
+			"while True:\n" +
+			"    try:\n        pid = os.fork()\n    except OSError:\n        break\n" +
+			"    if pid == 0:\n        time.sleep(1000)\n        os._exit(0)\n" +
+			"pathlib.Path(" + strconv.Quote(ready) + ").touch()\ntime.sleep(1000)\n"
+		table := fmt.Sprintf("[[daemon]]\nname = \"hog\"\ncommand = [%q, \"-c\", %q]\nready = { file = %q }\nready_timeout = \"20s\"\ngrace = \"2s\"\n"+
+			"[[daemon]]\nname = \"late\"\ncommand = [\"sleep\", \"1000\"]\nuser = \"nobody\"\nafter = [\"hog\"]\n", python, hog, ready)
+		cfg := filepath.Join(dir, "daemons.toml")
+		if err := os.WriteFile(cfg, []byte(table), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		stderrPath := filepath.Join(dir, "stderr")
+		stderrFile, err := os.Create(stderrPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stderr := func() string { data, _ := os.ReadFile(stderrPath); return string(data) }
+		// The shell moves itself into the cgroup, then becomes sidecar-init: everything it
+		// starts is counted there.
+		cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$0" && exec "$1" --config "$2"`, procs, binary, cfg)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + filepath.Join(dir, "control.sock")}
+		cmd.Stderr = stderrFile
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		err = cmd.Start()
+		_ = stderrFile.Close() // the child has its own
+		if err != nil {
+			t.Fatal(err)
+		}
+		var waitErr error
+		done := make(chan struct{})
+		go func() { waitErr = cmd.Wait(); close(done) }()
+		// The late daemon's start comes once the hog has used the pids up: wait for its
+		// spawn attempt (an exec failure, with no pid to spare), or for a crash.
+		deadline := time.After(waitLimit)
+		for !strings.Contains(stderr(), `"machine":"late"`) {
+			select {
+			case <-done:
+				t.Fatalf("run %d: sidecar-init ended (%v) before the late daemon's start:\n%s", run, waitErr, stderr())
+			case <-deadline:
+				_ = cmd.Process.Kill()
+				t.Fatalf("run %d: no start of the late daemon:\n%s", run, stderr())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(waitLimit):
+			_ = cmd.Process.Kill()
+			<-done
+			t.Fatalf("run %d: no exit after SIGTERM:\n%s", run, stderr())
+		}
+		if strings.Contains(stderr(), "fatal error") {
+			t.Fatalf("run %d: the supervisor crashed:\n%s", run, stderr())
+		}
+	}
+}

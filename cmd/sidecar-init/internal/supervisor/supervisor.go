@@ -116,7 +116,8 @@ type Supervisor struct {
 	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups (since
 	// the last spawn).
 	sweptEveryone bool
-	// readyFile is opts.ReadyFile, its directory opened before any daemon runs.
+	// readyFile is opts.ReadyFile, written and removed without following what a daemon
+	// put on its path.
 	readyFile *readyfile.File
 	// walk numbers the anyDependentLive calls, for their marks on the daemons.
 	walk       uint64
@@ -174,6 +175,10 @@ func (s *Supervisor) Run() int {
 	defer s.timer.Stop()
 	s.readyFile = readyfile.Open(s.opts.ReadyFile)
 	defer s.readyFile.Close()
+	if slices.ContainsFunc(s.daemons, func(d *daemon) bool { return d.cfg.Credential != nil }) {
+		// Its thread now, while the container has pids to spare (see StartAsUserWorker).
+		procs.StartAsUserWorker()
+	}
 	// A ready file left by an earlier run (a shared volume, a container restarted in place)
 	// would say "ready" before any daemon is; it is written again once they all are.
 	s.removeReadyFile()
