@@ -139,16 +139,24 @@ func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 	// so), and the lock file stays: removing it would let another instance lock a new file
 	// while one holds the old.
 	// Read-only and 0644: flock needs no more, and a later instance run as another user (a
-	// socket in a shared directory) can still take its turn.
-	lock, err := unix.Open(path+".lock", unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
-	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-		// Another user's, mode 0600 (left by a build before this one made it 0644): the lock
-		// only closes a rare race, and the look below still finds a listening instance.
-		log.Debug("control socket lock not readable; going on without it", zlog.String("path", path+".lock"), zlog.Error(err))
-		return listenLocked(path, calls, log)
+	// socket in a shared directory) can still take its turn. Non-blocking: a FIFO put at
+	// the path would otherwise hold the start-up until someone opens it for writing.
+	lock, err := unix.Open(path+".lock", unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0o644)
+	var st unix.Stat_t
+	if err == nil {
+		if err = unix.Fstat(lock, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
+			err = fmt.Errorf("not a regular file (mode %#o)", st.Mode)
+		}
+		if err != nil {
+			_ = unix.Close(lock)
+		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("control socket lock %s.lock: %w", path, err)
+		// Another user's, mode 0600, or something else put at the path (a FIFO, a
+		// directory): the lock only closes a rare race, and the look below still finds a
+		// listening instance, so the socket is made without it.
+		log.Debug("control socket lock not usable; going on without it", zlog.String("path", path+".lock"), zlog.Error(err))
+		return listenLocked(path, calls, log)
 	}
 	defer func() { _ = unix.Close(lock) }() // the unlock
 	if err := unix.Flock(lock, unix.LOCK_EX|unix.LOCK_NB); err != nil {

@@ -491,3 +491,38 @@ func TestLockFileOfAnotherUserIsNoObstacle(t *testing.T) {
 		t.Fatalf("Listen with another user's 0600 lock file: %v", err)
 	}
 }
+
+// Whatever else is at the lock file's path (a FIFO, whose open would block, or a
+// directory) is gone around: the socket is made without the lock.
+func TestLockPathThatIsNoFileIsGoneAround(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		plant func(string) error
+	}{
+		{"FIFO", func(p string) error { return syscall.Mkfifo(p, 0o644) }},
+		{"directory", func(p string) error { return os.Mkdir(p, 0o755) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "control.sock")
+			if err := tc.plant(path + ".lock"); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				s, err := Listen(path, make(chan Call), zlog.Nop())
+				if err == nil {
+					s.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Listen: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Listen still blocked after 5 s")
+			}
+		})
+	}
+}
