@@ -78,11 +78,11 @@ func TestAsUserChecksPathsAsTheUser(t *testing.T) {
 	}
 }
 
-// TestAsUserLeavesNoThreadChanged: the thread that took the user's identity must end with
-// the call, or the runtime would hand it to other goroutines, which would then act as
-// nobody. The main thread, which the runtime cannot end, must never take it. Every thread
-// of this process must be back to fsuid 0 once the threads used have ended, and the
-// process as dumpable as before.
+// TestAsUserLeavesNoThreadChanged: after the calls, no thread of this process may keep
+// the user's identity: not the worker (it takes its own back after each call), and no
+// other goroutine's thread, or they would act as nobody. Every thread must be back to
+// fsuid 0, and the process as dumpable as before (the kernel clears the flag on an fsuid
+// change).
 func TestAsUserLeavesNoThreadChanged(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: only root can take another user's filesystem identity")

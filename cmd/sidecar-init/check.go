@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/logging"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/readyfile"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/supervisor"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
@@ -82,8 +82,10 @@ func runCheck(args []string, stdout io.Writer) error {
 		_, _ = fmt.Fprintln(stdout, "--build: notify_token_file and ready_file's directory not looked at")
 	}
 	if cfg.ReadyFile != "" && !*build {
-		if dir := filepath.Dir(cfg.ReadyFile); !isDir(dir) {
-			_, _ = fmt.Fprintf(stdout, "ready_file %s: its directory %s does not exist (sidecar-init does not create it)\n", cfg.ReadyFile, dir)
+		// The same walk the supervisor's writes make: a directory reached only through a
+		// symlink it will not follow is no ready file either.
+		if err := readyfile.Open(cfg.ReadyFile).CheckDir(); err != nil {
+			_, _ = fmt.Fprintf(stdout, "ready_file %s: %v (sidecar-init does not create the directory; it would write no ready file)\n", cfg.ReadyFile, err)
 			failed++
 		}
 	}
@@ -116,11 +118,6 @@ func runCheck(args []string, stdout io.Writer) error {
 		return clientError{fmt.Sprintf("check: %d problem(s) above: sidecar-init would start, but not as configured", failed)}
 	}
 	return nil
-}
-
-func isDir(path string) bool {
-	info, err := os.Stat(path)
-	return err == nil && info.IsDir()
 }
 
 // selectDaemons applies CLAUDE_BOTTLE_SIDECAR_DAEMONS to the table and resolves the

@@ -25,6 +25,17 @@ func TestCheck(t *testing.T) {
 		return fmt.Sprintf("[[daemon]]\nname = %q\ncommand = [%q]\n%s\n", name, command, strings.Join(extra, "\n"))
 	}
 	readyFile := filepath.Join(dir, "ready")
+	// shared is a directory anyone may write to, with root's symlink to dir in it.
+	shared := filepath.Join(dir, "shared")
+	if err := os.Mkdir(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(dir, filepath.Join(shared, "link")); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name   string
 		table  string
@@ -38,7 +49,9 @@ func TestCheck(t *testing.T) {
 		{"not executable", good + daemon("b", plain), nil, 1, "may not execute it: permission denied (status 126)"},
 		{"missing dir", good + daemon("b", "/bin/true", `dir = "/nonexistent"`), nil, 1, "dir /nonexistent: "},
 		{"exec probe missing", good + daemon("b", "/bin/true", `ready = { exec = ["/nonexistent/probe"] }`), nil, 1, "its ready probe: exec /nonexistent/probe"},
-		{"ready file's dir missing", `ready_file = "/nonexistent/ready"` + "\n" + good, nil, 1, "its directory /nonexistent does not exist"},
+		{"ready file's dir missing", `ready_file = "/nonexistent/ready"` + "\n" + good, nil, 1, "ready_file /nonexistent/ready: open the ready file's directory /nonexistent: no such file or directory"},
+		// What the supervisor's walk will not follow is no ready file either.
+		{"ready file through a symlink others could have put", fmt.Sprintf("ready_file = %q\n", filepath.Join(shared, "link", "ready")) + good, nil, 1, "link is a symlink of uid 0, or in a directory others may change: not followed"},
 		{"broken daemon not selected", good + daemon("b", "/nonexistent/prog"), []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=a"}, 0, `1 of 2 daemons selected (CLAUDE_BOTTLE_SIDECAR_DAEMONS="a")`},
 		{"unknown key", good + "colour = \"red\"\n", nil, 2, "unknown key"},
 		{"unknown daemon selected", good, []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=nope"}, 2, `unknown daemon "nope"`},
@@ -54,6 +67,7 @@ func TestCheck(t *testing.T) {
 			cfg := filepath.Join(t.TempDir(), "daemons.toml")
 			table := fmt.Sprintf("ready_file = %q\n", readyFile) + tc.table
 			if strings.HasPrefix(tc.table, "ready_file") || strings.HasPrefix(tc.table, "notify_url") {
+				// The table sets its own.
 				table = tc.table
 			}
 			if err := os.WriteFile(cfg, []byte(table), 0o644); err != nil {

@@ -233,5 +233,18 @@ func (f *File) Remove() error {
 	}
 }
 
+// CheckDir walks to the directory as Write and Remove do, and says why it could not
+// (`sidecar-init check`): missing, or reached only through a symlink it will not follow.
+func (f *File) CheckDir() error {
+	if f == nil {
+		return nil
+	}
+	dir, err := f.openDir()
+	if err != nil {
+		return err
+	}
+	return unix.Close(dir)
+}
+
 // Close is kept for the callers' defer: nothing stays open between operations.
 func (f *File) Close() {}
