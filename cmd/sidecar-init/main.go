@@ -40,6 +40,10 @@ const (
 // notifyFlushTimeout bounds how long exiting waits for the last notifications.
 const notifyFlushTimeout = 300 * time.Millisecond
 
+// reservedThreads is how many idle OS threads the runtime keeps in reserve (about 30 KB
+// of memory each, and one pid each).
+const reservedThreads = 2
+
 // logFlushTimeout bounds how long exiting waits for stderr to take the last log lines. The
 // exit's three bounded waits (labelled-log pipes, notifications, this) add up to under 1 s,
 // so a stalled stderr or endpoint keeps a shutdown within grace + 1 s.
@@ -179,6 +183,11 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 	log.Info("sidecar-init", zlog.String("version", version), zlog.String("config", cfg.Source),
 		zlog.Strings("daemons", names(daemons)), zlog.Duration("grace", cfg.Grace))
 
+	// Spare threads for the runtime, taken while the container still has pids: see
+	// ReserveThreads (measured: a daemon using up pids.max = 40 ended sidecar-init in 1 of
+	// 25 runs without them, 0 of 100 with them). Beside the start-up, not in front of it:
+	// in front, it cost 0.1-0.5 ms before the first daemon's exec.
+	go procs.ReserveThreads(reservedThreads)
 	pid1 := os.Getpid() == 1
 	if !pid1 {
 		if err := procs.BecomeSubreaper(); err != nil {
