@@ -18,16 +18,16 @@ import (
 //
 // Linux keeps credentials per thread, and the raw setfsuid, setfsgid, setgroups and capset
 // calls change only the calling one. fn runs on one worker thread kept for AsUser alone: a
-// goroutine locked to it for good, started at the first call, never on the main thread. It
-// takes cred's identity, runs fn and takes its own back, checking each step; if it cannot
-// get its own back, the worker goroutine ends without unlocking and the runtime ends the
-// thread with it, so no other goroutine ever runs with a daemon's identity. One thread for
-// the process's life, not one per call: a PID 1 that needed a new thread for each daemon
-// start would crash (the runtime cannot go on without a thread it asks for) once a daemon
-// has used up the container's pids; and started before any daemon (StartAsUserWorker).
-// fn must not start goroutines that touch files: they would run on other threads, as the
-// caller; nor call AsUser: it would wait for itself. Calls are one at a time. A panic in
-// fn is raised in the caller.
+// goroutine locked to it for good, started by StartAsUserWorker or the first call, never on
+// the main thread. It takes cred's identity, runs fn and takes its own back, checking each
+// step; if it cannot get its own back, the worker goroutine ends without unlocking and the
+// runtime ends the thread with it, so no other goroutine ever runs with a daemon's
+// identity. One thread for the process's life, not one per call: a PID 1 that needed a new
+// thread for each daemon start would crash (the runtime cannot go on without a thread it
+// asks for) once a daemon has used up the container's pids; and started before any daemon
+// (StartAsUserWorker). fn must not start goroutines that touch files: they would run on
+// other threads, as the caller; nor call AsUser: it would wait for itself. Calls are one
+// at a time. A panic in fn is raised in the caller.
 //
 // Changing a thread's fsuid makes the kernel mark the whole process not dumpable, which
 // hides its /proc/PID/fd and environ from a root without CAP_SYS_PTRACE (`docker exec` as
