@@ -161,35 +161,6 @@ func TestNoReadyFile(t *testing.T) {
 	f.Close()
 }
 
-// A directory removed and made again (a start script's rm -rf /run/app; mkdir /run/app)
-// gets the ready file in the new one, not a write into the deleted one that never shows.
-func TestADirectoryMadeAgainIsUsed(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "app")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	f := Open(filepath.Join(dir, "ready"))
-	defer f.Close()
-	if err := os.RemoveAll(dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Write([]byte("ready\n")); err != nil {
-		t.Fatal(err)
-	}
-	if got := read(t, filepath.Join(dir, "ready")); got != "ready\n" {
-		t.Errorf("the ready file holds %q", got)
-	}
-	if err := f.Remove(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Lstat(filepath.Join(dir, "ready")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("after Remove: %v", err)
-	}
-}
-
 // needsRoot skips a test that must make files of another user.
 func needsRoot(t *testing.T) {
 	t.Helper()
@@ -313,38 +284,6 @@ func TestTheImagesSymlinksAreFollowed(t *testing.T) {
 	}
 }
 
-// A directory renamed away and replaced by a new one at the path: the new one gets the
-// file, where a reader looks.
-func TestADirectoryReplacedIsTheOneUsed(t *testing.T) {
-	base := t.TempDir()
-	dir := filepath.Join(base, "app")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	f := Open(filepath.Join(dir, "ready"))
-	if err := f.Write([]byte("first\n")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(dir, filepath.Join(base, "app.old")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Write([]byte("ready\n")); err != nil {
-		t.Fatal(err)
-	}
-	if got := read(t, filepath.Join(dir, "ready")); got != "ready\n" {
-		t.Errorf("the ready file at the path holds %q", got)
-	}
-	if err := f.Remove(); err != nil {
-		t.Fatal(err)
-	}
-	if got := read(t, filepath.Join(base, "app.old", "ready")); got != "first\n" {
-		t.Errorf("the old directory's file holds %q, want it left", got)
-	}
-}
-
 // Root's symlink in a directory others may write to is not followed, sticky or not: a
 // daemon may have renamed it there from a directory of its own (sticky keeps others from
 // removing an entry, not from adding one). Nor is a ".." taken out of a directory others
@@ -380,5 +319,54 @@ func TestNoSymlinkOrDotDotWhereOthersMayWrite(t *testing.T) {
 	}
 	for _, path := range []string{filepath.Join(sticky, "app", "ready"), filepath.Join(base, "up", "ready")} {
 		wantRefused(t, Open(path), victim)
+	}
+}
+
+// The directory at the path is the one used, each time: one removed and made again (a
+// start script's rm -rf /run/app; mkdir /run/app) or renamed away and replaced gets the
+// ready file in the new one, where a reader looks, and what the old one holds is left.
+func TestTheDirectoryAtThePathNowIsUsed(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		remove func(dir, base string) error
+		old    string // where the old directory's file is now, "" when it is gone
+	}{
+		{"removed and made again", func(dir, _ string) error { return os.RemoveAll(dir) }, ""},
+		{"renamed away and replaced", func(dir, base string) error { return os.Rename(dir, filepath.Join(base, "app.old")) }, "app.old"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := t.TempDir()
+			dir := filepath.Join(base, "app")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			f := Open(filepath.Join(dir, "ready"))
+			if err := f.Write([]byte("first\n")); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.remove(dir, base); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Write([]byte("ready\n")); err != nil {
+				t.Fatal(err)
+			}
+			if got := read(t, filepath.Join(dir, "ready")); got != "ready\n" {
+				t.Errorf("the ready file at the path holds %q", got)
+			}
+			if err := f.Remove(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Lstat(filepath.Join(dir, "ready")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("after Remove: %v", err)
+			}
+			if tc.old != "" {
+				if got := read(t, filepath.Join(base, tc.old, "ready")); got != "first\n" {
+					t.Errorf("the old directory's file holds %q, want it left", got)
+				}
+			}
+		})
 	}
 }
