@@ -245,6 +245,3 @@ func (f *File) CheckDir() error {
 	}
 	return unix.Close(dir)
 }
-
-// Close is kept for the callers' defer: nothing stays open between operations.
-func (f *File) Close() {}

@@ -60,7 +60,6 @@ func TestWriteReplacesWhatIsAtThePath(t *testing.T) {
 			}
 			tc.plant(t, path, victim)
 			f := Open(path)
-			defer f.Close()
 			if err := f.Write([]byte("ready\n")); err != nil {
 				t.Fatal(err)
 			}
@@ -112,7 +111,6 @@ func TestADirectoryAtThePathIsLeftAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := Open(path)
-	defer f.Close()
 	if err := f.Write([]byte("x")); !errors.Is(err, ErrIsDirectory) {
 		t.Errorf("Write = %v, want ErrIsDirectory", err)
 	}
@@ -132,7 +130,6 @@ func TestADirectoryAtThePathIsLeftAlone(t *testing.T) {
 func TestAMissingDirectoryIsLookedForAgain(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "later")
 	f := Open(filepath.Join(dir, "ready"))
-	defer f.Close()
 	if err := f.Remove(); err != nil {
 		t.Errorf("Remove with no directory: %v", err)
 	}
@@ -158,7 +155,6 @@ func TestNoReadyFile(t *testing.T) {
 	if err := f.Remove(); err != nil {
 		t.Error(err)
 	}
-	f.Close()
 }
 
 // needsRoot skips a test that must make files of another user.
@@ -235,7 +231,6 @@ func TestASymlinkADaemonCouldHavePutIsNotFollowed(t *testing.T) {
 				plant()
 			}
 			f := Open(filepath.Join(shared, "app", "ready"))
-			defer f.Close()
 			if !tc.beforeOpen {
 				plant()
 			}

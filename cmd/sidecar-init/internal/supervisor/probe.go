@@ -314,9 +314,7 @@ func (s *Supervisor) removeReadyFile() {
 // RemoveReadyFile removes the ready file at path ("": none), so that it never says ready
 // while nothing is: at start (one an earlier run left), at shutdown and at exit.
 func RemoveReadyFile(path string, log *zlog.Logger) {
-	f := readyfile.Open(path)
-	defer f.Close()
-	removeReadyFile(f, log)
+	removeReadyFile(readyfile.Open(path), log)
 }
 
 func removeReadyFile(f *readyfile.File, log *zlog.Logger) {

@@ -174,7 +174,6 @@ func New(opts Options) *Supervisor {
 func (s *Supervisor) Run() int {
 	defer s.timer.Stop()
 	s.readyFile = readyfile.Open(s.opts.ReadyFile)
-	defer s.readyFile.Close()
 	if slices.ContainsFunc(s.daemons, func(d *daemon) bool { return d.cfg.Credential != nil }) {
 		// Its thread now, while the container has pids to spare (see StartAsUserWorker).
 		procs.StartAsUserWorker()
