@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestSidecarInitConfig(t *testing.T) {
@@ -124,4 +129,126 @@ func TestParseKs(t *testing.T) {
 			t.Errorf("parseKs(%q) accepted a bad list", bad)
 		}
 	}
+}
+
+// TestTinyService builds bench/tinyservice as the harness does and runs it through the
+// harness's own FIFO reader: its lines, its name without -id, its exit, and its refusals.
+func TestTinyService(t *testing.T) {
+	cc := os.Getenv("CC")
+	if cc == "" {
+		cc = "cc"
+	}
+	if _, err := exec.LookPath(cc); err != nil {
+		t.Skipf("no C compiler (%s) to build bench/tinyservice with: `make bench-deps` installs gcc", cc)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tiny")
+	if err := buildTinyService("../../tinyservice/service.c", bin); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := openChannel(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = ch.drain() }()
+	env := []string{envFIFO + "=" + ch.path()}
+	next := func() message {
+		t.Helper()
+		select {
+		case m := <-ch.msgs:
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatal("no line from the service in 10 s")
+			return message{}
+		}
+	}
+
+	t.Run("named by -id, SIGTERM after a stop and continue", func(t *testing.T) {
+		cmd := exec.Command(bin, "-x", "-id", "svc-001")
+		cmd.Env = env
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if m := next(); m.kind != 'R' || m.name != "svc-001" {
+			t.Fatalf("first line %c %s, want R svc-001", m.kind, m.name)
+		}
+		// A stop and a continue make rt_sigtimedwait fail with EINTR (signal(7)): the wait
+		// must resume. Each signal waits for the state it brings, or SIGTERM would be
+		// pending before the wait ever failed.
+		for _, step := range []struct {
+			sig   syscall.Signal
+			state byte
+		}{{syscall.SIGSTOP, 'T'}, {syscall.SIGCONT, 'S'}, {syscall.SIGTERM, 0}} {
+			if err := cmd.Process.Signal(step.sig); err != nil {
+				t.Fatal(err)
+			}
+			if step.state != 0 {
+				waitForState(t, cmd.Process.Pid, step.state)
+			}
+		}
+		if m := next(); m.kind != 'T' || m.name != "svc-001" {
+			t.Fatalf("second line %c %s, want T svc-001", m.kind, m.name)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("exit after SIGTERM: %v, want status 0", err)
+		}
+	})
+	t.Run("named by its working directory", func(t *testing.T) {
+		wd := filepath.Join(dir, "svc-042")
+		if err := os.Mkdir(wd, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin)
+		cmd.Env, cmd.Dir = env, wd
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		if m := next(); m.kind != 'R' || m.name != "svc-042" {
+			t.Fatalf("first line %c %s, want R svc-042", m.kind, m.name)
+		}
+	})
+	for _, tc := range []struct {
+		name, stderr string
+		env          []string
+	}{
+		{"no FIFO", "$INITBENCH_FIFO is not set", nil},
+		{"orphan mode asked", "orphan mode", append([]string{envOrphans + "=10"}, env...)},
+		{"FIFO missing", "open $INITBENCH_FIFO failed", []string{envFIFO + "=" + filepath.Join(dir, "none")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin, "-id", "x")
+			cmd.Env = tc.env
+			out, err := cmd.CombinedOutput()
+			var exitErr *exec.ExitError
+			if !errors.As(err, &exitErr) || exitErr.ExitCode() != 1 {
+				t.Fatalf("got %v (%s), want exit status 1", err, out)
+			}
+			if !strings.Contains(string(out), tc.stderr) {
+				t.Errorf("stderr %q lacks %q", out, tc.stderr)
+			}
+		})
+	}
+}
+
+// waitForState polls /proc until the process is in state (R, S, T, …), for up to 10 s.
+func waitForState(t *testing.T, pid int, state byte) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The state follows the command name, which is in parentheses and may hold any byte.
+		i := bytes.LastIndexByte(stat, ')')
+		switch {
+		case i < 0 || i+2 >= len(stat):
+			t.Fatalf("unreadable /proc/%d/stat: %q", pid, stat)
+		case stat[i+2] == state:
+			return
+		case stat[i+2] == 'Z':
+			t.Fatalf("process %d exited while waiting for state %c", pid, state)
+		}
+	}
+	t.Fatalf("process %d not in state %c after 10 s", pid, state)
 }

@@ -93,7 +93,7 @@ func sidecarInitSpec(name, exe string) initSpec {
 // reaped). Both are single-child inits like tini.
 func goFloorSpec(name, exe, command string, flags ...string) initSpec {
 	spec := singleChildInit(name, "", exe, command, flags...)
-	spec.sizeNote = "bench/gofloor, built by the harness like the service (static, stripped)"
+	spec.sizeNote = "bench/gofloor, built by the harness (static, stripped)"
 	return spec
 }
 

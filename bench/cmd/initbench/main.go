@@ -56,7 +56,7 @@ func parseFlags() options {
 	flag.BoolVar(&o.quick, "quick", false, "smoke run: 2 reps, K = 1 and 4, 100 orphans, 1 s idle window (unless set explicitly)")
 	flag.StringVar(&o.inits, "inits", "", "comma-separated inits to run (default: all of "+strings.Join(initNames(), ",")+")")
 	flag.StringVar(&o.sidecarInit, "sidecar-init", "", "path of the sidecar-init binary (without it, sidecar-init is skipped)")
-	flag.StringVar(&o.service, "service", "", "path of the bench service binary (default: build ./bench/service with go build)")
+	flag.StringVar(&o.service, "service", "", "path of the service of the start-up, shutdown, footprint and idle trials (default: build bench/tinyservice with cc)")
 	flag.IntVar(&o.orphans, "orphans", 5000, "orphans in the reap trial")
 	flag.DurationVar(&o.idle, "idle", 10*time.Second, "idle window")
 	flag.IntVar(&o.idleReps, "idle-reps", 2, "repetitions of the idle trial (the first N of -reps)")
@@ -126,7 +126,8 @@ func main() {
 type bench struct {
 	opts    options
 	ks      []int
-	service string
+	service string // bench/tinyservice (or -service): start-up, shutdown, footprint, idle
+	orphans string // bench/service: the reap trial's service, which leaves the orphans
 	goFloor string // bench/gofloor, built into work
 	work    string
 	log     *os.File
@@ -167,6 +168,10 @@ func run(o options) error {
 	if b.service, err = serviceBinary(o.service, work); err != nil {
 		return err
 	}
+	b.orphans = filepath.Join(work, "bench-orphans-service")
+	if err := buildStatic("./bench/service", b.orphans); err != nil {
+		return fmt.Errorf("build the reap trial's service (run from the module root): %w", err)
+	}
 	b.goFloor = filepath.Join(work, "gofloor")
 	if err := buildStatic("./bench/gofloor", b.goFloor); err != nil {
 		return fmt.Errorf("build the Go floor (run from the module root): %w", err)
@@ -198,17 +203,38 @@ func run(o options) error {
 	return nil
 }
 
-// serviceBinary returns the bench service to use, building it when no path
-// was given: static (CGO_ENABLED=0) and stripped, as issue 7 asks.
+// serviceBinary returns the service of the lifecycle and idle trials, building
+// bench/tinyservice when no path was given.
 func serviceBinary(given, work string) (string, error) {
 	if given != "" {
 		return filepath.Abs(given)
 	}
 	out := filepath.Join(work, "bench-service")
-	if err := buildStatic("./bench/service", out); err != nil {
-		return "", fmt.Errorf("build the bench service (run from the module root, or pass -service): %w", err)
+	if err := buildTinyService("bench/tinyservice/service.c", out); err != nil {
+		return "", fmt.Errorf("build the bench service (run from the module root; `make bench-deps` installs gcc; or pass -service): %w", err)
 	}
 	return out, nil
+}
+
+// tinyServiceFlags build bench/tinyservice without libc, static and stripped (see the
+// file for why). -fno-tree-loop-distribute-patterns stops gcc from turning its loops into
+// calls to memcpy or strlen, which no libc here provides.
+var tinyServiceFlags = []string{"-O2", "-static", "-nostdlib", "-ffreestanding", "-fno-stack-protector",
+	"-fno-tree-loop-distribute-patterns", "-fno-asynchronous-unwind-tables", "-s"}
+
+// buildTinyService compiles bench/tinyservice with $CC, else cc.
+func buildTinyService(src, out string) error {
+	cc := os.Getenv("CC")
+	if cc == "" {
+		cc = "cc"
+	}
+	args := append(slices.Clone(tinyServiceFlags), "-o", out, src)
+	cmd := exec.Command(cc, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w", cc, strings.Join(args, " "), err)
+	}
+	return nil
 }
 
 // buildStatic builds a package of this module static (CGO_ENABLED=0) and stripped, as issue 7
@@ -339,7 +365,9 @@ type prepared struct {
 	env  []string
 }
 
-func (b *bench) prepare(spec initSpec, k int, extraEnv ...string) (*prepared, error) {
+// prepare makes a trial's directory, FIFO and command line: k copies of the service binary
+// under spec.
+func (b *bench) prepare(spec initSpec, binary string, k int, extraEnv ...string) (*prepared, error) {
 	b.dirs++
 	dir := filepath.Join(b.work, fmt.Sprintf("trial-%05d-%s", b.dirs, spec.name))
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -349,7 +377,7 @@ func (b *bench) prepare(spec initSpec, k int, extraEnv ...string) (*prepared, er
 	if err != nil {
 		return nil, err
 	}
-	svcs := services(b.service, k)
+	svcs := services(binary, k)
 	argv, err := spec.argv(dir, svcs)
 	if err != nil {
 		_, _ = ch.drain() // the config error is the one worth reporting
@@ -396,7 +424,7 @@ const (
 // lifecycle: start with k services (startup), sample memory at the footprint
 // Ks, SIGTERM PID 1 (shutdown), count the services that got SIGTERM (graceful).
 func (b *bench) lifecycle(rep int, spec initSpec, k int) (err error) {
-	p, err := b.prepare(spec, k)
+	p, err := b.prepare(spec, b.service, k)
 	if err != nil {
 		return err
 	}
@@ -443,7 +471,7 @@ func (b *bench) lifecycle(rep int, spec initSpec, k int) (err error) {
 
 // reap: one service leaves -orphans zombies to PID 1; time until all reaped.
 func (b *bench) reap(rep int, spec initSpec) (err error) {
-	p, err := b.prepare(spec, 1, fmt.Sprintf("%s=%d", envOrphans, b.opts.orphans))
+	p, err := b.prepare(spec, b.orphans, 1, fmt.Sprintf("%s=%d", envOrphans, b.opts.orphans))
 	if err != nil {
 		return err
 	}
@@ -465,7 +493,7 @@ func (b *bench) reap(rep int, spec initSpec) (err error) {
 // idle: with K = 4 services up and settled, how often the init wakes and how
 // much CPU it uses over the idle window.
 func (b *bench) idle(rep int, spec initSpec) (err error) {
-	p, err := b.prepare(spec, report.IdleK)
+	p, err := b.prepare(spec, b.service, report.IdleK)
 	if err != nil {
 		return err
 	}
