@@ -143,7 +143,7 @@ func TestTinyService(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "tiny")
-	if err := buildTinyService("../../tinyservice/service.c", bin); err != nil {
+	if err := buildC("../../tinyservice/service.c", bin, tinyServiceFlags); err != nil {
 		t.Fatal(err)
 	}
 	ch, err := openChannel(dir)
@@ -251,4 +251,75 @@ func waitForState(t *testing.T, pid int, state byte) {
 		}
 	}
 	t.Fatalf("process %d not in state %c after 10 s", pid, state)
+}
+
+// TestCFloor builds bench/cfloor as the harness does and stops it as the bench does: both
+// services of a fan-out shell must get SIGTERM (graceful), and cfloor must exit 0 once
+// they are all reaped.
+func TestCFloor(t *testing.T) {
+	cc := os.Getenv("CC")
+	if cc == "" {
+		cc = "cc"
+	}
+	if _, err := exec.LookPath(cc); err != nil {
+		t.Skipf("no C compiler (%s) to build bench/cfloor with: `make bench-deps` installs gcc", cc)
+	}
+	dir := t.TempDir()
+	floor, tiny := filepath.Join(dir, "cfloor"), filepath.Join(dir, "tiny")
+	if err := buildC("../../cfloor/cfloor.c", floor, cFloorFlags); err != nil {
+		t.Fatal(err)
+	}
+	if err := buildC("../../tinyservice/service.c", tiny, tinyServiceFlags); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := openChannel(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = ch.drain() }()
+	argv, err := cFloorSpec(floor).argv(dir, services(tiny, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = []string{envFIFO + "=" + ch.path()}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := func(kind byte) []string {
+		t.Helper()
+		var names []string
+		for len(names) < 2 {
+			select {
+			case m := <-ch.msgs:
+				if m.kind != kind {
+					t.Fatalf("line %c %s, want %c", m.kind, m.name, kind)
+				}
+				names = append(names, m.name)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%d %c lines in 10 s, want 2", len(names), kind)
+			}
+		}
+		slices.Sort(names)
+		return names
+	}
+	if got := lines('R'); !slices.Equal(got, []string{"svc-001", "svc-002"}) {
+		t.Fatalf("ready: %v", got)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if got := lines('T'); !slices.Equal(got, []string{"svc-001", "svc-002"}) {
+		t.Fatalf("got SIGTERM: %v", got)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("cfloor after SIGTERM: %v, want exit status 0", err)
+	}
+
+	// Like gofloor -g, it exits 0 once everyone is reaped, a child that failed to exec
+	// included; the failure is on stderr.
+	out, err := exec.Command(floor, filepath.Join(dir, "no-such-program")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "cfloor: exec") {
+		t.Errorf("missing program: %v, stderr %q; want status 0 and the exec error", err, out)
+	}
 }

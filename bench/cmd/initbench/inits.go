@@ -97,9 +97,17 @@ func goFloorSpec(name, exe, command string, flags ...string) initSpec {
 	return spec
 }
 
+// cFloorSpec runs bench/cfloor, the smallest graceful PID 1 in C: not an init to use, but
+// the floor of a graceful stop on the machine, without the Go runtime (see cfloor.c).
+func cFloorSpec(exe string) initSpec {
+	spec := singleChildInit("c-floor-g", "", exe, "cfloor SERVICE")
+	spec.sizeNote = "bench/cfloor, built by the harness (cc -O2 -s, dynamically linked like Debian's tini)"
+	return spec
+}
+
 // allInits lists the inits in report order, the subject first. sidecarInit is
 // the path given with -sidecar-init ("" when none).
-func allInits(sidecarInit, goFloor string) []initSpec {
+func allInits(sidecarInit, goFloor, cFloor string) []initSpec {
 	return []initSpec{
 		sidecarInitSpec("sidecar-init", sidecarInit),
 		singleChildInit("tini", "tini", "/usr/bin/tini", "tini -- SERVICE", "--"),
@@ -107,6 +115,7 @@ func allInits(sidecarInit, goFloor string) []initSpec {
 		singleChildInit("catatonit", "catatonit", "/usr/bin/catatonit", "catatonit -- SERVICE", "--"),
 		goFloorSpec("go-floor", goFloor, "gofloor SERVICE"),
 		goFloorSpec("go-floor-g", goFloor, "gofloor -g SERVICE", "-g"),
+		cFloorSpec(cFloor),
 		{
 			name: "s6-svscan", debPackage: "s6", exe: "/usr/bin/s6-svscan",
 			extraFiles: []string{"/usr/bin/s6-supervise"},

@@ -1,7 +1,8 @@
 // Command initbench runs sidecar-init and the anchor inits (tini, dumb-init,
 // catatonit, s6-svscan, supervisord) side by side, each as PID 1 of a fresh PID
 // namespace, and writes docs/benchmarks.md plus the raw samples (issue 7). The
-// Go floor (bench/gofloor, the smallest Go PID 1) runs beside them as go-floor.
+// Go floor (bench/gofloor, the smallest Go PID 1) runs beside them as go-floor and
+// go-floor-g, and the C floor (bench/cfloor, the smallest graceful PID 1) as c-floor-g.
 //
 // One run interleaves everything: each repetition runs every trial for every
 // init, with the inits' order rotated each repetition, so drift in the machine
@@ -103,7 +104,7 @@ func parseKs(list string) ([]int, error) {
 
 func initNames() []string {
 	var names []string
-	for _, spec := range allInits("", "") {
+	for _, spec := range allInits("", "", "") {
 		names = append(names, spec.name)
 	}
 	return names
@@ -129,6 +130,7 @@ type bench struct {
 	service string // bench/tinyservice (or -service): start-up, shutdown, footprint, idle
 	orphans string // bench/service: the reap trial's service, which leaves the orphans
 	goFloor string // bench/gofloor, built into work
+	cFloor  string // bench/cfloor, built into work
 	work    string
 	log     *os.File
 	inits   []initSpec
@@ -176,6 +178,10 @@ func run(o options) error {
 	if err := buildStatic("./bench/gofloor", b.goFloor); err != nil {
 		return fmt.Errorf("build the Go floor (run from the module root): %w", err)
 	}
+	b.cFloor = filepath.Join(work, "cfloor")
+	if err := buildC("bench/cfloor/cfloor.c", b.cFloor, cFloorFlags); err != nil {
+		return fmt.Errorf("build the C floor (run from the module root; `make bench-deps` installs gcc): %w", err)
+	}
 	if err := b.chooseInits(); err != nil {
 		return err
 	}
@@ -210,7 +216,7 @@ func serviceBinary(given, work string) (string, error) {
 		return filepath.Abs(given)
 	}
 	out := filepath.Join(work, "bench-service")
-	if err := buildTinyService("bench/tinyservice/service.c", out); err != nil {
+	if err := buildC("bench/tinyservice/service.c", out, tinyServiceFlags); err != nil {
 		return "", fmt.Errorf("build the bench service (run from the module root; `make bench-deps` installs gcc; or pass -service): %w", err)
 	}
 	return out, nil
@@ -222,13 +228,16 @@ func serviceBinary(given, work string) (string, error) {
 var tinyServiceFlags = []string{"-O2", "-static", "-nostdlib", "-ffreestanding", "-fno-stack-protector",
 	"-fno-tree-loop-distribute-patterns", "-fno-asynchronous-unwind-tables", "-s"}
 
-// buildTinyService compiles bench/tinyservice with $CC, else cc.
-func buildTinyService(src, out string) error {
+// cFloorFlags build bench/cfloor as Debian builds tini: optimised, dynamically linked.
+var cFloorFlags = []string{"-O2", "-s"}
+
+// buildC compiles one C file of the bench with $CC, else cc.
+func buildC(src, out string, flags []string) error {
 	cc := os.Getenv("CC")
 	if cc == "" {
 		cc = "cc"
 	}
-	args := append(slices.Clone(tinyServiceFlags), "-o", out, src)
+	args := append(slices.Clone(flags), "-o", out, src)
 	cmd := exec.Command(cc, args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -264,7 +273,7 @@ func (b *bench) chooseInits() error {
 		}
 		sidecarInit = abs
 	}
-	specs := allInits(sidecarInit, b.goFloor)
+	specs := allInits(sidecarInit, b.goFloor, b.cFloor)
 	if b.opts.baseline != "" {
 		abs, err := filepath.Abs(b.opts.baseline)
 		if err != nil {

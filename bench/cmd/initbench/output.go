@@ -115,7 +115,8 @@ func (b *bench) describe(began time.Time) {
 		"sidecar-init ran with `--log-level warn`, so logging stays small; its config sets no grace, so the default applies.",
 		"tini ran plain, without `-g`: it forwards SIGTERM to its child only. dumb-init and catatonit ran with their defaults.",
 		"go-floor and go-floor-g are `bench/gofloor`, not inits to use: the smallest Go PID 1 (os/signal for SIGTERM and SIGCHLD, one child, a `wait4(-1)` reaper). go-floor does what tini does by default: SIGTERM to its child, exit when that child is gone. go-floor-g is graceful like sidecar-init: its child leads a process group, SIGTERM goes to the whole group, and it exits once every process is reaped. Their figures are the floor the Go runtime alone sets under sidecar-init's, from the same run.",
-		"Single-child inits (tini, dumb-init, catatonit, go-floor, go-floor-g) at K > 1: one `/bin/sh -c 'SERVICE & … & wait'` starts the K services. The shell forwards no signal, so graceful counts only the services the init itself signals before it exits.",
+		"c-floor-g is `bench/cfloor`, not an init to use either: go-floor-g in C, without the Go runtime (`sigwaitinfo` for SIGTERM and SIGCHLD in its one thread, as tini does). Its figures are what a graceful stop costs on this machine; tini's are not graceful (the kernel kills its services when it exits).",
+		"Single-child inits (tini, dumb-init, catatonit, go-floor, go-floor-g, c-floor-g) at K > 1: one `/bin/sh -c 'SERVICE & … & wait'` starts the K services. The shell forwards no signal, so graceful counts only the services the init itself signals before it exits.",
 		"Memory: init plus the per-service helpers it needs (s6: one `s6-supervise` per service); the fan-out shell is workload, not init, and is not counted. \"RSS of the init alone\" leaves helpers out.",
 	}
 	s.Method = append(s.Method, b.notes...)
