@@ -133,18 +133,37 @@ func TestParseKs(t *testing.T) {
 
 // TestTinyService builds bench/tinyservice as the harness does and runs it through the
 // harness's own FIFO reader: its lines, its name without -id, its exit, and its refusals.
+// Its aarch64 half runs under qemu-user where a cross compiler and qemu are installed.
 func TestTinyService(t *testing.T) {
-	cc := os.Getenv("CC")
-	if cc == "" {
-		cc = "cc"
+	for _, target := range []struct{ name, cc, runner string }{
+		{"native", ccCommand(), ""},
+		{"aarch64 under qemu", "aarch64-linux-gnu-gcc", "qemu-aarch64"},
+	} {
+		t.Run(target.name, func(t *testing.T) {
+			if _, err := exec.LookPath(target.cc); err != nil {
+				t.Skipf("no C compiler %s to build bench/tinyservice with (`make bench-deps` installs gcc; gcc-aarch64-linux-gnu and qemu-user for the aarch64 half)", target.cc)
+			}
+			if target.runner != "" {
+				if _, err := exec.LookPath(target.runner); err != nil {
+					t.Skipf("no %s to run the aarch64 build with (Debian: qemu-user)", target.runner)
+				}
+			}
+			testTinyService(t, target.cc, target.runner)
+		})
 	}
-	if _, err := exec.LookPath(cc); err != nil {
-		t.Skipf("no C compiler (%s) to build bench/tinyservice with: `make bench-deps` installs gcc", cc)
-	}
+}
+
+func testTinyService(t *testing.T, cc, runner string) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "tiny")
-	if err := buildC("../../tinyservice/service.c", bin, tinyServiceFlags); err != nil {
+	if err := buildC(cc, "../../tinyservice/service.c", bin, tinyServiceFlags); err != nil {
 		t.Fatal(err)
+	}
+	command := func(args ...string) *exec.Cmd {
+		if runner != "" {
+			return exec.Command(runner, append([]string{bin}, args...)...)
+		}
+		return exec.Command(bin, args...)
 	}
 	ch, err := openChannel(dir)
 	if err != nil {
@@ -164,7 +183,7 @@ func TestTinyService(t *testing.T) {
 	}
 
 	t.Run("named by -id, SIGTERM after a stop and continue", func(t *testing.T) {
-		cmd := exec.Command(bin, "-x", "-id", "svc-001")
+		cmd := command("-x", "-id", "svc-001")
 		cmd.Env = env
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -198,7 +217,7 @@ func TestTinyService(t *testing.T) {
 		if err := os.Mkdir(wd, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin)
+		cmd := command()
 		cmd.Env, cmd.Dir = env, wd
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -217,7 +236,7 @@ func TestTinyService(t *testing.T) {
 		{"FIFO missing", "open $INITBENCH_FIFO failed", []string{envFIFO + "=" + filepath.Join(dir, "none")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(bin, "-id", "x")
+			cmd := command("-id", "x")
 			cmd.Env = tc.env
 			out, err := cmd.CombinedOutput()
 			var exitErr *exec.ExitError
@@ -257,19 +276,16 @@ func waitForState(t *testing.T, pid int, state byte) {
 // services of a fan-out shell must get SIGTERM (graceful), and cfloor must exit 0 once
 // they are all reaped.
 func TestCFloor(t *testing.T) {
-	cc := os.Getenv("CC")
-	if cc == "" {
-		cc = "cc"
-	}
+	cc := ccCommand()
 	if _, err := exec.LookPath(cc); err != nil {
 		t.Skipf("no C compiler (%s) to build bench/cfloor with: `make bench-deps` installs gcc", cc)
 	}
 	dir := t.TempDir()
 	floor, tiny := filepath.Join(dir, "cfloor"), filepath.Join(dir, "tiny")
-	if err := buildC("../../cfloor/cfloor.c", floor, cFloorFlags); err != nil {
+	if err := buildC(cc, "../../cfloor/cfloor.c", floor, cFloorFlags); err != nil {
 		t.Fatal(err)
 	}
-	if err := buildC("../../tinyservice/service.c", tiny, tinyServiceFlags); err != nil {
+	if err := buildC(cc, "../../tinyservice/service.c", tiny, tinyServiceFlags); err != nil {
 		t.Fatal(err)
 	}
 	ch, err := openChannel(dir)

@@ -179,7 +179,7 @@ func run(o options) error {
 		return fmt.Errorf("build the Go floor (run from the module root): %w", err)
 	}
 	b.cFloor = filepath.Join(work, "cfloor")
-	if err := buildC("bench/cfloor/cfloor.c", b.cFloor, cFloorFlags); err != nil {
+	if err := buildC(ccCommand(), "bench/cfloor/cfloor.c", b.cFloor, cFloorFlags); err != nil {
 		return fmt.Errorf("build the C floor (run from the module root; `make bench-deps` installs gcc): %w", err)
 	}
 	if err := b.chooseInits(); err != nil {
@@ -216,7 +216,7 @@ func serviceBinary(given, work string) (string, error) {
 		return filepath.Abs(given)
 	}
 	out := filepath.Join(work, "bench-service")
-	if err := buildC("bench/tinyservice/service.c", out, tinyServiceFlags); err != nil {
+	if err := buildC(ccCommand(), "bench/tinyservice/service.c", out, tinyServiceFlags); err != nil {
 		return "", fmt.Errorf("build the bench service (run from the module root; `make bench-deps` installs gcc; or pass -service): %w", err)
 	}
 	return out, nil
@@ -231,12 +231,16 @@ var tinyServiceFlags = []string{"-O2", "-static", "-nostdlib", "-ffreestanding",
 // cFloorFlags build bench/cfloor as Debian builds tini: optimised, dynamically linked.
 var cFloorFlags = []string{"-O2", "-s"}
 
-// buildC compiles one C file of the bench with $CC, else cc.
-func buildC(src, out string, flags []string) error {
-	cc := os.Getenv("CC")
-	if cc == "" {
-		cc = "cc"
+// ccCommand is the C compiler the bench builds with: $CC, else cc.
+func ccCommand() string {
+	if cc := os.Getenv("CC"); cc != "" {
+		return cc
 	}
+	return "cc"
+}
+
+// buildC compiles one C file of the bench with the compiler cc.
+func buildC(cc, src, out string, flags []string) error {
 	args := append(slices.Clone(flags), "-o", out, src)
 	cmd := exec.Command(cc, args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
