@@ -64,7 +64,7 @@ integration-deps:
 ## bench: sidecar-init side by side with tini, dumb-init, catatonit, s6 and supervisord,
 ## each as PID 1 of a fresh PID namespace, interleaved; writes docs/benchmarks.md and the raw
 ## samples (root; after `make bench-deps`; about 10 minutes)
-BENCH_DEBS := tini dumb-init catatonit s6 supervisor runit gcc
+BENCH_DEBS := tini dumb-init catatonit s6 supervisor runit gcc libc6-dev
 bench-deps:
 	apt-get update -qq && apt-get install -y -qq --no-install-recommends $(BENCH_DEBS)
 

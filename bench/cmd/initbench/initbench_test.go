@@ -135,13 +135,17 @@ func TestParseKs(t *testing.T) {
 // harness's own FIFO reader: its lines, its name without -id, its exit, and its refusals.
 // Its aarch64 half runs under qemu-user where a cross compiler and qemu are installed.
 func TestTinyService(t *testing.T) {
-	for _, target := range []struct{ name, cc, runner string }{
+	for _, target := range []struct {
+		name   string
+		cc     []string
+		runner string
+	}{
 		{"native", ccCommand(), ""},
-		{"aarch64 under qemu", "aarch64-linux-gnu-gcc", "qemu-aarch64"},
+		{"aarch64 under qemu", []string{"aarch64-linux-gnu-gcc"}, "qemu-aarch64"},
 	} {
 		t.Run(target.name, func(t *testing.T) {
-			if _, err := exec.LookPath(target.cc); err != nil {
-				t.Skipf("no C compiler %s to build bench/tinyservice with (`make bench-deps` installs gcc; gcc-aarch64-linux-gnu and qemu-user for the aarch64 half)", target.cc)
+			if _, err := exec.LookPath(target.cc[0]); err != nil {
+				t.Skipf("no C compiler %s to build bench/tinyservice with (`make bench-deps` installs gcc; gcc-aarch64-linux-gnu and qemu-user for the aarch64 half)", target.cc[0])
 			}
 			if target.runner != "" {
 				if _, err := exec.LookPath(target.runner); err != nil {
@@ -153,7 +157,7 @@ func TestTinyService(t *testing.T) {
 	}
 }
 
-func testTinyService(t *testing.T, cc, runner string) {
+func testTinyService(t *testing.T, cc []string, runner string) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "tiny")
 	if err := buildC(cc, "../../tinyservice/service.c", bin, tinyServiceFlags); err != nil {
@@ -277,8 +281,8 @@ func waitForState(t *testing.T, pid int, state byte) {
 // they are all reaped.
 func TestCFloor(t *testing.T) {
 	cc := ccCommand()
-	if _, err := exec.LookPath(cc); err != nil {
-		t.Skipf("no C compiler (%s) to build bench/cfloor with: `make bench-deps` installs gcc", cc)
+	if _, err := exec.LookPath(cc[0]); err != nil {
+		t.Skipf("no C compiler (%s) to build bench/cfloor with: `make bench-deps` installs gcc and libc6-dev", cc[0])
 	}
 	dir := t.TempDir()
 	floor, tiny := filepath.Join(dir, "cfloor"), filepath.Join(dir, "tiny")
@@ -332,8 +336,9 @@ func TestCFloor(t *testing.T) {
 		t.Fatalf("cfloor after SIGTERM: %v, want exit status 0", err)
 	}
 
-	// Like gofloor -g, it exits 0 once everyone is reaped, a child that failed to exec
-	// included; the failure is on stderr.
+	// Unlike gofloor -g, which looks the program up before it forks and exits 127, cfloor
+	// forks first: its child exits 127, and cfloor, everyone reaped, exits 0. The failure
+	// is on stderr. (The bench always runs an existing program.)
 	out, err := exec.Command(floor, filepath.Join(dir, "no-such-program")).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "cfloor: exec") {
 		t.Errorf("missing program: %v, stderr %q; want status 0 and the exec error", err, out)

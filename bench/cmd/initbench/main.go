@@ -171,19 +171,26 @@ func run(o options) error {
 		return err
 	}
 	b.orphans = filepath.Join(work, "bench-orphans-service")
-	if err := buildStatic("./bench/service", b.orphans); err != nil {
-		return fmt.Errorf("build the reap trial's service (run from the module root): %w", err)
-	}
 	b.goFloor = filepath.Join(work, "gofloor")
-	if err := buildStatic("./bench/gofloor", b.goFloor); err != nil {
-		return fmt.Errorf("build the Go floor (run from the module root): %w", err)
-	}
 	b.cFloor = filepath.Join(work, "cfloor")
-	if err := buildC(ccCommand(), "bench/cfloor/cfloor.c", b.cFloor, cFloorFlags); err != nil {
-		return fmt.Errorf("build the C floor (run from the module root; `make bench-deps` installs gcc): %w", err)
-	}
 	if err := b.chooseInits(); err != nil {
 		return err
+	}
+	// Only what the chosen trials and inits run, so a focused run needs no more tools.
+	if !o.skipReap {
+		if err := buildStatic("./bench/service", b.orphans); err != nil {
+			return fmt.Errorf("build the reap trial's service (run from the module root): %w", err)
+		}
+	}
+	if b.runs(b.goFloor) {
+		if err := buildStatic("./bench/gofloor", b.goFloor); err != nil {
+			return fmt.Errorf("build the Go floor (run from the module root): %w", err)
+		}
+	}
+	if b.runs(b.cFloor) {
+		if err := buildC(ccCommand(), "bench/cfloor/cfloor.c", b.cFloor, cFloorFlags); err != nil {
+			return fmt.Errorf("build the C floor (run from the module root; `make bench-deps` installs gcc and libc6-dev): %w", err)
+		}
 	}
 
 	began := time.Now()
@@ -231,21 +238,22 @@ var tinyServiceFlags = []string{"-O2", "-static", "-nostdlib", "-ffreestanding",
 // cFloorFlags build bench/cfloor as Debian builds tini: optimised, dynamically linked.
 var cFloorFlags = []string{"-O2", "-s"}
 
-// ccCommand is the C compiler the bench builds with: $CC, else cc.
-func ccCommand() string {
-	if cc := os.Getenv("CC"); cc != "" {
+// ccCommand is the C compiler the bench builds with: $CC, else cc. Like make, it takes $CC
+// as a command line ("ccache gcc").
+func ccCommand() []string {
+	if cc := strings.Fields(os.Getenv("CC")); len(cc) > 0 {
 		return cc
 	}
-	return "cc"
+	return []string{"cc"}
 }
 
-// buildC compiles one C file of the bench with the compiler cc.
-func buildC(cc, src, out string, flags []string) error {
-	args := append(slices.Clone(flags), "-o", out, src)
-	cmd := exec.Command(cc, args...)
+// buildC compiles one C file of the bench with the compiler command cc.
+func buildC(cc []string, src, out string, flags []string) error {
+	args := append(append(slices.Clone(cc[1:]), flags...), "-o", out, src)
+	cmd := exec.Command(cc[0], args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w", cc, strings.Join(args, " "), err)
+		return fmt.Errorf("%s %s: %w", cc[0], strings.Join(args, " "), err)
 	}
 	return nil
 }
@@ -257,6 +265,11 @@ func buildStatic(pkg, out string) error {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	return cmd.Run()
+}
+
+// runs says whether one of the chosen inits is the executable exe.
+func (b *bench) runs(exe string) bool {
+	return slices.ContainsFunc(b.inits, func(spec initSpec) bool { return spec.exe == exe })
 }
 
 func (b *bench) chooseInits() error {

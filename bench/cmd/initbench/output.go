@@ -108,7 +108,7 @@ func (b *bench) describe(began time.Time) {
 	s.Method = []string{
 		"Each init ran as PID 1 of a fresh PID namespace: the harness forks it with `CLONE_NEWPID` and `setsid` (as a container runtime does), stdin `/dev/null`, and times it from outside. No new mount namespace, so `/proc` is the host's (none of these inits reads it).",
 		fmt.Sprintf("One interleaved run: each of %d repetitions runs every trial for every init, in a seeded random order drawn afresh each repetition. K = %s.", o.reps, joinInts(b.ks)),
-		fmt.Sprintf("Service (start-up, shutdown, footprint, idle): %s (%d bytes). It writes `R name` to a FIFO once it runs and `T name` when SIGTERM arrives, then exits. Ready = the harness has read all K `R` lines; graceful = distinct `T` lines read after PID 1 exited.", serviceOrigin(o.service), serviceSize),
+		fmt.Sprintf("Service (start-up, shutdown, footprint, idle): %s. It writes `R name` to a FIFO once it runs and `T name` when SIGTERM arrives, then exits. Ready = the harness has read all K `R` lines; graceful = distinct `T` lines read after PID 1 exited.", serviceOrigin(o.service, serviceSize)),
 		fmt.Sprintf("After all services are ready the harness waits %v, samples memory (K = 4 and 100), then sends SIGTERM to PID 1.", o.settle),
 		fmt.Sprintf("reap: the service is `bench/service`, a static stripped Go program that speaks the same FIFO protocol. It starts a child that forks %d children which exit at once, waits until all are zombies (`waitid(WNOWAIT)`), lists their pids, and exits, which hands them all to PID 1. Start = the earlier of the service waking from reaping that child and the harness first seeing an orphan gone; end = the harness sees the last listed pid gone from `/proc` (checked every %v; re-reading PID 1's 5000-entry children list instead takes about 3 ms a read and slows the init).", o.orphans, reapPoll),
 		fmt.Sprintf("idle: K = %d, 1 s after ready, over a %v window, %d repetitions; context switches summed over every thread of the init (and helpers), CPU from `/proc/PID/stat`. A window this short cannot see a wakeup rarer than one per window: the Go runtime's sysmon, idle, still wakes about once a minute (75 s window: 0.027/s for sidecar-init and go-floor).", report.IdleK, o.idle, min(o.idleReps, o.reps)),
@@ -228,10 +228,10 @@ func joinInts(ns []int) string {
 	return strings.Join(parts, ", ")
 }
 
-// serviceOrigin names the lifecycle trials' service for the report.
-func serviceOrigin(given string) string {
+// serviceOrigin names the lifecycle trials' service, with its size, for the report.
+func serviceOrigin(given string, size int64) string {
 	if given != "" {
-		return fmt.Sprintf("`%s`, given with -service", given)
+		return fmt.Sprintf("`%s` (%d bytes), given with -service", given, size)
 	}
-	return "`bench/tinyservice`, static and stripped C without libc, seven system calls at most: the \"tiny static program\" of issue 7. A Go service (about 1 ms of CPU to start, its runtime) or a static glibc one (as much here: glibc's start-up runs CPUID about a hundred times, each a VM exit) would add the same cost to every init's figures and pull every ratio towards 1"
+	return fmt.Sprintf("`bench/tinyservice` (%d bytes), static and stripped C without libc, seven system calls at most: the \"tiny static program\" of issue 7. A Go service (about 1 ms of CPU to start, its runtime) or a static glibc one (as much here: glibc's start-up runs CPUID about a hundred times, each a VM exit) would add the same cost to every init's figures and pull every ratio towards 1", size)
 }
