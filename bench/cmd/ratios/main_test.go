@@ -1,0 +1,36 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/claude-bottle/sidecar-init/bench/report"
+)
+
+func TestWrite(t *testing.T) {
+	var samples []report.Sample
+	for rep := 1; rep <= 10; rep++ {
+		samples = append(samples,
+			report.Sample{Init: "new", Metric: report.Shutdown, K: 4, Rep: rep, Value: 3},
+			report.Sample{Init: "old", Metric: report.Shutdown, K: 4, Rep: rep, Value: 2},
+			report.Sample{Init: "new", Metric: report.Startup, K: 100, Rep: rep, Value: 10},
+			report.Sample{Init: "old", Metric: report.Startup, K: 100, Rep: rep, Value: 20},
+			report.Sample{Init: "other", Metric: report.Startup, K: 100, Rep: rep, Value: 1},
+			report.Sample{Init: "new", Metric: report.RSS, K: 4, Rep: rep, Value: 5e6},
+			report.Sample{Init: "old", Metric: report.RSS, K: 4, Rep: rep, Value: 4e6},
+		)
+	}
+	samples = append(samples, report.Sample{Init: "new", Metric: report.Reap, K: 1, Rep: 1, Value: 20})
+	var out strings.Builder
+	if err := write(&out, samples, "new", "old"); err != nil {
+		t.Fatal(err)
+	}
+	want := "shutdown_ms  K = 4    new / old: 3 / 2 = 1.500 (95 % interval 1.50–1.50)  n = 10, 10\n" +
+		"startup_ms   K = 100  new / old: 10 / 20 = 0.500 (95 % interval 0.50–0.50)  n = 10, 10\n"
+	if out.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", out.String(), want)
+	}
+	if err := write(&out, samples, "new", "nobody"); err == nil {
+		t.Error("no error for an init without samples")
+	}
+}
