@@ -93,6 +93,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 // stopped: a pending start or restart is dropped.
 func (s *Supervisor) hold(d *daemon, reason string) {
 	d.restartAt, d.restartHeld, d.startAsked, d.cancelledFor = time.Time{}, false, false, nil
+	d.heldAfterEnd = d.machine.Done()
 	s.fireDaemon(d, fsm.DaemonHold, zapcore.InfoLevel, detail{reason: reason})
 }
 

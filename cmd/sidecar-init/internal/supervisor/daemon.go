@@ -43,6 +43,9 @@ type daemon struct {
 	// finished: a oneshot whose last run exited with status 0, which makes it ready (see
 	// done); cleared at every spawn.
 	finished bool
+	// heldAfterEnd: held by an operator's stop once its run had ended for good (exited,
+	// given up). The hold takes nothing back: for its dependents' restarts it stays settled.
+	heldAfterEnd bool
 	// afterStop is what an operator's stop or restart wants once the daemon has died.
 	afterStop afterStop
 
@@ -146,7 +149,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	// A run ends a cancellation and an operator's waiting start: neither may outlive it (a
 	// later end of this run of its own is no cancellation an operator's start of an `after`
 	// daemon should undo).
-	d.restartHeld, d.startAsked, d.cancelledFor, d.finished = false, false, nil, false
+	d.restartHeld, d.startAsked, d.cancelledFor, d.finished, d.heldAfterEnd = false, false, nil, false, false
 	// An operator's start after every daemon had died: what this run leaves behind was not
 	// there when escaped processes were last swept, so the next sweep must kill again.
 	s.sweptEveryone = false

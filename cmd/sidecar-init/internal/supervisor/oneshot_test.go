@@ -91,6 +91,39 @@ func TestHeldFinishedOneshotHoldsNoRestartBack(t *testing.T) {
 	h.stopAndWant(1)
 }
 
+// The same for a plain task, or a daemon that gave up, held after it ended: the README's
+// way to keep health good after a task that exits. The hold takes back nothing, so its
+// dependents' restarts must not wait for it (a review found them waiting for good).
+func TestHeldEndedDaemonHoldsNoRestartBack(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup config.Daemon
+		ended fsm.State
+		code  int // the first failure's status
+	}{
+		{"exited", shDaemon("setup", "exit 0"), fsm.DaemonExited, 1},
+		{"given up", func() config.Daemon {
+			d := shDaemon("setup", "exit 5")
+			d.Restart, d.BackoffInitial, d.BackoffMax, d.BackoffReset = fsm.RestartOnFailure, 10*time.Millisecond, time.Second, time.Hour
+			d.MaxRestarts = 1
+			return d
+		}(), fsm.DaemonGivenUp, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			app := restarting(t, h, "app", fsm.RestartOnFailure, 10*time.Millisecond, time.Hour, 0, "-exit-after", "300ms", "-code", "1")
+			app.After = []string{"setup"}
+			h.run([]config.Daemon{tc.setup, app}, nil)
+			h.waitLog("setup", tc.ended)
+			if resp := h.call("stop", "setup"); !resp.OK {
+				t.Fatalf("stop: %+v", resp)
+			}
+			h.waitTransitions("app", "spawn", 3)
+			h.stopAndWant(tc.code)
+		})
+	}
+}
+
 // Under the tear-down crash policy a oneshot that finished takes nothing down.
 func TestOneshotFinishingIsNoCrash(t *testing.T) {
 	h := newHarness(t)

@@ -38,11 +38,13 @@ type execProbe struct {
 }
 
 // depSettled: the dependency is not on its way back; it is ready (running), done for good
-// (exited, given up), or a oneshot that finished and was held afterwards (done, which adds
-// only that case to Done). A restart waits for that, not for readiness: a dependency that
-// will not come back (a task that finished) must not hold its dependents' restarts for ever.
+// (exited, given up), or held by an operator only after it had ended (a oneshot that
+// finished: done; any other: heldAfterEnd). A restart waits for that, not for readiness: a
+// dependency that will not come back (a task that finished) must not hold its dependents'
+// restarts for ever, and neither may a stop that only keeps such a task out of health.
 func depSettled(dep *daemon) bool {
-	return dep.machine.Current() == fsm.DaemonRunning || dep.machine.Done() || dep.done()
+	return dep.machine.Current() == fsm.DaemonRunning || dep.machine.Done() || dep.done() ||
+		(dep.machine.Current() == fsm.DaemonStopped && dep.heldAfterEnd)
 }
 
 // depReady: the dependency is ready (running, or a oneshot that finished), as a first
