@@ -152,7 +152,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	d.restartHeld, d.startAsked, d.cancelledFor, d.finished, d.heldAfterEnd = false, false, nil, false, false
 	// An operator's start after every daemon had died: what this run leaves behind was not
 	// there when escaped processes were last swept, so the next sweep must kill again.
-	s.sweptEveryone = false
+	s.sweptEveryone, s.escapeLookAt = false, time.Time{}
 	if from == fsm.DaemonBackoff {
 		// An attempt that fails to exec counts too, or a missing binary would be retried at
 		// backoff_initial for ever and never reach max_restarts.

@@ -116,6 +116,9 @@ type Supervisor struct {
 	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups (since
 	// the last spawn).
 	sweptEveryone bool
+	// escapeLookAt: as PID 1, once the daemons are done, when the children still left are
+	// taken for escaped and swept (dealWithEscaped); zero when no look is due.
+	escapeLookAt time.Time
 	// readyFile is opts.ReadyFile, written and removed without following what a daemon
 	// put on its path.
 	readyFile *readyfile.File
@@ -320,6 +323,7 @@ func (s *Supervisor) armTimer(now time.Time) {
 		}
 	}
 	consider(s.reverseDeadline)
+	consider(s.escapeLookAt)
 	for _, d := range s.daemons {
 		for _, g := range d.groups {
 			consider(g.deadline)
@@ -533,14 +537,31 @@ func (s *Supervisor) dealWithEscaped() (waiting bool) {
 		s.reap() // what is ready now, before deciding anything escaped
 	}
 	if !s.childrenLeft {
+		s.escapeLookAt = time.Time{}
 		return false
 	}
-	if !s.sweptEveryone {
-		s.sweptEveryone = true
-		s.log.Warn("killing processes that escaped their daemon's process group")
-		if err := procs.KillEveryone(syscall.SIGKILL); err != nil {
-			s.log.Error("kill(-1, SIGKILL) failed", zlog.Error(err))
-		}
+	if s.sweptEveryone {
+		return true
+	}
+	// A child left now is in a daemon's group, SIGKILLed with it a moment ago and not dead
+	// yet, or it escaped its group (setsid). /proc cannot always tell them apart (it may be
+	// another PID namespace's), so the dying get groupRecheck: their SIGCHLDs end the wait,
+	// and only what is left after it escaped. Sweeping at once took the first kind for the
+	// second: a warning and a kill(-1) whenever the last daemon left a process behind.
+	now := time.Now()
+	if s.escapeLookAt.IsZero() {
+		s.escapeLookAt = now.Add(groupRecheck)
+		s.armTimer(now)
+		return true
+	}
+	if now.Before(s.escapeLookAt) {
+		return true
+	}
+	s.escapeLookAt = time.Time{}
+	s.sweptEveryone = true
+	s.log.Warn("killing processes that escaped their daemon's process group")
+	if err := procs.KillEveryone(syscall.SIGKILL); err != nil {
+		s.log.Error("kill(-1, SIGKILL) failed", zlog.Error(err))
 	}
 	return true
 }
