@@ -86,7 +86,7 @@ func buildDaemonTable(p RestartPolicy) Table {
 			{Event: DaemonFail, Src: []State{DaemonStarting, DaemonRunning}, Dst: afterDeath(p, true),
 				Driver: "SIGCHLD: reaped with a nonzero status or killed by a signal, no stop asked for (also after SIGKILL for not being ready within ready_timeout)", Note: policyNote},
 			{Event: DaemonGiveUp, Src: []State{DaemonBackoff}, Dst: DaemonGivenUp,
-				Driver: "it died more than max_restarts times in a row, none of its runs lasting backoff_reset: no more restarts"},
+				Driver: "max_restarts restarts in a row died before backoff_reset: no more restarts"},
 			{Event: DaemonStop, Src: []State{DaemonStarting, DaemonRunning}, Dst: DaemonTerminating,
 				Driver: "shutdown, or an operator's stop or restart: the stop signal went to its process group and its grace timer is armed"},
 			{Event: DaemonKill, Src: []State{DaemonTerminating}, Dst: DaemonKilled,

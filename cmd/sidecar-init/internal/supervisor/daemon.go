@@ -382,7 +382,7 @@ func (s *Supervisor) dieOnItsOwn(d *daemon, event fsm.Event, det detail, level z
 	}
 	if giveUp {
 		s.fireDaemon(d, fsm.DaemonGiveUp, zapcore.ErrorLevel, detail{reason: fmt.Sprintf(
-			"died %d times in a row without staying up for backoff_reset %v (max_restarts %d)", d.windowRestarts+1, d.cfg.BackoffReset, d.cfg.MaxRestarts)})
+			"%d restarts in a row died before backoff_reset %v (max_restarts %d)", d.windowRestarts, d.cfg.BackoffReset, d.cfg.MaxRestarts)})
 	}
 	s.diedOnItsOwn(d, status, det.exit)
 	s.armTimer(now)

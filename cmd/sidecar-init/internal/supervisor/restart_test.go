@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -110,6 +111,42 @@ func TestMaxRestartsGivesUp(t *testing.T) {
 	}
 	if !sawGivenUp {
 		t.Error("no notification of the daemon being given up")
+	}
+}
+
+// The give-up reason counts the restarts since the daemon last stayed up, which is what
+// max_restarts limits: with a long run in between, the runs before it are not counted (a
+// review saw "died 3 times in a row" with a 1.5 s run among them).
+func TestGiveUpReasonCountsTheRestartsSinceTheLastLongRun(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		script string
+		runs   int
+	}{
+		{"all short", "exit 1", 3},
+		// runs 1 and 2 short, run 3 past backoff_reset, runs 4 and 5 short: given up at 5
+		{"a long run between", `n=$(cat "$COUNT" 2>/dev/null || echo 0); n=$((n+1)); echo $n >"$COUNT"; [ $n -eq 3 ] && sleep 0.6; exit 1`, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			d := shDaemon("hopeless", tc.script)
+			d.Env = append(d.Env, "COUNT="+filepath.Join(t.TempDir(), "count"))
+			d.Restart, d.BackoffInitial, d.BackoffMax, d.BackoffReset, d.MaxRestarts = fsm.RestartAlways, 10*time.Millisecond, time.Second, 500*time.Millisecond, 2
+			h.run([]config.Daemon{d}, nil)
+			if code := h.exitCode(); code != 1 {
+				t.Fatalf("exit code %d, want 1", code)
+			}
+			if n := len(h.transitions("hopeless", "spawn")); n != tc.runs {
+				t.Errorf("%d runs, want %d", n, tc.runs)
+			}
+			fields, _, ok := h.transition("hopeless", "give_up")
+			if !ok {
+				t.Fatalf("no give_up transition:\n%s", h.dumpLogs())
+			}
+			if want := "2 restarts in a row died before backoff_reset 500ms (max_restarts 2)"; fields["reason"] != want {
+				t.Errorf("reason %q, want %q", fields["reason"], want)
+			}
+		})
 	}
 }
 
