@@ -43,6 +43,13 @@ func TestPID1SurvivesEverySignal(t *testing.T) {
 		want = append(want, "a signal "+procs.SignalName(sig)+"\n")
 	}
 	p.waitRecord(want...)
+	// The stop sends each group SIGCONT after its stop signal (as s6 and runit do), so the
+	// daemon may record one of those before it exits: SIGCONT is looked for now, before the
+	// stop. Sent before the forwarded signals, a SIGCONT wrongly passed on would most likely
+	// be here by the time they all are. (It made this test fail about 1 run in 5 under load.)
+	if got, _ := os.ReadFile(record); strings.Contains(string(got), "a signal SIGCONT\n") {
+		t.Error("SIGCONT reached the daemon before the stop, want it kept from it")
+	}
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit code %d after a clean stop, want 0; stderr:\n%s", code, p.stderr())
@@ -52,6 +59,9 @@ func TestPID1SurvivesEverySignal(t *testing.T) {
 	// (TestEverySignalHasOneFate is what keeps the sets apart.)
 	got, _ := os.ReadFile(record)
 	for _, sig := range append(procs.DroppedSignals, procs.IgnoredSignals...) {
+		if sig == syscall.SIGCONT {
+			continue // checked before the stop, which sends it
+		}
 		if strings.Contains(string(got), "a signal "+procs.SignalName(sig)+"\n") {
 			t.Errorf("%s reached the daemon, want it kept from it", procs.SignalName(sig))
 		}
