@@ -160,3 +160,34 @@ func findingLines(findings []Finding) string {
 	}
 	return lines.String()
 }
+
+// TestEgressConfdirIsInTheImage: the mitmproxy base image declares egress's confdir a
+// VOLUME without creating it (its entrypoint, which sidecar-init replaces, made it at every
+// start), so Dockerfile.sidecars must create it owned by mitmproxy, egress's user in
+// daemons.toml; otherwise Docker mounts a root-owned directory there and egress dies
+// writing its CA. No engine here builds the image, so the line itself is held to that.
+func TestEgressConfdirIsInTheImage(t *testing.T) {
+	text, err := os.ReadFile(sidecarsDockerfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const confdir = "/home/mitmproxy/.mitmproxy"
+	table, err := os.ReadFile("../daemons.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(table), "confdir "+confdir) || !strings.Contains(string(table), `user = "mitmproxy"`) {
+		t.Fatalf("daemons.toml no longer says egress runs as mitmproxy with confdir %s: update this test", confdir)
+	}
+	var created bool
+	for _, line := range strings.Split(string(text), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) > 0 && fields[0] == "ENTRYPOINT" {
+			break
+		}
+		created = created || (strings.HasPrefix(line, "RUN install -d -o mitmproxy -g mitmproxy") && slices.Contains(fields, confdir))
+	}
+	if !created {
+		t.Errorf("%s does not create %s owned by mitmproxy before its ENTRYPOINT", sidecarsDockerfile, confdir)
+	}
+}
