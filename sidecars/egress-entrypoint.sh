@@ -6,7 +6,7 @@
 #   EGRESS_LISTEN_HOST  address to listen on             (0.0.0.0)
 #   EGRESS_LISTEN_PORT  port to listen on                (8080)
 #   EGRESS_UPSTREAM     upstream proxy URL, pipelock     (http://127.0.0.1:8888)
-#                       set but empty: no upstream, mitmdump's regular mode
+#                       "none": no upstream, mitmdump's regular mode (warned)
 #   EGRESS_ADDON        mitmdump addon script            (/app/claude_bottle/egress/addon.py)
 #   EGRESS_CONFDIR      mitmproxy confdir (CA and certs) (/home/mitmproxy/.mitmproxy)
 # Arguments are passed on to mitmdump after these options.
@@ -22,9 +22,10 @@ set -eu
 
 listen_host=${EGRESS_LISTEN_HOST:-0.0.0.0}
 listen_port=${EGRESS_LISTEN_PORT:-8080}
-# "-" rather than ":-": an empty EGRESS_UPSTREAM is a choice (no upstream),
-# only an unset one takes the default.
-upstream=${EGRESS_UPSTREAM-http://127.0.0.1:8888}
+# Empty takes the default too: Compose's `EGRESS_UPSTREAM: ${X}` with X unset
+# gives an empty value, and traffic must not skip pipelock, the firewall, by
+# accident. Running without it takes an explicit "none".
+upstream=${EGRESS_UPSTREAM:-http://127.0.0.1:8888}
 addon=${EGRESS_ADDON:-/app/claude_bottle/egress/addon.py}
 confdir=${EGRESS_CONFDIR:-/home/mitmproxy/.mitmproxy}
 
@@ -52,7 +53,9 @@ if [ ! -r "${addon}" ]; then
 	exit 1
 fi
 
-if [ -n "${upstream}" ]; then
+if [ "${upstream}" = none ]; then
+	echo "egress-entrypoint: EGRESS_UPSTREAM=none: no upstream proxy, egress traffic does not pass pipelock" >&2
+else
 	set -- --mode "upstream:${upstream}" "$@"
 fi
 

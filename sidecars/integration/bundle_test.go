@@ -59,7 +59,7 @@ func TestSidecarBundle(t *testing.T) {
 	t.Run("pipelock", func(t *testing.T) {
 		t.Skip("pipelock not run: its Go module is not served by the module proxy on this " +
 			"machine (403) and there is no other way to install it here; in the image it comes " +
-			"from its release image. egress runs without an upstream (EGRESS_UPSTREAM=\"\").")
+			"from its release image. egress runs without an upstream (EGRESS_UPSTREAM=none).")
 	})
 	t.Run("supervise", func(t *testing.T) {
 		t.Skip("supervise not run: it is the bottle's Python server (python3 -m " +
