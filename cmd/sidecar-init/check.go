@@ -77,6 +77,9 @@ func runCheck(args []string, stdout io.Writer) error {
 		selection = fmt.Sprintf("%q", value)
 	}
 	_, _ = fmt.Fprintf(stdout, "%s: %d of %d daemons selected (%s=%s)\n", cfg.Source, len(daemons), len(cfg.Daemons), config.SelectEnv, selection)
+	for _, line := range unselectedDependencies(daemons) {
+		_, _ = fmt.Fprintln(stdout, "note: "+line)
+	}
 	failed := 0
 	if *build && (cfg.NotifyTokenFile != "" || cfg.ReadyFile != "") {
 		_, _ = fmt.Fprintln(stdout, "--build: notify_token_file and ready_file's directory not looked at")
@@ -132,4 +135,24 @@ func selectDaemons(cfg *config.Config) ([]config.Daemon, error) {
 		return nil, cfg.Locate(err)
 	}
 	return daemons, nil
+}
+
+// unselectedDependencies names the `after` daemons the selection leaves out: legitimate
+// (egress alone, with EGRESS_UPSTREAM=none), but the daemon starts without waiting for them
+// and may not work without them (egress without pipelock answers every request with 502),
+// while health says ready.
+func unselectedDependencies(selected []config.Daemon) []string {
+	names := make(map[string]bool, len(selected))
+	for _, d := range selected {
+		names[d.Name] = true
+	}
+	var lines []string
+	for _, d := range selected {
+		for _, dep := range d.After {
+			if !names[dep] {
+				lines = append(lines, fmt.Sprintf("%s comes after %s, which is not selected: it starts without waiting for it", d.Name, dep))
+			}
+		}
+	}
+	return lines
 }

@@ -53,6 +53,8 @@ func TestCheck(t *testing.T) {
 		// What the supervisor's walk will not follow is no ready file either.
 		{"ready file through a symlink others could have put", fmt.Sprintf("ready_file = %q\n", filepath.Join(shared, "link", "ready")) + good, nil, 1, "link is a symlink of uid 0, or in a directory others may change: not followed"},
 		{"broken daemon not selected", good + daemon("b", "/nonexistent/prog"), []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=a"}, 0, `1 of 2 daemons selected (CLAUDE_BOTTLE_SIDECAR_DAEMONS="a")`},
+		// Legitimate (egress alone, say), but worth a line: the supervisor will not wait.
+		{"dependency not selected", good + daemon("b", "/bin/true", `after = ["a"]`), []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=b"}, 0, "note: b comes after a, which is not selected: it starts without waiting for it"},
 		{"unknown key", good + "colour = \"red\"\n", nil, 2, "unknown key"},
 		{"unknown daemon selected", good, []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=nope"}, 2, `unknown daemon "nope"`},
 		{"unknown user", good + daemon("b", "/bin/true", `user = "no-such-user"`), nil, 2, `user "no-such-user": not found`},

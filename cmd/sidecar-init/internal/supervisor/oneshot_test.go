@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
+
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/fsm"
 )
@@ -226,6 +228,22 @@ func TestOperatorStartRunsAOneshotAgain(t *testing.T) {
 	h.waitTransitions("setup", "exit", 2)
 	if resp := h.call("health", ""); !resp.OK {
 		t.Errorf("health once setup finished again = %+v, want ready", resp)
+	}
+	h.stopAndWant(0)
+}
+
+// A daemon whose `after` daemon is not selected starts without waiting for it, with a
+// warning: it may not work without it (egress without pipelock answers 502) while health
+// says ready.
+func TestUnselectedDependencyIsWarnedAbout(t *testing.T) {
+	h := newHarness(t)
+	app := fake(t, h, "app", time.Second)
+	app.After = []string{"pipelock"}
+	h.run([]config.Daemon{app}, nil)
+	h.waitLog("app", fsm.DaemonRunning)
+	entries := h.logs.FilterMessage("dependency not selected: starting without waiting for it").All()
+	if len(entries) != 1 || entries[0].Level != zapcore.WarnLevel || entries[0].ContextMap()["after"] != "pipelock" {
+		t.Errorf("want one warning naming pipelock, got %v:\n%s", entries, h.dumpLogs())
 	}
 	h.stopAndWant(0)
 }

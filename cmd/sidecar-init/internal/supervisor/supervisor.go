@@ -161,7 +161,9 @@ func New(opts Options) *Supervisor {
 		for _, name := range d.cfg.After {
 			dep, selected := byName[name]
 			if !selected {
-				s.log.Info("dependency not selected: starting without waiting for it",
+				// Warn: legitimate, but the daemon may not work without it (egress without
+				// pipelock answers 502) while health says ready.
+				s.log.Warn("dependency not selected: starting without waiting for it",
 					zlog.String("daemon", d.cfg.Name), zlog.String("after", name))
 				continue
 			}
