@@ -60,6 +60,9 @@ func TestCheck(t *testing.T) {
 		{"unknown user", good + daemon("b", "/bin/true", `user = "no-such-user"`), nil, 2, `user "no-such-user": not found`},
 		{"bad grace in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_GRACE=forever"}, 2, "CLAUDE_BOTTLE_SIDECAR_GRACE"},
 		{"bad log level in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_LOG_LEVEL=verbose"}, 2, `log level "verbose"`},
+		{"relative control socket in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=c.sock"}, 2, `CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET: "c.sock" is not an absolute path`},
+		// Blank is unset, as for the other variables (it used to make a socket named " ").
+		{"blank control socket in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET= "}, 0, "1 of 1 daemons selected"},
 		{"missing token file", `notify_url = "http://127.0.0.1:9/x"` + "\n" + `notify_token_file = "/nonexistent/token"` + "\n" + good, nil, 2, "notify_token_file"},
 		// At an image build, secrets and volumes are not mounted yet.
 		{"missing token file at a build", `notify_url = "http://127.0.0.1:9/x"` + "\n" + `notify_token_file = "/nonexistent/token"` + "\n" + good, []string{"--build"}, 0, "--build: notify_token_file and ready_file's directory not looked at"},

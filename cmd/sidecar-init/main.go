@@ -318,8 +318,10 @@ func loadConfig(path string) (*config.Config, error) {
 			return cfg, &config.Error{File: "environment", Key: envNotifyURL, Msg: err.Error()}
 		}
 	}
-	if path := os.Getenv(envControlSocket); path != "" {
-		cfg.ControlSocket = path
+	if path := strings.TrimSpace(os.Getenv(envControlSocket)); path != "" {
+		if err := cfg.SetControlSocket(path); err != nil {
+			return cfg, &config.Error{File: "environment", Key: envControlSocket, Msg: err.Error()}
+		}
 	}
 	return cfg, nil
 }

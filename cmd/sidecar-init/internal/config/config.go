@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"net/url"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
@@ -298,7 +299,12 @@ func parse(source string, data []byte) (*Config, error) {
 
 	cfg := &Config{Source: source, Grace: DefaultGrace, NotifyTokenFile: raw.NotifyTokenFile, ControlSocket: DefaultControlSocket}
 	if raw.ControlSocket != "" {
-		cfg.ControlSocket = raw.ControlSocket
+		if err := cfg.SetControlSocket(raw.ControlSocket); err != nil {
+			return nil, &Error{File: source, Key: "control_socket", Msg: err.Error()}
+		}
+	}
+	if raw.ReadyFile != "" && !filepath.IsAbs(raw.ReadyFile) {
+		return nil, &Error{File: source, Key: "ready_file", Msg: notAbsolute(raw.ReadyFile)}
 	}
 	cfg.ReadyFile = raw.ReadyFile
 	switch cfg.StopOrder = raw.StopOrder; cfg.StopOrder {
@@ -832,6 +838,22 @@ func (c *Config) SetNotifyURL(raw string) error {
 	}
 	c.NotifyURL = raw
 	return nil
+}
+
+// SetControlSocket sets the control socket's path (control_socket, or
+// CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET). It must be absolute: a relative one would be
+// made in sidecar-init's working directory, where a client (`docker exec ... sidecar-init
+// status`) started elsewhere never finds it.
+func (c *Config) SetControlSocket(path string) error {
+	if !filepath.IsAbs(path) {
+		return errors.New(notAbsolute(path))
+	}
+	c.ControlSocket = path
+	return nil
+}
+
+func notAbsolute(path string) string {
+	return fmt.Sprintf("%q is not an absolute path", path)
 }
 
 // OverrideGrace replaces the table's global grace (CLAUDE_BOTTLE_SIDECAR_GRACE); daemons with

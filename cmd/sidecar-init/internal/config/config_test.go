@@ -145,6 +145,9 @@ func TestParseErrors(t *testing.T) {
 		{"NUL in ready file", "[[daemon]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nready = { file = \"/x\\u0000\" }\n", []string{"daemon[0].ready.file", "NUL"}},
 		{"missing name", "[[daemon]]\ncommand = [\"x\"]\n", []string{"daemon[0].name", "needs a name"}},
 		{"name with a comma", "[[daemon]]\nname = \"a,b\"\ncommand = [\"x\"]\n", []string{"daemon[0].name", `"a,b" is not a valid name`}},
+		// Relative paths resolve in sidecar-init's working directory, not a client's.
+		{"relative control socket", "control_socket = \"run/c.sock\"\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"bad.toml:1: key control_socket", `"run/c.sock" is not an absolute path`}},
+		{"relative ready file", "ready_file = \"ready\"\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"bad.toml:1: key ready_file", `"ready" is not an absolute path`}},
 		{"bad global duration", "grace = \"eight\"\n", []string{"key grace", `bad duration "eight"`}},
 		{"negative duration", "grace = \"-1s\"\n", []string{"key grace", "negative"}},
 		{"bad daemon duration", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\ngrace = \"8 s\"\n", []string{"daemon[0].grace", `daemon "a"`, "bad duration"}},
