@@ -77,7 +77,11 @@ func runCheck(args []string, stdout io.Writer) error {
 		selection = fmt.Sprintf("%q", value)
 	}
 	_, _ = fmt.Fprintf(stdout, "%s: %d of %d daemons selected (%s=%s)\n", cfg.Source, len(daemons), len(cfg.Daemons), config.SelectEnv, selection)
-	for _, line := range unselectedDependencies(daemons) {
+	notes := unselectedDependencies(daemons)
+	if note := longGraceNote(daemons); note != "" {
+		notes = append(notes, note)
+	}
+	for _, line := range notes {
 		_, _ = fmt.Fprintln(stdout, "note: "+line)
 	}
 	failed := 0

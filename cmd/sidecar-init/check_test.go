@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 )
 
 // `sidecar-init check` starts nothing, changes nothing, and exits 0 (all good), 1 (it would
@@ -60,6 +63,7 @@ func TestCheck(t *testing.T) {
 		{"unknown user", good + daemon("b", "/bin/true", `user = "no-such-user"`), nil, 2, `user "no-such-user": not found`},
 		{"bad grace in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_GRACE=forever"}, 2, "CLAUDE_BOTTLE_SIDECAR_GRACE"},
 		{"bad log level in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_LOG_LEVEL=verbose"}, 2, `log level "verbose"`},
+		{"grace past docker stop's 10 s", good + daemon("b", "/bin/true", `grace = "12s"`), nil, 0, "note: daemon b's grace 12s (plus up to 1 s) outlasts docker stop's default 10s"},
 		{"relative control socket in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=c.sock"}, 2, `CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET: "c.sock" is not an absolute path`},
 		// Blank is unset, as for the other variables (it used to make a socket named " ").
 		{"blank control socket in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET= "}, 0, "1 of 1 daemons selected"},
@@ -120,5 +124,26 @@ func TestCheck(t *testing.T) {
 				t.Errorf("check removed the ready file an earlier run left: %v", err)
 			}
 		})
+	}
+}
+
+func TestLongGraceNote(t *testing.T) {
+	for _, tc := range []struct {
+		graces []time.Duration
+		names  string // the daemon the note names; "" for no note
+	}{
+		{[]time.Duration{config.DefaultGrace}, ""},
+		{[]time.Duration{time.Second, 9 * time.Second}, ""}, // 9 s + 1 s fits docker stop's 10 s
+		{[]time.Duration{time.Second, 9500 * time.Millisecond}, "d1"},
+		{[]time.Duration{12 * time.Second, 30 * time.Second, time.Second}, "d1"},
+	} {
+		var daemons []config.Daemon
+		for i, grace := range tc.graces {
+			daemons = append(daemons, config.Daemon{Name: fmt.Sprintf("d%d", i), Grace: grace})
+		}
+		note := longGraceNote(daemons)
+		if (note == "") != (tc.names == "") || (tc.names != "" && !strings.HasPrefix(note, "daemon "+tc.names+"'s grace")) {
+			t.Errorf("graces %v: note %q, want one naming %q", tc.graces, note, tc.names)
+		}
 	}
 }

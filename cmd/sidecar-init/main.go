@@ -182,6 +182,9 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 	}
 	log.Info("sidecar-init", zlog.String("version", version), zlog.String("config", cfg.Source),
 		zlog.Strings("daemons", names(daemons)), zlog.Duration("grace", cfg.Grace))
+	if note := longGraceNote(daemons); note != "" {
+		log.Warn(note)
+	}
 
 	// Spare threads for the runtime, taken while the container still has pids: see
 	// ReserveThreads (measured: a daemon using up pids.max = 40 ended sidecar-init in 1 of
@@ -332,4 +335,26 @@ func names(daemons []config.Daemon) []string {
 		out[i] = d.Name
 	}
 	return out
+}
+
+// dockerStopTimeout is how long `docker stop` waits after SIGTERM before it SIGKILLs the
+// container (Kubernetes waits terminationGracePeriodSeconds, 30 s by default).
+const dockerStopTimeout = 10 * time.Second
+
+// longGraceNote warns when a grace would outlast docker stop's default wait: the container
+// is then SIGKILLed, sidecar-init and all, before the daemon's grace ends. "" otherwise.
+func longGraceNote(daemons []config.Daemon) string {
+	var longest config.Daemon
+	for _, d := range daemons {
+		if d.Grace > longest.Grace {
+			longest = d
+		}
+	}
+	// A group still holding processes after its SIGKILL gets one more second (README).
+	if longest.Grace+time.Second <= dockerStopTimeout {
+		return ""
+	}
+	return fmt.Sprintf("daemon %s's grace %v (plus up to 1 s) outlasts docker stop's default %v: the container is SIGKILLed "+
+		"before it ends; give docker stop --time, Compose stop_grace_period or Kubernetes terminationGracePeriodSeconds "+
+		"more than the grace (stop_order = \"reverse\" adds the graces along each `after` chain)", longest.Name, longest.Grace, dockerStopTimeout)
 }
