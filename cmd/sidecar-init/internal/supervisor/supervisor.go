@@ -102,6 +102,7 @@ type Supervisor struct {
 	// firstFailure is the status of the first daemon that died on its own with a nonzero
 	// status: the supervisor's exit status. Deaths after the shutdown began do not count.
 	firstFailure int
+	firstFailed  string // the daemon whose status firstFailure is
 	// childrenLeft is what the last wait4 drain said: false once it returned ECHILD.
 	childrenLeft bool
 	// orphansReaped: the current wait4 drain reaped a process that was no daemon.
@@ -228,7 +229,13 @@ func (s *Supervisor) Run() int {
 	}
 	s.removeReadyFile() // gone already after a stop signal, not when every daemon died
 	s.drainLogPipes()
-	s.log.Info("supervisor exiting", zlog.Int("exit_code", s.firstFailure))
+	if s.firstFailure != 0 {
+		// At error level, so that the cause of a nonzero exit is in the log at every
+		// --log-level (at warn or error an info line would be the one missing).
+		s.log.Error("supervisor exiting", zlog.Int("exit_code", s.firstFailure), zlog.String("daemon", s.firstFailed))
+	} else {
+		s.log.Info("supervisor exiting", zlog.Int("exit_code", 0))
+	}
 	return s.firstFailure
 }
 
@@ -422,7 +429,7 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int, exit *procs.Exit) {
 		s.log.Info("daemon died of the signal that is stopping sidecar-init, sent to it too: not counted as a failure",
 			zlog.String("daemon", d.cfg.Name), zlog.String("signal", procs.SignalName(s.arrivingStop)))
 	case status != 0 && s.firstFailure == 0:
-		s.firstFailure = status
+		s.firstFailure, s.firstFailed = status, d.cfg.Name
 	}
 	tr, ok := s.fireSupervisor(fsm.SupervisorDaemonDied, zlog.String("daemon", d.cfg.Name), zlog.Int("exit_code", status))
 	if ok && tr.To == fsm.SupervisorTerminating && tr.From != fsm.SupervisorTerminating {
