@@ -155,6 +155,7 @@ func TestOneshotFailureCancelsItsDependents(t *testing.T) {
 	if _, _, ok := h.transition("app", "cancel"); !ok {
 		t.Errorf("app was not cancelled:\n%s", h.dumpLogs())
 	}
+
 	if _, _, ok := h.transition("app", "spawn"); ok {
 		t.Errorf("app was spawned after its oneshot failed:\n%s", h.dumpLogs())
 	}
@@ -269,4 +270,17 @@ func TestExitLineNamesTheFailedDaemon(t *testing.T) {
 	if entries := clean.logs.FilterMessage("supervisor exiting").All(); len(entries) != 1 || entries[0].Level != zapcore.InfoLevel {
 		t.Fatalf("want one info-level exit line, got %v", entries)
 	}
+}
+
+// status tells a daemon cancelled because an `after` daemon is done for good from one that
+// ran and exited: a review found both shown as exited with an empty LAST EXIT.
+func TestStatusSaysWhyADaemonWasCancelled(t *testing.T) {
+	h := newHarness(t)
+	app := fake(t, h, "app", time.Second)
+	app.After = []string{"setup"}
+	h.run([]config.Daemon{oneshot("setup", "exit 3"), app, fake(t, h, "svc", time.Second)}, nil)
+	if st := h.waitState("app", string(fsm.DaemonExited)); st.LastExit != "cancelled (setup exited)" {
+		t.Errorf("app's last exit = %q, want \"cancelled (setup exited)\"", st.LastExit)
+	}
+	h.stopAndWant(3)
 }

@@ -230,6 +230,8 @@ func (s *Supervisor) cancelOrphanedStarts() {
 		for _, dep := range d.deps {
 			if dep.machine.Done() && !dep.done() {
 				d.cancelledFor = dep
+				// What status shows in LAST EXIT: it never ran, and why.
+				d.lastExit = fmt.Sprintf("cancelled (%s %s)", dep.cfg.Name, dep.machine.Current())
 				s.log.Error("not starting a daemon: a daemon it comes after is done",
 					zlog.String("daemon", d.cfg.Name), zlog.String("after", dep.cfg.Name), zlog.String("after_state", string(dep.machine.Current())))
 				s.fireDaemon(d, fsm.DaemonCancel, zapcore.ErrorLevel, detail{reason: dep.cfg.Name + " is " + string(dep.machine.Current())})
