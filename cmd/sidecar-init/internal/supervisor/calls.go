@@ -74,8 +74,14 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 			s.armTimer(now)
 			return control.Response{OK: true, Message: d.cfg.Name + ": stop signal sent; it starts again once it has exited"}
 		case fsm.DaemonTerminating, fsm.DaemonKilled:
-			// An operator's stop under way: the latest word wins.
-			d.afterStop = afterStopStart
+			// An operator's stop under way: the latest word wins. A start counts as one, as
+			// it would once the daemon had stopped; during a restart it changes nothing.
+			switch {
+			case req.Cmd == control.CmdRestart:
+				d.afterStop = afterStopStart
+			case d.afterStop != afterStopStart:
+				d.afterStop = afterStopStartOnly
+			}
 			return control.Response{OK: true, Message: d.cfg.Name + ": already stopping; it starts again once it has exited"}
 		case fsm.DaemonPending, fsm.DaemonBackoff, fsm.DaemonStopped, fsm.DaemonExited, fsm.DaemonGivenUp:
 			verb := "started"

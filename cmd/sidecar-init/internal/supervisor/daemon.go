@@ -119,6 +119,9 @@ const (
 	afterStopNothing afterStop = iota // a shutdown: it stays exited
 	afterStopHold                     // an operator's stop: held in stopped
 	afterStopStart                    // an operator's restart: started again at once
+	// afterStopStartOnly: an operator's start while its stop was under way: started again
+	// at once too, but as a start, as it would be had it come once the daemon was stopped.
+	afterStopStartOnly
 )
 
 // live says the daemon has a process that has not been reaped.
@@ -334,6 +337,8 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 		s.fireDaemon(d, fsm.DaemonHold, zapcore.InfoLevel, detail{reason: "operator stop"})
 	case afterStopStart:
 		s.startAgain(d, now, "operator restart", true)
+	case afterStopStartOnly:
+		s.startAgain(d, now, "operator start", false)
 	}
 	d.afterStop = afterStopNothing
 }

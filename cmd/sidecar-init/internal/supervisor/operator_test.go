@@ -19,10 +19,13 @@ func TestOperatorsLatestWordWinsDuringAGrace(t *testing.T) {
 		name        string
 		first, then string
 		want        string // the state once the grace is over
+		restarts    int    // RESTARTS then: a start is no restart, as after the daemon stopped
+		reason      string // of the start transition
 	}{
-		{"stop during a restart", "restart", "stop", "stopped"},
-		{"start during a stop", "stop", "start", "running"},
-		{"restart during a stop", "stop", "restart", "running"},
+		{"stop during a restart", "restart", "stop", "stopped", 0, ""},
+		{"start during a stop", "stop", "start", "running", 0, "operator start"},
+		{"restart during a stop", "stop", "restart", "running", 1, "operator restart"},
+		{"start during a restart", "restart", "start", "running", 1, "operator restart"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -38,8 +41,14 @@ func TestOperatorsLatestWordWinsDuringAGrace(t *testing.T) {
 				t.Fatalf("%s during the %s's grace refused: %+v", tt.then, tt.first, resp)
 			}
 			h.waitTransitions("svc", "kill", 1)
-			if st := h.waitState("svc", tt.want); st.State != tt.want {
-				t.Errorf("after %s then %s: %s, want %s", tt.first, tt.then, st.State, tt.want)
+			st := h.waitState("svc", tt.want)
+			if st.State != tt.want || st.Restarts != tt.restarts {
+				t.Errorf("after %s then %s: %s with %d restarts, want %s with %d", tt.first, tt.then, st.State, st.Restarts, tt.want, tt.restarts)
+			}
+			if tt.reason != "" {
+				if fields, _, ok := h.transition("svc", "start"); !ok || fields["reason"] != tt.reason {
+					t.Errorf("after %s then %s: start transition %v, want reason %q", tt.first, tt.then, fields, tt.reason)
+				}
 			}
 			h.stopAndWant(0)
 		})

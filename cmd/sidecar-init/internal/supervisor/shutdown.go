@@ -15,7 +15,7 @@ func (s *Supervisor) onStopSignal(sig syscall.Signal) {
 	// The second half of an operator's restart goes first: a run the reap below spawned
 	// would only be stopped again (a daemon's start-up work done inside a shutdown).
 	for _, d := range s.daemons {
-		if d.afterStop == afterStopStart {
+		if d.afterStop == afterStopStart || d.afterStop == afterStopStartOnly {
 			d.afterStop = afterStopNothing
 		}
 	}
