@@ -283,6 +283,7 @@ func (s *Supervisor) checkAllReady() {
 		level, s.wasAllReady = zapcore.InfoLevel, true
 	}
 	if !ready {
+		s.readyFileRetryAt = time.Time{}
 		if ce := s.log.Check(zapcore.DebugLevel, "not every daemon is ready any more"); ce != nil {
 			var notReady []string
 			for _, d := range s.daemons {
@@ -302,11 +303,39 @@ func (s *Supervisor) checkAllReady() {
 	// it is spawned, so a forced collection takes CPU the daemons want while they start and
 	// holds up the ready file (0.6 ms of start-up at K = 4, for about 0.5 MiB of RssAnon at
 	// K = 100; measured in commit e718166).
+	s.readyFileFailures = 0
+	s.writeReadyFile(time.Now())
+}
+
+// readyFileRetry is how often a failed write of the ready file is tried again while every
+// daemon stays ready: `health` says ready meanwhile, and the file must follow it once it
+// can (its directory mounted or made late, a full disk freed).
+const readyFileRetry = time.Second
+
+// writeReadyFile writes the ready file, or arms a retry: the first failure is an error in
+// the log, the retries are at debug, and a success after failures says so.
+func (s *Supervisor) writeReadyFile(now time.Time) {
+	s.readyFileRetryAt = time.Time{}
 	if s.readyFile == nil {
 		return
 	}
-	if err := s.readyFile.Write([]byte(time.Now().UTC().Format(time.RFC3339Nano) + "\n")); err != nil {
-		s.log.Error("could not write the ready file", zlog.String("path", s.readyFile.Path()), zlog.Error(err))
+	path := zlog.String("path", s.readyFile.Path())
+	if err := s.readyFile.Write([]byte(now.UTC().Format(time.RFC3339Nano) + "\n")); err != nil {
+		level, msg := zapcore.DebugLevel, "could not write the ready file, again"
+		if s.readyFileFailures == 0 {
+			level, msg = zapcore.ErrorLevel, "could not write the ready file; trying again every second while every daemon is ready"
+		}
+		if ce := s.log.Check(level, msg); ce != nil {
+			ce.Write(path, zlog.Error(err))
+		}
+		s.readyFileFailures++
+		s.readyFileRetryAt = now.Add(readyFileRetry)
+		s.armTimer(now)
+		return
+	}
+	if s.readyFileFailures > 0 {
+		s.log.Info("wrote the ready file", path, zlog.Int("failed_attempts", s.readyFileFailures))
+		s.readyFileFailures = 0
 	}
 }
 

@@ -380,3 +380,26 @@ func TestReadyFileIsNotWrittenThroughWhatADaemonPutThere(t *testing.T) {
 		})
 	}
 }
+
+// A ready file that cannot be written when every daemon becomes ready (its directory not
+// there yet) is tried again while they stay ready: health and the file must agree once the
+// file can be written. A review saw health say ready for good with no file.
+func TestReadyFileIsWrittenOnceItCanBe(t *testing.T) {
+	h := newHarness(t)
+	dir := filepath.Join(t.TempDir(), "later")
+	h.readyFile = filepath.Join(dir, "all-ready")
+	h.run([]config.Daemon{fake(t, h, "svc", time.Second)}, nil)
+	h.waitLog("svc", fsm.DaemonRunning)
+	h.waitMessage("could not write the ready file; trying again every second while every daemon is ready")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.waitMessage("wrote the ready file")
+	if _, err := os.Stat(h.readyFile); err != nil {
+		t.Fatalf("logged as written, but: %v", err)
+	}
+	h.stopAndWant(0)
+	if _, err := os.Stat(h.readyFile); !os.IsNotExist(err) {
+		t.Errorf("the ready file outlived the shutdown: %v", err)
+	}
+}

@@ -120,6 +120,10 @@ type Supervisor struct {
 	// escapeLookAt: as PID 1, once the daemons are done, when the children still left are
 	// taken for escaped and swept (dealWithEscaped); zero when no look is due.
 	escapeLookAt time.Time
+	// readyFileRetryAt: when a failed write of the ready file is tried again (zero: none
+	// due); readyFileFailures counts the failures since the last success.
+	readyFileRetryAt  time.Time
+	readyFileFailures int
 	// readyFile is opts.ReadyFile, written and removed without following what a daemon
 	// put on its path.
 	readyFile *readyfile.File
@@ -300,6 +304,13 @@ func (s *Supervisor) onTimer(now time.Time) {
 		s.reverseDeadline = time.Time{}
 		s.stopAwaiting(now, true)
 	}
+	if due(s.readyFileRetryAt) {
+		if s.allReady && !s.shuttingDown() {
+			s.writeReadyFile(now)
+		} else {
+			s.readyFileRetryAt = time.Time{}
+		}
+	}
 	for _, d := range s.daemons {
 		for i := range d.groups {
 			if g := &d.groups[i]; due(g.deadline) {
@@ -333,6 +344,7 @@ func (s *Supervisor) armTimer(now time.Time) {
 	}
 	consider(s.reverseDeadline)
 	consider(s.escapeLookAt)
+	consider(s.readyFileRetryAt)
 	for _, d := range s.daemons {
 		for _, g := range d.groups {
 			consider(g.deadline)

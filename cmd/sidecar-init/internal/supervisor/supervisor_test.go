@@ -218,6 +218,19 @@ func (h *harness) waitLog(machine string, to fsm.State) {
 	h.t.Fatalf("no transition of %s to %s; logs:\n%s", machine, to, h.dumpLogs())
 }
 
+// waitMessage waits until the supervisor has logged msg.
+func (h *harness) waitMessage(msg string) {
+	h.t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for time.Now().Before(deadline) {
+		if h.logs.FilterMessage(msg).Len() > 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.t.Fatalf("never logged %q; logs:\n%s", msg, h.dumpLogs())
+}
+
 func (h *harness) hasTransition(machine string, to fsm.State) bool {
 	for _, e := range h.logs.FilterMessage("transition").All() {
 		m := e.ContextMap()
