@@ -170,27 +170,28 @@ func run(o options) error {
 	if b.service, err = serviceBinary(o.service, work); err != nil {
 		return err
 	}
+	// Only what the chosen trials and inits run, so a focused run needs no more tools; built
+	// before the inits are chosen, which skips an init whose executable is missing.
 	b.orphans = filepath.Join(work, "bench-orphans-service")
-	b.goFloor = filepath.Join(work, "gofloor")
-	b.cFloor = filepath.Join(work, "cfloor")
-	if err := b.chooseInits(); err != nil {
-		return err
-	}
-	// Only what the chosen trials and inits run, so a focused run needs no more tools.
 	if !o.skipReap {
 		if err := buildStatic("./bench/service", b.orphans); err != nil {
 			return fmt.Errorf("build the reap trial's service (run from the module root): %w", err)
 		}
 	}
-	if b.runs(b.goFloor) {
+	b.goFloor = filepath.Join(work, "gofloor")
+	if initsWanted(o.inits, "go-floor", "go-floor-g") {
 		if err := buildStatic("./bench/gofloor", b.goFloor); err != nil {
 			return fmt.Errorf("build the Go floor (run from the module root): %w", err)
 		}
 	}
-	if b.runs(b.cFloor) {
+	b.cFloor = filepath.Join(work, "cfloor")
+	if initsWanted(o.inits, "c-floor-g") {
 		if err := buildC(ccCommand(), "bench/cfloor/cfloor.c", b.cFloor, cFloorFlags); err != nil {
 			return fmt.Errorf("build the C floor (run from the module root; `make bench-deps` installs gcc and libc6-dev): %w", err)
 		}
+	}
+	if err := b.chooseInits(); err != nil {
+		return err
 	}
 
 	began := time.Now()
@@ -267,9 +268,12 @@ func buildStatic(pkg, out string) error {
 	return cmd.Run()
 }
 
-// runs says whether one of the chosen inits is the executable exe.
-func (b *bench) runs(exe string) bool {
-	return slices.ContainsFunc(b.inits, func(spec initSpec) bool { return spec.exe == exe })
+// initsWanted says whether -inits (inits; "" for all) names one of names.
+func initsWanted(inits string, names ...string) bool {
+	if inits == "" {
+		return true
+	}
+	return slices.ContainsFunc(strings.Split(inits, ","), func(name string) bool { return slices.Contains(names, name) })
 }
 
 func (b *bench) chooseInits() error {
