@@ -307,10 +307,24 @@ func (s *Supervisor) checkAllReady() {
 	s.writeReadyFile(time.Now())
 }
 
-// readyFileRetry is how often a failed write of the ready file is tried again while every
+// readyFileRetry is when a failed write of the ready file is first tried again while every
 // daemon stays ready: `health` says ready meanwhile, and the file must follow it once it
-// can (its directory mounted or made late, a full disk freed).
-const readyFileRetry = time.Second
+// can (its directory mounted or made late, a full disk freed). The wait doubles with each
+// failure up to readyFileRetryMax, so a path that never works (a symlink the walk refuses)
+// does not wake an idle supervisor every second.
+const (
+	readyFileRetry    = time.Second
+	readyFileRetryMax = 30 * time.Second
+)
+
+// readyFileRetryAfter is the wait after the nth failure in a row (n ≥ 1).
+func readyFileRetryAfter(n int) time.Duration {
+	wait := readyFileRetry
+	for i := 1; i < n && wait < readyFileRetryMax; i++ {
+		wait *= 2
+	}
+	return min(wait, readyFileRetryMax)
+}
 
 // writeReadyFile writes the ready file, or arms a retry: the first failure is an error in
 // the log, the retries are at debug, and a success after failures says so.
@@ -323,13 +337,13 @@ func (s *Supervisor) writeReadyFile(now time.Time) {
 	if err := s.readyFile.Write([]byte(now.UTC().Format(time.RFC3339Nano) + "\n")); err != nil {
 		level, msg := zapcore.DebugLevel, "could not write the ready file, again"
 		if s.readyFileFailures == 0 {
-			level, msg = zapcore.ErrorLevel, "could not write the ready file; trying again every second while every daemon is ready"
+			level, msg = zapcore.ErrorLevel, "could not write the ready file; trying again while every daemon is ready (after 1 s, doubling to 30 s)"
 		}
 		if ce := s.log.Check(level, msg); ce != nil {
 			ce.Write(path, zlog.Error(err))
 		}
 		s.readyFileFailures++
-		s.readyFileRetryAt = now.Add(readyFileRetry)
+		s.readyFileRetryAt = now.Add(readyFileRetryAfter(s.readyFileFailures))
 		s.armTimer(now)
 		return
 	}

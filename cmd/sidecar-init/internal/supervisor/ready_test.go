@@ -390,7 +390,7 @@ func TestReadyFileIsWrittenOnceItCanBe(t *testing.T) {
 	h.readyFile = filepath.Join(dir, "all-ready")
 	h.run([]config.Daemon{fake(t, h, "svc", time.Second)}, nil)
 	h.waitLog("svc", fsm.DaemonRunning)
-	h.waitMessage("could not write the ready file; trying again every second while every daemon is ready")
+	h.waitMessage("could not write the ready file; trying again while every daemon is ready (after 1 s, doubling to 30 s)")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -401,5 +401,13 @@ func TestReadyFileIsWrittenOnceItCanBe(t *testing.T) {
 	h.stopAndWant(0)
 	if _, err := os.Stat(h.readyFile); !os.IsNotExist(err) {
 		t.Errorf("the ready file outlived the shutdown: %v", err)
+	}
+}
+
+func TestReadyFileRetryAfter(t *testing.T) {
+	for n, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 5: 16 * time.Second, 6: 30 * time.Second, 100: 30 * time.Second} {
+		if got := readyFileRetryAfter(n); got != want {
+			t.Errorf("after failure %d: %v, want %v", n, got, want)
+		}
 	}
 }
