@@ -297,7 +297,18 @@ func (s *Supervisor) checkAllReady() {
 		return
 	}
 	if ce := s.log.Check(level, "every daemon is ready"); ce != nil {
-		ce.Write(zlog.Int("daemons", len(s.daemons)))
+		// Held daemons are not expected to run: counted apart, as `health` does.
+		var held []string
+		for _, d := range s.daemons {
+			if d.machine.Current() == fsm.DaemonStopped {
+				held = append(held, d.cfg.Name)
+			}
+		}
+		fields := []zlog.Field{zlog.Int("daemons", len(s.daemons)-len(held))}
+		if len(held) > 0 {
+			fields = append(fields, zlog.Strings("held", held))
+		}
+		ce.Write(fields...)
 	}
 	// No debug.FreeOSMemory here: without a readiness probe a daemon is "ready" the moment
 	// it is spawned, so a forced collection takes CPU the daemons want while they start and

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -320,6 +321,11 @@ func TestHealthNamesHeldDaemons(t *testing.T) {
 	h.waitState("b", "stopped")
 	if resp := h.call("health", ""); !resp.OK || resp.Message != "ready: 1 of 2 daemons; held stopped: b" {
 		t.Fatalf("health with b held = %+v", resp)
+	}
+	// The log counts the same way (a review saw "daemons":5 with 2 of the 5 held).
+	entries := h.logs.FilterMessage("every daemon is ready").All()
+	if last := entries[len(entries)-1].ContextMap(); last["daemons"] != int64(1) || fmt.Sprint(last["held"]) != "[b]" {
+		t.Errorf("last \"every daemon is ready\" = %v, want daemons 1, held [b]", last)
 	}
 	h.stopAndWant(0)
 }
