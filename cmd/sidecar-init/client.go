@@ -56,10 +56,18 @@ func runClient(args []string, stdout io.Writer) error {
 	} else if err != nil {
 		return usageError{fmt.Sprintf("%s: %v\n%s", cmd, err, usage)}
 	}
+	set := map[string]bool{}
+	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	req := control.Request{Cmd: cmd}
 	switch {
 	case !takesName && flags.NArg() != 0, takesName && flags.NArg() != 1, takesName && flags.Arg(0) == "":
 		return usageError{usage}
+	// Said, not dropped: a script asking health for JSON, or naming both a socket and a
+	// table, would otherwise get what it did not ask for without knowing it.
+	case set["json"] && cmd != control.CmdStatus:
+		return usageError{fmt.Sprintf("%s: --json is for status only\n%s", cmd, usage)}
+	case set["socket"] && set["config"]:
+		return usageError{fmt.Sprintf("%s: --socket and --config both name the socket; give one\n%s", cmd, usage)}
 	case takesName:
 		req.Name = flags.Arg(0)
 	}

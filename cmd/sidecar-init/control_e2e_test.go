@@ -117,6 +117,12 @@ func TestControlCLIAndNotifications(t *testing.T) {
 	if _, stderr, code := client(t, socket, "status", "--bogus"); code != 2 || strings.Contains(stderr, "{") || !strings.Contains(stderr, "usage: sidecar-init status") {
 		t.Errorf("status --bogus: exit %d, stderr %q; want 2 and a plain usage", code, stderr)
 	}
+	// Flags a command would ignore are refused, not dropped.
+	for _, args := range [][]string{{"health", "--json"}, {"stop", "--json", "a"}, {"status", "--socket", socket, "--config", "/x.toml"}} {
+		if _, stderr, code := client(t, socket, args...); code != 2 || !strings.Contains(stderr, "usage: sidecar-init "+args[0]) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and the usage", args, code, stderr)
+		}
+	}
 	if out, _, code := client(t, socket, "status", "--help"); code != 0 || !strings.HasPrefix(out, "usage: sidecar-init status") {
 		t.Errorf("status --help: exit %d, stdout %q; want 0 and the usage", code, out)
 	}
