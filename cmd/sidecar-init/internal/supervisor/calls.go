@@ -195,16 +195,23 @@ func (s *Supervisor) status(now time.Time) []control.DaemonStatus {
 // healthy is the health answer when every daemon is ready or held: the operator is not
 // told "all ready" of a daemon held stopped.
 func (s *Supervisor) healthy() string {
-	var held []string
-	for _, d := range s.daemons {
-		if d.machine.Current() == fsm.DaemonStopped {
-			held = append(held, d.cfg.Name)
-		}
-	}
+	held := s.held()
 	if len(held) == 0 {
 		return fmt.Sprintf("ready: all %d daemons", len(s.daemons))
 	}
 	return fmt.Sprintf("ready: %d of %d daemons; held stopped: %s", len(s.daemons)-len(held), len(s.daemons), strings.Join(held, ", "))
+}
+
+// held names the daemons an operator holds stopped: not expected to run, so counted apart
+// from the ready ones.
+func (s *Supervisor) held() []string {
+	var names []string
+	for _, d := range s.daemons {
+		if d.machine.Current() == fsm.DaemonStopped {
+			names = append(names, d.cfg.Name)
+		}
+	}
+	return names
 }
 
 func (s *Supervisor) byName(name string) *daemon {

@@ -297,13 +297,7 @@ func (s *Supervisor) checkAllReady() {
 		return
 	}
 	if ce := s.log.Check(level, "every daemon is ready"); ce != nil {
-		// Held daemons are not expected to run: counted apart, as `health` does.
-		var held []string
-		for _, d := range s.daemons {
-			if d.machine.Current() == fsm.DaemonStopped {
-				held = append(held, d.cfg.Name)
-			}
-		}
+		held := s.held() // counted apart, as `health` does
 		fields := []zlog.Field{zlog.Int("daemons", len(s.daemons)-len(held))}
 		if len(held) > 0 {
 			fields = append(fields, zlog.Strings("held", held))
@@ -328,13 +322,10 @@ const (
 	readyFileRetryMax = 30 * time.Second
 )
 
-// readyFileRetryAfter is the wait after the nth failure in a row (n ≥ 1).
+// readyFileRetryAfter is the wait after the nth failure in a row (n ≥ 1): 1 s, 2 s, 4 s …
+// up to readyFileRetryMax (the shift stops at 2⁵ s, past it).
 func readyFileRetryAfter(n int) time.Duration {
-	wait := readyFileRetry
-	for i := 1; i < n && wait < readyFileRetryMax; i++ {
-		wait *= 2
-	}
-	return min(wait, readyFileRetryMax)
+	return min(readyFileRetry<<min(n-1, 5), readyFileRetryMax)
 }
 
 // writeReadyFile writes the ready file, or arms a retry: the first failure is an error in
