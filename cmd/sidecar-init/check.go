@@ -77,7 +77,10 @@ func runCheck(args []string, stdout io.Writer) error {
 		selection = fmt.Sprintf("%q", value)
 	}
 	_, _ = fmt.Fprintf(stdout, "%s: %d of %d daemons selected (%s=%s)\n", cfg.Source, len(daemons), len(cfg.Daemons), config.SelectEnv, selection)
-	notes := unselectedDependencies(daemons)
+	var notes []string
+	for _, u := range config.UnselectedAfter(daemons) {
+		notes = append(notes, fmt.Sprintf("%s comes after %s, which is not selected: it starts without waiting for it", u.Daemon, u.After))
+	}
 	if note := longGraceNote(daemons); note != "" {
 		notes = append(notes, note)
 	}
@@ -139,24 +142,4 @@ func selectDaemons(cfg *config.Config) ([]config.Daemon, error) {
 		return nil, cfg.Locate(err)
 	}
 	return daemons, nil
-}
-
-// unselectedDependencies names the `after` daemons the selection leaves out: legitimate
-// (egress alone, with EGRESS_UPSTREAM=none), but the daemon starts without waiting for them
-// and may not work without them (egress without pipelock answers every request with 502),
-// while health says ready.
-func unselectedDependencies(selected []config.Daemon) []string {
-	names := make(map[string]bool, len(selected))
-	for _, d := range selected {
-		names[d.Name] = true
-	}
-	var lines []string
-	for _, d := range selected {
-		for _, dep := range d.After {
-			if !names[dep] {
-				lines = append(lines, fmt.Sprintf("%s comes after %s, which is not selected: it starts without waiting for it", d.Name, dep))
-			}
-		}
-	}
-	return lines
 }

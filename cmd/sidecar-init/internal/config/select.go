@@ -48,3 +48,26 @@ func quoteAll(names []string) string {
 	}
 	return strings.Join(quoted, ", ")
 }
+
+// Unselected is a daemon of a selection and an `after` daemon the selection left out.
+type Unselected struct{ Daemon, After string }
+
+// UnselectedAfter lists, in table order, the `after` daemons a selection leaves out.
+// Legitimate (egress alone, with EGRESS_UPSTREAM=none), but such a daemon starts without
+// waiting for them and may not work without them (egress without pipelock answers every
+// request with 502) while health says ready: the supervisor warns and `check` notes it.
+func UnselectedAfter(selected []Daemon) []Unselected {
+	names := make(map[string]bool, len(selected))
+	for _, d := range selected {
+		names[d.Name] = true
+	}
+	var out []Unselected
+	for _, d := range selected {
+		for _, after := range d.After {
+			if !names[after] {
+				out = append(out, Unselected{Daemon: d.Name, After: after})
+			}
+		}
+	}
+	return out
+}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -60,5 +61,21 @@ func TestSelectUnknown(t *testing.T) {
 	}
 	if strings.Count(err.Error(), `"mitm"`) != 1 {
 		t.Errorf("an unknown name listed twice should be named once: %q", err)
+	}
+}
+
+func TestUnselectedAfter(t *testing.T) {
+	selected := []Daemon{
+		{Name: "egress", After: []string{"pipelock"}},
+		{Name: "gate", After: []string{"egress", "keys", "vault"}},
+		{Name: "supervise"},
+	}
+	got := UnselectedAfter(selected)
+	want := []Unselected{{"egress", "pipelock"}, {"gate", "keys"}, {"gate", "vault"}}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if got := UnselectedAfter(selected[2:]); got != nil {
+		t.Errorf("no after daemons: got %v", got)
 	}
 }

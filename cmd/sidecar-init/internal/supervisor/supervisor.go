@@ -164,17 +164,15 @@ func New(opts Options) *Supervisor {
 	}
 	for _, d := range s.daemons {
 		for _, name := range d.cfg.After {
-			dep, selected := byName[name]
-			if !selected {
-				// Warn: legitimate, but the daemon may not work without it (egress without
-				// pipelock answers 502) while health says ready.
-				s.log.Warn("dependency not selected: starting without waiting for it",
-					zlog.String("daemon", d.cfg.Name), zlog.String("after", name))
-				continue
+			if dep, selected := byName[name]; selected {
+				d.deps = append(d.deps, dep)
+				dep.dependents = append(dep.dependents, d)
 			}
-			d.deps = append(d.deps, dep)
-			dep.dependents = append(dep.dependents, d)
 		}
+	}
+	for _, u := range config.UnselectedAfter(opts.Daemons) {
+		s.log.Warn("dependency not selected: starting without waiting for it",
+			zlog.String("daemon", u.Daemon), zlog.String("after", u.After))
 	}
 	return s
 }
