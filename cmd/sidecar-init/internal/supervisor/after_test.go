@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
+
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/fsm"
@@ -268,4 +270,20 @@ func TestStatusNamesTheDaemonsAStartWaitsFor(t *testing.T) {
 		t.Fatalf("db in its own backoff: %+v, want next_restart_in and no waiting_for", st)
 	}
 	h.stopAndWant(137)
+}
+
+// A daemon whose `after` daemon is not selected starts without waiting for it, with a
+// warning: it may not work without it (egress without pipelock answers 502) while health
+// says ready.
+func TestUnselectedDependencyIsWarnedAbout(t *testing.T) {
+	h := newHarness(t)
+	app := fake(t, h, "app", time.Second)
+	app.After = []string{"pipelock"}
+	h.run([]config.Daemon{app}, nil)
+	h.waitLog("app", fsm.DaemonRunning)
+	entries := h.logs.FilterMessage("dependency not selected: starting without waiting for it").All()
+	if len(entries) != 1 || entries[0].Level != zapcore.WarnLevel || entries[0].ContextMap()["after"] != "pipelock" {
+		t.Errorf("want one warning naming pipelock, got %v:\n%s", entries, h.dumpLogs())
+	}
+	h.stopAndWant(0)
 }

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
-
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/fsm"
 )
@@ -231,45 +229,6 @@ func TestOperatorStartRunsAOneshotAgain(t *testing.T) {
 		t.Errorf("health once setup finished again = %+v, want ready", resp)
 	}
 	h.stopAndWant(0)
-}
-
-// A daemon whose `after` daemon is not selected starts without waiting for it, with a
-// warning: it may not work without it (egress without pipelock answers 502) while health
-// says ready.
-func TestUnselectedDependencyIsWarnedAbout(t *testing.T) {
-	h := newHarness(t)
-	app := fake(t, h, "app", time.Second)
-	app.After = []string{"pipelock"}
-	h.run([]config.Daemon{app}, nil)
-	h.waitLog("app", fsm.DaemonRunning)
-	entries := h.logs.FilterMessage("dependency not selected: starting without waiting for it").All()
-	if len(entries) != 1 || entries[0].Level != zapcore.WarnLevel || entries[0].ContextMap()["after"] != "pipelock" {
-		t.Errorf("want one warning naming pipelock, got %v:\n%s", entries, h.dumpLogs())
-	}
-	h.stopAndWant(0)
-}
-
-// The exit's last line says the cause at every --log-level: a nonzero exit is logged at
-// error level with the daemon whose status it is (at warn or error, an info line was all
-// that said it, and it was dropped); a clean one at info.
-func TestExitLineNamesTheFailedDaemon(t *testing.T) {
-	h := newHarness(t)
-	crash := restarting(t, h, "crash", fsm.RestartNever, time.Second, time.Hour, 0, "-exit-after", "50ms", "-code", "4")
-	h.run([]config.Daemon{crash, fake(t, h, "svc", time.Second)}, nil)
-	h.waitLog("crash", fsm.DaemonExited)
-	h.stopAndWant(4)
-	entries := h.logs.FilterMessage("supervisor exiting").All()
-	if len(entries) != 1 || entries[0].Level != zapcore.ErrorLevel || entries[0].ContextMap()["daemon"] != "crash" || entries[0].ContextMap()["exit_code"] != int64(4) {
-		t.Fatalf("want one error-level exit line naming crash and 4, got %v", entries)
-	}
-
-	clean := newHarness(t)
-	clean.run([]config.Daemon{fake(t, clean, "svc", time.Second)}, nil)
-	clean.waitLog("svc", fsm.DaemonRunning)
-	clean.stopAndWant(0)
-	if entries := clean.logs.FilterMessage("supervisor exiting").All(); len(entries) != 1 || entries[0].Level != zapcore.InfoLevel {
-		t.Fatalf("want one info-level exit line, got %v", entries)
-	}
 }
 
 // status tells a daemon cancelled because an `after` daemon is done for good from one that

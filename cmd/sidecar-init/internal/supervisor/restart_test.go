@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
+
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/fsm"
 )
@@ -388,5 +390,28 @@ func TestBackoffDelay(t *testing.T) {
 				t.Fatalf("backoffDelay(initial %v, max %v, n %d) = %v, want within [%v, %v]", tc.initial, tc.max, tc.n, got, tc.low, tc.high)
 			}
 		}
+	}
+}
+
+// The exit's last line says the cause at every --log-level: a nonzero exit is logged at
+// error level with the daemon whose status it is (at warn or error, an info line was all
+// that said it, and it was dropped); a clean one at info.
+func TestExitLineNamesTheFailedDaemon(t *testing.T) {
+	h := newHarness(t)
+	crash := restarting(t, h, "crash", fsm.RestartNever, time.Second, time.Hour, 0, "-exit-after", "50ms", "-code", "4")
+	h.run([]config.Daemon{crash, fake(t, h, "svc", time.Second)}, nil)
+	h.waitLog("crash", fsm.DaemonExited)
+	h.stopAndWant(4)
+	entries := h.logs.FilterMessage("supervisor exiting").All()
+	if len(entries) != 1 || entries[0].Level != zapcore.ErrorLevel || entries[0].ContextMap()["daemon"] != "crash" || entries[0].ContextMap()["exit_code"] != int64(4) {
+		t.Fatalf("want one error-level exit line naming crash and 4, got %v", entries)
+	}
+
+	clean := newHarness(t)
+	clean.run([]config.Daemon{fake(t, clean, "svc", time.Second)}, nil)
+	clean.waitLog("svc", fsm.DaemonRunning)
+	clean.stopAndWant(0)
+	if entries := clean.logs.FilterMessage("supervisor exiting").All(); len(entries) != 1 || entries[0].Level != zapcore.InfoLevel {
+		t.Fatalf("want one info-level exit line, got %v", entries)
 	}
 }
