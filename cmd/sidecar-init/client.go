@@ -73,7 +73,8 @@ func runClient(args []string, stdout io.Writer) error {
 	}
 	path := *socket
 	if path == "" {
-		path = os.Getenv(envControlSocket)
+		// Trimmed as the supervisor trims it (loadConfig): blank is unset.
+		path = strings.TrimSpace(os.Getenv(envControlSocket))
 	}
 	if path == "" {
 		path = tableSocket(*table, os.Stderr)

@@ -229,6 +229,10 @@ func TestClientsFindTheTablesSocket(t *testing.T) {
 		// The table on disk changed after the supervisor read it: only control_socket
 		// matters here.
 		{[]string{"health", "--config", edited}, nil},
+		// Blank is unset for the clients as for the supervisor (a template's ${X:-}, an
+		// .env file's padding); padding around a path is not part of it.
+		{[]string{"health"}, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET= ", "CLAUDE_BOTTLE_SIDECAR_CONFIG=" + table}},
+		{[]string{"health"}, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET= " + socket + " "}},
 	} {
 		cmd := exec.Command(binary, tc.args...)
 		cmd.Env = tc.env
