@@ -402,6 +402,7 @@ func TestErrorsExitTwoBeforeAnythingStarts(t *testing.T) {
 		{"bad flag", good, []string{"--frobnicate"}, nil, "frobnicate"},
 		{"stray argument", good, []string{"extra"}, nil, "unexpected argument"},
 		{"bad log level", good, []string{"--log-level", "loud"}, nil, "log level"},
+		{"log level zap takes but would silence the exit line", good, []string{"--log-level", "fatal"}, nil, "log level"},
 		{"missing config file", "", []string{"--config", "/nonexistent.toml"}, nil, "/nonexistent.toml"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
