@@ -188,6 +188,10 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// ReservedName is the supervisor's own machine in the log ("machine":"supervisor"): a
+// daemon of that name would make its transitions look like the supervisor's.
+const ReservedName = "supervisor"
+
 // validName keeps daemon names usable in CLAUDE_BOTTLE_SIDECAR_DAEMONS (split on commas and
 // white space) and in logs: ASCII letters, digits, '.', '_' and '-', starting with a letter
 // or digit (what `^[A-Za-z0-9][A-Za-z0-9_.-]*$` says). Written out rather than a package
@@ -332,6 +336,10 @@ func parse(source string, data []byte) (*Config, error) {
 		if !validName(d.Name) {
 			return nil, &Error{File: source, Key: key("name"), Msg: fmt.Sprintf(
 				"%q is not a valid name (letters, digits, '.', '_', '-'; starting with a letter or digit)", d.Name)}
+		}
+		if d.Name == ReservedName {
+			return nil, &Error{File: source, Key: key("name"), Msg: fmt.Sprintf(
+				"%q is reserved: the log's transition lines name the supervisor's own machine so (\"machine\":\"supervisor\"); rename the daemon", d.Name)}
 		}
 		if first, dup := seen[d.Name]; dup {
 			return nil, &Error{File: source, Key: key("name"), Msg: fmt.Sprintf(

@@ -144,7 +144,7 @@ func New(opts Options) *Supervisor {
 	s := &Supervisor{
 		opts:    opts,
 		log:     opts.Log,
-		machine: fsm.NewMachine("supervisor", supervisorTable),
+		machine: fsm.NewMachine(config.ReservedName, supervisorTable),
 		byPid:   make(map[int]*daemon, len(opts.Daemons)),
 		timer:   time.NewTimer(time.Hour),
 
@@ -650,13 +650,13 @@ func (s *Supervisor) anyGroupOpen() bool {
 func (s *Supervisor) fireSupervisor(e fsm.Event, fields ...zlog.Field) (fsm.Transition, bool) {
 	tr, err := s.machine.Fire(e)
 	if err != nil {
-		s.log.Warn("illegal event not applied", zlog.String("machine", "supervisor"), zlog.String("event", string(e)),
+		s.log.Warn("illegal event not applied", zlog.String("machine", config.ReservedName), zlog.String("event", string(e)),
 			zlog.String("state", string(s.machine.Current())), zlog.Error(err))
 		return tr, false
 	}
 	if ce := s.log.Check(zapcore.InfoLevel, "transition"); ce != nil {
 		ce.Write(append([]zlog.Field{
-			zlog.String("machine", "supervisor"), zlog.String("event", string(tr.Event)),
+			zlog.String("machine", config.ReservedName), zlog.String("event", string(tr.Event)),
 			zlog.String("from", string(tr.From)), zlog.String("to", string(tr.To)),
 		}, fields...)...)
 	}
