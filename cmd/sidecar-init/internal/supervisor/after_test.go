@@ -282,7 +282,7 @@ func TestUnselectedDependencyIsWarnedAbout(t *testing.T) {
 	h.run([]config.Daemon{app}, nil)
 	h.waitLog("app", fsm.DaemonRunning)
 	entries := h.logs.FilterMessage("dependency not selected: starting without waiting for it").All()
-	if len(entries) != 1 || entries[0].Level != zapcore.WarnLevel || entries[0].ContextMap()["after"] != "pipelock" {
+	if len(entries) != 1 || entries[0].Level != zapcore.WarnLevel || entries[0].ContextMap()["dependency"] != "pipelock" {
 		t.Errorf("want one warning naming pipelock, got %v:\n%s", entries, h.dumpLogs())
 	}
 	h.stopAndWant(0)

@@ -233,7 +233,7 @@ func (s *Supervisor) cancelOrphanedStarts() {
 				// What status shows in LAST EXIT: it never ran, and why.
 				d.lastExit = fmt.Sprintf("cancelled (%s %s)", dep.cfg.Name, dep.machine.Current())
 				s.log.Error("not starting a daemon: a daemon it comes after is done",
-					zlog.String("daemon", d.cfg.Name), zlog.String("after", dep.cfg.Name), zlog.String("after_state", string(dep.machine.Current())))
+					zlog.String("daemon", d.cfg.Name), zlog.String("dependency", dep.cfg.Name), zlog.String("dependency_state", string(dep.machine.Current())))
 				s.fireDaemon(d, fsm.DaemonCancel, zapcore.ErrorLevel, detail{reason: dep.cfg.Name + " is " + string(dep.machine.Current())})
 				break
 			}
@@ -298,7 +298,7 @@ func (s *Supervisor) checkAllReady() {
 	}
 	if ce := s.log.Check(level, "every daemon is ready"); ce != nil {
 		held := s.held() // counted apart, as `health` does
-		fields := []zlog.Field{zlog.Int("daemons", len(s.daemons)-len(held))}
+		fields := []zlog.Field{zlog.Int("ready", len(s.daemons)-len(held))}
 		if len(held) > 0 {
 			fields = append(fields, zlog.Strings("held", held))
 		}

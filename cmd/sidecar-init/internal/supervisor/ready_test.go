@@ -324,7 +324,7 @@ func TestHealthNamesHeldDaemons(t *testing.T) {
 	}
 	// The log counts the same way (a review saw "daemons":5 with 2 of the 5 held).
 	entries := h.logs.FilterMessage("every daemon is ready").All()
-	if last := entries[len(entries)-1].ContextMap(); last["daemons"] != int64(1) || fmt.Sprint(last["held"]) != "[b]" {
+	if last := entries[len(entries)-1].ContextMap(); last["ready"] != int64(1) || fmt.Sprint(last["held"]) != "[b]" {
 		t.Errorf("last \"every daemon is ready\" = %v, want daemons 1, held [b]", last)
 	}
 	h.stopAndWant(0)

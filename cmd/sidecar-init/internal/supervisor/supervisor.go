@@ -172,7 +172,7 @@ func New(opts Options) *Supervisor {
 	}
 	for _, u := range config.UnselectedAfter(opts.Daemons) {
 		s.log.Warn("dependency not selected: starting without waiting for it",
-			zlog.String("daemon", u.Daemon), zlog.String("after", u.After))
+			zlog.String("daemon", u.Daemon), zlog.String("dependency", u.After))
 	}
 	return s
 }
