@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -319,4 +320,60 @@ func TestClientWriteErrorExitsOne(t *testing.T) {
 	// Stop it: outside PID 1 its daemon would outlive a SIGKILLed supervisor.
 	p.signal(syscall.SIGTERM)
 	p.wait()
+}
+
+// A second sidecar-init on the socket of a live one (a `docker exec sidecar-init` meant as
+// a client command, a typo) starts nothing and leaves the live one's ready file alone,
+// whether it fails at its flags or would otherwise start a second set of daemons.
+func TestSecondSupervisorLeavesTheLiveOneAlone(t *testing.T) {
+	dir := t.TempDir()
+	readyFile := filepath.Join(dir, "ready")
+	socket := filepath.Join(dir, "control.sock")
+	head := fmt.Sprintf("ready_file = %q\ncontrol_socket = %q\n", readyFile, socket)
+	p := startInit(t, head+daemonTOML(t, filepath.Join(dir, "first"), "a", "1s"), false, "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=")
+	p.waitLog(`"msg":"every daemon is ready"`)
+	second := filepath.Join(dir, "second")
+	table := filepath.Join(dir, "second.toml")
+	if err := os.WriteFile(table, []byte(head+daemonTOML(t, second, "a", "1s")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--config", table},
+		{"--config", table, "--log-level", "verbose"},
+	} {
+		// Bounded: a second supervisor that does start runs until it is killed.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		cmd := exec.CommandContext(ctx, binary, args...)
+		cmd.Env = []string{"PATH=/usr/bin:/bin"}
+		out, err := cmd.CombinedOutput()
+		cancel()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+			t.Errorf("%v: %v, want exit status 2; output:\n%s", args, err, out)
+		}
+		if len(args) == 2 && !strings.Contains(string(out), "another sidecar-init") {
+			t.Errorf("%v: output does not name the live sidecar-init:\n%s", args, out)
+		}
+		if _, err := os.Stat(readyFile); err != nil {
+			t.Errorf("%v: the live supervisor's ready file is gone (%v)", args, err)
+		}
+		if _, err := os.Stat(second); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%v: the second supervisor started a daemon (%v)", args, err)
+		}
+	}
+	// Once the first is gone, its socket is stale: a new start takes it, and the ready file
+	// the dead run left goes.
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if err := os.WriteFile(readyFile, []byte("left by a dead run\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "--config", table, "--log-level", "verbose")
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	_ = cmd.Run()
+	if _, err := os.Stat(readyFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a dead run's ready file survived a failed start (%v)", err)
+	}
 }

@@ -156,7 +156,7 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 		// Stopped before the table is read, but an earlier run's ready file must not say
 		// ready while this one has failed to start.
 		if cfg, _ := loadConfig(opts.configPath); cfg != nil {
-			supervisor.RemoveReadyFile(cfg.ReadyFile, zlog.Nop())
+			removeEarlierReadyFile(cfg, zlog.Nop())
 		}
 		return usageError{err.Error()}
 	}
@@ -167,7 +167,7 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 	// An earlier run's ready file must not say ready while this run starts, stops at a bad
 	// environment, selection or user, or selects nothing.
 	if cfg != nil {
-		supervisor.RemoveReadyFile(cfg.ReadyFile, log)
+		removeEarlierReadyFile(cfg, log)
 	}
 	if err != nil {
 		return err
@@ -227,7 +227,12 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 		log.Info("daemon events are POSTed to the supervise sidecar", zlog.String("url", cfg.NotifyURL))
 	}
 	calls := make(chan control.Call)
-	if server, err := control.Listen(cfg.ControlSocket, calls, log); err != nil {
+	if server, err := control.Listen(cfg.ControlSocket, calls, log); errors.Is(err, control.ErrInUse) {
+		// Its daemons are running: a second set would fight them for every port and file
+		// (a `docker exec sidecar-init` meant as a client command, say). As supervisord does.
+		return fmt.Errorf("%w: it runs the daemons already; not starting a second set (stop it first, or give this one "+
+			"its own control_socket)", err)
+	} else if err != nil {
 		// The daemons matter more than the control socket: run without it, loudly.
 		log.Warn("no control socket: `sidecar-init status|restart|stop|start` will not reach this supervisor; "+
 			"set control_socket (or "+envControlSocket+") to a writable path", zlog.Error(err))
@@ -242,6 +247,22 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 		return daemonsFailed{status}
 	}
 	return nil
+}
+
+// removeEarlierReadyFile removes the ready file an earlier run left, so it cannot say ready
+// while this run starts or fails to. Not while another sidecar-init answers on the control
+// socket: the file is that live one's (a mistyped second start must not flip an outside
+// consumer to "not ready" for good). A socket nobody answers on is a dead run's.
+func removeEarlierReadyFile(cfg *config.Config, log *zlog.Logger) {
+	if cfg.ReadyFile == "" {
+		return
+	}
+	if live, _ := control.Answering(cfg.ControlSocket); live {
+		log.Info("another sidecar-init answers on the control socket: its ready file is left alone",
+			zlog.String("control_socket", cfg.ControlSocket), zlog.String("ready_file", cfg.ReadyFile))
+		return
+	}
+	supervisor.RemoveReadyFile(cfg.ReadyFile, log)
 }
 
 func parseArgs(args []string) (options, error) {

@@ -161,17 +161,39 @@ func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 	defer func() { _ = unix.Close(lock) }() // the unlock
 	if err := unix.Flock(lock, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("control socket %s: another sidecar-init is creating it this moment (%s.lock)", path, path)
+			return nil, fmt.Errorf("control socket %s: %w (it is creating the socket this moment: %s.lock)", path, ErrInUse, path)
 		}
 		return nil, fmt.Errorf("control socket lock %s.lock: %w", path, err)
 	}
 	return listenLocked(path, calls, log)
 }
 
-func listenLocked(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
-	if conn, err := net.Dial("unix", path); err == nil {
+// ErrInUse is Listen's error when another sidecar-init has the socket, or is making it.
+var ErrInUse = errors.New("another sidecar-init is using this control socket")
+
+// Answering says whether something listens on the socket at path: a connection succeeds,
+// or is refused for a full backlog (EAGAIN: a supervisor stopped or busy, but there). Only
+// ECONNREFUSED (a socket nobody listens on, or not a socket) and ENOENT mean no; anything
+// else is an error, so a live socket is never taken for a stale one.
+func Answering(path string) (bool, error) {
+	conn, err := net.Dial("unix", path)
+	switch {
+	case err == nil:
 		_ = conn.Close()
-		return nil, fmt.Errorf("control socket %s: another sidecar-init is listening there", path)
+		return true, nil
+	case errors.Is(err, syscall.EAGAIN):
+		return true, nil
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENOENT):
+		return false, nil
+	}
+	return false, fmt.Errorf("cannot tell whether a sidecar-init listens there: %w", err)
+}
+
+func listenLocked(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
+	if live, err := Answering(path); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	} else if live {
+		return nil, fmt.Errorf("control socket %s: %w (it is listening there)", path, ErrInUse)
 	}
 	if err := removeSocket(path); err != nil {
 		return nil, fmt.Errorf("stale control socket: %w", err)

@@ -177,6 +177,48 @@ func TestListenRefusesALiveSocketAndReplacesAStaleOne(t *testing.T) {
 	s.Close()
 }
 
+// A listener whose backlog is full (its supervisor stopped or busy) refuses connections with
+// EAGAIN, not ECONNREFUSED: it is there, and its socket must not be replaced.
+func TestListenLeavesALiveSocketWithAFullBacklog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "busy.sock")
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Close(fd) }()
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	// Backlog 0 queues one connection; the next connect gets EAGAIN. Nothing accepts.
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	queued, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = queued.Close() }()
+	if _, err := net.Dial("unix", path); !errors.Is(err, syscall.EAGAIN) {
+		t.Skipf("a full backlog did not refuse with EAGAIN here (%v): nothing to test", err)
+	}
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Listen(path, make(chan Call), zlog.Nop()); err == nil {
+		s.Close()
+		t.Fatal("Listen replaced a live socket whose backlog was full")
+	} else if !strings.Contains(err.Error(), "another sidecar-init") {
+		t.Errorf("Listen = %v, want it to say another sidecar-init is there", err)
+	}
+	if after, err := os.Stat(path); err != nil || !os.SameFile(before, after) {
+		t.Errorf("the live socket was removed or replaced (%v)", err)
+	}
+	if live, err := Answering(path); !live || err != nil {
+		t.Errorf("Answering = %v, %v; want true", live, err)
+	}
+}
+
 func TestDoWithNobodyListening(t *testing.T) {
 	_, err := Do(filepath.Join(t.TempDir(), "none.sock"), Request{Cmd: CmdStatus}, time.Second)
 	if !errors.Is(err, ErrNotListening) || !strings.Contains(err.Error(), "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET") {
