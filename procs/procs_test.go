@@ -207,6 +207,54 @@ func TestSignalGroupEmpty(t *testing.T) {
 	}
 }
 
+// LeadsAGroup tells a process that leads its own group (as a reused group id's new leader
+// does) from one in another's group, and says no when it cannot tell.
+func TestLeadsAGroup(t *testing.T) {
+	if !procIsOurs() {
+		t.Skip("/proc here is another PID namespace's: LeadsAGroup rightly cannot tell")
+	}
+	leader := exec.Command("/bin/sleep", "100")
+	leader.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	member := exec.Command("/bin/sleep", "100") // in the test's own group
+	for _, cmd := range []*exec.Cmd{leader, member} {
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	}
+	if !LeadsAGroup(leader.Process.Pid) {
+		t.Error("a process that leads its own group: LeadsAGroup = false")
+	}
+	if LeadsAGroup(member.Process.Pid) {
+		t.Error("a process in another's group: LeadsAGroup = true")
+	}
+	gone := runAndReap(t, []string{"/bin/true"})
+	if LeadsAGroup(gone.Pid) || LeadsAGroup(0) || LeadsAGroup(1) {
+		t.Error("LeadsAGroup of a reaped pid, 0 or 1 = true")
+	}
+}
+
+func TestStatPgrp(t *testing.T) {
+	for _, tc := range []struct {
+		stat string
+		pgrp int
+		ok   bool
+	}{
+		{"812 (sleep) S 1 812 812 0 -1 4194304", 812, true},
+		// comm may hold spaces and parentheses: the fields count from its last ')'.
+		{"900 (a) b (c)) R 812 77 812 0", 77, true},
+		{"900 (x y) Z 1 5", 5, true},
+		{"900 (x) S 1", 0, false},
+		{"garbage", 0, false},
+		{"900 (x) S 1 notanumber", 0, false},
+	} {
+		pgrp, ok := statPgrp([]byte(tc.stat))
+		if pgrp != tc.pgrp || ok != tc.ok {
+			t.Errorf("statPgrp(%q) = %d, %v; want %d, %v", tc.stat, pgrp, ok, tc.pgrp, tc.ok)
+		}
+	}
+}
+
 // BenchmarkReapAll measures the reap path per exit (spawn excluded from the timer); it should
 // not allocate.
 func BenchmarkReapAll(b *testing.B) {

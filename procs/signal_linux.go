@@ -1,8 +1,11 @@
 package procs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -33,6 +36,46 @@ func GroupAlive(pgid int) bool {
 	delivered, err := SignalGroup(pgid, 0)
 	// EPERM would mean someone is there that we may not signal: still alive.
 	return delivered || err != nil
+}
+
+// LeadsAGroup reports whether process pid exists (a zombie too) and leads a process group of
+// its own: /proc/PID/stat's pgrp is pid. Asked about a group whose leader this process has
+// reaped, yes means the id was reused: a new process took the pid and made a group of it
+// (setsid, setpgid, a spawn), and what is in that group now is not the old one's. False
+// when /proc cannot tell: missing, or mounted for another PID namespace than ours (as
+// under `unshare --pid` without --mount-proc), where its pid N is another process.
+func LeadsAGroup(pid int) bool {
+	if pid <= 1 || !procIsOurs() {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	pgrp, ok := statPgrp(stat)
+	return ok && pgrp == pid
+}
+
+// statPgrp reads the pgrp field of /proc/PID/stat: "pid (comm) state ppid pgrp ...". comm
+// may hold spaces and parentheses, so the fields are counted from its last ')'.
+func statPgrp(stat []byte) (int, bool) {
+	end := bytes.LastIndexByte(stat, ')')
+	if end < 0 {
+		return 0, false
+	}
+	fields := strings.Fields(string(stat[end+1:]))
+	if len(fields) < 3 {
+		return 0, false
+	}
+	pgrp, err := strconv.Atoi(fields[2])
+	return pgrp, err == nil
+}
+
+// procIsOurs says /proc is mounted for this process's PID namespace: /proc/self names our
+// own pid. Asked each time: a container may mount /proc after we start.
+func procIsOurs() bool {
+	self, err := os.Readlink("/proc/self")
+	return err == nil && self == strconv.Itoa(os.Getpid())
 }
 
 // KillEveryone sends sig to every process this process may signal except itself. Only for

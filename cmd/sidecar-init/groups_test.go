@@ -22,17 +22,46 @@ import (
 // the next process of the namespace take the emptied group's id, and a restart of another
 // daemon is that process.
 func TestPID1ForgetsAGroupOnceItEmptied(t *testing.T) {
+	testGroupIDReuse(t, "/bin/sleep 0.2 & exit 0", func(p *initProc, _ string) {
+		p.waitLog(`"msg":"reaped orphan"`) // x's sleep: x's group is empty now
+	})
+}
+
+// The same when the group empties with no reap to see it: its last process moves out with
+// setsid (a daemon's worker that daemonizes). Found by a review: x's entry stayed, and once
+// y's restart took the id, x's stop signal (or a start of x) reached y.
+func TestPID1ForgetsAGroupEmptiedBySetsid(t *testing.T) {
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skipf("no setsid program (%v)", err)
+	}
+	testGroupIDReuse(t, `/bin/sh -c 'sleep 0.2; exec setsid /bin/sh -c "touch $0.moved; exec sleep 1000"' ${0} & exit 0`,
+		func(p *initProc, marker string) {
+			deadline := time.Now().Add(waitLimit)
+			for _, err := os.Stat(marker + ".moved"); err != nil; _, err = os.Stat(marker + ".moved") {
+				if time.Now().After(deadline) {
+					p.t.Fatalf("x's leftover never moved out of its group:\n%s", p.stderr())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+}
+
+// testGroupIDReuse runs daemon x (the shell command xScript, $0 a path for markers), which
+// exits at once leaving what empties its group (emptied waits for that), and daemon y; it
+// then makes y's restart take x's old pid, and checks that x's stale group is not y's.
+func testGroupIDReuse(t *testing.T, xScript string, emptied func(p *initProc, marker string)) {
 	if _, err := exec.LookPath("nsenter"); err != nil {
 		t.Skipf("no nsenter to set ns_last_pid in the test's PID namespace (%v)", err)
 	}
 	dir := t.TempDir()
 	record := filepath.Join(dir, "record")
-	table := "[[daemon]]\nname = \"x\"\ncommand = [\"/bin/sh\", \"-c\", \"/bin/sleep 0.2 & exit 0\"]\ngrace = \"1s\"\n" +
+	marker := filepath.Join(dir, "x")
+	table := fmt.Sprintf("[[daemon]]\nname = \"x\"\ncommand = [\"/bin/sh\", \"-c\", %q, %q]\ngrace = \"1s\"\n", xScript, marker) +
 		daemonTOML(t, record, "y", "1s")
 	p := startInit(t, table, true)
 	p.record = record
 	p.waitRecord("y started")
-	p.waitLog(`"msg":"reaped orphan"`) // x's sleep: x's group is empty now
+	emptied(p, marker)
 	m := regexp.MustCompile(`"machine":"x","event":"spawn","from":"pending","to":"starting","pid":(\d+)`).FindStringSubmatch(p.stderr())
 	if m == nil {
 		t.Fatalf("no spawn of x in the log:\n%s", p.stderr())

@@ -104,8 +104,26 @@ func (d *daemon) groupsOpen() bool {
 // group stays until its reap.
 func (d *daemon) pruneGroups() {
 	d.groups = slices.DeleteFunc(d.groups, func(g procGroup) bool {
-		return g.pgid == 0 || ((g.pgid != d.pid || !d.live()) && !procs.GroupAlive(g.pgid))
+		return g.pgid == 0 || ((g.pgid != d.pid || !d.live()) && !leftGroupAlive(g.pgid))
 	})
+}
+
+// leftGroupAlive says a process group whose leader was reaped still holds what the leader
+// left. Not when the id was reused: a group that emptied without a reap here (its last
+// process moved out with setsid) frees the id, and a new process may lead a group of that
+// id now (another daemon's run, a probe, a daemon's worker): signalling it would hit
+// processes that are not the leftovers.
+func leftGroupAlive(pgid int) bool {
+	return procs.GroupAlive(pgid) && !procs.LeadsAGroup(pgid)
+}
+
+// forgetGroupID drops pgid from every daemon's groups: a process spawned here now leads a
+// group of that id, so an entry an earlier run left for it names an emptied group whose
+// id was reused (its last process moved out with setsid, unseen), not leftovers.
+func (s *Supervisor) forgetGroupID(pgid int) {
+	for _, d := range s.daemons {
+		d.groups = slices.DeleteFunc(d.groups, func(g procGroup) bool { return g.pgid == pgid })
+	}
 }
 
 // dropClosedGroups forgets the groups closed after a SIGKILL (pgid 0).
@@ -182,7 +200,8 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 		return
 	}
 	d.pid = pid
-	d.groups = append(slices.DeleteFunc(d.groups, func(g procGroup) bool { return g.pgid == pid }), procGroup{pgid: pid})
+	s.forgetGroupID(pid)
+	d.groups = append(d.groups, procGroup{pgid: pid})
 	d.startedAt = now
 	d.restartAt = time.Time{}
 	s.byPid[pid] = d
@@ -347,7 +366,7 @@ func (s *Supervisor) afterGroupLeaderExit(d *daemon) {
 	g := d.group(d.pid)
 	switch {
 	case g == nil:
-	case !procs.GroupAlive(g.pgid):
+	case !leftGroupAlive(g.pgid):
 		g.pgid = 0
 		d.dropClosedGroups()
 	case !g.killedAt.IsZero():

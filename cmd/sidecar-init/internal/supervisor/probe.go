@@ -134,6 +134,7 @@ func (s *Supervisor) probe(d *daemon, now time.Time) {
 			s.onProbeResult(probeResult{d: d, pid: d.pid, err: err}, now)
 			return
 		}
+		s.forgetGroupID(pid) // the probe leads a group of that id now
 		s.execProbes[pid] = execProbe{d: d, forPid: d.pid}
 		return
 	}

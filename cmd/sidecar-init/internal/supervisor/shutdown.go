@@ -149,6 +149,13 @@ func (s *Supervisor) signalPgid(d *daemon, pgid int, sig syscall.Signal) bool {
 	if pgid == d.pid && d.live() {
 		return s.signalGroup(d, sig)
 	}
+	if procs.LeadsAGroup(pgid) {
+		// Its leader was reaped, and a new process leads a group of that id: the id was
+		// reused after the group emptied unseen. Nobody of this daemon's is in it.
+		s.log.Info("process group id reused by a process that is not the daemon's: not signalled, forgotten",
+			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", pgid))
+		return false
+	}
 	delivered, err := procs.SignalGroup(pgid, sig)
 	if err != nil {
 		s.log.Error("could not signal a daemon's process group", zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", pgid), zlog.Error(err))
