@@ -195,8 +195,8 @@ func threadHolds(t *testing.T, initPid, nsPid int) bool {
 	return false
 }
 
-// As PID 1, what the last daemon left in its own group is killed with the group and reaped
-// as it dies: it escaped nothing, so there is no sweep of every process (kill(-1)) and no
+// As PID 1, what the last daemon left in its own group is stopped with the group (its stop
+// signal, SIGKILL at the grace) and reaped as it dies: it escaped nothing, so there is no sweep of every process (kill(-1)) and no
 // warning that processes escaped. A review saw both in 10 of 10 runs: the leftover had
 // been SIGKILLed, but was not dead yet when the supervisor looked.
 func TestPID1SweepsNothingWhenTheLeftoversStayedInTheirGroup(t *testing.T) {
@@ -210,8 +210,8 @@ func TestPID1SweepsNothingWhenTheLeftoversStayedInTheirGroup(t *testing.T) {
 		if left := namespaceProcs(t, initPid); len(left) != 0 {
 			t.Errorf("processes left in the namespace: %v", left)
 		}
-		if !strings.Contains(p.stderr(), "killed processes left in an exited daemon's process group") {
-			t.Fatalf("the leftover sleep was not killed with its group:\n%s", p.stderr())
+		if !strings.Contains(p.stderr(), "stopping processes left in an exited daemon's process group") {
+			t.Fatalf("the leftover sleep was not stopped with its group:\n%s", p.stderr())
 		}
 		if strings.Contains(p.stderr(), "escaped") {
 			t.Fatalf("a leftover in the daemon's own group was taken for an escaped process:\n%s", p.stderr())

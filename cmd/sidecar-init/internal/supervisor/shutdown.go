@@ -337,11 +337,19 @@ func (s *Supervisor) closeEmptyGroups() {
 	}
 }
 
-// killLeftoverGroups: every daemon died on its own, but some left processes in their groups.
-// Nothing may outlive the supervisor, so they go with it.
-func (s *Supervisor) killLeftoverGroups() {
+// stopLeftoverGroups: every daemon died on its own, but some left processes in their groups
+// (a server a start script forked). Nothing may outlive the supervisor, so they go with it,
+// but as at a shutdown: their daemon's stop signal (or SIGTERM) and grace, then SIGKILL.
+// It reports whether any group is still open; the supervisor exits once none is.
+func (s *Supervisor) stopLeftoverGroups() bool {
+	now := time.Now()
+	open := false
 	for _, d := range s.daemons {
-		d.pruneGroups()
-		s.killEverything(d, "every daemon died; supervisor exiting")
+		s.stopGroups(d, syscall.SIGTERM, now) // a group under its grace already keeps it
+		open = open || d.groupsOpen()
 	}
+	if open {
+		s.armTimer(now)
+	}
+	return open
 }

@@ -522,7 +522,9 @@ func (s *Supervisor) settle() {
 		// (Running: every daemon a oneshot that finished.) Exec probes are killed with
 		// their daemon; wait for them to be reaped too.
 		if s.allDaemonsDone() && len(s.execProbes) == 0 {
-			s.killLeftoverGroups()
+			if s.stopLeftoverGroups() {
+				return // wait for them to go: reaps, and the looks and SIGKILL at their grace
+			}
 			if s.dealWithEscaped() {
 				return // wait for the SIGCHLDs of the sweep
 			}

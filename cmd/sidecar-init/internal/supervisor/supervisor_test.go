@@ -480,6 +480,33 @@ func TestGrandchildLeftInGroupIsKilledAtShutdown(t *testing.T) {
 	}
 }
 
+// When the last daemon dies on its own, what it left in its group (a server its start
+// script forked) goes with the supervisor, but gracefully: its stop signal and grace, as
+// at a shutdown, not a SIGKILL at once. Found by a review.
+func TestLeftoversOfTheLastDaemonGetTheirStopSignal(t *testing.T) {
+	h := newHarness(t)
+	leader := fake(t, h, "leader", 2*time.Second, "-grandchild", "-exit-after", "300ms")
+	h.run([]config.Daemon{leader}, nil)
+	rec := h.waitRecord("leader.grandchild started", "leader exit 0")
+	grandchild := pidOf(t, rec, "leader.grandchild")
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	h.waitRecord("leader.grandchild signal SIGTERM")
+	if alive(grandchild) {
+		t.Fatalf("grandchild %d outlived the supervisor", grandchild)
+	}
+	if n := len(h.logs.FilterMessage("stopping processes left in an exited daemon's process group").All()); n != 1 {
+		t.Errorf("%d lines saying the leftover is being stopped, want 1:\n%s", n, h.dumpLogs())
+	}
+	// The fake grandchild records its SIGTERM and stays: SIGKILL at the grace, not before.
+	stopping := h.logPos("stopping processes left in an exited daemon's process group", map[string]any{"daemon": "leader"})
+	killed := h.logPos("killed processes left in an exited daemon's process group", map[string]any{"daemon": "leader"})
+	if stopping < 0 || killed < stopping {
+		t.Errorf("want the stop signal (log line %d) before the SIGKILL (%d):\n%s", stopping, killed, h.dumpLogs())
+	}
+}
+
 func pidOf(t *testing.T, record, name string) int {
 	t.Helper()
 	for _, line := range strings.Split(record, "\n") {
