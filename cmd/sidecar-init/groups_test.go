@@ -218,3 +218,22 @@ func TestPID1SweepsNothingWhenTheLeftoversStayedInTheirGroup(t *testing.T) {
 		}
 	}
 }
+
+// A group that empties with no reap to see it (its last process moves out with setsid)
+// is not reported as killed at its grace: nobody was in it. Found by a review.
+func TestPID1NoKillLoggedForAGroupThatEmptiedUnseen(t *testing.T) {
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skipf("no setsid program (%v)", err)
+	}
+	table := "grace = \"1s\"\n[[daemon]]\nname = \"l\"\ncommand = [\"/bin/sh\", \"-c\", " +
+		strconv.Quote("trap '(sleep 0.2; exec setsid sleep 1000) & exit 0' TERM; while :; do sleep 0.1; done") + "]\n"
+	p := startInit(t, table, true)
+	p.waitLog(`"machine":"l","event":"spawn"`)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d:\n%s", code, p.stderr())
+	}
+	if strings.Contains(p.stderr(), "killed processes left in an exited daemon's process group") {
+		t.Fatalf("a kill was logged for a group nobody was in:\n%s", p.stderr())
+	}
+}

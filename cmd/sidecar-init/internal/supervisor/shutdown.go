@@ -192,6 +192,7 @@ func (s *Supervisor) killGroup(d *daemon, g *procGroup, reason string) {
 		case own && d.machine.Current() == fsm.DaemonTerminating:
 			s.fireDaemon(d, fsm.DaemonKill, zapcore.WarnLevel, detail{signal: "SIGKILL", reason: reason})
 		case own && live: // killed already; its reap is on the way
+		case !someoneLeft: // it emptied unseen (its last process moved out): nothing killed
 		case own:
 			s.log.Warn("killed processes left in an exited daemon's process group",
 				zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", g.pgid), zlog.String("reason", reason))
