@@ -144,8 +144,9 @@ const (
 // RuntimeSignals are the signals the Go runtime keeps for itself: no Go program can catch
 // them. SIGURG preempts goroutines, SIGPROF drives the profiler, 32 and 33 are glibc's (and
 // the runtime's) thread signals, and 34, SIGRTMIN, is musl's (golang/go#39343). The runtime
-// leaves SIGRTMIN at its default action: as PID 1 the kernel drops it, but outside PID 1 it
-// ends the process, as it would any program that does not handle it.
+// handles 33 and leaves 32 and SIGRTMIN at their default action: as PID 1 the kernel drops
+// them, but outside PID 1 they end the process, as they would any program that does not
+// handle them (a review measured both: exit statuses 160 and 162).
 var RuntimeSignals = []syscall.Signal{unix.SIGURG, unix.SIGPROF, 32, 33, sigRTMin}
 
 // realtimeSignalNum is the real-time signal named exactly as SignalName spells it, or 0:
