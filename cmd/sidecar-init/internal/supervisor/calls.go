@@ -143,7 +143,8 @@ func (s *Supervisor) reviveCancelledDependents(d *daemon) {
 		if dep.cancelledFor != d || dep.machine.Current() != fsm.DaemonExited {
 			continue
 		}
-		dep.cancelledFor = nil
+		// It never ran: the cancellation was its only LAST EXIT, and no longer holds.
+		dep.cancelledFor, dep.lastExit = nil, ""
 		s.fireDaemon(dep, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: "a daemon it comes after was started by an operator: " + d.cfg.Name})
 		s.reviveCancelledDependents(dep)
 	}

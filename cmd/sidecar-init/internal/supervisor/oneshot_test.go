@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -237,9 +238,21 @@ func TestStatusSaysWhyADaemonWasCancelled(t *testing.T) {
 	h := newHarness(t)
 	app := fake(t, h, "app", time.Second)
 	app.After = []string{"setup"}
-	h.run([]config.Daemon{oneshot("setup", "exit 3"), app, fake(t, h, "svc", time.Second)}, nil)
+	fixed := filepath.Join(t.TempDir(), "fixed")
+	h.run([]config.Daemon{oneshot("setup", "test -e "+fixed), app, fake(t, h, "svc", time.Second)}, nil)
 	if st := h.waitState("app", string(fsm.DaemonExited)); st.LastExit != "cancelled (setup exited)" {
 		t.Errorf("app's last exit = %q, want \"cancelled (setup exited)\"", st.LastExit)
 	}
-	h.stopAndWant(3)
+	// Revived by a start of setup, app runs, and never exited: no LAST EXIT (a review saw
+	// the cancellation still shown beside a running daemon).
+	if err := os.WriteFile(fixed, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if resp := h.call("start", "setup"); !resp.OK {
+		t.Fatalf("start setup: %+v", resp)
+	}
+	if st := h.waitState("app", string(fsm.DaemonRunning)); st.LastExit != "" {
+		t.Errorf("app runs after its revival, with last exit %q; want none", st.LastExit)
+	}
+	h.stopAndWant(1)
 }
