@@ -9,12 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
@@ -78,7 +80,7 @@ func New(rawURL, tokenFile string, log *zlog.Logger) (*Notifier, error) {
 		return nil, err
 	}
 	if tokenFile != "" {
-		data, err := os.ReadFile(tokenFile)
+		data, err := readTokenFile(tokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("notify_token_file: %w", err)
 		}
@@ -90,6 +92,29 @@ func New(rawURL, tokenFile string, log *zlog.Logger) (*Notifier, error) {
 	}
 	go n.run()
 	return n, nil
+}
+
+// maxTokenFile bounds what is read of the token file: a bearer token is a line, not a
+// megabyte.
+const maxTokenFile = 64 << 10
+
+// readTokenFile reads a regular file only. Opened O_NONBLOCK, so a FIFO at the path (or a
+// device) cannot hold the start-up, before any daemon exists, and with it every stop
+// signal: an open of a FIFO with no writer would wait for one for ever.
+func readTokenFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }() // read-only: nothing to lose
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s): the token must be in a file", path, info.Mode().Type())
+	}
+	return io.ReadAll(io.LimitReader(f, maxTokenFile))
 }
 
 // checkToken refuses a token that would turn authentication off (empty) or break the
@@ -276,12 +301,14 @@ func (n *Notifier) setTarget(rawURL string) error {
 // net/http costs the binary about 1.5 MB and the resident set about 1 MB (issue 7's
 // footprint goals).
 func (n *Notifier) post(body []byte) error {
-	conn, err := net.DialTimeout(n.network, n.address, requestTimeout)
+	// One deadline for the whole request, connect included: the README's "2 s per request".
+	deadline := time.Now().Add(requestTimeout)
+	conn, err := (&net.Dialer{Deadline: deadline}).Dial(n.network, n.address)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = conn.Close() }()
-	_ = conn.SetDeadline(time.Now().Add(requestTimeout))
+	_ = conn.SetDeadline(deadline)
 	var req bytes.Buffer
 	fmt.Fprintf(&req, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n",
 		n.path, n.host, len(body))

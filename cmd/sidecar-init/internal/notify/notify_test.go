@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -190,6 +191,31 @@ func TestCloseIsBoundedWhenNobodyListens(t *testing.T) {
 func TestMissingTokenFile(t *testing.T) {
 	if _, err := New("http://127.0.0.1:1/", "/nonexistent/token", zlog.Nop()); err == nil {
 		t.Fatal("want an error for a missing token file")
+	}
+}
+
+// A FIFO (or anything but a regular file) at the token's path is an error at once, not a
+// start-up that waits for a writer for ever, deaf to SIGTERM. Found by a review.
+func TestTokenFileMustBeARegularFile(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "token")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := New("http://127.0.0.1:1/", fifo, zlog.Nop())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("New with a FIFO token file = %v, want an error saying it is not a regular file", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("New blocked on a FIFO token file")
+	}
+	if _, err := New("http://127.0.0.1:1/", t.TempDir(), zlog.Nop()); err == nil {
+		t.Fatal("New with a directory as the token file: no error")
 	}
 }
 
