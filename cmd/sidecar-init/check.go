@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -34,6 +36,14 @@ const checkUsage = "usage: sidecar-init check [--config FILE] [--build]"
 // run time are not looked at) or a pod's pre-flight. Exit 0: all good; 2: the supervisor
 // would refuse to start (the error says why); 1: it would start, but not as configured:
 // the daemons listed would die at once with status 127 or 126, or never become ready.
+// madeForTheSocket says sidecar-init makes dir at start: it is the control socket's
+// directory or one of its parents, which control.Listen creates when missing.
+func madeForTheSocket(dir, socket string) bool {
+	socketDir := filepath.Clean(filepath.Dir(socket))
+	dir = filepath.Clean(dir)
+	return dir == socketDir || strings.HasPrefix(socketDir, dir+string(filepath.Separator)) || dir == string(filepath.Separator)
+}
+
 func runCheck(args []string, stdout io.Writer) error {
 	flags := flag.NewFlagSet("sidecar-init check", flag.ContinueOnError)
 	flags.SetOutput(io.Discard)
@@ -94,7 +104,13 @@ func runCheck(args []string, stdout io.Writer) error {
 	if cfg.ReadyFile != "" && !*build {
 		// The same walk the supervisor's writes make: a directory reached only through a
 		// symlink it will not follow is no ready file either.
-		if err := readyfile.Open(cfg.ReadyFile).CheckDir(); err != nil {
+		err := readyfile.Open(cfg.ReadyFile).CheckDir()
+		switch {
+		case err == nil:
+		case errors.Is(err, fs.ErrNotExist) && madeForTheSocket(filepath.Dir(cfg.ReadyFile), cfg.ControlSocket):
+			// control.Listen makes the socket's directory (0700) and its parents first.
+			_, _ = fmt.Fprintf(stdout, "note: ready_file %s: its directory is made at start, for the control socket %s\n", cfg.ReadyFile, cfg.ControlSocket)
+		default:
 			_, _ = fmt.Fprintf(stdout, "ready_file %s: %v (sidecar-init does not create the directory; it would write no ready file)\n", cfg.ReadyFile, err)
 			failed++
 		}

@@ -53,6 +53,12 @@ func TestCheck(t *testing.T) {
 		{"missing dir", good + daemon("b", "/bin/true", `dir = "/nonexistent"`), nil, 1, "dir /nonexistent: "},
 		{"exec probe missing", good + daemon("b", "/bin/true", `ready = { exec = ["/nonexistent/probe"] }`), nil, 1, "its ready probe: exec /nonexistent/probe"},
 		{"ready file's dir missing", `ready_file = "/nonexistent/ready"` + "\n" + good, nil, 1, "ready_file /nonexistent/ready: open the ready file's directory /nonexistent: no such file or directory"},
+		// The supervisor makes the control socket's directory and its parents at start: a
+		// ready file beside the socket (the README's layout) will be written. A review saw
+		// check say it would not.
+		{"ready file beside a control socket in a missing directory", `ready_file = "/nonexistent-sidecar/x/ready"` + "\n" + `control_socket = "/nonexistent-sidecar/x/control.sock"` + "\n" + good, nil, 0, "note: ready_file /nonexistent-sidecar/x/ready: its directory is made at start, for the control socket"},
+		{"ready file above a control socket in a missing directory", `ready_file = "/nonexistent-sidecar/ready"` + "\n" + `control_socket = "/nonexistent-sidecar/x/control.sock"` + "\n" + good, nil, 0, "its directory is made at start"},
+		{"ready file below a control socket's missing directory", `ready_file = "/nonexistent-sidecar/x/y/ready"` + "\n" + `control_socket = "/nonexistent-sidecar/x/control.sock"` + "\n" + good, nil, 1, "sidecar-init does not create the directory"},
 		// What the supervisor's walk will not follow is no ready file either.
 		{"ready file through a symlink others could have put", fmt.Sprintf("ready_file = %q\n", filepath.Join(shared, "link", "ready")) + good, nil, 1, "link is a symlink of uid 0, or in a directory others may change: not followed"},
 		{"broken daemon not selected", good + daemon("b", "/nonexistent/prog"), []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=a"}, 0, `1 of 2 daemons selected (CLAUDE_BOTTLE_SIDECAR_DAEMONS="a")`},
