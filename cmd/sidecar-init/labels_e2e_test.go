@@ -132,3 +132,28 @@ func TestUnknownUserExitsTwo(t *testing.T) {
 		t.Fatalf("unknown user: %v %s", err, out)
 	}
 }
+
+// A daemon's last line without its newline comes out when the daemon dies, not once every
+// process holding its pipe has gone: a worker it left running kept the crash message back
+// for as long as the bundle ran. Its leftovers' later lines still come out. Found by a
+// review.
+func TestLastPartialLineComesOutAtTheDaemonsDeath(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	table := `[[daemon]]
+name = "holdp"
+log = "json"
+command = ["/bin/sh", "-c", "(sleep 0.5; echo from the leftover; exec sleep 1000) & printf 'fatal: crash reason'; exit 1"]
+` + daemonTOML(t, record, "stay", "1s")
+	p := startInit(t, table, false)
+	p.waitLog(`"machine":"holdp","event":"fail"`)
+	p.waitLog(`"daemon":"holdp","stream":"stdout","line":"fatal: crash reason"}`)
+	p.waitLog(`"daemon":"holdp","stream":"stdout","line":"from the leftover"}`)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 1 {
+		t.Fatalf("exit code %d, want holdp's 1:\n%s", code, p.stderr())
+	}
+	if n := strings.Count(p.stderr(), "fatal: crash reason"); n != 1 {
+		t.Errorf("the crash line came out %d times:\n%s", n, p.stderr())
+	}
+}

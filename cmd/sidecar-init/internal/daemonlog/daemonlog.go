@@ -140,8 +140,26 @@ type Pipes struct {
 	// childOut and childErr are the write ends the child gets; nil in Inherit mode.
 	childOut, childErr *os.File
 	childClosed        bool
-	running            atomic.Int32 // copiers not at EOF yet
-	done               chan struct{}
+	// outRead and errRead are the copiers' read ends, for RunEnded; nil in Inherit mode.
+	outRead, errRead *os.File
+	running          atomic.Int32 // copiers not at EOF yet
+	done             chan struct{}
+}
+
+// RunEnded tells the copiers that the spawn's own process has been reaped: everything it
+// wrote is in the pipes now. Each reads what is there without waiting and ends a last line
+// left without its newline, then goes on reading until EOF. Without it, that line (a crash
+// message cut short, often the one that says why) waited for EOF, which a process the run
+// left holding the pipe (a worker, a setsid'd grandchild) could put off for as long as the
+// bundle runs, or for ever. It never blocks; call it from the loop, once the run is reaped.
+func (p *Pipes) RunEnded() {
+	for _, r := range []*os.File{p.outRead, p.errRead} {
+		if r != nil {
+			// A deadline in the past wakes a copier blocked in its read at once (and one
+			// busy writing, at its next read). A copier done already closed r: no effect.
+			_ = r.SetReadDeadline(time.Unix(1, 0))
+		}
+	}
 }
 
 // Attach prepares the output of one spawn of the daemon name. For Prefix and JSON it makes
@@ -180,6 +198,7 @@ func Attach(name string, mode Mode, stdout, stderr *Sink) (*Pipes, error) {
 		return nil, fmt.Errorf("daemon %s: stderr pipe: %w", name, err)
 	}
 	p.childOut, p.childErr = outWrite, errWrite
+	p.outRead, p.errRead = outRead, errRead
 	p.running.Store(2)
 	go p.copyLines(outRead, newLabeller(name, "stdout", mode, outDest))
 	go p.copyLines(errRead, newLabeller(name, "stderr", mode, stderr))
@@ -246,7 +265,7 @@ func (p *Pipes) copyLines(r *os.File, label *labeller) {
 			close(p.done)
 		}
 	}()
-	br := bufio.NewReaderSize(r, MaxLine)
+	br := bufio.NewReaderSize(&runReader{f: r}, MaxLine)
 	// carry is the start of a character that a split cut off, for the next piece; joined
 	// is that piece, put together in a buffer of its own.
 	var carry, joined []byte
@@ -259,6 +278,15 @@ func (p *Pipes) copyLines(r *os.File, label *labeller) {
 		joined = append(append(joined[:0], carry...), line...)
 		carry = carry[:0]
 		return joined
+	}
+	// endLine ends a line left without its newline (at EOF, or when the run ended): one is
+	// added. In JSON, a line whose last piece said "partial" ends here too, if need be with
+	// an empty piece, so no consumer joins it to whatever comes next.
+	endLine := func(line []byte) {
+		if line = withCarry(line); len(line) > 0 || (partialOut && label.enc != nil) {
+			label.emit(line, false)
+		}
+		partialOut = false
 	}
 	for {
 		line, err := br.ReadSlice('\n')
@@ -282,16 +310,21 @@ func (p *Pipes) copyLines(r *os.File, label *labeller) {
 			// If the newline comes right after, the line ended with this piece: JSON says
 			// so with an empty last piece; in prefix mode the newline is eaten, or it would
 			// show up as an empty line.
-			if next, _ := br.Peek(1); len(carry) == 0 && label.enc == nil && len(next) == 1 && next[0] == '\n' {
+			next, err := br.Peek(1)
+			if len(carry) == 0 && label.enc == nil && len(next) == 1 && next[0] == '\n' {
 				_, _ = br.Discard(1)
 			}
-		default:
-			if line = withCarry(line); len(line) > 0 || (partialOut && label.enc != nil) {
-				// A last line without its newline: one is added. In JSON, a line whose last
-				// piece said "partial" ends here too, if need be with an empty piece, so no
-				// consumer joins it to whatever comes next.
-				label.emit(line, false)
+			if errors.Is(err, errRunEnded) { // said once: Peek took it
+				endLine(nil)
+				label.flush()
 			}
+		case errors.Is(err, errRunEnded):
+			// The run's process is gone and the pipe is empty: a line it left without its
+			// newline ends here, as at EOF, and reading goes on for what its leftovers write.
+			endLine(line)
+			label.flush()
+		default:
+			endLine(line)
 			if !errors.Is(err, io.EOF) {
 				// Reads from a pipe do not fail in practice; if one did, the daemon would see
 				// EPIPE from here on, so say where its output went.
@@ -301,6 +334,59 @@ func (p *Pipes) copyLines(r *os.File, label *labeller) {
 			return
 		}
 	}
+}
+
+// errRunEnded is runReader's word that the run's process was reaped and the pipe holds
+// nothing more for now.
+var errRunEnded = errors.New("the run's process ended and its output is all read")
+
+// runReader reads a copier's pipe. After RunEnded (a read deadline in the past), it reads
+// without waiting until the pipe is empty, says errRunEnded once, then waits as before.
+type runReader struct {
+	f        *os.File
+	draining bool
+}
+
+func (r *runReader) Read(b []byte) (int, error) {
+	if !r.draining {
+		n, err := r.f.Read(b)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		if err := r.f.SetReadDeadline(time.Time{}); err != nil {
+			return n, err
+		}
+		r.draining = true
+		if n > 0 {
+			return n, nil
+		}
+	}
+	rc, err := r.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var readErr error
+	if err := rc.Read(func(fd uintptr) bool {
+		for {
+			n, readErr = unix.Read(int(fd), b)
+			if !errors.Is(readErr, unix.EINTR) {
+				return true // never wait for more: that is what draining means
+			}
+		}
+	}); err != nil {
+		return 0, err
+	}
+	switch {
+	case readErr == nil && n > 0:
+		return n, nil
+	case readErr == nil:
+		return 0, io.EOF
+	case errors.Is(readErr, unix.EAGAIN):
+		r.draining = false
+		return 0, errRunEnded
+	}
+	return 0, readErr
 }
 
 // lineBuffered says a whole line is already read into br: the next ReadSlice returns it

@@ -119,6 +119,15 @@ func newOutputs() *outputs {
 	return o
 }
 
+// locked reads one of the outputs while copiers may be writing to it: under its sink's lock.
+func (o *outputs) locked(b *bytes.Buffer) string {
+	o.stdoutSink.mu.Lock()
+	defer o.stdoutSink.mu.Unlock()
+	o.stderrSink.mu.Lock()
+	defer o.stderrSink.mu.Unlock()
+	return b.String()
+}
+
 // daemon is a real process started the way the supervisor will: fork/exec with the pipes
 // as fds 1 and 2, then the parent's write ends closed.
 type daemon struct {
@@ -329,6 +338,72 @@ func TestGrandchildKeepsTheCopierGoing(t *testing.T) {
 	<-d.pipes.Done()
 	if want := "web | parent-done\nweb | from-grandchild\n"; o.stdout.String() != want {
 		t.Errorf("stdout = %q, want %q", o.stdout.String(), want)
+	}
+}
+
+// RunEnded: the daemon died leaving a line without its newline while a grandchild holds its
+// stdout. The line comes out then, not at EOF, and the copier goes on to the grandchild's
+// lines. Also when the line ended exactly at a split (JSON then ends it with an empty
+// piece, as at EOF).
+func TestRunEndedEndsTheLastLine(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mode   Mode
+		last   string // shell that writes the daemon's last output
+		before func(o *outputs) bool
+		after  func(o *outputs) string
+	}{
+		{"prefix", Prefix, `printf 'crash reason'`,
+			func(o *outputs) bool { return o.locked(&o.stdout) == "web | crash reason\n" },
+			func(o *outputs) string {
+				if want := "web | crash reason\nweb | from-grandchild\n"; o.stdout.String() != want {
+					return fmt.Sprintf("stdout = %q, want %q", o.stdout.String(), want)
+				}
+				return ""
+			}},
+		{"json, a line of exactly MaxLine", JSON, fmt.Sprintf(`head -c %d /dev/zero | tr '\0' a`, MaxLine),
+			func(o *outputs) bool { return strings.Count(o.locked(&o.stderr), "\n") == 2 },
+			func(o *outputs) string {
+				var records []record
+				for _, line := range strings.SplitAfter(o.stderr.String(), "\n") {
+					var r record
+					if json.Unmarshal([]byte(line), &r) == nil {
+						records = append(records, r)
+					}
+				}
+				if len(records) != 3 || len(records[0].Line) != MaxLine || !records[0].Partial ||
+					records[1].Line != "" || records[1].Partial || records[2].Line != "from-grandchild" {
+					return fmt.Sprintf("records %d, want a partial piece, an empty last piece, the grandchild's line", len(records))
+				}
+				return ""
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gate, hold, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = gate.Close() }()
+			o := newOutputs()
+			d := start(t, "web", tc.mode, o, `exec 3<&0; (read x <&3; echo from-grandchild) & `+tc.last, gate)
+			var ws syscall.WaitStatus
+			if _, err := syscall.Wait4(d.pid, &ws, 0, nil); err != nil {
+				t.Fatal(err)
+			}
+			d.pipes.RunEnded()
+			for deadline := time.Now().Add(10 * time.Second); !tc.before(o); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					errOut := o.locked(&o.stderr)
+					t.Fatalf("the last line did not come out after RunEnded: stdout %q, stderr %d bytes ending %q",
+						o.locked(&o.stdout), len(errOut), errOut[max(0, len(errOut)-80):])
+				}
+			}
+			_ = hold.Close() // the grandchild reads EOF, writes and exits
+			<-d.pipes.Done()
+			if msg := tc.after(o); msg != "" {
+				t.Error(msg)
+			}
+		})
 	}
 }
 

@@ -27,6 +27,8 @@ type daemon struct {
 	// pid is its current (or last) run's, and that run's process group id (each run leads
 	// its own group); kept after the daemon died so leftovers in its group can be found.
 	pid int
+	// runPipes is the live run's labelled-output pipes (nil for inherit), told at its reap.
+	runPipes *daemonlog.Pipes
 	// groups are its runs' process groups that may still hold processes: the current run's
 	// while it lives, and any a dead run left behind (grandchildren can outlive the leader;
 	// each restart is a new group). They are stopped at shutdown, each with its own grace.
@@ -165,7 +167,8 @@ type detail struct {
 func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	from := d.machine.Current()
 	spec := procs.Spec{Argv: d.cfg.Command, Env: d.env, Dir: d.cfg.Dir, Credential: d.cfg.Credential}
-	defer s.labelOutput(d, d.cfg.Name, &spec)()
+	afterSpawn, pipes := s.labelOutput(d, d.cfg.Name, &spec)
+	defer afterSpawn()
 	d.pruneGroups() // the last run's group, still occupied, stays with any grace under way
 	// A run ends a cancellation and an operator's waiting start: neither may outlive it (a
 	// later end of this run of its own is no cancellation an operator's start of an `after`
@@ -200,6 +203,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 		return
 	}
 	d.pid = pid
+	d.runPipes = pipes
 	s.forgetGroupID(pid)
 	d.groups = append(d.groups, procGroup{pgid: pid})
 	d.startedAt = now
@@ -262,17 +266,17 @@ func (s *Supervisor) removeStaleProbeFile(d *daemon) {
 // is prefix or json (lines labelled with label), and returns what to call once the child is
 // spawned: it holds its copies of the pipes' ends then, and without closing ours EOF would
 // never come.
-func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (afterSpawn func()) {
+func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (afterSpawn func(), pipes *daemonlog.Pipes) {
 	mode := daemonlog.Mode(d.cfg.Log)
 	if mode == "" || mode == daemonlog.Inherit {
-		return func() {}
+		return func() {}, nil
 	}
 	pipes, err := daemonlog.Attach(label, mode, s.opts.Sinks.Stdout, s.opts.Sinks.Stderr)
 	if err != nil {
 		// Out of fds, most likely: it still runs, with unlabelled output.
 		s.log.Error("cannot label the output; it goes to stdout and stderr as it is",
 			zlog.String("daemon", d.cfg.Name), zlog.String("label", label), zlog.Error(err))
-		return func() {}
+		return func() {}, nil
 	}
 	if c := d.cfg.Credential; c != nil {
 		if err := pipes.GiveChildEnds(int(c.UID), int(c.GID)); err != nil {
@@ -283,7 +287,7 @@ func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (aft
 	}
 	spec.Stdout, spec.Stderr = pipes.ChildFiles()
 	s.logPipes = append(pruneDrained(s.logPipes), pipes)
-	return pipes.CloseChildEnds
+	return pipes.CloseChildEnds, pipes
 }
 
 // restartNow restarts a daemon in backoff whose restart is due: at once, unless one of its

@@ -121,7 +121,7 @@ func (s *Supervisor) probe(d *daemon, now time.Time) {
 		spec := procs.Spec{Argv: probe.Exec, Env: d.env, Dir: d.cfg.Dir, Credential: d.cfg.Credential}
 		// Its output labelled like the daemon's ("NAME.probe"), so log = "json" keeps the
 		// container's output JSON lines.
-		afterSpawn := s.labelOutput(d, d.cfg.Name+".probe", &spec)
+		afterSpawn, _ := s.labelOutput(d, d.cfg.Name+".probe", &spec) // its leftovers die with it
 		pid, err := procs.Spawn(spec, s.opts.Stdin)
 		afterSpawn()
 		if err != nil {

@@ -411,6 +411,11 @@ func (s *Supervisor) onExit(e procs.Exit) {
 		return
 	}
 	delete(s.byPid, e.Pid)
+	if d.runPipes != nil {
+		// Its last line without a newline comes out now, not once its leftovers close the pipe.
+		d.runPipes.RunEnded()
+		d.runPipes = nil
+	}
 	now := time.Now()
 	s.onDaemonExit(d, e, now)
 	if s.shuttingDown() {
