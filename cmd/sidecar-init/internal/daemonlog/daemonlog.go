@@ -144,7 +144,11 @@ type Pipes struct {
 	outRead, errRead *os.File
 	running          atomic.Int32 // copiers not at EOF yet
 	done             chan struct{}
+	label            string
 }
+
+// Label is the name the lines are labelled with (Attach's name).
+func (p *Pipes) Label() string { return p.label }
 
 // RunEnded tells the copiers that the spawn's own process has been reaped: everything it
 // wrote is in the pipes now. Each reads what is there without waiting and ends a last line
@@ -171,7 +175,7 @@ func (p *Pipes) RunEnded() {
 // keep copying until their last writer (perhaps an orphaned grandchild) is gone. After
 // the spawn, successful or not, call CloseChildEnds, or Done never closes.
 func Attach(name string, mode Mode, stdout, stderr *Sink) (*Pipes, error) {
-	p := &Pipes{done: make(chan struct{})}
+	p := &Pipes{label: name, done: make(chan struct{})}
 	var outDest *Sink
 	switch mode {
 	case Inherit:

@@ -271,6 +271,26 @@ func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (aft
 	if mode == "" || mode == daemonlog.Inherit {
 		return func() {}, nil
 	}
+	s.logPipes = pruneDrained(s.logPipes)
+	undrained := 0
+	for _, p := range s.logPipes {
+		if p.Label() == label {
+			undrained++
+		}
+	}
+	if undrained >= maxUndrainedRuns {
+		if !s.unlabelled[label] {
+			s.unlabelled[label] = true
+			s.log.Warn("labelled output is not being drained: this run writes to stdout and stderr directly, unlabelled, "+
+				"until it is (a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)",
+				zlog.String("daemon", d.cfg.Name), zlog.String("label", label), zlog.Int("undrained_runs", undrained))
+		}
+		return func() {}, nil
+	}
+	if s.unlabelled[label] {
+		delete(s.unlabelled, label)
+		s.log.Info("labelled output drains again", zlog.String("daemon", d.cfg.Name), zlog.String("label", label))
+	}
 	pipes, err := daemonlog.Attach(label, mode, s.opts.Sinks.Stdout, s.opts.Sinks.Stderr)
 	if err != nil {
 		// Out of fds, most likely: it still runs, with unlabelled output.
@@ -286,7 +306,7 @@ func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (aft
 		}
 	}
 	spec.Stdout, spec.Stderr = pipes.ChildFiles()
-	s.logPipes = append(pruneDrained(s.logPipes), pipes)
+	s.logPipes = append(s.logPipes, pipes)
 	return pipes.CloseChildEnds, pipes
 }
 
@@ -496,6 +516,15 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 // pruneDrained drops the pipes of earlier spawns whose copiers reached EOF, so that a daemon
 // restarting for days does not grow the list (the chaos suite saw RSS climb under a crash
 // loop with log = "prefix").
+// maxUndrainedRuns bounds the runs of one label (a daemon, or its exec probe) whose
+// labelled output is not all written yet. Each holds two pipes, a copier and its 64 KiB
+// buffer until its last line is out; a stdout nobody reads (a paused terminal, a stuck log
+// driver) would otherwise pile them up at every probe attempt and every crash-loop
+// restart, without end (a review: 700 descriptors and 32 MB in 30 s). Past it, a run
+// gets the supervisor's own stdout and stderr, as with log = "inherit": its writes then
+// wait on the stalled stream themselves, which is the back-pressure the README promises.
+const maxUndrainedRuns = 8
+
 func pruneDrained(pipes []*daemonlog.Pipes) []*daemonlog.Pipes {
 	kept := pipes[:0]
 	for _, p := range pipes {

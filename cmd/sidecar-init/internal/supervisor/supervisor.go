@@ -99,6 +99,8 @@ type Supervisor struct {
 	reverseDeadline time.Time
 	// logPipes are the labelled-log pipes of every spawn, drained until EOF.
 	logPipes []*daemonlog.Pipes
+	// unlabelled: the labels whose runs go unlabelled for now (maxUndrainedRuns reached).
+	unlabelled map[string]bool
 	// firstFailure is the status of the first daemon that died on its own with a nonzero
 	// status: the supervisor's exit status. Deaths after the shutdown began do not count.
 	firstFailure int
@@ -150,6 +152,7 @@ func New(opts Options) *Supervisor {
 
 		probeResults: make(chan probeResult, len(opts.Daemons)),
 		execProbes:   map[int]execProbe{},
+		unlabelled:   map[string]bool{},
 	}
 	s.timer.Stop()
 	byName := map[string]*daemon{}

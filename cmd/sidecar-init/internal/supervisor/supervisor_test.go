@@ -18,6 +18,7 @@ import (
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/daemonlog"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/fakedaemon"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
@@ -54,6 +55,7 @@ type harness struct {
 	events      *recordingNotifier
 	readyFile   string
 	reverseStop bool
+	sinks       Sinks // for daemons with log = "prefix" or "json"
 }
 
 // recordingNotifier keeps every notification (the loop calls Send; tests read).
@@ -162,6 +164,7 @@ func (h *harness) run(daemons []config.Daemon, table *fsm.Table) {
 		ReadyFile:       h.readyFile,
 		ReverseStop:     h.reverseStop,
 		SupervisorTable: table,
+		Sinks:           h.sinks,
 	})
 	go func() { h.done <- s.Run() }()
 }
@@ -625,4 +628,51 @@ func TestMergeEnv(t *testing.T) {
 	if strings.Join(got, " ") != want {
 		t.Fatalf("mergeEnv = %v, want %s", got, want)
 	}
+}
+
+// stalledWriter is a stdout nobody reads: every Write waits until release is closed.
+type stalledWriter struct{ release chan struct{} }
+
+func (w stalledWriter) Write(p []byte) (int, error) {
+	<-w.release
+	return len(p), nil
+}
+
+// A stdout nobody reads does not pile up a pipe pair, a copier and its buffer for every run
+// of a crash-looping daemon (a review: 700 descriptors and 32 MB in 30 s, without end).
+// Past maxUndrainedRuns, runs write to the supervisor's own streams, unlabelled, and the
+// supervisor says so; supervision goes on; once the stream drains, labels come back.
+func TestStalledOutputDoesNotPileUpPipes(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	h.sinks.Stdout = daemonlog.NewSink(stalledWriter{release})
+	h.sinks.Stderr = daemonlog.NewSink(stalledWriter{release})
+	d := shDaemon("chatty", "echo a line; exit 1")
+	d.Log, d.Restart = "prefix", fsm.RestartOnFailure
+	d.BackoffInitial, d.BackoffMax, d.BackoffReset = 5*time.Millisecond, 5*time.Millisecond, time.Minute
+	h.run([]config.Daemon{d}, nil)
+	h.waitMessage("labelled output is not being drained: this run writes to stdout and stderr directly, unlabelled, " +
+		"until it is (a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)")
+	spawns := func() int {
+		n := 0
+		for _, e := range h.logs.FilterMessage("transition").All() {
+			if m := e.ContextMap(); m["machine"] == "chatty" && m["event"] == "spawn" {
+				n++
+			}
+		}
+		return n
+	}
+	// Supervision goes on past the bound: more runs than it lets pile up.
+	for deadline := time.Now().Add(testTimeout); spawns() < 3*maxUndrainedRuns; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d spawns:\n%s", spawns(), h.dumpLogs())
+		}
+	}
+	if n := len(h.logs.FilterMessage("labelled output is not being drained: this run writes to stdout and stderr directly, unlabelled, " +
+		"until it is (a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)").All()); n != 1 {
+		t.Errorf("%d warnings, want one for the whole stall", n)
+	}
+	close(release) // the stream drains: the piled-up lines go out, and labels come back
+	h.waitMessage("labelled output drains again")
+	h.stopAndWant(1)
 }
