@@ -157,3 +157,44 @@ command = ["/bin/sh", "-c", "(sleep 0.5; echo from the leftover; exec sleep 1000
 		t.Errorf("the crash line came out %d times:\n%s", n, p.stderr())
 	}
 }
+
+// Labelled lines lost to a failed write (stdout on a full disk, /dev/full here) are said
+// in the log with their count, as the supervisor's own dropped lines are; before, they
+// went without a trace. Found by a review.
+func TestLostLabelledLinesAreReported(t *testing.T) {
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full to make writes fail (%v)", err)
+	}
+	defer func() { _ = full.Close() }()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "daemons.toml")
+	table := "[[daemon]]\nname = \"five\"\nlog = \"prefix\"\ncommand = [\"/bin/sh\", \"-c\", \"for i in 1 2 3 4 5; do echo line $i; sleep 0.05; done\"]\n"
+	if err := os.WriteFile(cfg, []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd := exec.Command(binary, "--config", cfg)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + filepath.Join(dir, "control.sock")}
+	cmd.Stdout, cmd.Stderr = full, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("sidecar-init: %v\n%s", err, stderr.String())
+	}
+	var lost uint64
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		var entry struct {
+			Msg    string
+			Stream string
+			Lost   uint64 `json:"lost_lines"`
+		}
+		if json.Unmarshal([]byte(line), &entry) == nil && strings.HasPrefix(entry.Msg, "labelled daemon output lost") {
+			if entry.Stream != "stdout" {
+				t.Errorf("loss reported on %q, want stdout: %s", entry.Stream, line)
+			}
+			lost += entry.Lost
+		}
+	}
+	if lost != 5 {
+		t.Fatalf("%d lost lines reported, want the 5 written:\n%s", lost, stderr.String())
+	}
+}

@@ -68,6 +68,46 @@ type Sink struct {
 	mu *sync.Mutex // shared by the two sinks of one stream (NewSinks)
 	w  io.Writer   // guarded by mu
 	fd int         // w's descriptor when w is a file, else -1
+	// Labelled lines lost to failed writes (EPIPE, a full disk): lost since the last report
+	// and whom to tell, both without mu, which a write blocked on a stalled stream holds for
+	// as long as the stream stalls (the supervisor's exit must not wait on it); whether the
+	// current run of failures was reported, guarded by mu.
+	lost     atomic.Uint64
+	onLoss   atomic.Pointer[func(lost uint64, err error)]
+	reported bool
+}
+
+// OnLoss sets what is told when labelled lines are lost to a failed write: at the first
+// failure (the lines lost, the error), and once writes succeed again (the lines lost in
+// between, nil). It is called from a copier's goroutine, under the sink's lock, and must
+// not block (a log line queued). Set it before the first Attach. It never waits for the
+// sink's lock: a write blocked on a stalled stream may hold it.
+func (s *Sink) OnLoss(f func(lost uint64, err error)) { s.onLoss.Store(&f) }
+
+// TakeLost returns the labelled lines lost and not reported yet, and forgets them: at
+// exit, the lines lost since the first failure was reported, writes never having come back.
+// It never waits for the sink's lock.
+func (s *Sink) TakeLost() uint64 { return s.lost.Swap(0) }
+
+// writeLabelled writes whole labelled lines and counts those a failed write loses.
+func (s *Sink) writeLabelled(p []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := s.writeLocked(p)
+	report := s.onLoss.Load()
+	switch {
+	case err != nil:
+		s.lost.Add(uint64(bytes.Count(p, []byte{'\n'})))
+		if !s.reported && report != nil {
+			s.reported = true
+			(*report)(s.lost.Swap(0), err)
+		}
+	case s.reported:
+		s.reported = false
+		if lost := s.lost.Swap(0); lost > 0 && report != nil {
+			(*report)(lost, nil)
+		}
+	}
 }
 
 // NewSink wraps w, normally os.Stdout or os.Stderr.
@@ -108,6 +148,10 @@ func fdOf(w io.Writer) int {
 func (s *Sink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.writeLocked(p)
+}
+
+func (s *Sink) writeLocked(p []byte) (int, error) {
 	written := 0
 	for {
 		n, err := s.w.Write(p[written:])
@@ -492,5 +536,6 @@ func (l *labeller) flush() {
 }
 
 // write writes whole labelled lines. A failed write (EPIPE on a closed stdout, say) loses
-// these lines only; the copier keeps reading so the daemon is never blocked or killed by it.
-func (l *labeller) write(lines []byte) { _, _ = l.sink.Write(lines) }
+// these lines only, counted and reported through the sink; the copier keeps reading so the
+// daemon is never blocked or killed by it.
+func (l *labeller) write(lines []byte) { l.sink.writeLabelled(lines) }

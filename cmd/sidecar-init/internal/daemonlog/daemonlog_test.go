@@ -780,3 +780,93 @@ func TestJSONLineCutAtEOFEnds(t *testing.T) {
 		t.Fatalf("%d records, last %+v; want the piece and an empty end", len(records), records[len(records)-1])
 	}
 }
+
+// flakyWriter fails its first fails writes with EPIPE, then takes everything.
+type flakyWriter struct {
+	fails int
+	got   bytes.Buffer
+}
+
+func (w *flakyWriter) Write(p []byte) (int, error) {
+	if w.fails > 0 {
+		w.fails--
+		return 0, syscall.EPIPE
+	}
+	return w.got.Write(p)
+}
+
+// Lines a failed write loses are told: at the first failure, then with the count lost in
+// between once writes succeed again; what is never followed by a success waits for
+// TakeLost. The supervisor's own lines through Write are not counted (its writer counts
+// them).
+func TestSinkReportsLostLines(t *testing.T) {
+	w := &flakyWriter{fails: 3}
+	s := NewSink(w)
+	type report struct {
+		lost uint64
+		err  bool
+	}
+	var reports []report
+	s.OnLoss(func(lost uint64, err error) { reports = append(reports, report{lost, err != nil}) })
+	l := newLabeller("web", "stdout", Prefix, s)
+	l.write([]byte("web | a\nweb | b\n"))       // fails: reported at once
+	l.write([]byte("web | c\n"))                // fails: counted
+	_, _ = s.Write([]byte("supervisor line\n")) // fails: not the sink's to count
+	l.write([]byte("web | d\n"))                // succeeds: the count is reported
+	if want := []report{{2, true}, {1, false}}; !slices.Equal(reports, want) {
+		t.Errorf("reports %v, want %v", reports, want)
+	}
+	w.fails = 1
+	l.write([]byte("web | e\n")) // fails again: reported again
+	l.write([]byte("x\n"))       // succeeds: nothing lost since that report, nothing said
+	if n := s.TakeLost(); n != 0 {
+		t.Errorf("TakeLost = %d after writes came back, want 0", n)
+	}
+	w.fails = 2
+	l.write([]byte("web | f\n")) // fails: reported
+	l.write([]byte("web | g\nweb | h\n"))
+	if n := s.TakeLost(); n != 2 {
+		t.Errorf("TakeLost = %d, want the 2 lines lost since the last report", n)
+	}
+	if got := w.got.String(); got != "web | d\nx\n" {
+		t.Errorf("written %q", got)
+	}
+}
+
+// blockedWriter never returns from Write until release is closed: a stream nobody reads.
+type blockedWriter struct{ release chan struct{} }
+
+func (w blockedWriter) Write(p []byte) (int, error) {
+	<-w.release
+	return len(p), nil
+}
+
+// OnLoss and TakeLost never wait for the sink's lock, which a write blocked on a stalled
+// stream holds: the supervisor calls them at start and at exit, and its exit must stay
+// bounded (chaos' stalled-stderr scenario hung a minute before this).
+func TestLossBookkeepingNeverWaitsOnAStalledStream(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	s := NewSink(blockedWriter{release})
+	writing := make(chan struct{})
+	go func() {
+		close(writing)
+		_, _ = s.Write([]byte("a line nobody reads\n"))
+	}()
+	<-writing
+	for s.mu.TryLock() { // free still: wait until the writer holds it
+		s.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan struct{})
+	go func() {
+		s.OnLoss(func(uint64, error) {})
+		_ = s.TakeLost()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnLoss or TakeLost waited for a write blocked on a stalled stream")
+	}
+}

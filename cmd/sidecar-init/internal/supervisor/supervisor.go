@@ -6,6 +6,7 @@ package supervisor
 
 import (
 	"fmt"
+	"iter"
 	"os"
 	"slices"
 	"syscall"
@@ -184,6 +185,7 @@ func New(opts Options) *Supervisor {
 // returns the supervisor's exit status.
 func (s *Supervisor) Run() int {
 	defer s.timer.Stop()
+	s.watchLostLines()
 	s.readyFile = readyfile.Open(s.opts.ReadyFile)
 	if slices.ContainsFunc(s.daemons, func(d *daemon) bool { return d.cfg.Credential != nil }) {
 		// Its thread now, while the container has pids to spare (see StartAsUserWorker).
@@ -278,14 +280,61 @@ func (s *Supervisor) shuttingDown() bool {
 // reach EOF, so the last lines a daemon wrote appear before the supervisor exits. A process
 // that escaped and still holds a pipe (only possible outside PID 1) cannot hold the exit.
 func (s *Supervisor) drainLogPipes() {
+	defer s.reportLostLines()
 	timeout := time.NewTimer(logDrainTimeout)
 	defer timeout.Stop()
 	for _, p := range s.logPipes {
 		select {
 		case <-p.Done():
 		case <-timeout.C:
-			s.log.Warn("labelled daemon output still open at exit; the rest is lost")
+			var open []string
+			for _, p := range pruneDrained(s.logPipes) {
+				if !slices.Contains(open, p.Label()) {
+					open = append(open, p.Label())
+				}
+			}
+			s.log.Warn("labelled daemon output still open at exit; the rest is lost", zlog.Strings("labels", open))
 			return
+		}
+	}
+}
+
+// watchLostLines has labelled lines lost to a failed write on stdout or stderr (EPIPE, a
+// full disk) said in the log, as the supervisor's own dropped lines are: at the first
+// failure, and with the count once writes come back (reportLostLines: at exit).
+func (s *Supervisor) watchLostLines() {
+	for stream, sink := range s.sinks() {
+		sink.OnLoss(func(lost uint64, err error) {
+			if err != nil {
+				s.log.Error("labelled daemon output lost: writing it failed; lost lines are counted until writes succeed again",
+					zlog.String("stream", stream), zlog.Uint64("lost_lines", lost), zlog.Error(err))
+				return
+			}
+			s.log.Warn("labelled daemon output written again", zlog.String("stream", stream), zlog.Uint64("lost_lines", lost))
+		})
+	}
+}
+
+// sinks yields the labelled-output sinks there are, by stream, stdout first.
+func (s *Supervisor) sinks() iter.Seq2[string, *daemonlog.Sink] {
+	return func(yield func(string, *daemonlog.Sink) bool) {
+		for _, k := range []struct {
+			stream string
+			sink   *daemonlog.Sink
+		}{{"stdout", s.opts.Sinks.Stdout}, {"stderr", s.opts.Sinks.Stderr}} {
+			if k.sink != nil && !yield(k.stream, k.sink) {
+				return
+			}
+		}
+	}
+}
+
+// reportLostLines logs, at exit, the labelled lines lost since writes last failed.
+func (s *Supervisor) reportLostLines() {
+	for stream, sink := range s.sinks() {
+		if lost := sink.TakeLost(); lost > 0 {
+			s.log.Error("labelled daemon output lost: writing it failed until exit",
+				zlog.String("stream", stream), zlog.Uint64("lost_lines", lost))
 		}
 	}
 }
