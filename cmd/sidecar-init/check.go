@@ -107,6 +107,9 @@ func runCheck(args []string, stdout io.Writer) error {
 		err := readyfile.Open(cfg.ReadyFile).CheckDir()
 		switch {
 		case err == nil:
+		case errors.Is(err, readyfile.ErrIsDirectory):
+			_, _ = fmt.Fprintf(stdout, "ready_file %s is a directory: it would write no ready file (it never replaces a directory)\n", cfg.ReadyFile)
+			failed++
 		case errors.Is(err, fs.ErrNotExist) && madeForTheSocket(filepath.Dir(cfg.ReadyFile), cfg.ControlSocket):
 			// control.Listen makes the socket's directory (0700) and its parents first.
 			_, _ = fmt.Fprintf(stdout, "note: ready_file %s: its directory is made at start, for the control socket %s\n", cfg.ReadyFile, cfg.ControlSocket)

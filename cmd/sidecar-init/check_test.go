@@ -56,6 +56,8 @@ func TestCheck(t *testing.T) {
 		// The supervisor makes the control socket's directory and its parents at start: a
 		// ready file beside the socket (the README's layout) will be written. A review saw
 		// check say it would not.
+		// A review saw check pass this, and the supervisor then retry the write for ever.
+		{"ready file path is a directory", fmt.Sprintf("ready_file = %q\n", shared) + good, nil, 1, "is a directory: it would write no ready file"},
 		{"ready file beside a control socket in a missing directory", `ready_file = "/nonexistent-sidecar/x/ready"` + "\n" + `control_socket = "/nonexistent-sidecar/x/control.sock"` + "\n" + good, nil, 0, "note: ready_file /nonexistent-sidecar/x/ready: its directory is made at start, for the control socket"},
 		{"ready file above a control socket in a missing directory", `ready_file = "/nonexistent-sidecar/ready"` + "\n" + `control_socket = "/nonexistent-sidecar/x/control.sock"` + "\n" + good, nil, 0, "its directory is made at start"},
 		{"ready file below a control socket's missing directory", `ready_file = "/nonexistent-sidecar/x/y/ready"` + "\n" + `control_socket = "/nonexistent-sidecar/x/control.sock"` + "\n" + good, nil, 1, "sidecar-init does not create the directory"},

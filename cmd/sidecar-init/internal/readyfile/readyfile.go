@@ -228,13 +228,17 @@ func (f *File) Remove() error {
 		return nil
 	case errors.Is(err, unix.EISDIR):
 		return ErrIsDirectory
+	case errors.Is(err, unix.EROFS) && !f.exists(dir):
+		// A read-only mount refuses the unlink before it looks: nothing there to remove.
+		return nil
 	default:
 		return fmt.Errorf("remove %s: %w", f.path, err)
 	}
 }
 
 // CheckDir walks to the directory as Write and Remove do, and says why it could not
-// (`sidecar-init check`): missing, or reached only through a symlink it will not follow.
+// (`sidecar-init check`): missing, or reached only through a symlink it will not follow;
+// or the path itself is a directory, which no write can replace (ErrIsDirectory).
 func (f *File) CheckDir() error {
 	if f == nil {
 		return nil
@@ -243,5 +247,16 @@ func (f *File) CheckDir() error {
 	if err != nil {
 		return err
 	}
-	return unix.Close(dir)
+	defer func() { _ = unix.Close(dir) }() // a directory opened to look: nothing to lose
+	var st unix.Stat_t
+	if err := unix.Fstatat(dir, f.name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return ErrIsDirectory
+	}
+	return nil
+}
+
+// exists says something is at the file's name in dir (a symlink too, not followed).
+func (f *File) exists(dir int) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(dir, f.name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func read(t *testing.T, path string) string {
@@ -363,5 +365,28 @@ func TestTheDirectoryAtThePathNowIsUsed(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// On a read-only mount, unlink fails with EROFS before it looks for the name: with nothing
+// there, Remove has nothing to do and says so (a review saw a warning at every removal).
+// What is there stays an error.
+func TestRemoveOnAReadOnlyMount(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "present"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		t.Skipf("cannot bind-mount here to make a read-only directory (%v): needs root", err)
+	}
+	defer func() { _ = unix.Unmount(dir, unix.MNT_DETACH) }()
+	if err := unix.Mount("", dir, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		t.Skipf("cannot remount read-only here (%v)", err)
+	}
+	if err := Open(filepath.Join(dir, "absent")).Remove(); err != nil {
+		t.Errorf("Remove of nothing on a read-only mount = %v, want nil", err)
+	}
+	if err := Open(filepath.Join(dir, "present")).Remove(); !errors.Is(err, unix.EROFS) {
+		t.Errorf("Remove of a file on a read-only mount = %v, want EROFS", err)
 	}
 }
