@@ -377,3 +377,25 @@ func TestSecondSupervisorLeavesTheLiveOneAlone(t *testing.T) {
 		t.Errorf("a dead run's ready file survived a failed start (%v)", err)
 	}
 }
+
+// A ready_file path that is a directory is said once a run, not at every removal (a review
+// counted four: twice at start, twice at exit); the directory is left alone.
+func TestReadyFileDirectoryIsSaidOnce(t *testing.T) {
+	dir := t.TempDir()
+	readyDir := filepath.Join(dir, "ready")
+	if err := os.Mkdir(readyDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := startInit(t, fmt.Sprintf("ready_file = %q\n", readyDir)+daemonTOML(t, filepath.Join(dir, "record"), "a", "1s"), false)
+	p.waitLog(`"msg":"every daemon is ready"`)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if n := strings.Count(p.stderr(), `"msg":"the ready file's path is a directory; leaving it"`); n != 1 {
+		t.Errorf("said %d times, want once:\n%s", n, p.stderr())
+	}
+	if info, err := os.Stat(readyDir); err != nil || !info.IsDir() {
+		t.Errorf("the directory at the ready file's path is gone (%v)", err)
+	}
+}

@@ -164,11 +164,15 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 		return err
 	}
 	cfg, err := loadConfig(opts.configPath)
-	// An earlier run's ready file must not say ready while this run starts, stops at a bad
-	// environment, selection or user, or selects nothing.
-	if cfg != nil {
-		removeEarlierReadyFile(cfg, log)
-	}
+	// An earlier run's ready file must not say ready while this run stops at a bad
+	// environment, selection, user or token, or selects nothing. A run that starts removes
+	// it itself (Supervisor.Run), once it owns the control socket.
+	started := false
+	defer func() {
+		if cfg != nil && !started {
+			removeEarlierReadyFile(cfg, log)
+		}
+	}()
 	if err != nil {
 		return err
 	}
@@ -242,6 +246,7 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 		log.Info("control socket listening", zlog.String("path", cfg.ControlSocket))
 	}
 
+	started = true
 	status := supervisor.New(supervised).Run()
 	if status != 0 {
 		return daemonsFailed{status}

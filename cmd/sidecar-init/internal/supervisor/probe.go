@@ -358,7 +358,13 @@ func (s *Supervisor) writeReadyFile(now time.Time) {
 
 // removeReadyFile at shutdown: the bundle is no longer ready.
 func (s *Supervisor) removeReadyFile() {
-	removeReadyFile(s.readyFile, s.log)
+	log := s.log
+	if s.readyPathIsDirWarned {
+		log = zlog.Nop() // said once per run: the path will not stop being a directory
+	}
+	if removeReadyFile(s.readyFile, log) {
+		s.readyPathIsDirWarned = true
+	}
 }
 
 // RemoveReadyFile removes the ready file at path ("": none), so that it never says ready
@@ -367,12 +373,16 @@ func RemoveReadyFile(path string, log *zlog.Logger) {
 	removeReadyFile(readyfile.Open(path), log)
 }
 
-func removeReadyFile(f *readyfile.File, log *zlog.Logger) {
+// removeReadyFile removes f and logs why it could not; it reports whether f's path is a
+// directory.
+func removeReadyFile(f *readyfile.File, log *zlog.Logger) (isDir bool) {
 	switch err := f.Remove(); {
 	case errors.Is(err, readyfile.ErrIsDirectory):
 		// Never ours: a mistyped path must not delete a directory.
 		log.Warn("the ready file's path is a directory; leaving it", zlog.String("path", f.Path()))
+		return true
 	case err != nil:
 		log.Warn("could not remove the ready file", zlog.String("path", f.Path()), zlog.Error(err))
 	}
+	return false
 }

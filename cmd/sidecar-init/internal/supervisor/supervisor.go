@@ -100,6 +100,8 @@ type Supervisor struct {
 	reverseDeadline time.Time
 	// logPipes are the labelled-log pipes of every spawn, drained until EOF.
 	logPipes []*daemonlog.Pipes
+	// readyPathIsDirWarned: the ready file's path was found to be a directory, and said so.
+	readyPathIsDirWarned bool
 	// unlabelled: the labels whose runs go unlabelled for now (maxUndrainedRuns reached).
 	unlabelled map[string]bool
 	// firstFailure is the status of the first daemon that died on its own with a nonzero
