@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -197,4 +198,65 @@ func TestLostLabelledLinesAreReported(t *testing.T) {
 	if lost != 5 {
 		t.Fatalf("%d lost lines reported, want the 5 written:\n%s", lost, stderr.String())
 	}
+}
+
+// Past the bound of undrained runs, a readiness probe's output is discarded rather than
+// written to the stalled stdout: a probe blocked there would never pass, and a daemon
+// ready all along would be killed at its ready_timeout. Found by a review.
+func TestStalledStdoutDoesNotBlockTheProbe(t *testing.T) {
+	dir := t.TempDir()
+	ready := filepath.Join(dir, "ready")
+	table := fmt.Sprintf(`[[daemon]]
+name = "filler"
+log = "prefix"
+command = ["/bin/sh", "-c", "yes 'a line to fill the pipe' | head -c 300000; exec sleep 1000"]
+
+[[daemon]]
+name = "web"
+log = "prefix"
+command = ["/bin/sleep", "1000"]
+ready = { exec = ["/bin/sh", "-c", "echo probing; test -e %s"] }
+ready_timeout = "40s"
+`, ready)
+	cfg := filepath.Join(dir, "daemons.toml")
+	if err := os.WriteFile(cfg, []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stalled, stdout, err := os.Pipe() // never read
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stalled.Close() }()
+	p := &initProc{t: t, stderrPath: filepath.Join(dir, "stderr"), done: make(chan struct{})}
+	stderr, err := os.Create(p.stderrPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(binary, "--config", cfg, "--log-level", "debug")
+	p.cmd.Env = []string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + filepath.Join(dir, "control.sock")}
+	p.cmd.Stdout, p.cmd.Stderr = stdout, stderr
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_ = stdout.Close()
+	_ = stderr.Close()
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	})
+	p.waitLog(`"label":"web.probe","undrained_runs":8`)
+	if err := os.WriteFile(ready, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(`"machine":"web","event":"ready"`)
+	if strings.Contains(p.stderr(), `"machine":"web","event":"fail"`) {
+		t.Fatalf("web was failed although ready:\n%s", p.stderr())
+	}
+	p.signal(syscall.SIGTERM)
+	p.wait()
 }

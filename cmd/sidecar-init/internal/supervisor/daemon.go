@@ -279,11 +279,24 @@ func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (aft
 		}
 	}
 	if undrained >= maxUndrainedRuns {
+		probe := label != d.cfg.Name
 		if !s.unlabelled[label] {
 			s.unlabelled[label] = true
-			s.log.Warn("labelled output is not being drained: this run writes to stdout and stderr directly, unlabelled, "+
-				"until it is (a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)",
-				zlog.String("daemon", d.cfg.Name), zlog.String("label", label), zlog.Int("undrained_runs", undrained))
+			msg := "labelled output is not being drained: this run writes to stdout and stderr directly, unlabelled, " +
+				"until it is (a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)"
+			if probe {
+				msg = "labelled output is not being drained: the readiness probe's output is discarded until it is " +
+					"(a stdout or stderr nobody reads, or processes earlier attempts left holding their pipes)"
+			}
+			s.log.Warn(msg, zlog.String("daemon", d.cfg.Name), zlog.String("label", label), zlog.Int("undrained_runs", undrained))
+		}
+		if probe {
+			// Not the stalled stream: a probe blocked writing to it would never pass, and the
+			// daemon, ready or not, would be killed at its ready_timeout.
+			if null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
+				spec.Stdout, spec.Stderr = null, null
+				return func() { _ = null.Close() }, nil // ours, write-only: nothing to lose
+			}
 		}
 		return func() {}, nil
 	}
