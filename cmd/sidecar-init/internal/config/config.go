@@ -188,6 +188,10 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// ProbeLabelSuffix ends the label of a daemon's exec probe output (NAME.probe): no daemon's
+// name may end so, or its lines and a probe's would be one label.
+const ProbeLabelSuffix = ".probe"
+
 // ReservedName is the supervisor's own machine in the log ("machine":"supervisor"): a
 // daemon of that name would make its transitions look like the supervisor's.
 const ReservedName = "supervisor"
@@ -336,6 +340,10 @@ func parse(source string, data []byte) (*Config, error) {
 		if !validName(d.Name) {
 			return nil, &Error{File: source, Key: key("name"), Msg: fmt.Sprintf(
 				"%q is not a valid name (letters, digits, '.', '_', '-'; starting with a letter or digit)", d.Name)}
+		}
+		if strings.HasSuffix(d.Name, ProbeLabelSuffix) {
+			return nil, &Error{File: source, Key: key("name"), Msg: fmt.Sprintf(
+				"%q ends in %q, which labels exec probes' output (\"web.probe\" is web's probe): rename the daemon", d.Name, ProbeLabelSuffix)}
 		}
 		if d.Name == ReservedName {
 			return nil, &Error{File: source, Key: key("name"), Msg: fmt.Sprintf(

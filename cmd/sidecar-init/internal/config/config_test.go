@@ -130,6 +130,7 @@ func TestParseErrors(t *testing.T) {
 		{"wrong type in an earlier daemon", "[[daemon]]\nname = \"a\"\ncommand = \"x\"\n[[daemon]]\nname = \"b\"\ncommand = [\"y\"]\n", []string{"bad.toml:3: key daemon[0].command"}},
 		{"unknown top-level key", "grace = \"1s\"\ngraze = \"2s\"\n", []string{"bad.toml", "key graze", "unknown key (known here: grace, notify_url"}},
 		{"unknown daemon key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nrestrat = \"always\"\n", []string{"key daemon[0].restrat", "unknown key (known here: name, command,"}},
+		{"a probe's label as a name", "[[daemon]]\nname = \"web.probe\"\ncommand = [\"x\"]\n", []string{"daemon[0].name", `"web.probe" ends in ".probe"`}},
 		{"the supervisor's own name", "[[daemon]]\nname = \"supervisor\"\ncommand = [\"x\"]\n", []string{"daemon[0].name", `"supervisor" is reserved`}},
 		{"duplicate names", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n[[daemon]]\nname = \"a\"\ncommand = [\"y\"]\n", []string{"daemon[1].name", `duplicate daemon name "a"`, "daemon[0]"}},
 		{"empty command", "[[daemon]]\nname = \"a\"\ncommand = []\n", []string{"daemon[0].command", `daemon "a"`, "empty"}},

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/readyfile"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
@@ -121,7 +122,7 @@ func (s *Supervisor) probe(d *daemon, now time.Time) {
 		spec := procs.Spec{Argv: probe.Exec, Env: d.env, Dir: d.cfg.Dir, Credential: d.cfg.Credential}
 		// Its output labelled like the daemon's ("NAME.probe"), so log = "json" keeps the
 		// container's output JSON lines.
-		afterSpawn, _ := s.labelOutput(d, d.cfg.Name+".probe", &spec) // its leftovers die with it
+		afterSpawn, _ := s.labelOutput(d, d.cfg.Name+config.ProbeLabelSuffix, &spec) // its leftovers die with it
 		pid, err := procs.Spawn(spec, s.opts.Stdin)
 		afterSpawn()
 		if err != nil {
