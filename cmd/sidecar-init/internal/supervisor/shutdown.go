@@ -63,11 +63,7 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 	s.removeReadyFile()
 	s.stopSignal = sig
 	if s.opts.ReverseStop {
-		var largest time.Duration
-		for _, d := range s.daemons {
-			largest = max(largest, d.cfg.Grace)
-		}
-		s.reverseDeadline = now.Add(largest)
+		s.reverseDeadline = now.Add(s.largestGrace())
 	}
 	for _, d := range s.daemons {
 		d.afterStop, d.startAsked = afterStopNothing, false
@@ -342,15 +338,42 @@ func (s *Supervisor) closeEmptyGroups() {
 // (a server a start script forked). Nothing may outlive the supervisor, so they go with it,
 // but as at a shutdown: their daemon's stop signal (or SIGTERM) and grace, then SIGKILL.
 // It reports whether any group is still open; the supervisor exits once none is.
+// With stop_order = "reverse", a daemon's leftovers wait for those of the daemons after it,
+// within one deadline (the largest grace), as at a shutdown.
 func (s *Supervisor) stopLeftoverGroups() bool {
 	now := time.Now()
+	if !s.leftoversStopping {
+		s.leftoversStopping = true
+		if s.stopSignal == 0 {
+			s.stopSignal = syscall.SIGTERM
+		}
+		if s.opts.ReverseStop {
+			s.reverseDeadline = now.Add(s.largestGrace())
+			for _, d := range s.daemons {
+				d.pruneGroups()
+				d.awaitingStop = d.groupsOpen() && s.anyDependentLive(d)
+			}
+		}
+	}
+	s.stopAwaiting(now, false) // those whose dependents' leftovers are gone now
 	open := false
 	for _, d := range s.daemons {
-		s.stopGroups(d, syscall.SIGTERM, now) // a group under its grace already keeps it
+		if !d.awaitingStop {
+			s.stopGroups(d, s.stopSignal, now) // a group under its grace already keeps it
+		}
 		open = open || d.groupsOpen()
 	}
 	if open {
 		s.armTimer(now)
 	}
 	return open
+}
+
+// largestGrace is the longest of the daemons' graces: a reverse-order stop's deadline.
+func (s *Supervisor) largestGrace() time.Duration {
+	var largest time.Duration
+	for _, d := range s.daemons {
+		largest = max(largest, d.cfg.Grace)
+	}
+	return largest
 }

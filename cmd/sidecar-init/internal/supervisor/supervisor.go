@@ -100,6 +100,8 @@ type Supervisor struct {
 	reverseDeadline time.Time
 	// logPipes are the labelled-log pipes of every spawn, drained until EOF.
 	logPipes []*daemonlog.Pipes
+	// leftoversStopping: every daemon died on its own and what they left is being stopped.
+	leftoversStopping bool
 	// readyPathIsDirWarned: the ready file's path was found to be a directory, and said so.
 	readyPathIsDirWarned bool
 	// unlabelled: the labels whose runs go unlabelled for now (maxUndrainedRuns reached).

@@ -676,3 +676,29 @@ func TestStalledOutputDoesNotPileUpPipes(t *testing.T) {
 	h.waitMessage("labelled output drains again")
 	h.stopAndWant(1)
 }
+
+// With stop_order = "reverse", when every daemon died on its own, a daemon's leftovers wait
+// for those of the daemons after it, as at a shutdown. Found by a review: all were stopped
+// at once.
+func TestLeftoversStopInReverseOrder(t *testing.T) {
+	h := newHarness(t)
+	h.reverseStop = true
+	// db's grace is the largest, the overall deadline: what is left of it once app's
+	// leftover is gone (SIGKILLed at app's grace: the fake ignores SIGTERM) is db's.
+	db := fake(t, h, "db", 2*time.Second, "-grandchild", "-exit-after", "200ms")
+	app := fake(t, h, "app", 300*time.Millisecond, "-grandchild", "-exit-after", "400ms")
+	app.After = []string{"db"}
+	h.run([]config.Daemon{db, app}, nil)
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	h.waitRecord("app.grandchild signal SIGTERM", "db.grandchild signal SIGTERM")
+	stopping := func(name string) int {
+		return h.logPos("stopping processes left in an exited daemon's process group", map[string]any{"daemon": name})
+	}
+	appKilled := h.logPos("killed processes left in an exited daemon's process group", map[string]any{"daemon": "app"})
+	if stopping("app") < 0 || appKilled < stopping("app") || stopping("db") < appKilled {
+		t.Errorf("want app's leftovers stopped, then killed at its grace, and only then db's (log lines %d, %d, %d):\n%s",
+			stopping("app"), appKilled, stopping("db"), h.dumpLogs())
+	}
+}
