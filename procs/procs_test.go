@@ -255,6 +255,37 @@ func TestStatPgrp(t *testing.T) {
 	}
 }
 
+// GroupReused tells a leaderless group in our session (a daemon's leftovers) from one in
+// another session (an id reused by a double fork: setsid, fork, the leader exits).
+func TestGroupReused(t *testing.T) {
+	if !procIsOurs() {
+		t.Skip("/proc here is another PID namespace's: GroupReused rightly cannot tell")
+	}
+	leftovers := func(attr *syscall.SysProcAttr) int {
+		t.Helper()
+		cmd := exec.Command("/bin/sh", "-c", "/bin/sleep 100 </dev/null >/dev/null 2>&1 & echo $!")
+		cmd.SysProcAttr = attr
+		out, err := cmd.Output() // the leader exits at once and is reaped
+		if err != nil {
+			t.Fatal(err)
+		}
+		child, err := strconv.Atoi(strings.TrimSpace(string(out)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = syscall.Kill(child, syscall.SIGKILL) })
+		return cmd.Process.Pid
+	}
+	ours := leftovers(&syscall.SysProcAttr{Setpgid: true})
+	if !GroupAlive(ours) || GroupReused(ours) {
+		t.Errorf("a leaderless group in our session: alive %v, reused %v; want alive, not reused", GroupAlive(ours), GroupReused(ours))
+	}
+	other := leftovers(&syscall.SysProcAttr{Setsid: true})
+	if !GroupAlive(other) || !GroupReused(other) {
+		t.Errorf("a leaderless group in another session: alive %v, reused %v; want alive and reused", GroupAlive(other), GroupReused(other))
+	}
+}
+
 // BenchmarkReapAll measures the reap path per exit (spawn excluded from the timer); it should
 // not allocate.
 func BenchmarkReapAll(b *testing.B) {

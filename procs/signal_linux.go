@@ -56,19 +56,73 @@ func LeadsAGroup(pid int) bool {
 	return ok && pgrp == pid
 }
 
-// statPgrp reads the pgrp field of /proc/PID/stat: "pid (comm) state ppid pgrp ...". comm
-// may hold spaces and parentheses, so the fields are counted from its last ')'.
+// GroupReused reports whether process group pgid, whose leader this process has reaped, is
+// another group now: the id was reused once the group emptied unseen (its last process
+// moved out with setsid). Yes when a process leads a group of that id (LeadsAGroup), or
+// when the group's processes are in another session than ours: daemons are spawned with
+// setpgid, never setsid, so everything in a daemon's group shares sidecar-init's session,
+// while a reused id made with setsid is in a session of its own, even once its leader has
+// gone (a double fork). A group all in our session is taken as the daemon's. False when
+// /proc cannot tell (see LeadsAGroup).
+func GroupReused(pgid int) bool {
+	if LeadsAGroup(pgid) {
+		return true
+	}
+	if pgid <= 1 || !procIsOurs() {
+		return false
+	}
+	ours, err := unix.Getsid(0)
+	if err != nil {
+		return false
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone since the listing
+		}
+		if pgrp, sid, ok := statGroup(stat); ok && pgrp == pgid {
+			return sid != ours // a group lives in one session: one member tells
+		}
+	}
+	return false
+}
+
+// statPgrp reads the pgrp field of /proc/PID/stat.
 func statPgrp(stat []byte) (int, bool) {
+	return statField(stat, 2)
+}
+
+// statGroup reads the pgrp and session fields of /proc/PID/stat.
+func statGroup(stat []byte) (pgrp, session int, ok bool) {
+	pgrp, ok = statField(stat, 2)
+	if !ok {
+		return 0, 0, false
+	}
+	session, ok = statField(stat, 3)
+	return pgrp, session, ok
+}
+
+// statField reads the numeric field i after comm in /proc/PID/stat: "pid (comm) state ppid
+// pgrp session ..." (state is 0, pgrp 2, session 3). comm may hold spaces and parentheses,
+// so the fields are counted from its last ')'.
+func statField(stat []byte, i int) (int, bool) {
 	end := bytes.LastIndexByte(stat, ')')
 	if end < 0 {
 		return 0, false
 	}
 	fields := strings.Fields(string(stat[end+1:]))
-	if len(fields) < 3 {
+	if len(fields) <= i {
 		return 0, false
 	}
-	pgrp, err := strconv.Atoi(fields[2])
-	return pgrp, err == nil
+	n, err := strconv.Atoi(fields[i])
+	return n, err == nil
 }
 
 // procIsOurs says /proc is mounted for this process's PID namespace: /proc/self names our

@@ -237,3 +237,89 @@ func TestPID1NoKillLoggedForAGroupThatEmptiedUnseen(t *testing.T) {
 		t.Fatalf("a kill was logged for a group nobody was in:\n%s", p.stderr())
 	}
 }
+
+// A dead daemon's group id reused by a double fork (setsid, fork, the new leader exits)
+// names a group with no leader to see, but in another session: a daemon's group is made
+// with setpgid, so its processes share sidecar-init's session. A review found a `start` of
+// the dead daemon stopping (and waiting for) the other daemon's worker. Run under
+// `unshare --mount-proc`, so that sidecar-init's /proc is its namespace's: without that it
+// cannot tell (and says nothing is reused).
+func TestPID1ReusedGroupInAnotherSessionIsNotTheDaemons(t *testing.T) {
+	for _, tool := range []string{"unshare", "setsid"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s (%v)", tool, err)
+		}
+	}
+	if os.Getuid() != 0 {
+		t.Skip("a PID namespace with its own /proc needs root")
+	}
+	dir := t.TempDir()
+	aPid, bWorker := filepath.Join(dir, "a.pid"), filepath.Join(dir, "b.worker")
+	socket := filepath.Join(dir, "control.sock")
+	table := fmt.Sprintf(`grace = "2s"
+[[daemon]]
+name = "a"
+command = ["/bin/sh", "-c", "echo $$ > %[1]s; (sleep 0.5; exec setsid sleep 1000) & exit 0"]
+
+[[daemon]]
+name = "b"
+command = ["/bin/sh", "-c", "sleep 1; echo $(($(cat %[1]s) - 1)) > /proc/sys/kernel/ns_last_pid; setsid /bin/sh -c 'sleep 1000 & echo $$ > %[2]s; exit 0'; exec sleep 1000"]
+`, aPid, bWorker)
+	cfg := filepath.Join(dir, "daemons.toml")
+	if err := os.WriteFile(cfg, []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := &initProc{t: t, stderrPath: filepath.Join(dir, "stderr"), done: make(chan struct{})}
+	stderr, err := os.Create(p.stderrPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stderr.Close() }()
+	p.cmd = exec.Command("unshare", "--pid", "--fork", "--mount-proc", binary, "--config", cfg, "--log-level", "debug")
+	p.cmd.Env = []string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
+	p.cmd.Stderr = stderr
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill() // unshare; with it its child, PID 1, and so the namespace
+		<-p.done
+	})
+	deadline := time.Now().Add(waitLimit)
+	var worker int // the id of the worker's group: its setsid'd shell's pid
+	for worker == 0 {
+		data, _ := os.ReadFile(bWorker)
+		worker, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+		if time.Now().After(deadline) {
+			t.Fatalf("b's worker never started:\n%s", p.stderr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	data, _ := os.ReadFile(aPid)
+	a, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	if worker != a {
+		t.Skipf("b's worker group did not take a's old id %d (it is %d): another process took the id first", a, worker)
+	}
+	if out, _, code := client(t, socket, "start", "a"); code != 0 || strings.Contains(out, "once the processes its last run left have exited") {
+		t.Errorf("start a: exit %d, %q; want it started at once", code, out)
+	}
+	// Stop it all: SIGTERM to unshare does not reach PID 1, so ask PID 1 through its host pid.
+	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.cmd.Process.Pid, p.cmd.Process.Pid))
+	init, _ := strconv.Atoi(strings.TrimSpace(string(kids)))
+	if init <= 0 {
+		t.Fatalf("no PID 1 under unshare %d", p.cmd.Process.Pid)
+	}
+	if err := syscall.Kill(init, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	// (a's new run leaves a group of its own, which the shutdown stops: not that one.)
+	if strings.Contains(p.stderr(), fmt.Sprintf(`"msg":"stopping processes left in an exited daemon's process group","daemon":"a","pgid":%d,`, a)) {
+		t.Fatalf("b's worker, in a group that took a's old id, was stopped as a's:\n%s", p.stderr())
+	}
+}

@@ -116,7 +116,7 @@ func (d *daemon) pruneGroups() {
 // id now (another daemon's run, a probe, a daemon's worker): signalling it would hit
 // processes that are not the leftovers.
 func leftGroupAlive(pgid int) bool {
-	return procs.GroupAlive(pgid) && !procs.LeadsAGroup(pgid)
+	return procs.GroupAlive(pgid) && !procs.GroupReused(pgid)
 }
 
 // forgetGroupID drops pgid from every daemon's groups: a process spawned here now leads a

@@ -145,9 +145,10 @@ func (s *Supervisor) signalPgid(d *daemon, pgid int, sig syscall.Signal) bool {
 	if pgid == d.pid && d.live() {
 		return s.signalGroup(d, sig)
 	}
-	if procs.LeadsAGroup(pgid) {
-		// Its leader was reaped, and a new process leads a group of that id: the id was
-		// reused after the group emptied unseen. Nobody of this daemon's is in it.
+	if procs.GroupReused(pgid) {
+		// Its leader was reaped, and the group of that id now is another (led by a new
+		// process, or in another session): the id was reused after the group emptied
+		// unseen. Nobody of this daemon's is in it.
 		s.log.Info("process group id reused by a process that is not the daemon's: not signalled, forgotten",
 			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", pgid))
 		return false
