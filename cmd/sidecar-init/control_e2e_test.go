@@ -399,3 +399,32 @@ func TestReadyFileDirectoryIsSaidOnce(t *testing.T) {
 		t.Errorf("the directory at the ready file's path is gone (%v)", err)
 	}
 }
+
+// A failed second start whose environment moves the socket checks the socket it would
+// use, not the table's, before it removes the ready file: the environment's socket is read
+// first, even when a later variable is bad. Found by a review.
+func TestBadEnvironmentLeavesTheLiveReadyFile(t *testing.T) {
+	dir := t.TempDir()
+	readyFile := filepath.Join(dir, "ready")
+	table := filepath.Join(dir, "daemons.toml")
+	text := fmt.Sprintf("ready_file = %q\ncontrol_socket = %q\n", readyFile, filepath.Join(dir, "table.sock")) +
+		daemonTOML(t, filepath.Join(dir, "record"), "a", "1s")
+	if err := os.WriteFile(table, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	envSocket := "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + filepath.Join(dir, "env.sock")
+	p := startInit(t, text, false, envSocket)
+	p.waitLog(`"msg":"every daemon is ready"`)
+	cmd := exec.Command(binary, "--config", table)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", envSocket, "CLAUDE_BOTTLE_SIDECAR_GRACE=bogus"}
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Errorf("second start with a bad grace: %v, want exit status 2:\n%s", err, out)
+	}
+	if _, err := os.Stat(readyFile); err != nil {
+		t.Errorf("the live supervisor's ready file is gone (%v)", err)
+	}
+	p.signal(syscall.SIGTERM)
+	p.wait()
+}

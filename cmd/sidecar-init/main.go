@@ -231,16 +231,21 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 		log.Info("daemon events are POSTed to the supervise sidecar", zlog.String("url", cfg.NotifyURL))
 	}
 	calls := make(chan control.Call)
-	if server, err := control.Listen(cfg.ControlSocket, calls, log); errors.Is(err, control.ErrInUse) {
+	server, err := control.Listen(cfg.ControlSocket, calls, log)
+	switch {
+	case errors.Is(err, control.ErrInUse):
 		// Its daemons are running: a second set would fight them for every port and file
 		// (a `docker exec sidecar-init` meant as a client command, say). As supervisord does.
 		return fmt.Errorf("%w: it runs the daemons already; not starting a second set (stop it first, or give this one "+
 			"its own control_socket)", err)
-	} else if err != nil {
+	case errors.Is(err, control.ErrCannotTell):
+		// One may be running (a socket this user may not reach): not a second set either.
+		return fmt.Errorf("%w; not starting the daemons: give this sidecar-init a control_socket it may use", err)
+	case err != nil:
 		// The daemons matter more than the control socket: run without it, loudly.
 		log.Warn("no control socket: `sidecar-init status|restart|stop|start` will not reach this supervisor; "+
 			"set control_socket (or "+envControlSocket+") to a writable path", zlog.Error(err))
-	} else {
+	default:
 		defer server.Close()
 		supervised.Calls = calls
 		log.Info("control socket listening", zlog.String("path", cfg.ControlSocket))
@@ -334,9 +339,15 @@ func loadConfig(path string) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The socket first: an error in the environment still gives the table back, and its
+	// ready_file is removed unless a sidecar-init answers on the socket this run would use.
+	if path := strings.TrimSpace(os.Getenv(envControlSocket)); path != "" {
+		if err := cfg.SetControlSocket(path); err != nil {
+			return cfg, &config.Error{File: "environment", Key: envControlSocket, Msg: err.Error()}
+		}
+	}
 	// Set but empty is unset, as for the other variables: a template's ${GRACE:-} must not
 	// stop the bundle.
-	// An error in the environment still gives the table back: its ready_file is removed.
 	if grace := os.Getenv(envGrace); strings.TrimSpace(grace) != "" {
 		if err := cfg.OverrideGrace(grace); err != nil {
 			return cfg, err
@@ -345,11 +356,6 @@ func loadConfig(path string) (*config.Config, error) {
 	if url, ok := os.LookupEnv(envNotifyURL); ok {
 		if err := cfg.SetNotifyURL(url); err != nil {
 			return cfg, &config.Error{File: "environment", Key: envNotifyURL, Msg: err.Error()}
-		}
-	}
-	if path := strings.TrimSpace(os.Getenv(envControlSocket)); path != "" {
-		if err := cfg.SetControlSocket(path); err != nil {
-			return cfg, &config.Error{File: "environment", Key: envControlSocket, Msg: err.Error()}
 		}
 	}
 	return cfg, nil

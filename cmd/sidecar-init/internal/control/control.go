@@ -186,8 +186,12 @@ func Answering(path string) (bool, error) {
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENOENT):
 		return false, nil
 	}
-	return false, fmt.Errorf("cannot tell whether a sidecar-init listens there: %w", err)
+	return false, fmt.Errorf("%w: %w", ErrCannotTell, err)
 }
+
+// ErrCannotTell is Answering's error when the connect fails otherwise (permission denied):
+// a sidecar-init may be listening there or not.
+var ErrCannotTell = errors.New("cannot tell whether a sidecar-init listens there")
 
 func listenLocked(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 	if live, err := Answering(path); err != nil {
