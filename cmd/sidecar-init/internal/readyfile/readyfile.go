@@ -231,6 +231,8 @@ func (f *File) Remove() error {
 	case errors.Is(err, unix.EROFS) && !f.exists(dir):
 		// A read-only mount refuses the unlink before it looks: nothing there to remove.
 		return nil
+	case errors.Is(err, unix.EROFS) && f.isDir(dir):
+		return ErrIsDirectory // what it is, read-only or not
 	default:
 		return fmt.Errorf("remove %s: %w", f.path, err)
 	}
@@ -248,11 +250,21 @@ func (f *File) CheckDir() error {
 		return err
 	}
 	defer func() { _ = unix.Close(dir) }() // a directory opened to look: nothing to lose
-	var st unix.Stat_t
-	if err := unix.Fstatat(dir, f.name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+	if f.isDir(dir) {
 		return ErrIsDirectory
 	}
+	// The writes' temporary file and rename need the directory writable: a read-only mount
+	// says EROFS here, even to root.
+	if err := unix.Faccessat(dir, ".", unix.W_OK, unix.AT_EACCESS); err != nil {
+		return fmt.Errorf("the ready file's directory %s is not writable: %w", filepath.Dir(f.path), err)
+	}
 	return nil
+}
+
+// isDir says a directory is at the file's name in dir.
+func (f *File) isDir(dir int) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(dir, f.name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
 }
 
 // exists says something is at the file's name in dir (a symlink too, not followed).

@@ -376,6 +376,9 @@ func TestRemoveOnAReadOnlyMount(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "present"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
 		t.Skipf("cannot bind-mount here to make a read-only directory (%v): needs root", err)
 	}
@@ -388,5 +391,12 @@ func TestRemoveOnAReadOnlyMount(t *testing.T) {
 	}
 	if err := Open(filepath.Join(dir, "present")).Remove(); !errors.Is(err, unix.EROFS) {
 		t.Errorf("Remove of a file on a read-only mount = %v, want EROFS", err)
+	}
+	if err := Open(filepath.Join(dir, "sub")).Remove(); !errors.Is(err, ErrIsDirectory) {
+		t.Errorf("Remove of a directory on a read-only mount = %v, want ErrIsDirectory (said once a run)", err)
+	}
+	// check's look: no write could go there.
+	if err := Open(filepath.Join(dir, "ready")).CheckDir(); !errors.Is(err, unix.EROFS) {
+		t.Errorf("CheckDir on a read-only mount = %v, want EROFS", err)
 	}
 }
