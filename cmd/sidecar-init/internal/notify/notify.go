@@ -114,7 +114,11 @@ func readTokenFile(path string) ([]byte, error) {
 	if !info.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file (%s): the token must be in a file", path, info.Mode().Type())
 	}
-	return io.ReadAll(io.LimitReader(f, maxTokenFile))
+	data, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+	if err == nil && len(data) > maxTokenFile {
+		return nil, fmt.Errorf("%s is longer than %d bytes: a token is one line", path, maxTokenFile)
+	}
+	return data, err
 }
 
 // checkToken refuses a token that would turn authentication off (empty) or break the

@@ -228,6 +228,8 @@ func TestTokenFileChecks(t *testing.T) {
 		"control":    "s3\x00cret",
 		"C1 control": "s3\u0085X-Injected: 1cret",
 		"not UTF-8":  "s3\xff\xfecret",
+		// Read in full or refused: cut at the read's bound, this passed as one line.
+		"too long": strings.Repeat("s", 64<<10) + "\nsecond line cret",
 	} {
 		t.Run(name, func(t *testing.T) {
 			token := filepath.Join(t.TempDir(), "token")
