@@ -275,21 +275,13 @@ command = ["/bin/sh", "-c", "sleep 1; echo $(($(cat %[1]s) - 1)) > /proc/sys/ker
 		t.Fatal(err)
 	}
 	defer func() { _ = stderr.Close() }()
-	p.cmd = exec.Command("unshare", "--pid", "--fork", "--mount-proc", binary, "--config", cfg, "--log-level", "debug")
+	p.cmd = exec.Command("unshare", "--pid", "--fork", "--mount-proc", "--kill-child", binary, "--config", cfg, "--log-level", "debug")
 	p.cmd.Env = []string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
 	p.cmd.Stderr = stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	if err := p.launch(); err != nil { // killed at the end: unshare, and PID 1 with it (--kill-child)
 		t.Fatal(err)
 	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill() // unshare; with it its child, PID 1, and so the namespace
-		<-p.done
-	})
 	deadline := time.Now().Add(waitLimit)
 	var worker int // the id of the worker's group: its setsid'd shell's pid
 	for worker == 0 {

@@ -236,19 +236,11 @@ ready_timeout = "40s"
 	p.cmd.Env = []string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + filepath.Join(dir, "control.sock")}
 	p.cmd.Stdout, p.cmd.Stderr = stdout, stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	if err := p.launch(); err != nil {
 		t.Fatal(err)
 	}
 	_ = stdout.Close()
 	_ = stderr.Close()
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	})
 	p.waitLog(`"label":"web.probe","undrained_runs":8`)
 	if err := os.WriteFile(ready, nil, 0o644); err != nil {
 		t.Fatal(err)

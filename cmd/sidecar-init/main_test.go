@@ -105,21 +105,29 @@ func startInit(t *testing.T, table string, pid1 bool, env ...string) *initProc {
 	if pid1 {
 		p.cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
 	}
-	if err := p.cmd.Start(); err != nil {
+	if err := p.launch(); err != nil {
 		if pid1 && errors.Is(err, syscall.EPERM) {
 			t.Skipf("cannot create a PID namespace here (%v): run as root to test sidecar-init as PID 1", err)
 		}
 		t.Fatal(err)
 	}
+	return p
+}
+
+// launch starts p.cmd, closes p.done once it has exited, and kills it at the test's end.
+func (p *initProc) launch() error {
+	if err := p.cmd.Start(); err != nil {
+		return err
+	}
 	go func() {
 		_ = p.cmd.Wait()
 		close(p.done)
 	}()
-	t.Cleanup(func() {
+	p.t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	})
-	return p
+	return nil
 }
 
 func (p *initProc) signal(sig syscall.Signal) {
