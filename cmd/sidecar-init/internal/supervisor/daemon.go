@@ -271,38 +271,8 @@ func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (aft
 	if mode == "" || mode == daemonlog.Inherit {
 		return func() {}, nil
 	}
-	s.logPipes = pruneDrained(s.logPipes)
-	undrained := 0
-	for _, p := range s.logPipes {
-		if p.Label() == label {
-			undrained++
-		}
-	}
-	if undrained >= maxUndrainedRuns {
-		probe := label != d.cfg.Name
-		if !s.unlabelled[label] {
-			s.unlabelled[label] = true
-			msg := "labelled output is not being drained: this run writes to stdout and stderr directly, unlabelled, " +
-				"until it is (a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)"
-			if probe {
-				msg = "labelled output is not being drained: the readiness probe's output is discarded until it is " +
-					"(a stdout or stderr nobody reads, or processes earlier attempts left holding their pipes)"
-			}
-			s.log.Warn(msg, zlog.String("daemon", d.cfg.Name), zlog.String("label", label), zlog.Int("undrained_runs", undrained))
-		}
-		if probe {
-			// Not the stalled stream: a probe blocked writing to it would never pass, and the
-			// daemon, ready or not, would be killed at its ready_timeout.
-			if null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
-				spec.Stdout, spec.Stderr = null, null
-				return func() { _ = null.Close() }, nil // ours, write-only: nothing to lose
-			}
-		}
-		return func() {}, nil
-	}
-	if s.unlabelled[label] {
-		delete(s.unlabelled, label)
-		s.log.Info("labelled output drains again", zlog.String("daemon", d.cfg.Name), zlog.String("label", label))
+	if afterSpawn, past := s.pastUndrainedBound(d, label, spec); past {
+		return afterSpawn, nil
 	}
 	pipes, err := daemonlog.Attach(label, mode, s.opts.Sinks.Stdout, s.opts.Sinks.Stderr)
 	if err != nil {
@@ -321,6 +291,45 @@ func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (aft
 	spec.Stdout, spec.Stderr = pipes.ChildFiles()
 	s.logPipes = append(s.logPipes, pipes)
 	return pipes.CloseChildEnds, pipes
+}
+
+// pastUndrainedBound says the label has maxUndrainedRuns runs whose output is not all
+// written yet, and then points spec at sidecar-init's own stdout and stderr (a daemon's
+// run) or at /dev/null (a probe's: one blocked on a stalled stream would never pass, and
+// the daemon, ready or not, would be killed at its ready_timeout). Said once a stall.
+func (s *Supervisor) pastUndrainedBound(d *daemon, label string, spec *procs.Spec) (afterSpawn func(), past bool) {
+	s.logPipes = pruneDrained(s.logPipes)
+	undrained := 0
+	for _, p := range s.logPipes {
+		if p.Label() == label {
+			undrained++
+		}
+	}
+	if undrained < maxUndrainedRuns {
+		if s.unlabelled[label] {
+			delete(s.unlabelled, label)
+			s.log.Info("labelled output drains again", zlog.String("daemon", d.cfg.Name), zlog.String("label", label))
+		}
+		return nil, false
+	}
+	probe := label != d.cfg.Name
+	if !s.unlabelled[label] {
+		s.unlabelled[label] = true
+		msg := "labelled output is not being drained: this run writes to stdout and stderr directly, unlabelled, " +
+			"until it is (a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)"
+		if probe {
+			msg = "labelled output is not being drained: the readiness probe's output is discarded until it is " +
+				"(a stdout or stderr nobody reads, or processes earlier attempts left holding their pipes)"
+		}
+		s.log.Warn(msg, zlog.String("daemon", d.cfg.Name), zlog.String("label", label), zlog.Int("undrained_runs", undrained))
+	}
+	if probe {
+		if null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
+			spec.Stdout, spec.Stderr = null, null
+			return func() { _ = null.Close() }, true // ours, write-only: nothing to lose
+		}
+	}
+	return func() {}, true
 }
 
 // restartNow restarts a daemon in backoff whose restart is due: at once, unless one of its
@@ -526,9 +535,6 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 	}
 }
 
-// pruneDrained drops the pipes of earlier spawns whose copiers reached EOF, so that a daemon
-// restarting for days does not grow the list (the chaos suite saw RSS climb under a crash
-// loop with log = "prefix").
 // maxUndrainedRuns bounds the runs of one label (a daemon, or its exec probe) whose
 // labelled output is not all written yet. Each holds two pipes, a copier and its 64 KiB
 // buffer until its last line is out; a stdout nobody reads (a paused terminal, a stuck log
@@ -536,7 +542,12 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 // restart, without end (a review: 700 descriptors and 32 MB in 30 s). Past it, a run
 // gets the supervisor's own stdout and stderr, as with log = "inherit": its writes then
 // wait on the stalled stream themselves, which is the back-pressure the README promises.
+// A probe's output is discarded instead (pastUndrainedBound).
 const maxUndrainedRuns = 8
+
+// pruneDrained drops the pipes of earlier spawns whose copiers reached EOF, so that a daemon
+// restarting for days does not grow the list (the chaos suite saw RSS climb under a crash
+// loop with log = "prefix").
 
 func pruneDrained(pipes []*daemonlog.Pipes) []*daemonlog.Pipes {
 	kept := pipes[:0]
