@@ -114,6 +114,7 @@ func (s *Supervisor) startAgain(d *daemon, now time.Time, reason string, countsA
 		// restart to come.
 		countsAsRestart = false
 	}
+	s.endLeftoverStop()
 	d.windowRestarts = 0
 	if countsAsRestart {
 		d.restarts++ // first, so that the start line carries the count its spawn will

@@ -702,3 +702,32 @@ func TestLeftoversStopInReverseOrder(t *testing.T) {
 			stopping("app"), appKilled, stopping("db"), h.dumpLogs())
 	}
 }
+
+// An operator's start while the dead daemons' leftovers are being stopped ends that stop:
+// the reverse order's deadline must not stop and kill the daemon just started. Found by a
+// review: db, started again, was killed at the old deadline and sidecar-init exited.
+func TestStartDuringTheLeftoversStopKeepsTheDaemon(t *testing.T) {
+	h := newHarness(t)
+	h.reverseStop = true
+	again := filepath.Join(t.TempDir(), "again")
+	db := shDaemon("db", fmt.Sprintf(`if [ -e %s ]; then exec sleep 1000; fi; sh -c 'trap "exit 0" TERM; while :; do sleep 0.05; done' & sleep 0.2; exit 0`, again))
+	db.Grace = 2 * time.Second // the largest: the reverse order's deadline
+	app := shDaemon("app", `sh -c 'trap "" TERM; while :; do sleep 0.05; done' & sleep 0.4; exit 0`)
+	app.After = []string{"db"}
+	h.run([]config.Daemon{db, app}, nil)
+	h.waitMessage("stopping processes left in an exited daemon's process group") // app's: db's wait
+	if err := os.WriteFile(again, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if resp := h.call("start", "db"); !resp.OK {
+		t.Fatalf("start db: %+v", resp)
+	}
+	h.waitLog("db", fsm.DaemonRunning)
+	time.Sleep(2500 * time.Millisecond) // past the old deadline
+	for _, e := range h.logs.FilterMessage("transition").All() {
+		if m := e.ContextMap(); m["machine"] == "db" && (m["event"] == "stop" || m["event"] == "kill") {
+			t.Fatalf("db, started again, was stopped by the leftovers' deadline:\n%s", h.dumpLogs())
+		}
+	}
+	h.stopAndWant(0)
+}
