@@ -75,23 +75,44 @@ func GroupReused(pgid int) bool {
 	if err != nil {
 		return false
 	}
-	entries, err := os.ReadDir("/proc")
+	// A group lives in one session: one member tells. Our children first: a dead daemon's
+	// leftovers come to us (PID 1, or subreaper), and so does the worker of a double fork,
+	// so this is nearly always found there, without reading every process of the machine
+	// (a review measured 53 ms for 3000 of them, in the loop, at every orphan's reap).
+	kids, _ := Children()
+	for _, pid := range kids {
+		if sid, member := sessionIfIn(strconv.Itoa(pid), pgid); member {
+			return sid != ours
+		}
+	}
+	dir, err := os.Open("/proc")
 	if err != nil {
 		return false
 	}
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+	defer func() { _ = dir.Close() }() // read-only: nothing to lose
+	names, err := dir.Readdirnames(-1) // unsorted: the order does not matter
+	if err != nil {
+		return false
+	}
+	for _, name := range names {
+		if _, err := strconv.Atoi(name); err != nil {
 			continue
 		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // gone since the listing
-		}
-		if pgrp, sid, ok := statGroup(stat); ok && pgrp == pgid {
-			return sid != ours // a group lives in one session: one member tells
+		if sid, member := sessionIfIn(name, pgid); member {
+			return sid != ours
 		}
 	}
 	return false
+}
+
+// sessionIfIn reads process pid's session when it is in process group pgid.
+func sessionIfIn(pid string, pgid int) (sid int, member bool) {
+	stat, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0, false // gone since the listing
+	}
+	pgrp, sid, ok := statGroup(stat)
+	return sid, ok && pgrp == pgid
 }
 
 // statPgrp reads the pgrp field of /proc/PID/stat.

@@ -110,6 +110,16 @@ func (d *daemon) pruneGroups() {
 	})
 }
 
+// pruneEmptyGroups forgets the groups that have emptied, without pruneGroups' look for a
+// reused id (a read of /proc): for the reap of every batch of orphans, where a group that
+// stays listed a while longer costs nothing. Whatever signals a group, or waits for one,
+// prunes it first with pruneGroups.
+func (d *daemon) pruneEmptyGroups() {
+	d.groups = slices.DeleteFunc(d.groups, func(g procGroup) bool {
+		return g.pgid == 0 || ((g.pgid != d.pid || !d.live()) && !procs.GroupAlive(g.pgid))
+	})
+}
+
 // leftGroupAlive says a process group whose leader was reaped still holds what the leader
 // left. Not when the id was reused: a group that emptied without a reap here (its last
 // process moved out with setsid) frees the id, and a new process may lead a group of that
@@ -548,7 +558,6 @@ const maxUndrainedRuns = 8
 // pruneDrained drops the pipes of earlier spawns whose copiers reached EOF, so that a daemon
 // restarting for days does not grow the list (the chaos suite saw RSS climb under a crash
 // loop with log = "prefix").
-
 func pruneDrained(pipes []*daemonlog.Pipes) []*daemonlog.Pipes {
 	kept := pipes[:0]
 	for _, p := range pipes {

@@ -331,7 +331,7 @@ func (s *Supervisor) killEverything(d *daemon, reason string) {
 // reaped as orphans).
 func (s *Supervisor) closeEmptyGroups() {
 	for _, d := range s.daemons {
-		d.pruneGroups()
+		d.pruneEmptyGroups()
 	}
 }
 
