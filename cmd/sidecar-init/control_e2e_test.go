@@ -428,3 +428,22 @@ func TestBadEnvironmentLeavesTheLiveReadyFile(t *testing.T) {
 	p.signal(syscall.SIGTERM)
 	p.wait()
 }
+
+// A control_socket path too long for a unix socket (over 107 bytes) is a path nobody can
+// listen on: the daemons start without a socket, with the warning, as for any socket that
+// cannot be made. A review found c0de86d refusing to start on it ("cannot tell").
+func TestTooLongSocketPathStillStartsTheDaemons(t *testing.T) {
+	dir := t.TempDir()
+	long := filepath.Join(dir, strings.Repeat("d", 120), "control.sock")
+	if err := os.MkdirAll(filepath.Dir(long), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p := startInit(t, fmt.Sprintf("control_socket = %q\n", long)+daemonTOML(t, filepath.Join(dir, "record"), "a", "1s"),
+		false, "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=")
+	p.waitLog(`"msg":"no control socket:`)
+	p.waitLog(`"msg":"every daemon is ready"`)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p.stderr())
+	}
+}

@@ -267,7 +267,8 @@ func removeEarlierReadyFile(cfg *config.Config, log *zlog.Logger) {
 	if cfg.ReadyFile == "" {
 		return
 	}
-	if live, _ := control.Answering(cfg.ControlSocket); live {
+	// Cannot tell (another user's socket): as good as live, the file may be its.
+	if live, err := control.Answering(cfg.ControlSocket); live || err != nil {
 		log.Info("another sidecar-init answers on the control socket: its ready file is left alone",
 			zlog.String("control_socket", cfg.ControlSocket), zlog.String("ready_file", cfg.ReadyFile))
 		return

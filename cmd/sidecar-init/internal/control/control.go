@@ -172,9 +172,9 @@ func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 var ErrInUse = errors.New("another sidecar-init is using this control socket")
 
 // Answering says whether something listens on the socket at path: a connection succeeds,
-// or is refused for a full backlog (EAGAIN: a supervisor stopped or busy, but there). Only
-// ECONNREFUSED (a socket nobody listens on, or not a socket) and ENOENT mean no; anything
-// else is an error, so a live socket is never taken for a stale one.
+// or is refused for a full backlog (EAGAIN: a supervisor stopped or busy, but there). A
+// connect refused for permission is ErrCannotTell, so a live socket is never taken for a
+// stale one; any other failure means nobody can be listening there.
 func Answering(path string) (bool, error) {
 	conn, err := net.Dial("unix", path)
 	switch {
@@ -183,14 +183,18 @@ func Answering(path string) (bool, error) {
 		return true, nil
 	case errors.Is(err, syscall.EAGAIN):
 		return true, nil
-	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENOENT):
-		return false, nil
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return false, fmt.Errorf("%w: %w", ErrCannotTell, err)
 	}
-	return false, fmt.Errorf("%w: %w", ErrCannotTell, err)
+	// ECONNREFUSED: a socket nobody listens on, or not a socket. ENOENT: nothing there.
+	// Anything else (a path too long for a socket, ELOOP) is a path no sidecar-init can
+	// listen on either.
+	return false, nil
 }
 
-// ErrCannotTell is Answering's error when the connect fails otherwise (permission denied):
-// a sidecar-init may be listening there or not.
+// ErrCannotTell is Answering's error when the connect is refused for permission (another
+// user's socket, or a directory this user may not enter): a sidecar-init may be listening
+// there or not.
 var ErrCannotTell = errors.New("cannot tell whether a sidecar-init listens there")
 
 func listenLocked(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
