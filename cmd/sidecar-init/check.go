@@ -113,8 +113,11 @@ func runCheck(args []string, stdout io.Writer) error {
 		case errors.Is(err, fs.ErrNotExist) && madeForTheSocket(filepath.Dir(cfg.ReadyFile), cfg.ControlSocket):
 			// control.Listen makes the socket's directory (0700) and its parents first.
 			_, _ = fmt.Fprintf(stdout, "note: ready_file %s: its directory is made at start, for the control socket %s\n", cfg.ReadyFile, cfg.ControlSocket)
-		default:
+		case errors.Is(err, fs.ErrNotExist):
 			_, _ = fmt.Fprintf(stdout, "ready_file %s: %v (sidecar-init does not create the directory; it would write no ready file)\n", cfg.ReadyFile, err)
+			failed++
+		default:
+			_, _ = fmt.Fprintf(stdout, "ready_file %s: %v (it would write no ready file)\n", cfg.ReadyFile, err)
 			failed++
 		}
 	}
