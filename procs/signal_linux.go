@@ -45,9 +45,11 @@ func GroupAlive(pgid int) bool {
 // when /proc cannot tell: missing, or mounted for another PID namespace than ours (as
 // under `unshare --pid` without --mount-proc), where its pid N is another process.
 func LeadsAGroup(pid int) bool {
-	if pid <= 1 || !procIsOurs() {
-		return false
-	}
+	return pid > 1 && procIsOurs() && leadsAGroup(pid)
+}
+
+// leadsAGroup is LeadsAGroup once /proc is known to be ours.
+func leadsAGroup(pid int) bool {
 	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return false
@@ -65,11 +67,11 @@ func LeadsAGroup(pid int) bool {
 // gone (a double fork). A group all in our session is taken as the daemon's. False when
 // /proc cannot tell (see LeadsAGroup).
 func GroupReused(pgid int) bool {
-	if LeadsAGroup(pgid) {
-		return true
-	}
 	if pgid <= 1 || !procIsOurs() {
 		return false
+	}
+	if leadsAGroup(pgid) {
+		return true
 	}
 	ours, err := unix.Getsid(0)
 	if err != nil {

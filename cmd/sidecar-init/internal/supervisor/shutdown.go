@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"slices"
 	"syscall"
 	"time"
 
@@ -84,16 +85,22 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 		}
 	}
 	for _, d := range s.daemons {
-		if s.opts.ReverseStop && !d.live() && d.groupsOpen() && s.anyDependentLive(d) {
-			// Dead, but what it left runs on (a server its start script forked): that is
-			// the dependency its dependents use, and it waits for them like a live one.
-			d.awaitingStop = true
-		}
-		if !d.awaitingStop {
-			s.stopGroups(d, sig, now)
-		}
+		s.stopOrHoldGroups(d, sig, now)
 	}
 	s.armTimer(now)
+}
+
+// stopOrHoldGroups stops what the dead daemon's runs left in their process groups, or, in a
+// reverse-order stop, holds it back while a daemon after it still has processes: a server
+// its start script forked is the dependency its dependents use, and it waits for them like
+// a live one (stopAwaiting releases it).
+func (s *Supervisor) stopOrHoldGroups(d *daemon, sig syscall.Signal, now time.Time) {
+	if s.opts.ReverseStop && !d.live() && d.groupsOpen() && s.anyDependentLive(d) {
+		d.awaitingStop = true
+	}
+	if !d.awaitingStop {
+		s.stopGroups(d, sig, now)
+	}
 }
 
 // stopGroups sends the stop signal to what the daemon's runs left in their process groups
@@ -344,26 +351,20 @@ func (s *Supervisor) closeEmptyGroups() {
 func (s *Supervisor) stopLeftoverGroups() bool {
 	now := time.Now()
 	if !s.leftoversStopping {
+		// As beginShutdown does for what dead daemons left.
 		s.leftoversStopping = true
 		if s.stopSignal == 0 {
 			s.stopSignal = syscall.SIGTERM
 		}
 		if s.opts.ReverseStop {
 			s.reverseDeadline = now.Add(s.largestGrace())
-			for _, d := range s.daemons {
-				d.pruneGroups()
-				d.awaitingStop = d.groupsOpen() && s.anyDependentLive(d)
-			}
+		}
+		for _, d := range s.daemons {
+			s.stopOrHoldGroups(d, s.stopSignal, now)
 		}
 	}
 	s.stopAwaiting(now, false) // those whose dependents' leftovers are gone now
-	open := false
-	for _, d := range s.daemons {
-		if !d.awaitingStop {
-			s.stopGroups(d, s.stopSignal, now) // a group under its grace already keeps it
-		}
-		open = open || d.groupsOpen()
-	}
+	open := slices.ContainsFunc(s.daemons, (*daemon).groupsOpen)
 	if open {
 		s.armTimer(now)
 	}
