@@ -98,26 +98,29 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 // hold takes a daemon that has no process (pending, in backoff, exited or given up) to
 // stopped: a pending start or restart is dropped.
 func (s *Supervisor) hold(d *daemon, reason string) {
-	d.restartAt, d.restartHeld, d.startAsked, d.cancelledFor = time.Time{}, false, false, nil
+	d.dropAskedStart()
+	d.restartAt, d.restartHeld, d.cancelledFor = time.Time{}, false, nil
 	d.heldAfterEnd = d.machine.Done()
 	s.fireDaemon(d, fsm.DaemonHold, zapcore.InfoLevel, detail{reason: reason})
 }
 
 // startAgain starts a daemon that an operator asked for: through pending (the start row),
-// with a fresh backoff window. A restart counts in the daemon's restarts. It spawns at once,
+// with a fresh backoff window. A restart of a daemon that has run counts in its restarts
+// (the first start of one that never ran is no restart). It spawns at once,
 // unless what its earlier runs left is still in their groups: that gets the stop signal
 // and the grace, and the loop spawns it once they are empty (a new run never overlaps an
 // old one). Daemons whose start was cancelled because this one was done go back to pending.
 func (s *Supervisor) startAgain(d *daemon, now time.Time, reason string, countsAsRestart bool) {
-	if d.machine.Current() == fsm.DaemonPending && d.startAsked {
-		// Asked again while the last start waits for what the last run left: still one
-		// restart to come.
+	if !d.everSpawned || (d.machine.Current() == fsm.DaemonPending && d.restartCounted) {
+		// Its first run; or asked again while the last restart waits for what the last
+		// run left: still one restart to come.
 		countsAsRestart = false
 	}
 	s.endLeftoverStop()
 	d.windowRestarts = 0
 	if countsAsRestart {
 		d.restarts++ // first, so that the start line carries the count its spawn will
+		d.restartCounted = true
 	}
 	if d.machine.Current() != fsm.DaemonPending {
 		// From backoff the pending restart is dropped: this start takes its place.

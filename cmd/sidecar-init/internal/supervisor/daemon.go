@@ -72,7 +72,13 @@ type daemon struct {
 	restartHeld bool
 	// startAsked: pending because an operator started or restarted it, waiting only for what
 	// its earlier runs left to exit (an operator's start does not wait for `after` daemons).
-	startAsked bool
+	// restartCounted: that wait is a restart's, already in restarts; taken back if a stop
+	// or the shutdown drops it before it spawns.
+	startAsked     bool
+	restartCounted bool
+	// everSpawned: a run was attempted (an exec failure included): only then is a start a
+	// restart.
+	everSpawned bool
 	// cancelledFor is the `after` daemon whose end cancelled this one's start: an operator's
 	// start of that daemon puts this one back to pending.
 	cancelledFor *daemon
@@ -154,6 +160,15 @@ const (
 	afterStopStartOnly
 )
 
+// dropAskedStart drops an operator's start or restart still waiting for what the last run
+// left: a restart that will not happen leaves the count.
+func (d *daemon) dropAskedStart() {
+	if d.startAsked && d.restartCounted {
+		d.restarts--
+	}
+	d.startAsked, d.restartCounted = false, false
+}
+
 // live says the daemon has a process that has not been reaped.
 func (d *daemon) live() bool {
 	switch d.machine.Current() {
@@ -183,7 +198,8 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	// A run ends a cancellation and an operator's waiting start: neither may outlive it (a
 	// later end of this run of its own is no cancellation an operator's start of an `after`
 	// daemon should undo).
-	d.restartHeld, d.startAsked, d.cancelledFor, d.finished, d.heldAfterEnd = false, false, nil, false, false
+	d.restartHeld, d.startAsked, d.restartCounted, d.cancelledFor, d.finished, d.heldAfterEnd = false, false, false, nil, false, false
+	d.everSpawned = true
 	// An operator's start after every daemon had died: what this run leaves behind was not
 	// there when escaped processes were last swept, so the next sweep must kill again.
 	s.sweptEveryone, s.escapeLookAt = false, time.Time{}

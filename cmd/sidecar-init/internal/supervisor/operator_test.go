@@ -149,3 +149,46 @@ func TestOperatorRestartLogsItsCountOnTheStart(t *testing.T) {
 	}
 	h.stopAndWant(0)
 }
+
+// RESTARTS counts the restarts that happened: not an operator's restart of a daemon that
+// never ran (its first start), nor one dropped by a stop before it could spawn (it waited
+// for what the last run left to exit).
+func TestRestartsCountOnlyRestartsThatHappen(t *testing.T) {
+	t.Run("restart of a daemon that never ran", func(t *testing.T) {
+		h := newHarness(t)
+		db := shDaemon("db", "exec sleep 1000")
+		db.Ready, db.ReadyTimeout = config.Probe{File: filepath.Join(t.TempDir(), "never")}, time.Hour
+		app := shDaemon("app", "exec sleep 1000")
+		app.After = []string{"db"}
+		h.run([]config.Daemon{db, app}, nil)
+		h.waitLog("db", fsm.DaemonStarting)
+		if resp := h.call("restart", "app"); !resp.OK {
+			t.Fatalf("restart app: %+v", resp)
+		}
+		if st := h.waitState("app", "running"); st.Restarts != 0 {
+			t.Errorf("app, never run before, shows %d restarts after `restart app`, want 0", st.Restarts)
+		}
+		h.stopAndWant(0)
+	})
+	t.Run("restart dropped by a stop while the last run's leftovers exit", func(t *testing.T) {
+		h := newHarness(t)
+		web := shDaemon("web", "(trap '' TERM; exec sleep 1000) & exit 1")
+		web.Grace = time.Hour // the leftover ignores SIGTERM: it outlives both requests
+		h.run([]config.Daemon{web, shDaemon("other", "exec sleep 1000")}, nil)
+		h.waitState("web", "exited")
+		if resp := h.call("restart", "web"); !resp.OK || h.statusOf("web").State != "pending" {
+			t.Fatalf("restart web: %+v, state %s: want it pending on its leftover", resp, h.statusOf("web").State)
+		}
+		if resp := h.call("stop", "web"); !resp.OK {
+			t.Fatalf("stop web: %+v", resp)
+		}
+		if st := h.statusOf("web"); st.State != "stopped" || st.Restarts != 0 {
+			t.Errorf("web after restart then stop: %s with %d restarts, want stopped with 0", st.State, st.Restarts)
+		}
+		h.stop <- syscall.SIGTERM
+		h.stop <- syscall.SIGTERM // the leftover's grace is an hour: a second one kills it
+		if code := h.exitCode(); code != 1 {
+			t.Errorf("exit status %d, want web's 1", code)
+		}
+	})
+}

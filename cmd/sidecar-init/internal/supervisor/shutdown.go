@@ -67,7 +67,8 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 		s.reverseDeadline = now.Add(s.largestGrace())
 	}
 	for _, d := range s.daemons {
-		d.afterStop, d.startAsked = afterStopNothing, false
+		d.afterStop = afterStopNothing
+		d.dropAskedStart()
 		s.stopProbing(d) // nothing becomes ready any more
 		switch d.machine.Current() {
 		case fsm.DaemonPending, fsm.DaemonBackoff:
