@@ -171,7 +171,12 @@ func (d *daemon) dropAskedStart() {
 
 // live says the daemon has a process that has not been reaped.
 func (d *daemon) live() bool {
-	switch d.machine.Current() {
+	return liveState(d.machine.Current())
+}
+
+// liveState: a daemon in this state has a process that has not been reaped.
+func liveState(state fsm.State) bool {
+	switch state {
 	case fsm.DaemonStarting, fsm.DaemonRunning, fsm.DaemonTerminating, fsm.DaemonKilled:
 		return true
 	}
@@ -522,6 +527,13 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 	case det.hasState:
 		exitCode = &det.status
 	}
+	// The pid of a process in the transition: the one spawned, or the one there when it
+	// came (a death, a stop, readiness). A start, hold, cancel or give-up concerns none,
+	// and d.pid is then a dead run's. (0: a spawn that failed.)
+	var pid int
+	if liveState(tr.From) || liveState(tr.To) {
+		pid = d.pid
+	}
 	var nextRestart time.Duration
 	if tr.To == fsm.DaemonBackoff && !d.restartAt.IsZero() {
 		nextRestart = time.Until(d.restartAt).Round(time.Millisecond)
@@ -530,8 +542,8 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 		fields := make([]zlog.Field, 0, 10)
 		fields = append(fields, zlog.String("machine", tr.Machine), zlog.String("event", string(tr.Event)),
 			zlog.String("from", string(tr.From)), zlog.String("to", string(tr.To)))
-		if d.pid > 0 { // none yet, or a spawn that failed: no pid rather than "pid":0
-			fields = append(fields, zlog.Int("pid", d.pid))
+		if pid > 0 {
+			fields = append(fields, zlog.Int("pid", pid))
 		}
 		if exitCode != nil {
 			fields = append(fields, zlog.Int("exit_code", *exitCode))
@@ -551,7 +563,7 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 		ce.Write(fields...)
 	}
 	if s.opts.Notifier != nil {
-		ev := notify.Event{Time: time.Now().UTC(), Daemon: d.cfg.Name, Pid: d.pid, Event: string(tr.Event),
+		ev := notify.Event{Time: time.Now().UTC(), Daemon: d.cfg.Name, Pid: pid, Event: string(tr.Event),
 			From: string(tr.From), To: string(tr.To), ExitCode: exitCode, Signal: signal, Restarts: d.restarts,
 			Reason: det.reason}
 		if nextRestart > 0 {

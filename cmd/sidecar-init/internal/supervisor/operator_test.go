@@ -192,3 +192,33 @@ func TestRestartsCountOnlyRestartsThatHappen(t *testing.T) {
 		}
 	})
 }
+
+// A transition carries a pid only when a process is in it: it starts (spawn), or was
+// there when it came (a death, a stop, a kill, readiness). A hold or a start of a daemon
+// without a process used to carry the pid of its dead last run.
+func TestTransitionsWithoutAProcessCarryNoPid(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{shDaemon("web", "exit 3"), shDaemon("other", "exec sleep 1000")}, nil)
+	h.waitState("web", "exited")
+	for _, cmd := range []string{"stop", "start"} {
+		if resp := h.call(cmd, "web"); !resp.OK {
+			t.Fatalf("%s web: %+v", cmd, resp)
+		}
+	}
+	h.waitTransitions("web", "spawn", 2)
+	for _, event := range []string{"hold", "start"} {
+		fields, _, ok := h.transition("web", event)
+		if !ok {
+			t.Fatalf("no %s transition:\n%s", event, h.dumpLogs())
+		}
+		if pid, has := fields["pid"]; has {
+			t.Errorf("%s transition (%v to %v) carries pid %v, the dead run's", event, fields["from"], fields["to"], pid)
+		}
+	}
+	for _, event := range []string{"spawn", "fail"} {
+		if fields, _, ok := h.transition("web", event); !ok || fields["pid"] == nil {
+			t.Errorf("%s transition %v has no pid", event, fields)
+		}
+	}
+	h.stopAndWant(3)
+}
