@@ -261,7 +261,29 @@ func TestSidecarBundle(t *testing.T) {
 	wantRefs(t, clientEnv, work, remote, map[string]string{"refs/heads/main": clean1})
 	t.Logf("the gate holds main=%.12s and no trace of %.12s (the leaking commit)", clean1, leaked)
 
-	step(6, "SIGKILL mitmdump: egress dies with 137, git-gate keeps serving")
+	step(6, "SIGHUP sidecar-init (a reload sent to the bundle): egress and git-gate, forward_signals = [], keep serving")
+	if err := initCmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP sidecar-init: %v", err)
+	}
+	notForwarded := logs.waitFor(t, "SIGHUP not forwarded to egress and git-gate", func(e logEntry) bool {
+		return e.str("msg") == "signal forwarded, except to the daemons whose forward_signals leaves it out" && e.str("signal") == "SIGHUP"
+	})
+	if got := fmt.Sprint(notForwarded["not_forwarded_to"]); got != "[egress git-gate]" {
+		t.Fatalf("SIGHUP not forwarded to %s, want [egress git-gate]", got)
+	}
+	if resp, err := proxy.Get(target.URL); err != nil {
+		t.Fatalf("GET through egress after the SIGHUP: %v (mitmdump dies of a SIGHUP it gets)", err)
+	} else {
+		_ = resp.Body.Close()
+	}
+	wantRefs(t, clientEnv, work, remote, map[string]string{"refs/heads/main": clean1})
+	for _, name := range []string{"egress", "git-gate"} {
+		logs.mustNotHave(t, name+" dead of the SIGHUP", func(e logEntry) bool {
+			return e.str("msg") == "transition" && e.str("machine") == name && e.str("event") == "fail"
+		})
+	}
+
+	step(7, "SIGKILL mitmdump: egress dies with 137, git-gate keeps serving")
 	spawn := logs.waitFor(t, "egress's spawn transition", transition("egress", "spawn", "pending", "starting"))
 	egressNSPID, ok := spawn.num("pid")
 	if !ok {
@@ -296,7 +318,7 @@ func TestSidecarBundle(t *testing.T) {
 	wantRefs(t, clientEnv, work, remote, map[string]string{"refs/heads/main": clean2})
 	t.Logf("after the kill, git-gate accepted main=%.12s over the network", clean2)
 
-	step(7, "SIGTERM sidecar-init: git-gate gets its stop signal, the init exits 137, the namespace is empty")
+	step(8, "SIGTERM sidecar-init: git-gate gets its stop signal, the init exits 137, the namespace is empty")
 	gitDaemon := hostPID(t, ns, mustNum(t, logs.waitFor(t, "git-gate's spawn transition",
 		transition("git-gate", "spawn", "pending", "starting")), "pid"))
 	if err := initCmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -525,6 +547,14 @@ func (s *logSink) mustHave(t *testing.T, what string, match func(logEntry) bool)
 		t.Fatalf("sidecar-init's log has no line for %s", what)
 	}
 	return e
+}
+
+// mustNotHave fails the test if a line already logged matches.
+func (s *logSink) mustNotHave(t *testing.T, what string, match func(logEntry) bool) {
+	t.Helper()
+	if e, ok := s.find(match); ok {
+		t.Fatalf("sidecar-init's log has a line for %s: %v", what, e)
+	}
 }
 
 // waitFor waits for a matching line: the log is written by another process, so polling

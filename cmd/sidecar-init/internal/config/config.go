@@ -104,8 +104,13 @@ type Daemon struct {
 	Dir string
 	// StopSignal is sent at shutdown; 0 means "the signal that started the shutdown".
 	StopSignal syscall.Signal
-	Grace      time.Duration
-	Restart    fsm.RestartPolicy
+	// Forward lists the signals forwarded to it (from procs.ForwardedSignals); nil: all of
+	// them. A daemon that dies of a SIGHUP it does not handle (mitmdump, a plain Python
+	// server) leaves it out, so that a reload sent to the bundle reaches only the daemons
+	// that reload on it.
+	Forward []syscall.Signal
+	Grace   time.Duration
+	Restart fsm.RestartPolicy
 	// Oneshot: the daemon is a task that runs to completion (a migration, a chown of a
 	// volume). It is ready once it has exited with status 0, for `after` and for health
 	// alike, and that exit is no death for the crash policy.
@@ -132,6 +137,34 @@ type Daemon struct {
 	inheritsGrace bool
 }
 
+// Forwards says the daemon gets sig when sidecar-init forwards it.
+func (d Daemon) Forwards(sig syscall.Signal) bool {
+	return d.Forward == nil || slices.Contains(d.Forward, sig)
+}
+
+// parseForward reads forward_signals: names of forwarded signals; empty, none (never nil).
+func parseForward(names []string) ([]syscall.Signal, error) {
+	sigs := []syscall.Signal{}
+	for _, name := range names {
+		sig, err := procs.ParseSignal(name)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(procs.ForwardedSignals, sig) {
+			forwarded := make([]string, len(procs.ForwardedSignals))
+			for i, f := range procs.ForwardedSignals {
+				forwarded[i] = procs.SignalName(f)
+			}
+			return nil, fmt.Errorf("%s is not a signal sidecar-init forwards (forward_signals lists some of %s)",
+				procs.SignalName(sig), strings.Join(forwarded, ", "))
+		}
+		if !slices.Contains(sigs, sig) {
+			sigs = append(sigs, sig)
+		}
+	}
+	return sigs, nil
+}
+
 // fileTable mirrors the TOML file; it is decoded, then validated into a Config.
 type fileTable struct {
 	Grace           *string      `toml:"grace"`
@@ -144,12 +177,13 @@ type fileTable struct {
 }
 
 type fileDaemon struct {
-	Name       string            `toml:"name"`
-	Command    []string          `toml:"command"`
-	Env        map[string]string `toml:"env"`
-	Dir        string            `toml:"dir"`
-	StopSignal string            `toml:"stop_signal"`
-	Grace      *string           `toml:"grace"`
+	Name           string            `toml:"name"`
+	Command        []string          `toml:"command"`
+	Env            map[string]string `toml:"env"`
+	Dir            string            `toml:"dir"`
+	StopSignal     string            `toml:"stop_signal"`
+	ForwardSignals *[]string         `toml:"forward_signals"`
+	Grace          *string           `toml:"grace"`
 
 	Restart        string  `toml:"restart"`
 	Oneshot        bool    `toml:"oneshot"`
@@ -396,6 +430,11 @@ func parse(source string, data []byte) (*Config, error) {
 				return nil, &Error{File: source, Key: key("stop_signal"), Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
 			}
 			daemon.StopSignal = sig
+		}
+		if d.ForwardSignals != nil {
+			if daemon.Forward, err = parseForward(*d.ForwardSignals); err != nil {
+				return nil, &Error{File: source, Key: key("forward_signals"), Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
+			}
 		}
 		if d.Grace != nil {
 			if daemon.Grace, err = parseGrace(*d.Grace); err != nil {

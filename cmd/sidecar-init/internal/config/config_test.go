@@ -167,6 +167,9 @@ func TestParseErrors(t *testing.T) {
 		{"tcp probe port too big", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:99999\" }\n", []string{"daemon[0].ready.tcp", "not 1-65535"}},
 		{"tcp probe empty port", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:\" }\n", []string{"daemon[0].ready.tcp", "not 1-65535"}},
 		{"tcp probe NUL", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:80\\u0000\" }\n", []string{"daemon[0].ready.tcp", "NUL"}},
+		{"forward_signals SIGTERM", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nforward_signals = [\"SIGHUP\", \"SIGTERM\"]\n", []string{"daemon[0].forward_signals", "SIGTERM is not a signal sidecar-init forwards", "SIGHUP, SIGUSR1"}},
+		{"forward_signals unknown", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nforward_signals = [\"SIGHUPP\"]\n", []string{"daemon[0].forward_signals", `unknown signal name "SIGHUPP"`}},
+		{"forward_signals a string", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nforward_signals = \"SIGHUP\"\n", []string{"forward_signals"}},
 		{"stop_signal SIGSTOP", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"SIGSTOP\"\n", []string{"daemon[0].stop_signal", "SIGSTOP suspends a process"}},
 		{"stop_signal SIGTSTP", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"tstp\"\n", []string{"daemon[0].stop_signal", "SIGTSTP suspends a process"}},
 		{"stop_signal SIGCHLD", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"SIGCHLD\"\n", []string{"daemon[0].stop_signal", "SIGCHLD does not ask a process to stop"}},
@@ -380,6 +383,31 @@ func TestStopSignalsSomeDaemonsUse(t *testing.T) {
 		cfg, err := Parse("t.toml", []byte("[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \""+name+"\"\n"))
 		if err != nil || cfg.Daemons[0].StopSignal != want {
 			t.Errorf("stop_signal %s: %v", name, err)
+		}
+	}
+}
+
+// forward_signals: left out, a daemon gets every signal sidecar-init forwards; listed, only
+// those; empty, none.
+func TestForwardSignals(t *testing.T) {
+	tests := []struct {
+		line string
+		want map[syscall.Signal]bool
+	}{
+		{"", map[syscall.Signal]bool{syscall.SIGHUP: true, syscall.SIGUSR1: true, syscall.SIGUSR2: true, syscall.SIGWINCH: true, syscall.SIGABRT: true}},
+		{"forward_signals = []", map[syscall.Signal]bool{syscall.SIGHUP: false, syscall.SIGUSR1: false, syscall.SIGWINCH: false}},
+		{`forward_signals = ["hup", "SIGHUP", "usr2"]`, map[syscall.Signal]bool{syscall.SIGHUP: true, syscall.SIGUSR1: false, syscall.SIGUSR2: true, syscall.SIGABRT: false}},
+	}
+	for _, tt := range tests {
+		cfg, err := Parse("t.toml", []byte("[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n"+tt.line+"\n"))
+		if err != nil {
+			t.Errorf("%q: %v", tt.line, err)
+			continue
+		}
+		for sig, want := range tt.want {
+			if got := cfg.Daemons[0].Forwards(sig); got != want {
+				t.Errorf("%q: Forwards(%v) = %v, want %v", tt.line, sig, got, want)
+			}
 		}
 	}
 }

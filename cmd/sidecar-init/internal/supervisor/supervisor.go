@@ -530,12 +530,24 @@ func (s *Supervisor) onDroppedSignal(sig syscall.Signal) {
 	}
 }
 
-// forward sends a forwarded signal to every live daemon's group.
+// forward sends a forwarded signal to every live daemon's group whose forward_signals
+// takes it.
 func (s *Supervisor) forward(sig syscall.Signal) {
+	var leftOut []string
 	for _, d := range s.daemons {
-		if d.live() {
+		switch {
+		case !d.live():
+		case d.cfg.Forwards(sig):
 			s.signalGroup(d, sig)
+		default:
+			leftOut = append(leftOut, d.cfg.Name)
 		}
+	}
+	if len(leftOut) > 0 {
+		// Said at info: an operator whose reload reached only some daemons asks why.
+		s.log.Info("signal forwarded, except to the daemons whose forward_signals leaves it out",
+			zlog.String("signal", procs.SignalName(sig)), zlog.Strings("not_forwarded_to", leftOut))
+		return
 	}
 	if ce := s.log.Check(zapcore.DebugLevel, "signal forwarded"); ce != nil {
 		ce.Write(zlog.String("signal", procs.SignalName(sig)))

@@ -453,6 +453,40 @@ func TestForwardedSignalsReachEveryGroup(t *testing.T) {
 	}
 }
 
+// forward_signals picks the forwarded signals a daemon gets: a daemon that dies of a
+// SIGHUP (mitmdump) leaves it out, so that a reload meant for another (pipelock) does not
+// end it.
+func TestForwardSignalsPicksWhatEachDaemonGets(t *testing.T) {
+	h := newHarness(t)
+	reloads := fake(t, h, "reloads", time.Second, "-grandchild")
+	reloads.Forward = []syscall.Signal{syscall.SIGHUP}
+	none := fake(t, h, "none", time.Second)
+	none.Forward = []syscall.Signal{}
+	h.run([]config.Daemon{reloads, none, fake(t, h, "all", time.Second)}, nil)
+	h.waitRecord("reloads started", "none started", "all started", "reloads.grandchild started")
+	h.forward <- syscall.SIGHUP
+	h.forward <- syscall.SIGUSR1
+	h.waitRecord("reloads signal SIGHUP", "reloads.grandchild signal SIGHUP", "all signal SIGHUP", "all signal SIGUSR1")
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	// Signals sent before the SIGTERM and lower-numbered are recorded before it.
+	rec := h.waitRecord("none signal SIGTERM", "reloads signal SIGTERM")
+	for _, line := range []string{"none signal SIGHUP", "none signal SIGUSR1", "reloads signal SIGUSR1", "reloads.grandchild signal SIGUSR1"} {
+		if strings.Contains(rec, line+"\n") {
+			t.Errorf("%q: forwarded a signal the daemon's forward_signals leaves out\n%s", line, rec)
+		}
+	}
+	left := h.logs.FilterMessage("signal forwarded, except to the daemons whose forward_signals leaves it out").All()
+	if len(left) != 2 {
+		t.Fatalf("%d lines naming the daemons left out, want 2 (SIGHUP, SIGUSR1):\n%s", len(left), h.dumpLogs())
+	}
+	if got := fmt.Sprint(left[1].ContextMap()["not_forwarded_to"]); got != "[reloads none]" {
+		t.Errorf("SIGUSR1 not forwarded to %s, want [reloads none]", got)
+	}
+}
+
 func TestGrandchildLeftInGroupIsKilledAtShutdown(t *testing.T) {
 	h := newHarness(t)
 	h.run([]config.Daemon{
