@@ -13,6 +13,7 @@ import (
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
+	"github.com/claude-bottle/sidecar-init/procs"
 )
 
 // clientTimeout bounds a client's whole exchange with the supervisor.
@@ -25,7 +26,7 @@ func (e clientError) Error() string { return e.msg }
 
 func isClientCommand(arg string) bool {
 	switch arg {
-	case control.CmdStatus, control.CmdHealth, control.CmdRestart, control.CmdStop, control.CmdStart:
+	case control.CmdStatus, control.CmdHealth, control.CmdRestart, control.CmdStop, control.CmdStart, control.CmdSignal:
 		return true
 	}
 	return false
@@ -33,8 +34,9 @@ func isClientCommand(arg string) bool {
 
 // runClient is `sidecar-init status [--json]`, `sidecar-init health` (exit 0 when every
 // daemon that should run is ready, 1 otherwise: a Docker HEALTHCHECK or Kubernetes exec
-// probe) and `sidecar-init restart|stop|start NAME`: one request over the control socket
-// (CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET, or the default).
+// probe), `sidecar-init restart|stop|start NAME` and `sidecar-init signal NAME SIGNAL`:
+// one request over the control socket (CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET, or the
+// default).
 func runClient(args []string, stdout io.Writer) error {
 	cmd := args[0]
 	flags := flag.NewFlagSet("sidecar-init "+cmd, flag.ContinueOnError)
@@ -43,12 +45,17 @@ func runClient(args []string, stdout io.Writer) error {
 	socket := flags.String("socket", "", "control socket (default $"+envControlSocket+", else the table's control_socket)")
 	table := flags.String("config", "", "the supervisor's daemon table, for its control_socket (default $"+envConfig+", else the embedded one)")
 	takesName := cmd != control.CmdStatus && cmd != control.CmdHealth
+	positional := 0 // positional arguments
 	usage := "usage: sidecar-init " + cmd + " [--socket PATH | --config FILE]"
 	switch {
 	case cmd == control.CmdStatus:
 		usage = "usage: sidecar-init status [--json] [--socket PATH | --config FILE]"
+	case cmd == control.CmdSignal:
+		usage += " NAME SIGNAL"
+		positional = 2
 	case takesName:
 		usage += " NAME"
+		positional = 1
 	}
 	if err := flags.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
 		_, _ = fmt.Fprintln(stdout, usage)
@@ -60,7 +67,7 @@ func runClient(args []string, stdout io.Writer) error {
 	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	req := control.Request{Cmd: cmd}
 	switch {
-	case !takesName && flags.NArg() != 0, takesName && flags.NArg() != 1, takesName && flags.Arg(0) == "":
+	case flags.NArg() != positional, takesName && flags.Arg(0) == "":
 		return usageError{usage}
 	// Said, not dropped: a script asking health for JSON, or naming both a socket and a
 	// table, would otherwise get what it did not ask for without knowing it.
@@ -70,6 +77,13 @@ func runClient(args []string, stdout io.Writer) error {
 		return usageError{fmt.Sprintf("%s: --socket and --config both name the socket; give one\n%s", cmd, usage)}
 	case takesName:
 		req.Name = flags.Arg(0)
+	}
+	if cmd == control.CmdSignal {
+		// Checked here too, so that a typo is a usage error (2) before any connection.
+		if _, err := procs.ParseSignal(flags.Arg(1)); err != nil {
+			return usageError{fmt.Sprintf("signal: %v\n%s", err, usage)}
+		}
+		req.Signal = flags.Arg(1)
 	}
 	path := *socket
 	if path == "" {

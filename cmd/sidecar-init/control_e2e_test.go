@@ -82,6 +82,23 @@ func TestControlCLIAndNotifications(t *testing.T) {
 	if _, stderr, code := client(t, socket, "stop", "nope"); code != 1 || !strings.Contains(stderr, `unknown daemon "nope"`) {
 		t.Errorf("stop nope: %d %q", code, stderr)
 	}
+	if out, _, code := client(t, socket, "signal", "worker", "hup"); code != 0 || out != "worker: SIGHUP sent to its process group (pgid "+fmt.Sprint(rows[1].Pid)+")\n" {
+		t.Errorf("signal worker hup: exit %d, %q", code, out)
+	}
+	p.waitRecord("worker signal SIGHUP")
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"signal", "worker", "SIGBOGUS"}, 2, `unknown signal name "SIGBOGUS"`},
+		{[]string{"signal", "worker"}, 2, "usage: sidecar-init signal [--socket PATH | --config FILE] NAME SIGNAL"},
+		{[]string{"signal", "nope", "HUP"}, 1, `unknown daemon "nope"`},
+	} {
+		if _, stderr, code := client(t, socket, tc.args...); code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, stderr, tc.code, tc.want)
+		}
+	}
 	// Usage errors and --help speak plain text to a person, not the supervisor's JSON log.
 	if _, stderr, code := client(t, socket, "restart"); code != 2 || stderr != "sidecar-init: usage: sidecar-init restart [--socket PATH | --config FILE] NAME\n" {
 		t.Errorf("restart without a name: exit %d, stderr %q; want 2 and the usage line", code, stderr)
@@ -134,6 +151,10 @@ func TestControlCLIAndNotifications(t *testing.T) {
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit %d", code)
+	}
+	// A SIGHUP sent before the SIGTERM would be recorded before it.
+	if rec := p.waitRecord("web signal SIGTERM"); strings.Contains(rec, "web signal SIGHUP") {
+		t.Errorf("`signal worker` reached web too:\n%s", rec)
 	}
 	mu.Lock()
 	defer mu.Unlock()

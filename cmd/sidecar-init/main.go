@@ -243,7 +243,7 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 		return fmt.Errorf("%w; not starting the daemons: give this sidecar-init a control_socket it may use", err)
 	case err != nil:
 		// The daemons matter more than the control socket: run without it, loudly.
-		log.Warn("no control socket: `sidecar-init status|restart|stop|start` will not reach this supervisor; "+
+		log.Warn("no control socket: `sidecar-init status|restart|stop|start|signal` will not reach this supervisor; "+
 			"set control_socket (or "+envControlSocket+") to a writable path", zlog.Error(err))
 	default:
 		defer server.Close()
@@ -289,7 +289,7 @@ func parseArgs(args []string) (options, error) {
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			flags.SetOutput(os.Stdout)
-			_, _ = fmt.Fprintln(os.Stdout, "usage: sidecar-init [--config FILE] [--log-level LEVEL] [--version]\n       sidecar-init status [--json] | health | restart NAME | stop NAME | start NAME\n       sidecar-init check [--config FILE] [--build]")
+			_, _ = fmt.Fprintln(os.Stdout, "usage: sidecar-init [--config FILE] [--log-level LEVEL] [--version]\n       sidecar-init status [--json] | health | restart NAME | stop NAME | start NAME | signal NAME SIGNAL\n       sidecar-init check [--config FILE] [--build]")
 			flags.PrintDefaults()
 			return opts, err
 		}

@@ -30,12 +30,15 @@ const (
 	CmdStop    = "stop"
 	CmdStart   = "start"
 	CmdHealth  = "health"
+	CmdSignal  = "signal"
 )
 
 // Request is one client request.
 type Request struct {
 	Cmd  string `json:"cmd"`
 	Name string `json:"name,omitempty"`
+	// Signal is the name of the signal `signal` sends (SIGHUP, hup).
+	Signal string `json:"signal,omitempty"`
 }
 
 // DaemonStatus is one row of `sidecar-init status`.
@@ -87,12 +90,18 @@ func DecodeRequest(line []byte) (Request, error) {
 		if req.Name != "" {
 			return req, fmt.Errorf("%s takes no daemon name", req.Cmd)
 		}
-	case CmdRestart, CmdStop, CmdStart:
+	case CmdRestart, CmdStop, CmdStart, CmdSignal:
 		if req.Name == "" {
 			return req, fmt.Errorf("%s needs a daemon name", req.Cmd)
 		}
 	default:
-		return req, fmt.Errorf("unknown command %q (want status, health, restart, stop or start)", req.Cmd)
+		return req, fmt.Errorf("unknown command %q (want status, health, restart, stop, start or signal)", req.Cmd)
+	}
+	switch {
+	case req.Cmd == CmdSignal && req.Signal == "":
+		return req, fmt.Errorf("signal needs a signal name")
+	case req.Cmd != CmdSignal && req.Signal != "":
+		return req, fmt.Errorf("%s takes no signal", req.Cmd)
 	}
 	return req, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
+	"github.com/claude-bottle/sidecar-init/procs"
 )
 
 // onCall answers one control-socket request. Every change goes through the daemon's table,
@@ -37,6 +38,9 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 	d := s.byName(req.Name)
 	if d == nil {
 		return control.Response{Error: fmt.Sprintf("unknown daemon %q (running here: %s)", req.Name, s.names())}
+	}
+	if req.Cmd == control.CmdSignal {
+		return s.signalByOperator(d, req.Signal)
 	}
 	if s.shuttingDown() {
 		return control.Response{Error: "sidecar-init is shutting down; " + req.Cmd + " refused"}
@@ -93,6 +97,27 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 		}
 	}
 	return control.Response{Error: fmt.Sprintf("%s: cannot %s a daemon that is %s", d.cfg.Name, req.Cmd, state)}
+}
+
+// signalByOperator is `signal NAME SIG`: the signal goes to the daemon's process group,
+// whatever its forward_signals says (the operator picked the daemon), and during a
+// shutdown too (a SIGQUIT asks a JVM or a Go daemon that does not stop for its stacks). It
+// changes no state: a daemon that dies of it has died on its own, as if anyone else had
+// sent it; `stop` and `restart` are the way to stop one.
+func (s *Supervisor) signalByOperator(d *daemon, name string) control.Response {
+	sig, err := procs.ParseSignal(name)
+	if err != nil {
+		return control.Response{Error: err.Error()}
+	}
+	if !d.live() {
+		return control.Response{Error: fmt.Sprintf("%s has no process to signal (it is %s)", d.cfg.Name, d.machine.Current())}
+	}
+	s.log.Info("control request", zlog.String("cmd", control.CmdSignal), zlog.String("daemon", d.cfg.Name),
+		zlog.String("signal", procs.SignalName(sig)), zlog.Int("pid", d.pid))
+	if !s.signalGroup(d, sig) {
+		return control.Response{Error: fmt.Sprintf("%s: nobody left in its process group (pgid %d); it is being reaped", d.cfg.Name, d.pid)}
+	}
+	return control.Response{OK: true, Message: fmt.Sprintf("%s: %s sent to its process group (pgid %d)", d.cfg.Name, procs.SignalName(sig), d.pid)}
 }
 
 // hold takes a daemon that has no process (pending, in backoff, exited or given up) to

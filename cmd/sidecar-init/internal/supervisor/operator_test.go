@@ -4,11 +4,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/fsm"
 )
 
@@ -221,4 +223,50 @@ func TestTransitionsWithoutAProcessCarryNoPid(t *testing.T) {
 		}
 	}
 	h.stopAndWant(3)
+}
+
+// `signal NAME SIG` sends one signal to one daemon's process group, whatever its
+// forward_signals (the operator picked the daemon), during a shutdown too (a SIGQUIT for
+// the stack of a daemon that does not stop). A daemon without a process, an unknown
+// signal or an unknown daemon get an error.
+func TestOperatorSignalsOneDaemon(t *testing.T) {
+	h := newHarness(t)
+	target := fake(t, h, "target", time.Hour, "-grandchild", "-ignore-stop")
+	target.Forward = []syscall.Signal{}
+	h.run([]config.Daemon{target, fake(t, h, "other", time.Second), shDaemon("gone", "exit 0")}, nil)
+	h.waitRecord("target started", "other started", "target.grandchild started")
+	h.waitState("gone", "exited")
+	signal := func(name, sig string) control.Response {
+		c := control.Call{Request: control.Request{Cmd: control.CmdSignal, Name: name, Signal: sig}, Reply: make(chan control.Response, 1)}
+		h.calls <- c
+		return <-c.Reply
+	}
+	if resp := signal("target", "hup"); !resp.OK || !strings.Contains(resp.Message, "SIGHUP sent") {
+		t.Fatalf("signal target hup: %+v", resp)
+	}
+	h.waitRecord("target signal SIGHUP", "target.grandchild signal SIGHUP")
+	for _, tc := range []struct{ name, sig, want string }{
+		{"gone", "SIGHUP", "no process"},
+		{"target", "SIGBOGUS", "unknown signal name"},
+		{"nope", "SIGHUP", `unknown daemon "nope"`},
+	} {
+		if resp := signal(tc.name, tc.sig); resp.OK || !strings.Contains(resp.Error, tc.want) {
+			t.Errorf("signal %s %s: %+v, want an error with %q", tc.name, tc.sig, resp, tc.want)
+		}
+	}
+	h.stop <- syscall.SIGTERM
+	h.waitRecord("target signal SIGTERM")
+	if resp := signal("target", "SIGUSR1"); !resp.OK {
+		t.Fatalf("signal during the shutdown: %+v", resp)
+	}
+	h.waitRecord("target signal SIGUSR1")
+	if resp := signal("target", "SIGKILL"); !resp.OK {
+		t.Fatalf("SIGKILL during the shutdown: %+v", resp)
+	}
+	if code := h.exitCode(); code != 0 {
+		t.Errorf("exit status %d, want 0: deaths during the shutdown do not count", code)
+	}
+	if rec := h.recorded(); strings.Contains(rec, "other signal SIGHUP") {
+		t.Errorf("the signal reached another daemon:\n%s", rec)
+	}
 }
