@@ -81,6 +81,10 @@ func runClient(args []string, stdout io.Writer) error {
 	if cmd == control.CmdSignal {
 		// Checked here too, so that a typo is a usage error (2) before any connection.
 		if _, err := procs.ParseSignal(flags.Arg(1)); err != nil {
+			if _, swapped := procs.ParseSignal(flags.Arg(0)); swapped == nil {
+				// supervisorctl's order is `signal SIG NAME`.
+				err = fmt.Errorf("%w; the daemon's name comes first: sidecar-init signal %s %s", err, flags.Arg(1), flags.Arg(0))
+			}
 			return usageError{fmt.Sprintf("signal: %v\n%s", err, usage)}
 		}
 		req.Signal = flags.Arg(1)

@@ -92,6 +92,7 @@ func TestControlCLIAndNotifications(t *testing.T) {
 		want string
 	}{
 		{[]string{"signal", "worker", "SIGBOGUS"}, 2, `unknown signal name "SIGBOGUS"`},
+		{[]string{"signal", "HUP", "worker"}, 2, "the daemon's name comes first: sidecar-init signal worker HUP"},
 		{[]string{"signal", "worker"}, 2, "usage: sidecar-init signal [--socket PATH | --config FILE] NAME SIGNAL"},
 		{[]string{"signal", "nope", "HUP"}, 1, `unknown daemon "nope"`},
 	} {
