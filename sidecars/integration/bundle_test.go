@@ -227,6 +227,11 @@ func TestSidecarBundle(t *testing.T) {
 		t.Fatalf("through egress: x-sidecar-egress = %q, want %q (the fixture addon did not run)", got, "seen")
 	}
 
+	// log = "prefix": the entrypoint's warning on stderr and mitmdump's line for the flow
+	// on stdout come out labelled.
+	logs.waitForText(t, "egress | egress-entrypoint: EGRESS_UPSTREAM=none")
+	daemonOut.waitForText(t, "egress | ")
+
 	step(5, "git-gate: pushes over git://127.0.0.1:%s, scanned by gitleaks in pre-receive", gitPort)
 	waitForPort(t, logs, "git-gate", gitPort)
 	remote := fmt.Sprintf("git://127.0.0.1:%s/gate.git", gitPort)
@@ -547,6 +552,19 @@ func (s *logSink) mustHave(t *testing.T, what string, match func(logEntry) bool)
 		t.Fatalf("sidecar-init's log has no line for %s", what)
 	}
 	return e
+}
+
+// waitForText waits for text anywhere in what was written, JSON or not (a daemon's
+// labelled lines).
+func (s *logSink) waitForText(t *testing.T, text string) {
+	t.Helper()
+	deadline := time.Now().Add(logWaitTimeout)
+	for !strings.Contains(s.text(), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in %s", text, s.text())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // mustNotHave fails the test if a line already logged matches.
