@@ -469,3 +469,73 @@ func TestTooLongSocketPathStillStartsTheDaemons(t *testing.T) {
 		t.Fatalf("exit %d:\n%s", code, p.stderr())
 	}
 }
+
+// A signal the kernel refuses is an error, not "sent": sidecar-init run as nobody, its
+// daemon a setuid-root copy of the fake daemon that made itself root, which nobody may no
+// longer signal. Found by a review: the reply said "sent" and the exit status was 0.
+func TestSignalTheKernelRefusesIsAnError(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: it makes a setuid-root copy of the fake daemon and runs sidecar-init as nobody")
+	}
+	open, err := os.MkdirTemp("", "sidecar-init-signal-") // t.TempDir's parent is root's only
+	if err == nil {
+		t.Cleanup(func() { _ = os.RemoveAll(open) })
+		err = os.Chmod(open, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyTo := func(from, to string, mode os.FileMode) string {
+		data, err := os.ReadFile(from)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(open, to), data, 0o700)
+		}
+		if err == nil {
+			err = os.Chmod(filepath.Join(open, to), mode) // past the umask; setuid after the write
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Join(open, to)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fakeRoot := copyTo(exe, "fake", 0o755|os.ModeSetuid)
+	initBin := copyTo(binary, "sidecar-init", 0o755)
+	work := filepath.Join(open, "work") // nobody's: its socket, table and record
+	err = os.Mkdir(work, 0o755)
+	if err == nil {
+		err = os.Chown(work, 65534, 65534)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	record, socket := filepath.Join(work, "record"), filepath.Join(work, "control.sock")
+	table := strings.Replace(daemonTOML(t, record, "rooty", "1s", "-setuid-root"), strconv.Quote(exe), strconv.Quote(fakeRoot), 1)
+	if err := os.WriteFile(filepath.Join(open, "daemons.toml"), []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Pdeathsig: syscall.SIGKILL}
+	p := &initProc{t: t, record: record, done: make(chan struct{}), stderrPath: filepath.Join(t.TempDir(), "stderr")}
+	stderr, err := os.Create(p.stderrPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stderr.Close() }()
+	p.cmd = exec.Command(initBin, "--config", filepath.Join(open, "daemons.toml"))
+	p.cmd.Env = []string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
+	p.cmd.Stderr, p.cmd.SysProcAttr = stderr, nobody
+	if err := p.launch(); err != nil {
+		t.Fatal(err)
+	}
+	p.waitRecord("rooty started")
+	cmd := exec.Command(initBin, "signal", "rooty", "USR1")
+	cmd.Env = []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody.Credential}
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "operation not permitted") {
+		t.Errorf("signal rooty USR1, refused by the kernel: exit %d, %q; want 1 and the reason", code, out)
+	}
+}

@@ -271,7 +271,7 @@ func TestSidecarBundle(t *testing.T) {
 		t.Fatalf("SIGHUP sidecar-init: %v", err)
 	}
 	notForwarded := logs.waitFor(t, "SIGHUP not forwarded to egress and git-gate", func(e logEntry) bool {
-		return e.str("msg") == "signal forwarded, except to the daemons whose forward_signals leaves it out" && e.str("signal") == "SIGHUP"
+		return e.str("msg") == "signal not forwarded to the daemons whose forward_signals leaves it out" && e.str("signal") == "SIGHUP"
 	})
 	if got := fmt.Sprint(notForwarded["not_forwarded_to"]); got != "[egress git-gate]" {
 		t.Fatalf("SIGHUP not forwarded to %s, want [egress git-gate]", got)

@@ -105,6 +105,7 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 // changes no state: a daemon that dies of it has died on its own, as if anyone else had
 // sent it; `stop` and `restart` are the way to stop one.
 func (s *Supervisor) signalByOperator(d *daemon, name string) control.Response {
+	s.log.Info("control request", zlog.String("cmd", control.CmdSignal), zlog.String("daemon", d.cfg.Name), zlog.String("signal", name))
 	sig, err := procs.ParseSignal(name)
 	if err != nil {
 		return control.Response{Error: err.Error()}
@@ -112,10 +113,15 @@ func (s *Supervisor) signalByOperator(d *daemon, name string) control.Response {
 	if !d.live() {
 		return control.Response{Error: fmt.Sprintf("%s has no process to signal (it is %s)", d.cfg.Name, d.machine.Current())}
 	}
-	s.log.Info("control request", zlog.String("cmd", control.CmdSignal), zlog.String("daemon", d.cfg.Name),
-		zlog.String("signal", procs.SignalName(sig)), zlog.Int("pid", d.pid))
-	if !s.signalGroup(d, sig) {
+	delivered, leftGroup, err := s.sendToGroup(d, sig)
+	switch {
+	case err != nil:
+		return control.Response{Error: fmt.Sprintf("%s: could not send %s: %v", d.cfg.Name, procs.SignalName(sig), err)}
+	case !delivered:
 		return control.Response{Error: fmt.Sprintf("%s: nobody left in its process group (pgid %d); it is being reaped", d.cfg.Name, d.pid)}
+	case leftGroup:
+		return control.Response{OK: true, Message: fmt.Sprintf("%s: %s sent to pid %d, which left its process group, and to what is left in that group (pgid %d)",
+			d.cfg.Name, procs.SignalName(sig), d.pid, d.pid)}
 	}
 	return control.Response{OK: true, Message: fmt.Sprintf("%s: %s sent to its process group (pgid %d)", d.cfg.Name, procs.SignalName(sig), d.pid)}
 }
@@ -123,7 +129,7 @@ func (s *Supervisor) signalByOperator(d *daemon, name string) control.Response {
 // hold takes a daemon that has no process (pending, in backoff, exited or given up) to
 // stopped: a pending start or restart is dropped.
 func (s *Supervisor) hold(d *daemon, reason string) {
-	d.dropAskedStart()
+	s.dropAskedStart(d)
 	d.restartAt, d.restartHeld, d.cancelledFor = time.Time{}, false, nil
 	d.heldAfterEnd = d.machine.Done()
 	s.fireDaemon(d, fsm.DaemonHold, zapcore.InfoLevel, detail{reason: reason})

@@ -161,10 +161,12 @@ const (
 )
 
 // dropAskedStart drops an operator's start or restart still waiting for what the last run
-// left: a restart that will not happen leaves the count.
-func (d *daemon) dropAskedStart() {
+// left: a restart that will not happen leaves the count, and the log says so (the start
+// line carried it).
+func (s *Supervisor) dropAskedStart(d *daemon) {
 	if d.startAsked && d.restartCounted {
 		d.restarts--
+		s.log.Info("restart dropped before it spawned: not counted", zlog.String("daemon", d.cfg.Name), zlog.Int("restarts", d.restarts))
 	}
 	d.startAsked, d.restartCounted = false, false
 }

@@ -187,6 +187,11 @@ func TestRestartsCountOnlyRestartsThatHappen(t *testing.T) {
 		if st := h.statusOf("web"); st.State != "stopped" || st.Restarts != 0 {
 			t.Errorf("web after restart then stop: %s with %d restarts, want stopped with 0", st.State, st.Restarts)
 		}
+		// The start line said 1: the log says the count went back.
+		dropped := h.logs.FilterMessage("restart dropped before it spawned: not counted").All()
+		if len(dropped) != 1 || dropped[0].ContextMap()["restarts"] != int64(0) {
+			t.Errorf("log lines on the dropped restart: %v, want one with restarts 0", dropped)
+		}
 		h.stop <- syscall.SIGTERM
 		h.stop <- syscall.SIGTERM // the leftover's grace is an hour: a second one kills it
 		if code := h.exitCode(); code != 1 {

@@ -68,7 +68,7 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 	}
 	for _, d := range s.daemons {
 		d.afterStop = afterStopNothing
-		d.dropAskedStart()
+		s.dropAskedStart(d)
 		s.stopProbing(d) // nothing becomes ready any more
 		switch d.machine.Current() {
 		case fsm.DaemonPending, fsm.DaemonBackoff:

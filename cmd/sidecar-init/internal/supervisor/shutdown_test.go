@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/fakedaemon"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
@@ -386,6 +387,12 @@ func TestDaemonThatLeftItsGroupIsStillStopped(t *testing.T) {
 	// The group the daemon moved to is its child's, outside the daemon's: that child
 	// escaped, and the test ends it.
 	defer func() { _ = syscall.Kill(child, syscall.SIGKILL) }()
+	// An operator's signal reaches it too, and the answer says where it went.
+	c := control.Call{Request: control.Request{Cmd: control.CmdSignal, Name: "leader", Signal: "SIGWINCH"}, Reply: make(chan control.Response, 1)}
+	h.calls <- c
+	if resp := <-c.Reply; !resp.OK || !strings.Contains(resp.Message, "which left its process group") {
+		t.Errorf("signal leader SIGWINCH: %+v, want it sent at its pid, saying so", resp)
+	}
 	h.stopAndWant(0)
 	if _, _, ok := h.transition("leader", "kill"); !ok {
 		t.Errorf("no kill at the grace:\n%s", h.dumpLogs())

@@ -478,7 +478,7 @@ func TestForwardSignalsPicksWhatEachDaemonGets(t *testing.T) {
 			t.Errorf("%q: forwarded a signal the daemon's forward_signals leaves out\n%s", line, rec)
 		}
 	}
-	left := h.logs.FilterMessage("signal forwarded, except to the daemons whose forward_signals leaves it out").All()
+	left := h.logs.FilterMessage("signal not forwarded to the daemons whose forward_signals leaves it out").All()
 	if len(left) != 2 {
 		t.Fatalf("%d lines naming the daemons left out, want 2 (SIGHUP, SIGUSR1):\n%s", len(left), h.dumpLogs())
 	}
