@@ -101,6 +101,17 @@ func runCheck(args []string, stdout io.Writer) error {
 	if *build && (cfg.NotifyTokenFile != "" || cfg.ReadyFile != "") {
 		_, _ = fmt.Fprintln(stdout, "--build: notify_token_file and ready_file's directory not looked at")
 	}
+	if *build && cfg.LimitNofile > 0 {
+		_, _ = fmt.Fprintln(stdout, "--build: limit_nofile not looked at (the container's limits decide, at run time)")
+	}
+	if cfg.LimitNofile > 0 && !*build {
+		// Tried on this process, as the supervisor would on itself: the container's hard
+		// limit and capabilities decide, and they are known only here.
+		if _, err := procs.SetOpenFilesLimit(cfg.LimitNofile); err != nil {
+			_, _ = fmt.Fprintf(stdout, "limit_nofile %d: %v\n", cfg.LimitNofile, err)
+			failed++
+		}
+	}
 	if cfg.ReadyFile != "" && !*build {
 		// The same walk the supervisor's writes make: a directory reached only through a
 		// symlink it will not follow is no ready file either.

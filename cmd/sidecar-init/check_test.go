@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +39,13 @@ func TestCheck(t *testing.T) {
 	}
 	if err := os.Symlink(dir, filepath.Join(shared, "link")); err != nil {
 		t.Fatal(err)
+	}
+	// A limit no process may have, root or not: past fs.nr_open.
+	pastTheKernel := uint64(1 << 31)
+	if data, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64); err == nil {
+			pastTheKernel = n + 1
+		}
 	}
 	for _, tc := range []struct {
 		name   string
@@ -78,6 +86,9 @@ func TestCheck(t *testing.T) {
 		{"missing token file", `notify_url = "http://127.0.0.1:9/x"` + "\n" + `notify_token_file = "/nonexistent/token"` + "\n" + good, nil, 2, "notify_token_file"},
 		// At an image build, secrets and volumes are not mounted yet.
 		{"missing token file at a build", `notify_url = "http://127.0.0.1:9/x"` + "\n" + `notify_token_file = "/nonexistent/token"` + "\n" + good, []string{"--build"}, 0, "--build: notify_token_file and ready_file's directory not looked at"},
+		{"open-files limit", "limit_nofile = 4096\n" + good, nil, 0, "1 of 1 daemons selected"},
+		{"open-files limit past the kernel's", fmt.Sprintf("limit_nofile = %d\n", pastTheKernel) + good, nil, 1, fmt.Sprintf("limit_nofile %d: open-files limit not raised as far as asked", pastTheKernel)},
+		{"open-files limit at a build", fmt.Sprintf("limit_nofile = %d\n", pastTheKernel) + good, []string{"--build"}, 0, "--build: limit_nofile not looked at"},
 		{"ready file's dir missing at a build", `ready_file = "/nonexistent/ready"` + "\n" + good, []string{"--build"}, 0, "not looked at"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

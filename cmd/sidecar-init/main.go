@@ -190,6 +190,19 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 		log.Warn(note)
 	}
 
+	if cfg.LimitNofile > 0 {
+		// Before the first spawn: the daemons inherit it.
+		soft, err := procs.SetOpenFilesLimit(cfg.LimitNofile)
+		switch {
+		case errors.Is(err, procs.ErrLimitClamped):
+			log.Warn("limit_nofile: the daemons get a lower open-files limit than the table asks", zlog.Uint64("limit", soft), zlog.Error(err))
+		case err != nil:
+			log.Warn("limit_nofile: cannot set the daemons' open-files limit; they keep sidecar-init's", zlog.Error(err))
+		default:
+			log.Info("open-files limit set for the daemons", zlog.Uint64("limit", soft))
+		}
+	}
+
 	// Spare threads for the runtime, taken while the container still has pids: see
 	// ReserveThreads (measured: a daemon using up pids.max = 40 ended sidecar-init in 1 of
 	// 25 runs without them, 0 of 100 with them). Beside the start-up, not in front of it:

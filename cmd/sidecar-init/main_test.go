@@ -733,3 +733,25 @@ func usedUpPidsRun(t *testing.T, bin, python string) (crashed bool, log string) 
 	}
 	return strings.Contains(stderr(), "fatal error"), stderr()
 }
+
+// limit_nofile reaches the daemons: without it, each gets the limit sidecar-init was
+// started with (the Go runtime raises its own and puts the original back in children).
+func TestLimitNofileReachesTheDaemons(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "limit")
+	table := fmt.Sprintf("limit_nofile = 4242\n[[daemon]]\nname = \"a\"\ncommand = [\"/bin/sh\", \"-c\", %q]\n",
+		"ulimit -Sn > "+out+".tmp && mv "+out+".tmp "+out+" && exec sleep 1000")
+	p := startInit(t, table, false)
+	deadline := time.Now().Add(waitLimit)
+	data, err := os.ReadFile(out)
+	for ; err != nil && time.Now().Before(deadline); data, err = os.ReadFile(out) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil || strings.TrimSpace(string(data)) != "4242" {
+		t.Errorf("the daemon's open-files soft limit: %q (%v), want 4242:\n%s", data, err, p.stderr())
+	}
+	p.waitLog(`"msg":"open-files limit set for the daemons","limit":4242`)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+}

@@ -55,9 +55,15 @@ type Config struct {
 	StopOrder string
 	// ReadyFile is written once every selected daemon is ready, and removed at shutdown.
 	ReadyFile string
+	// LimitNofile is the open-files soft limit (RLIMIT_NOFILE) every daemon gets; 0: the
+	// one sidecar-init was started with.
+	LimitNofile uint64
 
 	data []byte // the table's text, for the lines of errors found after Parse (Locate)
 }
+
+// minLimitNofile is the least limit_nofile accepted.
+const minLimitNofile = 64
 
 // Stop orders.
 const (
@@ -173,6 +179,7 @@ type fileTable struct {
 	ControlSocket   string       `toml:"control_socket"`
 	StopOrder       string       `toml:"stop_order"`
 	ReadyFile       string       `toml:"ready_file"`
+	LimitNofile     *int64       `toml:"limit_nofile"`
 	Daemons         []fileDaemon `toml:"daemon"`
 }
 
@@ -349,6 +356,13 @@ func parse(source string, data []byte) (*Config, error) {
 		return nil, &Error{File: source, Key: "ready_file", Msg: notAbsolute(raw.ReadyFile)}
 	}
 	cfg.ReadyFile = raw.ReadyFile
+	if raw.LimitNofile != nil {
+		// Below a few dozen, a daemon could not even open its own libraries.
+		if *raw.LimitNofile < minLimitNofile {
+			return nil, &Error{File: source, Key: "limit_nofile", Msg: fmt.Sprintf("%d: want at least %d open files (leave the key out to keep the container's limit)", *raw.LimitNofile, minLimitNofile)}
+		}
+		cfg.LimitNofile = uint64(*raw.LimitNofile)
+	}
 	switch cfg.StopOrder = raw.StopOrder; cfg.StopOrder {
 	case "":
 		cfg.StopOrder = StopParallel
