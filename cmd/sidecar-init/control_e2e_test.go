@@ -530,7 +530,15 @@ func TestSignalTheKernelRefusesIsAnError(t *testing.T) {
 	if err := p.launch(); err != nil {
 		t.Fatal(err)
 	}
-	p.waitRecord("rooty started")
+	rec := p.waitRecord("rooty started pid=")
+	var rooty int
+	_, after, _ := strings.Cut(rec, "rooty started pid=") // waitRecord saw it
+	if _, err := fmt.Sscanf(after, "%d", &rooty); err != nil {
+		t.Fatalf("no pid in the record %q: %v", rec, err)
+	}
+	// Root now: neither sidecar-init, run as nobody, nor its SIGKILL at the test's end can
+	// end it; the test does, as root.
+	t.Cleanup(func() { _ = syscall.Kill(rooty, syscall.SIGKILL) })
 	cmd := exec.Command(initBin, "signal", "rooty", "USR1")
 	cmd.Env = []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody.Credential}
