@@ -60,8 +60,8 @@ func TestSetOpenFilesLimitPastTheKernelsMostIsClamped(t *testing.T) {
 		t.Fatal(err)
 	}
 	soft, err := SetOpenFilesLimit(nrOpen + 1)
-	if !errors.Is(err, ErrLimitClamped) || soft != lim.Max {
-		t.Fatalf("SetOpenFilesLimit(nr_open+1) = %d, %v; want %d (the hard limit) and ErrLimitClamped", soft, err, lim.Max)
+	if !errors.Is(err, ErrLimitClamped) || soft != lim.Max || !strings.Contains(err.Error(), "past fs.nr_open") {
+		t.Fatalf("SetOpenFilesLimit(nr_open+1) = %d, %v; want %d (the hard limit) and ErrLimitClamped, naming fs.nr_open", soft, err, lim.Max)
 	}
 	if got := softLimitOfAChild(t); got != lim.Max {
 		t.Errorf("a child's soft limit is %d, want the hard limit %d", got, lim.Max)

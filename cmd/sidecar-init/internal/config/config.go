@@ -62,8 +62,10 @@ type Config struct {
 	data []byte // the table's text, for the lines of errors found after Parse (Locate)
 }
 
-// minLimitNofile is the least limit_nofile accepted.
-const minLimitNofile = 64
+// minLimitNofile is the least limit_nofile accepted. sidecar-init runs with the limit too
+// (its children can only inherit it): its 64 control clients and two pipes for each run
+// of a labelled daemon or probe whose output is not all written must fit.
+const minLimitNofile = 1024
 
 // Stop orders.
 const (
@@ -357,9 +359,10 @@ func parse(source string, data []byte) (*Config, error) {
 	}
 	cfg.ReadyFile = raw.ReadyFile
 	if raw.LimitNofile != nil {
-		// Below a few dozen, a daemon could not even open its own libraries.
 		if *raw.LimitNofile < minLimitNofile {
-			return nil, &Error{File: source, Key: "limit_nofile", Msg: fmt.Sprintf("%d: want at least %d open files (leave the key out to keep the container's limit)", *raw.LimitNofile, minLimitNofile)}
+			return nil, &Error{File: source, Key: "limit_nofile", Msg: fmt.Sprintf(
+				"%d: want at least %d open files: sidecar-init runs with this limit too, for its control clients and the daemons' log pipes (leave the key out to keep the container's limit)",
+				*raw.LimitNofile, minLimitNofile)}
 		}
 		cfg.LimitNofile = uint64(*raw.LimitNofile)
 	}

@@ -167,7 +167,7 @@ func TestParseErrors(t *testing.T) {
 		{"tcp probe port too big", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:99999\" }\n", []string{"daemon[0].ready.tcp", "not 1-65535"}},
 		{"tcp probe empty port", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:\" }\n", []string{"daemon[0].ready.tcp", "not 1-65535"}},
 		{"tcp probe NUL", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:80\\u0000\" }\n", []string{"daemon[0].ready.tcp", "NUL"}},
-		{"limit_nofile too low", "limit_nofile = 10\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"limit_nofile", "want at least 64"}},
+		{"limit_nofile too low", "limit_nofile = 1000\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"limit_nofile", "want at least 1024", "runs with this limit too"}},
 		{"limit_nofile a string", "limit_nofile = \"65536\"\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"limit_nofile"}},
 		{"forward_signals SIGTERM", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nforward_signals = [\"SIGHUP\", \"SIGTERM\"]\n", []string{"daemon[0].forward_signals", "SIGTERM is not a signal sidecar-init forwards", "SIGHUP, SIGUSR1"}},
 		{"forward_signals unknown", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nforward_signals = [\"SIGHUPP\"]\n", []string{"daemon[0].forward_signals", `unknown signal name "SIGHUPP"`}},
@@ -415,7 +415,7 @@ func TestForwardSignals(t *testing.T) {
 }
 
 func TestLimitNofile(t *testing.T) {
-	for line, want := range map[string]uint64{"": 0, "limit_nofile = 65536": 65536, "limit_nofile = 64": 64} {
+	for line, want := range map[string]uint64{"": 0, "limit_nofile = 65536": 65536, "limit_nofile = 1024": 1024} {
 		cfg, err := Parse("t.toml", []byte(line+"\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n"))
 		if err != nil {
 			t.Errorf("%q: %v", line, err)
