@@ -472,7 +472,9 @@ func TestTooLongSocketPathStillStartsTheDaemons(t *testing.T) {
 
 // A signal the kernel refuses is an error, not "sent": sidecar-init run as nobody, its
 // daemon a setuid-root copy of the fake daemon that made itself root, which nobody may no
-// longer signal. Found by a review: the reply said "sent" and the exit status was 0.
+// longer signal. Found by a review: the reply said "sent" and the exit status was 0. And
+// when another process of its group (a worker that kept the user) takes the signal, the
+// answer says who got it and who did not.
 func TestSignalTheKernelRefusesIsAnError(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root: it makes a setuid-root copy of the fake daemon and runs sidecar-init as nobody")
@@ -504,46 +506,67 @@ func TestSignalTheKernelRefusesIsAnError(t *testing.T) {
 	}
 	fakeRoot := copyTo(exe, "fake", 0o755|os.ModeSetuid)
 	initBin := copyTo(binary, "sidecar-init", 0o755)
-	work := filepath.Join(open, "work") // nobody's: its socket, table and record
-	err = os.Mkdir(work, 0o755)
-	if err == nil {
-		err = os.Chown(work, 65534, 65534)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	record, socket := filepath.Join(work, "record"), filepath.Join(work, "control.sock")
-	table := strings.Replace(daemonTOML(t, record, "rooty", "1s", "-setuid-root"), strconv.Quote(exe), strconv.Quote(fakeRoot), 1)
-	if err := os.WriteFile(filepath.Join(open, "daemons.toml"), []byte(table), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Pdeathsig: syscall.SIGKILL}
-	p := &initProc{t: t, record: record, done: make(chan struct{}), stderrPath: filepath.Join(t.TempDir(), "stderr")}
-	stderr, err := os.Create(p.stderrPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = stderr.Close() }()
-	p.cmd = exec.Command(initBin, "--config", filepath.Join(open, "daemons.toml"))
-	p.cmd.Env = []string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
-	p.cmd.Stderr, p.cmd.SysProcAttr = stderr, nobody
-	if err := p.launch(); err != nil {
-		t.Fatal(err)
-	}
-	rec := p.waitRecord("rooty started pid=")
-	var rooty int
-	_, after, _ := strings.Cut(rec, "rooty started pid=") // waitRecord saw it
-	if _, err := fmt.Sscanf(after, "%d", &rooty); err != nil {
-		t.Fatalf("no pid in the record %q: %v", rec, err)
-	}
-	// Root now: neither sidecar-init, run as nobody, nor its SIGKILL at the test's end can
-	// end it; the test does, as root.
-	t.Cleanup(func() { _ = syscall.Kill(rooty, syscall.SIGKILL) })
-	cmd := exec.Command(initBin, "signal", "rooty", "USR1")
-	cmd.Env = []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody.Credential}
-	out, _ := cmd.CombinedOutput()
-	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "operation not permitted") {
-		t.Errorf("signal rooty USR1, refused by the kernel: exit %d, %q; want 1 and the reason", code, out)
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		started []string // in the record before the signal
+		says    []string
+		wants   []string // in the record after it
+	}{
+		{"alone in its group", []string{"-setuid-root"}, []string{"rooty setuid root"},
+			[]string{"could not send SIGUSR1", "operation not permitted"}, nil},
+		// The worker has its handlers before the signal, or it would die of it.
+		{"beside a worker that takes it", []string{"-setuid-root", "-grandchild"}, []string{"rooty setuid root", "rooty.grandchild started"},
+			[]string{"SIGUSR1 reached the other processes in its process group", "not the daemon itself", "operation not permitted"},
+			[]string{"rooty.grandchild signal SIGUSR1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			work := filepath.Join(open, strings.ReplaceAll(tc.name, " ", "-")) // nobody's: socket, table, record
+			err := os.Mkdir(work, 0o755)
+			if err == nil {
+				err = os.Chown(work, 65534, 65534)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			record, socket := filepath.Join(work, "record"), filepath.Join(work, "control.sock")
+			table := strings.Replace(daemonTOML(t, record, "rooty", "1s", tc.args...), strconv.Quote(exe), strconv.Quote(fakeRoot), 1)
+			if err := os.WriteFile(filepath.Join(work, "daemons.toml"), []byte(table), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+			p := &initProc{t: t, record: record, done: make(chan struct{}), stderrPath: filepath.Join(t.TempDir(), "stderr")}
+			stderr, err := os.Create(p.stderrPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = stderr.Close() }()
+			p.cmd = exec.Command(initBin, "--config", filepath.Join(work, "daemons.toml"))
+			p.cmd.Env = []string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
+			// As PID 1 of its own namespace: the daemon turns root, and neither sidecar-init
+			// (nobody) nor the test's SIGKILL of it could end it otherwise; the end of PID 1
+			// ends the namespace, the test's own end included (Pdeathsig).
+			p.cmd.Stderr = stderr
+			p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody, Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWPID}
+			if err := p.launch(); err != nil {
+				t.Fatal(err)
+			}
+			p.waitRecord(tc.started...)
+			cmd := exec.Command(initBin, "signal", "rooty", "USR1")
+			cmd.Env = []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+			out, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != 1 {
+				t.Errorf("signal rooty USR1, refused by the kernel for the daemon: exit %d, %q; want 1", code, out)
+			}
+			for _, want := range tc.says {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("signal rooty USR1 said %q, want %q in it", out, want)
+				}
+			}
+			if len(tc.wants) > 0 {
+				p.waitRecord(tc.wants...)
+			}
+		})
 	}
 }

@@ -72,16 +72,11 @@ func run(args []string) int {
 	fs.StringVar(&o.touch, "touch", "", "create this file (after -ready-after)")
 	fs.DurationVar(&o.readyAfter, "ready-after", 0, "wait this long before -listen and -touch")
 	fs.BoolVar(&o.catchAll, "catch-all", false, "record every signal that may reach it, not only the usual ones")
-	fs.BoolVar(&o.setuidRoot, "setuid-root", false, "setuid(0) first (a setuid-root copy run by another user: one it may no longer signal)")
+	fs.BoolVar(&o.setuidRoot, "setuid-root", false, "setuid(0) once its children have started (a setuid-root copy run by another user: one it may no longer signal)")
 	if err := fs.Parse(args); err != nil {
 		return 64
 	}
-	if o.setuidRoot {
-		if err := syscall.Setuid(0); err != nil {
-			record(o, "setuid: "+err.Error())
-			return 70
-		}
-	}
+
 	signals := make(chan os.Signal, 128)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	if o.catchAll {
@@ -105,6 +100,14 @@ func run(args []string) int {
 		record(o, fmt.Sprintf("orphans %d", o.orphans))
 	}
 
+	if o.setuidRoot {
+		// After the children start: they keep the user that ran it, as a worker would.
+		if err := syscall.Setuid(0); err != nil {
+			record(o, "setuid: "+err.Error())
+			return 70
+		}
+		record(o, "setuid root")
+	}
 	if o.listen != "" || o.touch != "" {
 		go becomeReady(o)
 	}

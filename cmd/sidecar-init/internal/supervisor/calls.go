@@ -113,17 +113,53 @@ func (s *Supervisor) signalByOperator(d *daemon, name string) control.Response {
 	if !d.live() {
 		return control.Response{Error: fmt.Sprintf("%s has no process to signal (it is %s)", d.cfg.Name, d.machine.Current())}
 	}
-	delivered, leftGroup, err := s.sendToGroup(d, sig)
-	switch {
-	case err != nil:
-		return control.Response{Error: fmt.Sprintf("%s: could not send %s: %v", d.cfg.Name, procs.SignalName(sig), err)}
-	case !delivered:
-		return control.Response{Error: fmt.Sprintf("%s: nobody left in its process group (pgid %d); it is being reaped", d.cfg.Name, d.pid)}
-	case leftGroup:
-		return control.Response{OK: true, Message: fmt.Sprintf("%s: %s sent to pid %d, which left its process group, and to what is left in that group (pgid %d)",
-			d.cfg.Name, procs.SignalName(sig), d.pid, d.pid)}
+	return s.sendForOperator(d, sig)
+}
+
+// sendForOperator sends sig to the daemon's process group, and at its pid if it left that
+// group, and tells the operator who got it. The request names the daemon: it is answered
+// OK only if the daemon itself got the signal, and a partial delivery says who did, so a
+// retry is a choice made knowing it reaches some processes twice. (A group signal
+// succeeds if any one member takes it: the daemon itself may refuse, a setuid program
+// that made itself root under a sidecar-init run as another user.)
+func (s *Supervisor) sendForOperator(d *daemon, sig syscall.Signal) control.Response {
+	name, pgid := procs.SignalName(sig), d.pid
+	groupTook, groupErr := procs.SignalGroup(pgid, sig)
+	left := false
+	if now, err := syscall.Getpgid(d.pid); err == nil && now != pgid {
+		left = true
 	}
-	return control.Response{OK: true, Message: fmt.Sprintf("%s: %s sent to its process group (pgid %d)", d.cfg.Name, procs.SignalName(sig), d.pid)}
+	var daemonErr error
+	switch {
+	case left:
+		daemonErr = syscall.Kill(d.pid, sig)
+	case groupTook:
+		daemonErr = syscall.Kill(d.pid, 0) // did the daemon itself take it?
+	case groupErr != nil:
+		daemonErr = groupErr
+	default:
+		return control.Response{Error: fmt.Sprintf("%s: nobody left in its process group (pgid %d); it is being reaped", d.cfg.Name, pgid)}
+	}
+	others := "the other processes in its process group"
+	if left {
+		others = "what is left in the process group it left"
+	}
+	switch {
+	case daemonErr != nil && groupTook:
+		s.log.Warn("operator's signal reached the daemon's process group, not the daemon", zlog.String("daemon", d.cfg.Name),
+			zlog.String("signal", name), zlog.Int("pid", d.pid), zlog.Error(daemonErr))
+		return control.Response{Error: fmt.Sprintf("%s: %s reached %s (pgid %d), not the daemon itself (pid %d): %v", d.cfg.Name, name, others, pgid, d.pid, daemonErr)}
+	case daemonErr != nil:
+		s.log.Warn("operator's signal not sent", zlog.String("daemon", d.cfg.Name), zlog.String("signal", name), zlog.Error(daemonErr))
+		return control.Response{Error: fmt.Sprintf("%s: could not send %s: %v", d.cfg.Name, name, daemonErr)}
+	case left && groupErr != nil:
+		return control.Response{OK: true, Message: fmt.Sprintf("%s: %s sent to pid %d, which left its process group; not to %s (pgid %d): %v", d.cfg.Name, name, d.pid, others, pgid, groupErr)}
+	case left && groupTook:
+		return control.Response{OK: true, Message: fmt.Sprintf("%s: %s sent to pid %d, which left its process group, and to %s (pgid %d)", d.cfg.Name, name, d.pid, others, pgid)}
+	case left:
+		return control.Response{OK: true, Message: fmt.Sprintf("%s: %s sent to pid %d, which left its process group (pgid %d, now empty)", d.cfg.Name, name, d.pid, pgid)}
+	}
+	return control.Response{OK: true, Message: fmt.Sprintf("%s: %s sent to its process group (pgid %d)", d.cfg.Name, name, pgid)}
 }
 
 // hold takes a daemon that has no process (pending, in backoff, exited or given up) to

@@ -556,25 +556,14 @@ func (s *Supervisor) forward(sig syscall.Signal) {
 
 // signalGroup signals the daemon's current process group and says whether anyone was in it.
 func (s *Supervisor) signalGroup(d *daemon, sig syscall.Signal) bool {
-	delivered, _, err := s.sendToGroup(d, sig)
-	return delivered || err != nil
-}
-
-// sendToGroup signals the daemon's current process group, and the daemon at its pid if it
-// left that group; it says whether the signal reached anyone, whether the daemon had left
-// its group, and why it could not be sent (logged).
-func (s *Supervisor) sendToGroup(d *daemon, sig syscall.Signal) (delivered, leftGroup bool, err error) {
-	delivered, err = procs.SignalGroup(d.pid, sig)
+	delivered, err := procs.SignalGroup(d.pid, sig)
 	if d.live() {
 		// A daemon that moved itself to another group (setpgid) is not reached by its own
 		// group's signal, whether or not others are still in that group: it still gets its
 		// signal, at its pid. (Unreaped, its pid cannot have been reused.)
 		if pgid, perr := syscall.Getpgid(d.pid); perr == nil && pgid != d.pid {
-			leftGroup = true
-			if kerr := syscall.Kill(d.pid, sig); kerr == nil {
+			if syscall.Kill(d.pid, sig) == nil {
 				delivered = true
-			} else if err == nil {
-				err = kerr
 			}
 			if ce := s.log.Check(zapcore.DebugLevel, "daemon left its process group; signalled at its pid"); ce != nil {
 				ce.Write(zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", pgid), zlog.String("signal", procs.SignalName(sig)))
@@ -591,7 +580,7 @@ func (s *Supervisor) sendToGroup(d *daemon, sig syscall.Signal) (delivered, left
 		}
 	}
 	// EPERM would mean someone is there that we may not signal: not empty.
-	return delivered, leftGroup, err
+	return delivered || err != nil
 }
 
 // settle fires the supervisor's "nothing left" events once their condition holds.
