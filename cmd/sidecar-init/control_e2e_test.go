@@ -510,15 +510,21 @@ func TestSignalTheKernelRefusesIsAnError(t *testing.T) {
 		name    string
 		args    []string
 		started []string // in the record before the signal
+		signal  string
+		code    int
 		says    []string
 		wants   []string // in the record after it
 	}{
-		{"alone in its group", []string{"-setuid-root"}, []string{"rooty setuid root"},
+		{"alone in its group", []string{"-setuid-root"}, []string{"rooty setuid root"}, "USR1", 1,
 			[]string{"could not send SIGUSR1", "operation not permitted"}, nil},
 		// The worker has its handlers before the signal, or it would die of it.
-		{"beside a worker that takes it", []string{"-setuid-root", "-grandchild"}, []string{"rooty setuid root", "rooty.grandchild started"},
+		{"beside a worker that takes it", []string{"-setuid-root", "-grandchild"}, []string{"rooty setuid root", "rooty.grandchild started"}, "USR1", 1,
 			[]string{"SIGUSR1 reached the other processes in its process group", "not the daemon itself", "operation not permitted"},
 			[]string{"rooty.grandchild signal SIGUSR1"}},
+		// The kernel lets a SIGCONT through within a session, whatever the user (a review
+		// found it answered as refused).
+		{"SIGCONT within the session", []string{"-setuid-root", "-catch-all"}, []string{"rooty setuid root"}, "CONT", 0,
+			[]string{"rooty: SIGCONT sent to its process group"}, []string{"rooty signal SIGCONT"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			work := filepath.Join(open, strings.ReplaceAll(tc.name, " ", "-")) // nobody's: socket, table, record
@@ -552,16 +558,16 @@ func TestSignalTheKernelRefusesIsAnError(t *testing.T) {
 				t.Fatal(err)
 			}
 			p.waitRecord(tc.started...)
-			cmd := exec.Command(initBin, "signal", "rooty", "USR1")
+			cmd := exec.Command(initBin, "signal", "rooty", tc.signal)
 			cmd.Env = []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
 			out, _ := cmd.CombinedOutput()
-			if code := cmd.ProcessState.ExitCode(); code != 1 {
-				t.Errorf("signal rooty USR1, refused by the kernel for the daemon: exit %d, %q; want 1", code, out)
+			if code := cmd.ProcessState.ExitCode(); code != tc.code {
+				t.Errorf("signal rooty %s: exit %d, %q; want %d", tc.signal, code, out, tc.code)
 			}
 			for _, want := range tc.says {
 				if !strings.Contains(string(out), want) {
-					t.Errorf("signal rooty USR1 said %q, want %q in it", out, want)
+					t.Errorf("signal rooty %s said %q, want %q in it", tc.signal, out, want)
 				}
 			}
 			if len(tc.wants) > 0 {

@@ -1,12 +1,14 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/sys/unix"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
@@ -135,6 +137,11 @@ func (s *Supervisor) sendForOperator(d *daemon, sig syscall.Signal) control.Resp
 		daemonErr = syscall.Kill(d.pid, sig)
 	case groupTook:
 		daemonErr = syscall.Kill(d.pid, 0) // did the daemon itself take it?
+		if errors.Is(daemonErr, syscall.EPERM) && sig == syscall.SIGCONT && sameSession(d.pid) {
+			// The kernel lets SIGCONT through to any process of the sender's session,
+			// whatever its user; kill(pid, 0) has no such exception.
+			daemonErr = nil
+		}
 	case groupErr != nil:
 		daemonErr = groupErr
 	default:
@@ -160,6 +167,14 @@ func (s *Supervisor) sendForOperator(d *daemon, sig syscall.Signal) control.Resp
 		return control.Response{OK: true, Message: fmt.Sprintf("%s: %s sent to pid %d, which left its process group (pgid %d, now empty)", d.cfg.Name, name, d.pid, pgid)}
 	}
 	return control.Response{OK: true, Message: fmt.Sprintf("%s: %s sent to its process group (pgid %d)", d.cfg.Name, name, pgid)}
+}
+
+// sameSession says pid is in this process's session (daemons are spawned with setpgid,
+// never setsid, so a daemon that did not leave it is).
+func sameSession(pid int) bool {
+	theirs, err := unix.Getsid(pid)
+	ours, _ := unix.Getsid(0)
+	return err == nil && theirs == ours
 }
 
 // hold takes a daemon that has no process (pending, in backoff, exited or given up) to
