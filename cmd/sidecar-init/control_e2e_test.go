@@ -23,6 +23,39 @@ import (
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
 )
 
+// openDir is a temporary directory other users may enter (t.TempDir's parent is root's
+// only), removed at the test's end.
+func openDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sidecar-init-open-")
+	if err == nil {
+		t.Cleanup(func() { _ = os.RemoveAll(dir) })
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// copyForOthers copies the program at from into dir as name, with mode (setuid included),
+// so that other users may run it: the test binaries live where only root may.
+func copyForOthers(t *testing.T, dir, from, name string, mode os.FileMode) string {
+	t.Helper()
+	to := filepath.Join(dir, name)
+	data, err := os.ReadFile(from)
+	if err == nil {
+		err = os.WriteFile(to, data, 0o700)
+	}
+	if err == nil {
+		err = os.Chmod(to, mode) // past the umask; setuid only once written
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return to
+}
+
 // client runs `sidecar-init ARGS...` against socket and returns stdout, stderr, exit status.
 func client(t *testing.T, socket string, args ...string) (string, string, int) {
 	t.Helper()
@@ -110,22 +143,7 @@ func TestControlCLIAndNotifications(t *testing.T) {
 	if os.Getuid() == 0 {
 		// Not root: told that the socket is root's, not that nobody listens. (A copy of the
 		// binary that nobody may run: the test's own lives in a directory only root reads.)
-		open, err := os.MkdirTemp("", "sidecar-init-nobody-") // t.TempDir's parent is root's only
-		if err == nil {
-			t.Cleanup(func() { _ = os.RemoveAll(open) })
-			err = os.Chmod(open, 0o755)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		exe, err := os.ReadFile(binary)
-		if err == nil {
-			err = os.WriteFile(filepath.Join(open, "sidecar-init"), exe, 0o755)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(filepath.Join(open, "sidecar-init"), "status")
+		cmd := exec.Command(copyForOthers(t, openDir(t), binary, "sidecar-init", 0o755), "status")
 		cmd.Env = []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		out, err := cmd.CombinedOutput()
@@ -479,33 +497,13 @@ func TestSignalTheKernelRefusesIsAnError(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root: it makes a setuid-root copy of the fake daemon and runs sidecar-init as nobody")
 	}
-	open, err := os.MkdirTemp("", "sidecar-init-signal-") // t.TempDir's parent is root's only
-	if err == nil {
-		t.Cleanup(func() { _ = os.RemoveAll(open) })
-		err = os.Chmod(open, 0o755)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	copyTo := func(from, to string, mode os.FileMode) string {
-		data, err := os.ReadFile(from)
-		if err == nil {
-			err = os.WriteFile(filepath.Join(open, to), data, 0o700)
-		}
-		if err == nil {
-			err = os.Chmod(filepath.Join(open, to), mode) // past the umask; setuid after the write
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return filepath.Join(open, to)
-	}
+	open := openDir(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	fakeRoot := copyTo(exe, "fake", 0o755|os.ModeSetuid)
-	initBin := copyTo(binary, "sidecar-init", 0o755)
+	fakeRoot := copyForOthers(t, open, exe, "fake", 0o755|os.ModeSetuid)
+	initBin := copyForOthers(t, open, binary, "sidecar-init", 0o755)
 	for _, tc := range []struct {
 		name    string
 		args    []string
