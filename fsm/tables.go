@@ -2,28 +2,30 @@ package fsm
 
 // States and events of a daemon's machine.
 const (
-	DaemonPending     State = "pending"     // configured, not spawned yet (or waiting for its `after`)
-	DaemonStarting    State = "starting"    // spawned, its readiness probe has not passed yet
-	DaemonRunning     State = "running"     // spawned and ready
-	DaemonTerminating State = "terminating" // stop signal sent, grace timer armed
-	DaemonKilled      State = "killed"      // SIGKILL sent to its group
-	DaemonBackoff     State = "backoff"     // died; waiting for its restart timer
-	DaemonStopped     State = "stopped"     // held down by an operator's stop until a start
-	DaemonExited      State = "exited"      // reaped (or never started) and not restarting: done
-	DaemonGivenUp     State = "given_up"    // died too often in a row, each run shorter than backoff_reset: done
+	DaemonPending      State = "pending"      // configured, not spawned yet (or waiting for its `after`)
+	DaemonStarting     State = "starting"     // spawned, its readiness probe has not passed yet
+	DaemonRunning      State = "running"      // spawned and ready
+	DaemonUnresponsive State = "unresponsive" // failed its liveness probe: stop signal sent, grace timer armed; its death is a failure
+	DaemonTerminating  State = "terminating"  // stop signal sent, grace timer armed
+	DaemonKilled       State = "killed"       // SIGKILL sent to its group
+	DaemonBackoff      State = "backoff"      // died; waiting for its restart timer
+	DaemonStopped      State = "stopped"      // held down by an operator's stop until a start
+	DaemonExited       State = "exited"       // reaped (or never started) and not restarting: done
+	DaemonGivenUp      State = "given_up"     // died too often in a row, each run shorter than backoff_reset: done
 
-	DaemonSpawn       Event = "spawn"
-	DaemonSpawnFailed Event = "spawn_failed"
-	DaemonReady       Event = "ready"
-	DaemonExit        Event = "exit" // died on its own with status 0
-	DaemonFail        Event = "fail" // died on its own with a nonzero status or a signal
-	DaemonGiveUp      Event = "give_up"
-	DaemonStop        Event = "stop"
-	DaemonKill        Event = "kill"
-	DaemonDied        Event = "died" // reaped after a stop
-	DaemonCancel      Event = "cancel"
-	DaemonHold        Event = "hold"
-	DaemonStart       Event = "start"
+	DaemonSpawn          Event = "spawn"
+	DaemonSpawnFailed    Event = "spawn_failed"
+	DaemonReady          Event = "ready"
+	DaemonLivenessFailed Event = "liveness_failed"
+	DaemonExit           Event = "exit" // died on its own with status 0
+	DaemonFail           Event = "fail" // died on its own with a nonzero status or a signal
+	DaemonGiveUp         Event = "give_up"
+	DaemonStop           Event = "stop"
+	DaemonKill           Event = "kill"
+	DaemonDied           Event = "died" // reaped after a stop
+	DaemonCancel         Event = "cancel"
+	DaemonHold           Event = "hold"
+	DaemonStart          Event = "start"
 )
 
 // RestartPolicy is a daemon's `restart` key.
@@ -79,16 +81,18 @@ func buildDaemonTable(p RestartPolicy) Table {
 				Driver: "the loop forked and exec'd the daemon into its own process group (at start-up once its `after` daemons are ready; when its restart timer fires and none of them is on its way back; on an operator's start or restart), never before what its earlier runs left in their groups has exited"},
 			{Event: DaemonReady, Src: []State{DaemonStarting}, Dst: DaemonRunning,
 				Driver: "its readiness probe passed (tcp, file or exec), or at once when it has none (a oneshot never fires ready: it stays starting until its exit with status 0, which makes it count as ready for `after` and health)"},
+			{Event: DaemonLivenessFailed, Src: []State{DaemonRunning}, Dst: DaemonUnresponsive,
+				Driver: "its liveness probe failed liveness_failures times in a row: the stop signal went to its process group and its grace timer is armed (SIGKILL when it runs out, with no transition); its death will be a failure"},
 			{Event: DaemonSpawnFailed, Src: []State{DaemonPending, DaemonBackoff}, Dst: afterDeath(p, true),
 				Driver: "exec failed (ENOENT → status 127, EACCES → 126): a failure", Note: policyNote},
 			{Event: DaemonExit, Src: []State{DaemonStarting, DaemonRunning}, Dst: afterDeath(p, false),
 				Driver: "SIGCHLD: reaped with status 0, no stop asked for (a oneshot: finished, ready for `after` and health, and no death for the crash policy)", Note: policyNote},
-			{Event: DaemonFail, Src: []State{DaemonStarting, DaemonRunning}, Dst: afterDeath(p, true),
-				Driver: "SIGCHLD: reaped with a nonzero status or killed by a signal, no stop asked for (also after SIGKILL for not being ready within ready_timeout)", Note: policyNote},
+			{Event: DaemonFail, Src: []State{DaemonStarting, DaemonRunning, DaemonUnresponsive}, Dst: afterDeath(p, true),
+				Driver: "SIGCHLD: reaped with a nonzero status or killed by a signal, no stop asked for (also after SIGKILL for not being ready within ready_timeout); from unresponsive, reaped with any status", Note: policyNote},
 			{Event: DaemonGiveUp, Src: []State{DaemonBackoff}, Dst: DaemonGivenUp,
 				Driver: "max_restarts restarts in a row died before backoff_reset: no more restarts"},
-			{Event: DaemonStop, Src: []State{DaemonStarting, DaemonRunning}, Dst: DaemonTerminating,
-				Driver: "shutdown, or an operator's stop or restart: the stop signal went to its process group and its grace timer is armed"},
+			{Event: DaemonStop, Src: []State{DaemonStarting, DaemonRunning, DaemonUnresponsive}, Dst: DaemonTerminating,
+				Driver: "shutdown, or an operator's stop or restart: the stop signal went to its process group and its grace timer is armed (from unresponsive, the stop under way and its grace stand: its death becomes an expected one)"},
 			{Event: DaemonKill, Src: []State{DaemonTerminating}, Dst: DaemonKilled,
 				Driver: "the grace timer fired, or a second stop signal arrived: SIGKILL to the group"},
 			{Event: DaemonDied, Src: []State{DaemonTerminating, DaemonKilled}, Dst: DaemonExited,

@@ -13,15 +13,16 @@ import (
 // policy sends a clean exit and a failure.
 func wantDaemon(clean, failure State) map[State]map[Event]State {
 	return map[State]map[Event]State{
-		DaemonPending:     {DaemonSpawn: DaemonStarting, DaemonSpawnFailed: failure, DaemonCancel: DaemonExited, DaemonHold: DaemonStopped},
-		DaemonStarting:    {DaemonReady: DaemonRunning, DaemonExit: clean, DaemonFail: failure, DaemonStop: DaemonTerminating},
-		DaemonRunning:     {DaemonExit: clean, DaemonFail: failure, DaemonStop: DaemonTerminating},
-		DaemonTerminating: {DaemonDied: DaemonExited, DaemonKill: DaemonKilled},
-		DaemonKilled:      {DaemonDied: DaemonExited},
-		DaemonBackoff:     {DaemonSpawn: DaemonStarting, DaemonSpawnFailed: failure, DaemonGiveUp: DaemonGivenUp, DaemonCancel: DaemonExited, DaemonHold: DaemonStopped, DaemonStart: DaemonPending},
-		DaemonStopped:     {DaemonStart: DaemonPending},
-		DaemonExited:      {DaemonHold: DaemonStopped, DaemonStart: DaemonPending},
-		DaemonGivenUp:     {DaemonHold: DaemonStopped, DaemonStart: DaemonPending},
+		DaemonPending:      {DaemonSpawn: DaemonStarting, DaemonSpawnFailed: failure, DaemonCancel: DaemonExited, DaemonHold: DaemonStopped},
+		DaemonStarting:     {DaemonReady: DaemonRunning, DaemonExit: clean, DaemonFail: failure, DaemonStop: DaemonTerminating},
+		DaemonRunning:      {DaemonExit: clean, DaemonFail: failure, DaemonStop: DaemonTerminating, DaemonLivenessFailed: DaemonUnresponsive},
+		DaemonUnresponsive: {DaemonFail: failure, DaemonStop: DaemonTerminating},
+		DaemonTerminating:  {DaemonDied: DaemonExited, DaemonKill: DaemonKilled},
+		DaemonKilled:       {DaemonDied: DaemonExited},
+		DaemonBackoff:      {DaemonSpawn: DaemonStarting, DaemonSpawnFailed: failure, DaemonGiveUp: DaemonGivenUp, DaemonCancel: DaemonExited, DaemonHold: DaemonStopped, DaemonStart: DaemonPending},
+		DaemonStopped:      {DaemonStart: DaemonPending},
+		DaemonExited:       {DaemonHold: DaemonStopped, DaemonStart: DaemonPending},
+		DaemonGivenUp:      {DaemonHold: DaemonStopped, DaemonStart: DaemonPending},
 	}
 }
 
