@@ -73,6 +73,13 @@ const (
 	StopReverse  = "reverse"
 )
 
+// Liveness defaults: an attempt every 10 s, each given 5 s, and 3 failures in a row.
+const (
+	DefaultLivenessInterval = 10 * time.Second
+	DefaultLivenessTimeout  = 5 * time.Second
+	DefaultLivenessFailures = 3
+)
+
 // DefaultReadyTimeout bounds how long a daemon may take to pass its readiness probe.
 const DefaultReadyTimeout = 30 * time.Second
 
@@ -135,6 +142,13 @@ type Daemon struct {
 	Ready Probe
 	// ReadyTimeout bounds the wait for Ready; for a oneshot, its run (0: no bound).
 	ReadyTimeout time.Duration
+	// Liveness is checked every LivenessInterval once the daemon is ready; an attempt not
+	// done within LivenessTimeout fails, and LivenessFailures failures in a row stop the
+	// daemon (stop signal, grace, SIGKILL), a death its restart policy treats as a failure.
+	Liveness         Probe
+	LivenessInterval time.Duration
+	LivenessTimeout  time.Duration
+	LivenessFailures int
 	// User is "name" or "uid:gid" to run as; empty: the supervisor's own user. Credential
 	// is what it resolved to (ResolveUsers).
 	User       string
@@ -204,8 +218,14 @@ type fileDaemon struct {
 	After        []string `toml:"after"`
 	Ready        *Probe   `toml:"ready"`
 	ReadyTimeout *string  `toml:"ready_timeout"`
-	User         *string  `toml:"user"`
-	Log          string   `toml:"log"`
+
+	Liveness         *Probe  `toml:"liveness"`
+	LivenessInterval *string `toml:"liveness_interval"`
+	LivenessTimeout  *string `toml:"liveness_timeout"`
+	LivenessFailures *int    `toml:"liveness_failures"`
+
+	User *string `toml:"user"`
+	Log  string  `toml:"log"`
 }
 
 // Error is a config problem: the file, the key (when one is to blame), the line (when the
@@ -458,7 +478,7 @@ func parse(source string, data []byte) (*Config, error) {
 				return nil, &Error{File: source, Key: key("grace"), Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
 			}
 		}
-		for _, parse := range []func(*Daemon) *Error{d.parseRestart, d.parseStart} {
+		for _, parse := range []func(*Daemon) *Error{d.parseRestart, d.parseStart, d.parseLiveness} {
 			if err := parse(&daemon); err != nil {
 				err.File, err.Key = source, key(err.Key)
 				return nil, err
@@ -480,6 +500,93 @@ func parse(source string, data []byte) (*Config, error) {
 }
 
 func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
+
+// checkProbe validates a ready or liveness probe (key says which).
+func checkProbe(name, key string, p Probe) *Error {
+	set := 0
+	for _, isSet := range []bool{p.TCP != "", p.File != "", len(p.Exec) > 0} {
+		if isSet {
+			set++
+		}
+	}
+	if set != 1 {
+		return &Error{Key: key, Msg: fmt.Sprintf("daemon %q: a probe is exactly one of tcp, file or exec (%s = { tcp = \"127.0.0.1:8888\" })", name, key)}
+	}
+	if p.TCP != "" {
+		if err := checkHostPort(p.TCP); err != nil {
+			return &Error{Key: key + ".tcp", Msg: fmt.Sprintf("daemon %q: %v", name, err)}
+		}
+	}
+	if p.File != "" && !strings.HasPrefix(p.File, "/") {
+		return &Error{Key: key + ".file", Msg: fmt.Sprintf("daemon %q: %q is not an absolute path", name, p.File)}
+	}
+	if len(p.Exec) > 0 && p.Exec[0] == "" {
+		return &Error{Key: key + ".exec", Msg: fmt.Sprintf("daemon %q: empty command", name)}
+	}
+	if i := slices.IndexFunc(p.Exec, hasNUL); i >= 0 {
+		return &Error{Key: key + ".exec", Msg: fmt.Sprintf("daemon %q: exec[%d] contains a NUL byte", name, i)}
+	}
+	if hasNUL(p.File) {
+		return &Error{Key: key + ".file", Msg: fmt.Sprintf("daemon %q: the path contains a NUL byte", name)}
+	}
+	return nil
+}
+
+// parseLiveness fills the liveness check: the probe, how often, how long an attempt may
+// take, and how many failures in a row make the daemon unresponsive.
+func (d fileDaemon) parseLiveness(daemon *Daemon) *Error {
+	if d.Liveness == nil {
+		// A tuning key without the probe is most likely a probe that went missing (a
+		// misspelt key is caught by the spelling check; a removed one is not): say so. In
+		// a fixed order, for a stable error.
+		for _, tuning := range []struct {
+			key string
+			set bool
+		}{{"liveness_interval", d.LivenessInterval != nil}, {"liveness_timeout", d.LivenessTimeout != nil},
+			{"liveness_failures", d.LivenessFailures != nil}} {
+			if tuning.set {
+				return &Error{Key: tuning.key, Msg: fmt.Sprintf("daemon %q: %s without a liveness probe (liveness = { exec = [...] }): nothing to tune", d.Name, tuning.key)}
+			}
+		}
+		return nil
+	}
+	daemon.LivenessInterval, daemon.LivenessTimeout, daemon.LivenessFailures =
+		DefaultLivenessInterval, DefaultLivenessTimeout, DefaultLivenessFailures
+	if d.Oneshot {
+		return &Error{Key: "liveness", Msg: fmt.Sprintf("daemon %q: a oneshot is a task that ends; it takes no liveness probe (ready_timeout bounds its run)", d.Name)}
+	}
+	if err := checkProbe(d.Name, "liveness", *d.Liveness); err != nil {
+		return err
+	}
+	daemon.Liveness = *d.Liveness
+	for _, f := range []struct {
+		key   string
+		value *string
+		into  *time.Duration
+	}{
+		{"liveness_interval", d.LivenessInterval, &daemon.LivenessInterval},
+		{"liveness_timeout", d.LivenessTimeout, &daemon.LivenessTimeout},
+	} {
+		if f.value == nil {
+			continue
+		}
+		v, err := parseGrace(*f.value)
+		if err == nil && v == 0 {
+			err = fmt.Errorf("%s must be positive", f.key)
+		}
+		if err != nil {
+			return &Error{Key: f.key, Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
+		}
+		*f.into = v
+	}
+	if d.LivenessFailures != nil {
+		if *d.LivenessFailures < 1 {
+			return &Error{Key: "liveness_failures", Msg: fmt.Sprintf("daemon %q: liveness_failures must be 1 or more, not %d", d.Name, *d.LivenessFailures)}
+		}
+		daemon.LivenessFailures = *d.LivenessFailures
+	}
+	return nil
+}
 
 // checkHostPort accepts host:port with a port a connection can be made to (1-65535), and
 // nothing a dial could never reach (a probe that can never pass is a start that fails at
@@ -788,34 +895,10 @@ func (d fileDaemon) parseStart(daemon *Daemon) *Error {
 		return &Error{Key: "ready", Msg: fmt.Sprintf("daemon %q: a oneshot is ready when it exits with status 0; it takes no probe (ready_timeout still bounds its run)", d.Name)}
 	}
 	if d.Ready != nil {
-		p := *d.Ready
-		set := 0
-		for _, isSet := range []bool{p.TCP != "", p.File != "", len(p.Exec) > 0} {
-			if isSet {
-				set++
-			}
+		if err := checkProbe(d.Name, "ready", *d.Ready); err != nil {
+			return err
 		}
-		if set != 1 {
-			return &Error{Key: "ready", Msg: fmt.Sprintf("daemon %q: a probe is exactly one of tcp, file or exec (ready = { tcp = \"127.0.0.1:8888\" })", d.Name)}
-		}
-		if p.TCP != "" {
-			if err := checkHostPort(p.TCP); err != nil {
-				return &Error{Key: "ready.tcp", Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
-			}
-		}
-		if p.File != "" && !strings.HasPrefix(p.File, "/") {
-			return &Error{Key: "ready.file", Msg: fmt.Sprintf("daemon %q: %q is not an absolute path", d.Name, p.File)}
-		}
-		if len(p.Exec) > 0 && p.Exec[0] == "" {
-			return &Error{Key: "ready.exec", Msg: fmt.Sprintf("daemon %q: empty command", d.Name)}
-		}
-		if i := slices.IndexFunc(p.Exec, hasNUL); i >= 0 {
-			return &Error{Key: "ready.exec", Msg: fmt.Sprintf("daemon %q: exec[%d] contains a NUL byte", d.Name, i)}
-		}
-		if hasNUL(p.File) {
-			return &Error{Key: "ready.file", Msg: fmt.Sprintf("daemon %q: the path contains a NUL byte", d.Name)}
-		}
-		daemon.Ready = p
+		daemon.Ready = *d.Ready
 	}
 	switch daemon.Log = d.Log; daemon.Log {
 	case "":

@@ -190,6 +190,15 @@ func TestParseErrors(t *testing.T) {
 		{"relative file probe", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { file = \"run/ok\" }\n", []string{"daemon[0].ready.file", "absolute"}},
 		{"unknown probe key", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { http = \"x\" }\n", []string{"key daemon[0].ready.http", "unknown key (known here: tcp, file, exec)"}},
 		{"bad ready_timeout", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready_timeout = \"0s\"\n", []string{"daemon[0].ready_timeout", "positive"}},
+		{"two liveness probes", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nliveness = { tcp = \"127.0.0.1:1\", exec = [\"/x\"] }\n", []string{"daemon[0].liveness", "exactly one", "liveness = {"}},
+		{"bad liveness tcp", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nliveness = { tcp = \"h:0\" }\n", []string{"daemon[0].liveness.tcp", "1-65535"}},
+		{"relative liveness file", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nliveness = { file = \"ok\" }\n", []string{"daemon[0].liveness.file", "absolute"}},
+		{"empty liveness exec", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nliveness = { exec = [\"\"] }\n", []string{"daemon[0].liveness.exec", "empty command"}},
+		{"liveness on a oneshot", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\noneshot = true\nliveness = { exec = [\"/bin/true\"] }\n", []string{"daemon[0].liveness", "oneshot"}},
+		{"zero liveness_interval", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nliveness = { exec = [\"/bin/true\"] }\nliveness_interval = \"0s\"\n", []string{"daemon[0].liveness_interval", "positive"}},
+		{"bad liveness_timeout", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nliveness = { exec = [\"/bin/true\"] }\nliveness_timeout = \"soon\"\n", []string{"daemon[0].liveness_timeout", "bad duration"}},
+		{"zero liveness_failures", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nliveness = { exec = [\"/bin/true\"] }\nliveness_failures = 0\n", []string{"daemon[0].liveness_failures", "1 or more"}},
+		{"liveness tuning without a probe", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nliveness_timeout = \"1s\"\nliveness_failures = 2\n", []string{"daemon[0].liveness_timeout", "without a liveness probe"}},
 		{"bad log mode", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nlog = \"syslog\"\n", []string{"daemon[0].log", "inherit, prefix or json"}},
 		{"bad stop_order", "stop_order = \"random\"\n", []string{"key stop_order", "reverse"}},
 		{"probe not a table", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = \"127.0.0.1:80\"\n", []string{"key daemon[0].ready", "type string; destination is a table"}},
@@ -287,6 +296,38 @@ ready = { exec = ["/bin/true"] }
 	}
 	if len(e.After) != 1 || e.After[0] != "pipelock" || e.Ready.String() != "exec /bin/true" || e.Log != "inherit" {
 		t.Errorf("egress = %+v", e)
+	}
+}
+
+func TestLivenessKeys(t *testing.T) {
+	cfg, err := Parse("t.toml", []byte(`
+[[daemon]]
+name = "egress"
+command = ["x"]
+liveness = { exec = ["/bin/probe", "--live"] }
+liveness_interval = "30s"
+liveness_timeout = "2s"
+liveness_failures = 5
+[[daemon]]
+name = "gate"
+command = ["y"]
+liveness = { tcp = "127.0.0.1:9418" }
+[[daemon]]
+name = "plain"
+command = ["z"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, g, p := cfg.Daemons[0], cfg.Daemons[1], cfg.Daemons[2]
+	if e.Liveness.String() != "exec /bin/probe --live" || e.LivenessInterval != 30*time.Second || e.LivenessTimeout != 2*time.Second || e.LivenessFailures != 5 {
+		t.Errorf("egress = %+v", e)
+	}
+	if g.Liveness.TCP != "127.0.0.1:9418" || g.LivenessInterval != DefaultLivenessInterval || g.LivenessTimeout != DefaultLivenessTimeout || g.LivenessFailures != DefaultLivenessFailures {
+		t.Errorf("gate (defaults) = %+v", g)
+	}
+	if p.Liveness.IsSet() || p.LivenessInterval != 0 || p.LivenessFailures != 0 {
+		t.Errorf("plain (no liveness) = %+v", p)
 	}
 }
 
