@@ -142,9 +142,14 @@ func runCheck(args []string, stdout io.Writer) error {
 			user = d.Credential.Name
 		}
 		program, err := procs.Preflight(procs.Spec{Argv: d.Command, Env: env, Dir: d.Dir, Credential: d.Credential})
-		if err == nil && len(d.Ready.Exec) > 0 {
-			if _, perr := procs.Preflight(procs.Spec{Argv: d.Ready.Exec, Env: env, Dir: d.Dir, Credential: d.Credential}); perr != nil {
-				err = fmt.Errorf("its ready probe: %w", perr)
+		for _, probe := range []struct {
+			key  string
+			argv []string
+		}{{"ready", d.Ready.Exec}, {"liveness", d.Liveness.Exec}} {
+			if err == nil && len(probe.argv) > 0 {
+				if _, perr := procs.Preflight(procs.Spec{Argv: probe.argv, Env: env, Dir: d.Dir, Credential: d.Credential}); perr != nil {
+					err = fmt.Errorf("its %s probe: %w", probe.key, perr)
+				}
 			}
 		}
 		result := "ok"

@@ -60,6 +60,7 @@ func TestCheck(t *testing.T) {
 		{"not executable", good + daemon("b", plain), nil, 1, "may not execute it: permission denied (status 126)"},
 		{"missing dir", good + daemon("b", "/bin/true", `dir = "/nonexistent"`), nil, 1, "dir /nonexistent: "},
 		{"exec probe missing", good + daemon("b", "/bin/true", `ready = { exec = ["/nonexistent/probe"] }`), nil, 1, "its ready probe: exec /nonexistent/probe"},
+		{"liveness probe missing", good + daemon("b", "/bin/true", `liveness = { exec = ["/nonexistent/alive"] }`), nil, 1, "its liveness probe: exec /nonexistent/alive"},
 		{"ready file's dir missing", `ready_file = "/nonexistent/ready"` + "\n" + good, nil, 1, "ready_file /nonexistent/ready: open the ready file's directory /nonexistent: no such file or directory"},
 		// The supervisor makes the control socket's directory and its parents at start: a
 		// ready file beside the socket (the README's layout) will be written. A review saw

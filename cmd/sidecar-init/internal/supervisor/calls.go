@@ -63,6 +63,12 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 			s.stopGroups(d, syscall.SIGTERM, now)
 			s.armTimer(now)
 			return control.Response{OK: true, Message: d.cfg.Name + ": stopped"}
+		case fsm.DaemonUnresponsive:
+			// Being stopped for failing its liveness probe: the operator's stop takes that
+			// stop over, so its death is an expected one and it stays down.
+			d.afterStop = afterStopHold
+			s.takeOverStop(d, "operator stop")
+			return control.Response{OK: true, Message: fmt.Sprintf("%s: already stopping (unresponsive); it stays stopped until `sidecar-init start %s`", d.cfg.Name, d.cfg.Name)}
 		case fsm.DaemonTerminating, fsm.DaemonKilled:
 			// An operator's restart under way (a shutdown refused the call above): the latest
 			// word wins, and it stays down once it has died.
@@ -79,6 +85,16 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 			s.stopDaemon(d, syscall.SIGTERM, now, "operator restart")
 			s.armTimer(now)
 			return control.Response{OK: true, Message: d.cfg.Name + ": stop signal sent; it starts again once it has exited"}
+		case fsm.DaemonUnresponsive:
+			// Being stopped for failing its liveness probe: the operator's start or restart
+			// takes that stop over and starts it once it has died, whatever its restart
+			// policy says.
+			d.afterStop = afterStopStartOnly
+			if req.Cmd == control.CmdRestart {
+				d.afterStop = afterStopStart
+			}
+			s.takeOverStop(d, "operator "+req.Cmd)
+			return control.Response{OK: true, Message: d.cfg.Name + ": already stopping (unresponsive); it starts again once it has exited"}
 		case fsm.DaemonTerminating, fsm.DaemonKilled:
 			// An operator's stop under way: the latest word wins. A start counts as one, as
 			// it would once the daemon had stopped; during a restart it changes nothing.

@@ -62,6 +62,15 @@ type daemon struct {
 	probeFor      int
 	// lastProbeErr is why the last attempt failed, for the ready_timeout line.
 	lastProbeErr error
+	// Liveness, once ready: the next attempt, the end of the one under way (its
+	// liveness_timeout), whether one is under way and its number (0: none to wait for; a
+	// result of another is stale), the failures in a row and the last one's error.
+	liveAt       time.Time
+	liveDeadline time.Time
+	liveProbing  bool
+	liveAttempt  uint64
+	liveFailures int
+	lastLiveErr  error
 	// awaitingStop: a reverse-order shutdown holds its stop until its dependents are gone.
 	awaitingStop bool
 	// walked marks it seen by the anyDependentLive call numbered so (Supervisor.walk).
@@ -179,7 +188,7 @@ func (d *daemon) live() bool {
 // liveState: a daemon in this state has a process that has not been reaped.
 func liveState(state fsm.State) bool {
 	switch state {
-	case fsm.DaemonStarting, fsm.DaemonRunning, fsm.DaemonTerminating, fsm.DaemonKilled:
+	case fsm.DaemonStarting, fsm.DaemonRunning, fsm.DaemonUnresponsive, fsm.DaemonTerminating, fsm.DaemonKilled:
 		return true
 	}
 	return false
@@ -408,9 +417,12 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 		d.lastExit = fmt.Sprintf("status %d", e.Code())
 	}
 	s.stopProbing(d) // its probes probe an incarnation that is gone
-	if state := d.machine.Current(); state == fsm.DaemonRunning || state == fsm.DaemonStarting {
+	if state := d.machine.Current(); state == fsm.DaemonRunning || state == fsm.DaemonStarting || state == fsm.DaemonUnresponsive {
 		event, level, det := fsm.DaemonExit, zapcore.InfoLevel, detail{exit: &e}
 		switch {
+		case state == fsm.DaemonUnresponsive:
+			// Stopped for failing its liveness probe: a failure, whatever its status.
+			event, level, det.reason = fsm.DaemonFail, zapcore.WarnLevel, "stopped as unresponsive"
 		case e.Code() != 0:
 			event, level = fsm.DaemonFail, zapcore.WarnLevel
 		case d.cfg.Oneshot:

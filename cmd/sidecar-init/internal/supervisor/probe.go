@@ -24,18 +24,25 @@ const (
 	probeDialTimeout   = time.Second
 )
 
-// probeResult is the outcome of one probe attempt for the daemon incarnation with pid.
+// probeResult is the outcome of one probe attempt for the daemon incarnation with pid. A
+// liveness attempt carries its number (attempt), which tells it from an earlier one given
+// up at its liveness_timeout.
 type probeResult struct {
-	d   *daemon
-	pid int
-	ok  bool
-	err error
+	d        *daemon
+	pid      int
+	ok       bool
+	err      error
+	liveness bool
+	attempt  uint64
 }
 
-// execProbe is a running exec probe: its daemon, and the incarnation (pid) it probes.
+// execProbe is a running exec probe: its daemon, the incarnation (pid) it probes, and for
+// a liveness probe its attempt.
 type execProbe struct {
-	d      *daemon
-	forPid int
+	d        *daemon
+	forPid   int
+	liveness bool
+	attempt  uint64
 }
 
 // depSettled: the dependency is not on its way back; it is ready (running), done for good
@@ -116,7 +123,13 @@ func (s *Supervisor) beginStarting(d *daemon, now time.Time) {
 func (s *Supervisor) probe(d *daemon, now time.Time) {
 	d.probing = true
 	d.probeFor = d.pid
-	probe := d.cfg.Ready
+	s.attempt(d, d.cfg.Ready, probeResult{d: d, pid: d.pid}, probeDialTimeout, now)
+}
+
+// attempt runs one attempt of probe for d's live run; r says which (readiness, or a
+// liveness attempt) and comes back with the outcome on probeResults, or from the exec
+// probe's reap.
+func (s *Supervisor) attempt(d *daemon, probe config.Probe, r probeResult, dialTimeout time.Duration, now time.Time) {
 	if len(probe.Exec) > 0 {
 		// As the daemon runs: its user, environment and directory.
 		spec := procs.Spec{Argv: probe.Exec, Env: d.env, Dir: d.cfg.Dir, Credential: d.cfg.Credential}
@@ -126,23 +139,27 @@ func (s *Supervisor) probe(d *daemon, now time.Time) {
 		pid, err := procs.Spawn(spec, s.opts.Stdin)
 		afterSpawn()
 		if err != nil {
-			if d.lastProbeErr == nil || d.lastProbeErr.Error() != err.Error() {
-				// Not a "not ready yet": the probe itself cannot run, and every retry will
-				// say the same until ready_timeout; once, where the operator looks.
-				s.log.Warn("readiness probe cannot be executed; the daemon cannot become ready",
-					zlog.String("daemon", d.cfg.Name), zlog.Error(err))
+			last, msg := d.lastProbeErr, "readiness probe cannot be executed; the daemon cannot become ready"
+			if r.liveness {
+				last, msg = d.lastLiveErr, "liveness probe cannot be executed; each attempt fails, and the daemon will be stopped as unresponsive"
 			}
-			s.onProbeResult(probeResult{d: d, pid: d.pid, err: err}, now)
+			if last == nil || last.Error() != err.Error() {
+				// Not a "not ready yet": the probe itself cannot run, and every retry will
+				// say the same; once, where the operator looks.
+				s.log.Warn(msg, zlog.String("daemon", d.cfg.Name), zlog.Error(err))
+			}
+			r.err = err
+			s.onProbeResult(r, now)
 			return
 		}
 		s.forgetGroupID(pid) // the probe leads a group of that id now
-		s.execProbes[pid] = execProbe{d: d, forPid: d.pid}
+		s.execProbes[pid] = execProbe{d: d, forPid: r.pid, liveness: r.liveness, attempt: r.attempt}
 		return
 	}
 	go func(r probeResult) {
 		switch {
 		case probe.TCP != "":
-			conn, err := net.DialTimeout("tcp", probe.TCP, probeDialTimeout)
+			conn, err := net.DialTimeout("tcp", probe.TCP, dialTimeout)
 			if err == nil {
 				_ = conn.Close()
 			}
@@ -151,8 +168,8 @@ func (s *Supervisor) probe(d *daemon, now time.Time) {
 			_, err := os.Stat(probe.File)
 			r.ok, r.err = err == nil, err
 		}
-		s.probeResults <- r // buffered: one outstanding attempt per daemon
-	}(probeResult{d: d, pid: d.pid})
+		s.probeResults <- r // buffered: one outstanding attempt per daemon and kind
+	}(r)
 }
 
 // stopProbing ends the daemon's readiness checks: its incarnation died, ran out of
@@ -162,10 +179,11 @@ func (s *Supervisor) probe(d *daemon, now time.Time) {
 func (s *Supervisor) stopProbing(d *daemon) {
 	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
 	d.probing, d.probeFor = false, 0
+	d.liveAt, d.liveDeadline, d.liveProbing, d.liveAttempt = time.Time{}, time.Time{}, false, 0
 	for pid, probe := range s.execProbes {
 		if probe.d == d {
 			if _, err := procs.SignalGroup(pid, syscall.SIGKILL); err != nil {
-				s.log.Error("could not kill a readiness probe", zlog.String("daemon", d.cfg.Name), zlog.Error(err))
+				s.log.Error("could not kill a probe", zlog.String("daemon", d.cfg.Name), zlog.Error(err))
 			}
 		}
 	}
@@ -174,6 +192,10 @@ func (s *Supervisor) stopProbing(d *daemon) {
 // onProbeResult: ready, or another attempt after a longer wait. A result for an earlier
 // incarnation of the daemon, or for one no longer starting, is stale and dropped.
 func (s *Supervisor) onProbeResult(r probeResult, now time.Time) {
+	if r.liveness {
+		s.onLivenessResult(r, now)
+		return
+	}
 	d := r.d
 	if r.pid != d.probeFor {
 		return
@@ -202,6 +224,7 @@ func (s *Supervisor) becomeReady(d *daemon) {
 		reason = "probe passed: " + d.cfg.Ready.String()
 	}
 	s.fireDaemon(d, fsm.DaemonReady, zapcore.InfoLevel, detail{reason: reason})
+	s.startLiveness(d)
 }
 
 // notReadyInTime: the probe did not pass within ready_timeout. That is a failed start: the

@@ -81,6 +81,9 @@ func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 				continue
 			}
 			s.stopDaemon(d, sig, now, "shutdown")
+		case fsm.DaemonUnresponsive:
+			// Being stopped already: the shutdown takes that stop over, grace and all.
+			s.takeOverStop(d, "shutdown")
 		case fsm.DaemonTerminating, fsm.DaemonKilled:
 			// An operator's stop already under way: its grace stands.
 		}
@@ -196,6 +199,10 @@ func (s *Supervisor) killGroup(d *daemon, g *procGroup, reason string) {
 		switch {
 		case own && d.machine.Current() == fsm.DaemonTerminating:
 			s.fireDaemon(d, fsm.DaemonKill, zapcore.WarnLevel, detail{signal: "SIGKILL", reason: reason})
+		case own && d.machine.Current() == fsm.DaemonUnresponsive:
+			// No transition: it stays unresponsive until its reap, a failure.
+			s.log.Warn("unresponsive daemon did not exit within its grace: SIGKILL to its process group",
+				zlog.String("daemon", d.cfg.Name), zlog.Int("pid", d.pid), zlog.Duration("grace", d.cfg.Grace))
 		case own && live: // killed already; its reap is on the way
 		case !someoneLeft: // it emptied unseen (its last process moved out): nothing killed
 		case own:

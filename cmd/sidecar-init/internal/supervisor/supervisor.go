@@ -91,6 +91,9 @@ type Supervisor struct {
 	probeResults chan probeResult
 	// execProbes are the running exec probes, by pid.
 	execProbes map[int]execProbe
+	// liveAttempts numbers the liveness attempts, so that a late result is told from the
+	// current attempt's.
+	liveAttempts uint64
 	// allReady: every daemon that should run is ready, as last logged (and the ready file
 	// written); false again once one is not.
 	allReady bool
@@ -155,7 +158,7 @@ func New(opts Options) *Supervisor {
 		byPid:   make(map[int]*daemon, len(opts.Daemons)),
 		timer:   time.NewTimer(time.Hour),
 
-		probeResults: make(chan probeResult, len(opts.Daemons)),
+		probeResults: make(chan probeResult, 2*len(opts.Daemons)),
 		execProbes:   map[int]execProbe{},
 		unlabelled:   map[string]bool{},
 	}
@@ -383,6 +386,12 @@ func (s *Supervisor) onTimer(now time.Time) {
 			} else if due(d.probeAt) && !d.probing {
 				s.probe(d, now)
 			}
+		case fsm.DaemonRunning:
+			if due(d.liveDeadline) {
+				s.livenessTimedOut(d, now)
+			} else if due(d.liveAt) && !d.liveProbing {
+				s.livenessProbe(d, now)
+			}
 		}
 	}
 	s.armTimer(now)
@@ -410,6 +419,11 @@ func (s *Supervisor) armTimer(now time.Time) {
 			consider(d.readyDeadline)
 			if !d.probing {
 				consider(d.probeAt)
+			}
+		case fsm.DaemonRunning:
+			consider(d.liveDeadline)
+			if !d.liveProbing {
+				consider(d.liveAt)
 			}
 		}
 	}
@@ -452,11 +466,11 @@ func (s *Supervisor) onExit(e procs.Exit) {
 		// leader was reaped just now and the group still holds its pgid while anyone is in
 		// it, so this reaches only the probe's leftovers.
 		if delivered, _ := procs.SignalGroup(e.Pid, syscall.SIGKILL); delivered {
-			s.log.Info("killed processes a readiness probe left in its process group",
-				zlog.String("daemon", probe.d.cfg.Name), zlog.Int("pgid", e.Pid))
+			s.log.Info("killed processes a probe left in its process group",
+				zlog.String("daemon", probe.d.cfg.Name), zlog.Int("pgid", e.Pid), zlog.Bool("liveness", probe.liveness))
 		}
 		s.onProbeResult(probeResult{d: probe.d, pid: probe.forPid, ok: e.Code() == 0,
-			err: fmt.Errorf("exec probe exited with status %d", e.Code())}, time.Now())
+			err: fmt.Errorf("exec probe exited with status %d", e.Code()), liveness: probe.liveness, attempt: probe.attempt}, time.Now())
 		return
 	}
 	if !ok {

@@ -1,0 +1,110 @@
+package supervisor
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
+	"github.com/claude-bottle/sidecar-init/fsm"
+	"github.com/claude-bottle/sidecar-init/procs"
+)
+
+// A liveness probe asks a ready daemon, every liveness_interval, whether it still does its
+// job: a readiness probe stops once the daemon is ready, so a guard that hangs while it
+// holds its port (a deadlocked proxy) would otherwise count as healthy for ever.
+// liveness_failures failures in a row make it unresponsive: it gets its stop signal and
+// grace, then SIGKILL, as Kubernetes does on a failed liveness probe, and its death goes
+// to its restart policy as a failure.
+
+// startLiveness arms the first liveness attempt of a daemon that just became ready.
+func (s *Supervisor) startLiveness(d *daemon) {
+	if !d.cfg.Liveness.IsSet() {
+		return
+	}
+	now := time.Now()
+	d.liveFailures, d.lastLiveErr = 0, nil
+	d.liveAt = now.Add(d.cfg.LivenessInterval)
+	s.armTimer(now)
+}
+
+// livenessProbe starts one liveness attempt, bounded by liveness_timeout.
+func (s *Supervisor) livenessProbe(d *daemon, now time.Time) {
+	s.liveAttempts++
+	d.liveAttempt, d.liveProbing = s.liveAttempts, true
+	d.liveAt, d.liveDeadline = time.Time{}, now.Add(d.cfg.LivenessTimeout)
+	s.attempt(d, d.cfg.Liveness, probeResult{d: d, pid: d.pid, liveness: true, attempt: d.liveAttempt}, d.cfg.LivenessTimeout, now)
+	s.armTimer(now)
+}
+
+// onLivenessResult counts a liveness attempt's outcome. One for an attempt given up at its
+// timeout, for an earlier run, or for a daemon no longer running is stale and dropped.
+func (s *Supervisor) onLivenessResult(r probeResult, now time.Time) {
+	d := r.d
+	if !d.liveProbing || r.attempt != d.liveAttempt {
+		return
+	}
+	d.liveProbing, d.liveDeadline = false, time.Time{}
+	if d.machine.Current() != fsm.DaemonRunning || r.pid != d.pid {
+		return
+	}
+	if !r.ok {
+		s.livenessFailed(d, r.err, now)
+		return
+	}
+	if d.liveFailures > 0 {
+		s.log.Info("liveness probe passed again", zlog.String("daemon", d.cfg.Name),
+			zlog.String("probe", d.cfg.Liveness.String()), zlog.Int("failures_before", d.liveFailures))
+	}
+	d.liveFailures, d.lastLiveErr = 0, nil
+	d.liveAt = now.Add(d.cfg.LivenessInterval)
+	s.armTimer(now)
+}
+
+// livenessTimedOut gives up the attempt under way at its liveness_timeout: a failure. An
+// exec probe still running is SIGKILLed (its reap is then stale); a dial or a stat still
+// blocked reports later, stale too.
+func (s *Supervisor) livenessTimedOut(d *daemon, now time.Time) {
+	for pid, probe := range s.execProbes {
+		if probe.d == d && probe.liveness {
+			if _, err := procs.SignalGroup(pid, syscall.SIGKILL); err != nil {
+				s.log.Error("could not kill a liveness probe", zlog.String("daemon", d.cfg.Name), zlog.Error(err))
+			}
+		}
+	}
+	d.liveProbing, d.liveAttempt, d.liveDeadline = false, 0, time.Time{}
+	s.livenessFailed(d, fmt.Errorf("no answer within liveness_timeout %v", d.cfg.LivenessTimeout), now)
+}
+
+// livenessFailed counts a failed attempt: the next one after liveness_interval, or, at
+// liveness_failures in a row, the daemon is unresponsive and is stopped.
+func (s *Supervisor) livenessFailed(d *daemon, err error, now time.Time) {
+	d.liveFailures++
+	d.lastLiveErr = err
+	s.log.Warn("liveness probe failed", zlog.String("daemon", d.cfg.Name), zlog.String("probe", d.cfg.Liveness.String()),
+		zlog.Int("failures", d.liveFailures), zlog.Int("liveness_failures", d.cfg.LivenessFailures), zlog.Error(err))
+	if d.liveFailures < d.cfg.LivenessFailures {
+		d.liveAt = now.Add(d.cfg.LivenessInterval)
+		s.armTimer(now)
+		return
+	}
+	reason := fmt.Sprintf("liveness probe failed %d times in a row (%s): %v", d.liveFailures, d.cfg.Liveness.String(), err)
+	s.stopProbing(d)
+	stop := stopSignalOf(d, syscall.SIGTERM)
+	s.sendStop(d, d.pid, stop)
+	if g := d.group(d.pid); g != nil {
+		g.deadline, g.killedAt = s.graceEnd(d, now), time.Time{}
+	}
+	s.fireDaemon(d, fsm.DaemonLivenessFailed, zapcore.ErrorLevel, detail{signal: procs.SignalName(stop), reason: reason})
+	s.armTimer(now)
+}
+
+// takeOverStop: a shutdown or an operator stops a daemon already being stopped as
+// unresponsive. Its stop signal went out and its grace stands; its death becomes an
+// expected one (died, not fail), so the restart policy is not asked.
+func (s *Supervisor) takeOverStop(d *daemon, reason string) {
+	d.awaitingStop = false
+	s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, detail{reason: reason + " (its stop as unresponsive was under way: its grace stands)"})
+}

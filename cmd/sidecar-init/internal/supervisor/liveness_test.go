@@ -1,0 +1,238 @@
+package supervisor
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
+	"github.com/claude-bottle/sidecar-init/fsm"
+)
+
+// withLiveness gives d an exec liveness probe: sh -c script, attempted every 20 ms.
+func withLiveness(d config.Daemon, script string, failures int) config.Daemon {
+	d.Liveness = config.Probe{Exec: []string{"/bin/sh", "-c", script}}
+	d.LivenessInterval, d.LivenessTimeout, d.LivenessFailures = 20*time.Millisecond, testTimeout, failures
+	return d
+}
+
+// livenessFailures lists the "failures" field of each "liveness probe failed" line.
+func (h *harness) livenessFailures(daemon string) []int64 {
+	var out []int64
+	for _, e := range h.logs.FilterMessage("liveness probe failed").All() {
+		if m := e.ContextMap(); m["daemon"] == daemon {
+			out = append(out, m["failures"].(int64))
+		}
+	}
+	return out
+}
+
+// A daemon that stops answering its liveness probe is stopped (its stop signal, which it
+// takes), and its death goes to its restart policy as a failure, whatever its status: the
+// next run comes up and is checked again.
+func TestUnresponsiveDaemonIsStoppedAndRestarted(t *testing.T) {
+	h := newHarness(t)
+	hang := filepath.Join(t.TempDir(), "hang")
+	d := withLiveness(fake(t, h, "guard", testTimeout), "test ! -e "+hang, 3)
+	d.Restart, d.BackoffInitial, d.BackoffMax, d.BackoffReset = fsm.RestartOnFailure, 10*time.Millisecond, time.Second, time.Hour
+	h.run([]config.Daemon{d}, nil)
+	h.waitLog("guard", fsm.DaemonRunning)
+	if err := os.WriteFile(hang, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.waitLog("guard", fsm.DaemonUnresponsive)
+	if err := os.Remove(hang); err != nil {
+		t.Fatal(err)
+	}
+	h.waitTransitions("guard", "ready", 2)
+
+	failed, level, _ := h.transition("guard", "liveness_failed")
+	if level != zapcore.ErrorLevel || failed["from"] != "running" || failed["to"] != "unresponsive" || failed["signal"] != "SIGTERM" ||
+		!strings.Contains(failed["reason"].(string), "failed 3 times in a row") {
+		t.Fatalf("liveness_failed = %v at %v, want running → unresponsive, SIGTERM, at error", failed, level)
+	}
+	if got := h.livenessFailures("guard"); len(got) != 3 || got[0] != 1 || got[1] != 2 || got[2] != 3 {
+		t.Fatalf("failures counted %v, want 1, 2, 3", got)
+	}
+	fail, _, _ := h.transition("guard", "fail")
+	if fail["from"] != "unresponsive" || fail["to"] != "backoff" || fail["exit_code"] != int64(0) {
+		t.Fatalf("fail = %v, want unresponsive → backoff with the stop's status 0: a failure whatever the status", fail)
+	}
+	h.waitRecord("guard signal SIGTERM", "guard exit 0")
+	if died := h.transitions("guard", "died"); len(died) != 0 {
+		t.Fatalf("the liveness stop's death was taken as an expected one: %v", died)
+	}
+	h.stopAndWant(0)
+}
+
+// A daemon that ignores the stop signal is SIGKILLed at the end of its grace, with no
+// transition in between: its death is still the failure. Under restart = "never" it stays
+// down, health says why, and with nothing else to supervise the supervisor exits with its
+// status.
+func TestUnresponsiveDaemonIgnoringItsStopIsKilled(t *testing.T) {
+	h := newHarness(t)
+	d := withLiveness(fake(t, h, "guard", 200*time.Millisecond, "-ignore-stop"), "exit 1", 2)
+	h.run([]config.Daemon{d}, nil)
+	h.waitLog("guard", fsm.DaemonUnresponsive)
+	if r := h.call(control.CmdHealth, ""); r.OK || !strings.Contains(r.Error, "guard (unresponsive)") {
+		t.Fatalf("health while unresponsive = %+v, want not ready naming it", r)
+	}
+	if code := h.exitCode(); code != 137 {
+		t.Fatalf("exit code %d, want the SIGKILL's 137\n%s", code, h.dumpLogs())
+	}
+	h.waitRecord("guard signal SIGTERM")
+	if h.logs.FilterMessage("unresponsive daemon did not exit within its grace: SIGKILL to its process group").Len() != 1 {
+		t.Fatalf("the SIGKILL was not logged:\n%s", h.dumpLogs())
+	}
+	fail, _, _ := h.transition("guard", "fail")
+	if fail["from"] != "unresponsive" || fail["to"] != "exited" || fail["signal"] != "SIGKILL" {
+		t.Fatalf("fail = %v, want unresponsive → exited by SIGKILL", fail)
+	}
+	if _, _, ok := h.transition("guard", "kill"); ok {
+		t.Fatal("a kill transition: the liveness stop's SIGKILL is no operator's or shutdown's kill")
+	}
+}
+
+// Failures that do not reach liveness_failures in a row are forgiven by a pass.
+func TestLivenessPassResetsTheCount(t *testing.T) {
+	h := newHarness(t)
+	count := filepath.Join(t.TempDir(), "count")
+	// Attempts 1, 2, 4 and 5 fail, 3 and 6 on pass: never 3 failures in a row.
+	script := "n=$(cat " + count + " 2>/dev/null || echo 0); n=$((n+1)); echo $n > " + count + "; [ $((n % 3)) -eq 0 ]"
+	h.run([]config.Daemon{withLiveness(fake(t, h, "guard", time.Second), script, 3)}, nil)
+	deadline := time.Now().Add(testTimeout)
+	for h.logs.FilterMessage("liveness probe passed again").Len() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("never passed again twice:\n%s", h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h.hasTransition("guard", fsm.DaemonUnresponsive) {
+		t.Fatalf("two failures in a row made it unresponsive:\n%s", h.dumpLogs())
+	}
+	if got := h.livenessFailures("guard"); len(got) < 4 || got[0] != 1 || got[1] != 2 || got[2] != 1 || got[3] != 2 {
+		t.Fatalf("failures counted %v, want 1, 2, 1, 2: a pass starts the count again", got)
+	}
+	again := h.logs.FilterMessage("liveness probe passed again").All()[0].ContextMap()
+	if again["failures_before"] != int64(2) {
+		t.Fatalf("passed again = %v, want failures_before 2", again)
+	}
+	h.stopAndWant(0)
+}
+
+// An attempt that hangs fails at liveness_timeout, and its process group is SIGKILLed then,
+// not only once the daemon is stopped: here the next attempt passes and the daemon runs on.
+func TestHangingLivenessProbeTimesOut(t *testing.T) {
+	h := newHarness(t)
+	pidFile := filepath.Join(t.TempDir(), "probe")
+	d := withLiveness(fake(t, h, "guard", time.Second), "if [ -s "+pidFile+" ]; then exit 0; fi; echo $$ > "+pidFile+"; exec tail -f /dev/null", 2)
+	d.LivenessTimeout = 200 * time.Millisecond
+	h.run([]config.Daemon{d}, nil)
+	h.waitMessage("liveness probe passed again")
+	line := h.logs.FilterMessage("liveness probe failed").All()[0].ContextMap()
+	if !strings.Contains(line["error"].(string), "no answer within liveness_timeout 200ms") {
+		t.Fatalf("failure = %v, want the timeout", line)
+	}
+	probe := readPid(t, pidFile)
+	deadline := time.Now().Add(testTimeout)
+	for alive(probe) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the liveness probe %d that timed out is still running", probe)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h.hasTransition("guard", fsm.DaemonUnresponsive) {
+		t.Fatalf("one failure of two made it unresponsive:\n%s", h.dumpLogs())
+	}
+	h.stopAndWant(0)
+}
+
+// An operator's stop of a daemon being stopped as unresponsive takes that stop over: its
+// death is then an expected one, its restart policy is not asked, and it stays held; the
+// grace the liveness stop armed stands.
+func TestOperatorStopOfAnUnresponsiveDaemon(t *testing.T) {
+	h := newHarness(t)
+	d := withLiveness(fake(t, h, "guard", 300*time.Millisecond, "-ignore-stop"), "exit 1", 1)
+	d.Restart, d.BackoffInitial, d.BackoffMax, d.BackoffReset = fsm.RestartOnFailure, 10*time.Millisecond, time.Second, time.Hour
+	h.run([]config.Daemon{d, fake(t, h, "other", time.Second)}, nil)
+	h.waitLog("guard", fsm.DaemonUnresponsive)
+	if r := h.call(control.CmdStop, "guard"); !r.OK || !strings.Contains(r.Message, "already stopping (unresponsive)") {
+		t.Fatalf("stop = %+v", r)
+	}
+	h.waitState("guard", string(fsm.DaemonStopped))
+	stop, _, _ := h.transition("guard", "stop")
+	if stop["from"] != "unresponsive" || !strings.Contains(stop["reason"].(string), "operator stop") {
+		t.Fatalf("stop = %v, want from unresponsive for the operator", stop)
+	}
+	kill, _, _ := h.transition("guard", "kill")
+	if kill["from"] != "terminating" {
+		t.Fatalf("kill = %v: the grace the liveness stop armed must end in SIGKILL", kill)
+	}
+	if _, _, failed := h.transition("guard", "fail"); failed || len(h.transitions("guard", "spawn")) != 1 {
+		t.Fatalf("the operator's stop was taken as a failure or restarted:\n%s", h.dumpLogs())
+	}
+	if n := h.logs.FilterMessage("unresponsive daemon did not exit within its grace: SIGKILL to its process group").Len(); n != 0 {
+		t.Fatalf("logged the liveness stop's SIGKILL %d times after the operator took the stop over", n)
+	}
+	h.stopAndWant(0)
+}
+
+// The shutdown takes a liveness stop under way over the same way: an expected death, and
+// the supervisor's status is the shutdown's.
+func TestShutdownDuringALivenessStop(t *testing.T) {
+	h := newHarness(t)
+	d := withLiveness(fake(t, h, "guard", 300*time.Millisecond, "-ignore-stop"), "exit 1", 1)
+	h.run([]config.Daemon{d}, nil)
+	h.waitLog("guard", fsm.DaemonUnresponsive)
+	h.stopAndWant(0)
+	stop, _, _ := h.transition("guard", "stop")
+	if stop["from"] != "unresponsive" || !strings.Contains(stop["reason"].(string), "shutdown") {
+		t.Fatalf("stop = %v, want the shutdown's, from unresponsive", stop)
+	}
+	if died, _, _ := h.transition("guard", "died"); died["from"] != "killed" || died["exit_code"] != int64(137) {
+		t.Fatalf("died = %v, want killed at the end of the grace", died)
+	}
+}
+
+// A late result of an attempt given up at its timeout, or of an earlier one, is not the
+// current attempt's.
+func TestStaleLivenessResultIsDropped(t *testing.T) {
+	core, _ := observer.New(zapcore.DebugLevel)
+	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{withLiveness(config.Daemon{Name: "svc", Command: []string{"/bin/true"}}, "exit 1", 1)}})
+	d := s.daemons[0]
+	for _, e := range []fsm.Event{fsm.DaemonSpawn, fsm.DaemonReady} {
+		if _, err := d.machine.Fire(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.pid = 1<<22 + 1 // above PID_MAX_LIMIT: a stop would reach nobody
+	now := time.Now()
+	for _, tc := range []struct {
+		name     string
+		probing  bool
+		attempt  uint64
+		resultOf uint64
+	}{
+		{"given up at its timeout", false, 0, 4},
+		{"an earlier attempt", true, 5, 4},
+	} {
+		d.liveProbing, d.liveAttempt = tc.probing, tc.attempt
+		s.onLivenessResult(probeResult{d: d, pid: d.pid, liveness: true, attempt: tc.resultOf, err: syscall.ECONNREFUSED}, now)
+		if d.liveFailures != 0 || d.machine.Current() != fsm.DaemonRunning {
+			t.Fatalf("%s: counted (failures %d, state %s)", tc.name, d.liveFailures, d.machine.Current())
+		}
+	}
+	d.liveProbing, d.liveAttempt = true, 5
+	s.onLivenessResult(probeResult{d: d, pid: d.pid, liveness: true, attempt: 5, err: syscall.ECONNREFUSED}, now)
+	if d.machine.Current() != fsm.DaemonUnresponsive {
+		t.Fatalf("the current attempt's failure left it %s", d.machine.Current())
+	}
+}
