@@ -755,3 +755,22 @@ func TestLimitNofileReachesTheDaemons(t *testing.T) {
 		t.Errorf("exit %d", code)
 	}
 }
+
+// The table's liveness keys reach the loop: as PID 1, a daemon whose liveness probe fails
+// twice in a row is stopped with its stop signal, and with nothing left to supervise
+// sidecar-init exits with that death's status.
+func TestLivenessFromTheTableStopsAHungDaemon(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "hung")
+	table := fmt.Sprintf("[[daemon]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"1000\"]\n"+
+		"liveness = { exec = [\"/bin/sh\", \"-c\", %q] }\nliveness_interval = \"50ms\"\nliveness_failures = 2\n", "test ! -e "+flag)
+	p := startInit(t, table, true)
+	p.waitLog(`"event":"ready"`)
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(); code != 143 {
+		t.Fatalf("exit %d, want 143 (the stop signal's death); stderr:\n%s", code, p.stderr())
+	}
+	p.waitLog(`"event":"liveness_failed","from":"running","to":"unresponsive"`)
+	p.waitLog(`"event":"fail","from":"unresponsive","to":"exited"`)
+}
