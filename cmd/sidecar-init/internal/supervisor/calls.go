@@ -123,11 +123,14 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 // changes no state: a daemon that dies of it has died on its own, as if anyone else had
 // sent it; `stop` and `restart` are the way to stop one.
 func (s *Supervisor) signalByOperator(d *daemon, name string) control.Response {
-	s.log.Info("control request", zlog.String("cmd", control.CmdSignal), zlog.String("daemon", d.cfg.Name), zlog.String("signal", name))
 	sig, err := procs.ParseSignal(name)
 	if err != nil {
+		s.log.Info("control request", zlog.String("cmd", control.CmdSignal), zlog.String("daemon", d.cfg.Name), zlog.String("signal", name))
 		return control.Response{Error: err.Error()}
 	}
+	// Logged by its canonical name, as every other line names signals ("USR1", "10" and
+	// "SIGUSR1" are one signal to whoever searches the log).
+	s.log.Info("control request", zlog.String("cmd", control.CmdSignal), zlog.String("daemon", d.cfg.Name), zlog.String("signal", procs.SignalName(sig)))
 	if !d.live() {
 		return control.Response{Error: fmt.Sprintf("%s has no process to signal (it is %s)", d.cfg.Name, d.machine.Current())}
 	}

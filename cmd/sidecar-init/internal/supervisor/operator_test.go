@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -250,6 +251,13 @@ func TestOperatorSignalsOneDaemon(t *testing.T) {
 		t.Fatalf("signal target hup: %+v", resp)
 	}
 	h.waitRecord("target signal SIGHUP", "target.grandchild signal SIGHUP")
+	var logged []string
+	for _, e := range h.logs.FilterMessage("control request").All() {
+		logged = append(logged, fmt.Sprint(e.ContextMap()["signal"]))
+	}
+	if len(logged) != 1 || logged[0] != "SIGHUP" {
+		t.Errorf("control request lines name the signal %q, want its canonical name [SIGHUP]", logged)
+	}
 	for _, tc := range []struct{ name, sig, want string }{
 		{"gone", "SIGHUP", "no process"},
 		{"target", "SIGBOGUS", "unknown signal name"},
