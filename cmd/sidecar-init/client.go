@@ -159,7 +159,12 @@ func printAnswer(stdout io.Writer, cmd string, asJSON bool, resp control.Respons
 			}
 			next += fmt.Sprintf("once its last run's processes exit (pgid %s)", strings.Trim(fmt.Sprint(d.WaitingForExit), "[]"))
 		}
-		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.Name, d.State, pid, dash(d.Uptime), d.Restarts, dash(d.LastExit), dash(next))
+		state := d.State
+		if d.LivenessFailures > 0 {
+			// Still running, but on its way to being stopped as unresponsive.
+			state += fmt.Sprintf(" (liveness failing %d/%d)", d.LivenessFailures, d.LivenessFailuresMax)
+		}
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.Name, state, pid, dash(d.Uptime), d.Restarts, dash(d.LastExit), dash(next))
 	}
 	return tw.Flush()
 }

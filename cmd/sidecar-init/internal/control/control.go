@@ -56,6 +56,10 @@ type DaemonStatus struct {
 	// WaitingForExit are the process groups earlier runs left that a due start or restart
 	// waits to see empty (they have the stop signal, then SIGKILL at their grace).
 	WaitingForExit []int `json:"waiting_for_exit,omitempty"`
+	// LivenessFailures counts the liveness attempts of a running daemon that failed in a
+	// row, short of its liveness_failures (LivenessFailuresMax): it is not stopped yet.
+	LivenessFailures    int `json:"liveness_failures,omitempty"`
+	LivenessFailuresMax int `json:"liveness_failures_max,omitempty"`
 }
 
 // Response is the answer to one request.

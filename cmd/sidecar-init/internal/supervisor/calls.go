@@ -286,6 +286,9 @@ func (s *Supervisor) status(now time.Time) []control.DaemonStatus {
 		case state == fsm.DaemonPending && !d.startAsked: // an operator's start waits for no `after` daemon
 			st.WaitingFor = d.depsNot(depReady)
 		}
+		if state == fsm.DaemonRunning && d.liveFailures > 0 {
+			st.LivenessFailures, st.LivenessFailuresMax = d.liveFailures, d.cfg.LivenessFailures
+		}
 		if (state == fsm.DaemonBackoff && d.restartHeld) || (state == fsm.DaemonPending && d.startAsked) {
 			for _, g := range d.groups {
 				if g.pgid != 0 {

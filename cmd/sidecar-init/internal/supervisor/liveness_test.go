@@ -236,3 +236,33 @@ func TestStaleLivenessResultIsDropped(t *testing.T) {
 		t.Fatalf("the current attempt's failure left it %s", d.machine.Current())
 	}
 }
+
+// status shows a running daemon's liveness failures short of the limit, so an operator
+// sees it heading for a stop; the count goes once it passes again.
+func TestStatusShowsLivenessFailures(t *testing.T) {
+	h := newHarness(t)
+	pass := filepath.Join(t.TempDir(), "pass")
+	h.run([]config.Daemon{withLiveness(fake(t, h, "guard", time.Second), "test -e "+pass, 1000)}, nil)
+	deadline := time.Now().Add(testTimeout)
+	for {
+		st := h.waitState("guard", string(fsm.DaemonRunning))
+		if st.LivenessFailures > 0 {
+			if st.LivenessFailuresMax != 1000 {
+				t.Fatalf("status = %+v, want liveness_failures_max 1000", st)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never showed a liveness failure:\n%s", h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := os.WriteFile(pass, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.waitMessage("liveness probe passed again")
+	if st := h.waitState("guard", string(fsm.DaemonRunning)); st.LivenessFailures != 0 {
+		t.Fatalf("status after a pass = %+v, want no failures", st)
+	}
+	h.stopAndWant(0)
+}
