@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseSignal(t *testing.T) {
@@ -390,5 +391,35 @@ func TestSpawnErrorOutOfResources(t *testing.T) {
 		if got := e.OutOfResources(); got != tc.want {
 			t.Errorf("%v: OutOfResources() = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// Exited sees a child that has exited, leaves it to be reaped, and says no for one that
+// runs or is gone.
+func TestExited(t *testing.T) {
+	cmd := exec.Command("/bin/sleep", "100")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	if Exited(pid) {
+		t.Fatal("a running child: Exited = true")
+	}
+	_ = cmd.Process.Kill()
+	deadline := time.Now().Add(10 * time.Second)
+	for !Exited(pid) {
+		if time.Now().After(deadline) {
+			t.Fatal("a killed child never read as exited")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !Exited(pid) {
+		t.Fatal("Exited reaped the child: a second look says no")
+	}
+	if err := cmd.Wait(); err == nil || cmd.ProcessState.Pid() != pid {
+		t.Fatalf("the child was not left for its reap: %v", err)
+	}
+	if Exited(pid) || Exited(0) || Exited(-1) {
+		t.Fatal("a reaped pid, 0 or -1: Exited = true")
 	}
 }

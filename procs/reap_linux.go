@@ -65,3 +65,15 @@ func wait4NoHang(ws *unix.WaitStatus) (int, error) {
 	}
 	return int(pid), nil
 }
+
+// Exited says our child pid has exited and waits to be reaped, without reaping it
+// (WNOWAIT): the reap stays the loop's, in its order. For a decision that a death already
+// under way would make wrong, such as stopping a daemon because a probe found it gone.
+func Exited(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	return err == nil && info.Signo == int32(syscall.SIGCHLD)
+}
