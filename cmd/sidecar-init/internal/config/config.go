@@ -142,9 +142,10 @@ type Daemon struct {
 	Ready Probe
 	// ReadyTimeout bounds the wait for Ready; for a oneshot, its run (0: no bound).
 	ReadyTimeout time.Duration
-	// Liveness is checked every LivenessInterval once the daemon is ready; an attempt not
-	// done within LivenessTimeout fails, and LivenessFailures failures in a row stop the
-	// daemon (stop signal, grace, SIGKILL), a death its restart policy treats as a failure.
+	// Liveness is checked once the daemon is ready, LivenessInterval after it became ready
+	// and then after each attempt ended; an attempt not done within LivenessTimeout fails,
+	// and LivenessFailures failures in a row stop the daemon (stop signal, grace, SIGKILL),
+	// a death its restart policy treats as a failure.
 	Liveness         Probe
 	LivenessInterval time.Duration
 	LivenessTimeout  time.Duration

@@ -266,7 +266,15 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 // may run through a directory the daemon owns, where it could put a symlink to anywhere,
 // and root would follow it and remove a file of that name the daemon could not remove.
 func (s *Supervisor) removeStaleProbeFile(d *daemon) {
-	path := d.cfg.Ready.File
+	s.removeStaleFile(d, d.cfg.Ready.File, "readiness")
+	if live := d.cfg.Liveness.File; live != d.cfg.Ready.File {
+		// A liveness file an earlier run left would pass every attempt of this one.
+		s.removeStaleFile(d, live, "liveness")
+	}
+}
+
+// removeStaleFile is removeStaleProbeFile for one path ("": none) of a probe of kind.
+func (s *Supervisor) removeStaleFile(d *daemon, path, kind string) {
 	if path == "" {
 		return
 	}
@@ -295,12 +303,12 @@ func (s *Supervisor) removeStaleProbeFile(d *daemon) {
 	})
 	switch {
 	case err != nil:
-		s.log.Warn("cannot remove the readiness file an earlier run left: the probe may pass before the daemon is ready",
+		s.log.Warn("cannot remove the "+kind+" file an earlier run left: the probe may pass for this run on the last one's word",
 			append(fields, zlog.Error(err))...)
 	case isDir:
-		s.log.Warn("the file a readiness probe waits for is a directory: it passes at once", fields...)
+		s.log.Warn("the file a "+kind+" probe waits for is a directory: it passes at once", fields...)
 	case removed:
-		s.log.Info("removed the readiness file an earlier run left", fields...)
+		s.log.Info("removed the "+kind+" file an earlier run left", fields...)
 	}
 }
 
@@ -337,8 +345,9 @@ func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (aft
 
 // pastUndrainedBound says the label has maxUndrainedRuns runs whose output is not all
 // written yet, and then points spec at sidecar-init's own stdout and stderr (a daemon's
-// run) or at /dev/null (a probe's: one blocked on a stalled stream would never pass, and
-// the daemon, ready or not, would be killed at its ready_timeout). Said once a stall.
+// run) or at /dev/null (a probe's, readiness or liveness: one blocked on a stalled stream
+// would never pass, and the daemon would be killed at its ready_timeout, or stopped as
+// unresponsive). Said once a stall.
 func (s *Supervisor) pastUndrainedBound(d *daemon, label string, spec *procs.Spec) (afterSpawn func(), past bool) {
 	s.logPipes = pruneDrained(s.logPipes)
 	undrained := 0
@@ -360,7 +369,7 @@ func (s *Supervisor) pastUndrainedBound(d *daemon, label string, spec *procs.Spe
 		msg := "labelled output is not being drained: this run writes to stdout and stderr directly, unlabelled, " +
 			"until it is (a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)"
 		if probe {
-			msg = "labelled output is not being drained: the readiness probe's output is discarded until it is " +
+			msg = "labelled output is not being drained: the probes' output is discarded until it is " +
 				"(a stdout or stderr nobody reads, or processes earlier attempts left holding their pipes)"
 		}
 		s.log.Warn(msg, zlog.String("daemon", d.cfg.Name), zlog.String("label", label), zlog.Int("undrained_runs", undrained))
@@ -418,18 +427,19 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 	}
 	s.stopProbing(d) // its probes probe an incarnation that is gone
 	if state := d.machine.Current(); state == fsm.DaemonRunning || state == fsm.DaemonStarting || state == fsm.DaemonUnresponsive {
-		event, level, det := fsm.DaemonExit, zapcore.InfoLevel, detail{exit: &e}
+		event, level, det, status := fsm.DaemonExit, zapcore.InfoLevel, detail{exit: &e}, e.Code()
 		switch {
 		case state == fsm.DaemonUnresponsive:
 			// Stopped for failing its liveness probe: a failure, whatever its status.
 			event, level, det.reason = fsm.DaemonFail, zapcore.WarnLevel, "stopped as unresponsive"
+			status = unresponsiveStatus(d, e)
 		case e.Code() != 0:
 			event, level = fsm.DaemonFail, zapcore.WarnLevel
 		case d.cfg.Oneshot:
 			d.finished, det.reason = true, "oneshot finished"
 			d.lastExit = "finished (status 0)" // status tells it from a guard that died
 		}
-		s.dieOnItsOwn(d, event, det, level, e.Code(), now)
+		s.dieOnItsOwn(d, event, det, level, status, now)
 		s.afterGroupLeaderExit(d)
 		if duringShutdown && (!d.awaitingStop || !s.anyDependentLive(d)) {
 			// Held back by a reverse-order shutdown, it died before its turn: what it left

@@ -12,8 +12,8 @@ import (
 	"github.com/claude-bottle/sidecar-init/procs"
 )
 
-// A liveness probe asks a ready daemon, every liveness_interval, whether it still does its
-// job: a readiness probe stops once the daemon is ready, so a guard that hangs while it
+// A liveness probe asks a ready daemon, liveness_interval after each attempt ended, whether
+// it still does its job: a readiness probe stops once the daemon is ready, so a guard that hangs while it
 // holds its port (a deadlocked proxy) would otherwise count as healthy for ever.
 // liveness_failures failures in a row make it unresponsive: it gets its stop signal and
 // grace, then SIGKILL, as Kubernetes does on a failed liveness probe, and its death goes
@@ -81,6 +81,17 @@ func (s *Supervisor) livenessTimedOut(d *daemon, now time.Time) {
 // livenessFailed counts a failed attempt: the next one after liveness_interval, or, at
 // liveness_failures in a row, the daemon is unresponsive and is stopped.
 func (s *Supervisor) livenessFailed(d *daemon, err error, now time.Time) {
+	if procs.Exited(d.pid) {
+		// The daemon is gone and its SIGCHLD not handled yet (or its reap is later in this
+		// batch): the probe failed because it died, and its reap says how. Stopping it as
+		// unresponsive would make a death of its own, an exit 0 say, a liveness failure.
+		if ce := s.log.Check(zapcore.DebugLevel, "liveness probe failed on a daemon that has exited: its reap decides"); ce != nil {
+			ce.Write(zlog.String("daemon", d.cfg.Name), zlog.Error(err))
+		}
+		d.liveAt = now.Add(d.cfg.LivenessInterval) // (dropped at the reap)
+		s.armTimer(now)
+		return
+	}
 	d.liveFailures++
 	d.lastLiveErr = err
 	s.log.Warn("liveness probe failed", zlog.String("daemon", d.cfg.Name), zlog.String("probe", d.cfg.Liveness.String()),
@@ -107,4 +118,20 @@ func (s *Supervisor) livenessFailed(d *daemon, err error, now time.Time) {
 func (s *Supervisor) takeOverStop(d *daemon, reason string) {
 	d.awaitingStop = false
 	s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, detail{reason: reason + " (its stop as unresponsive was under way: its grace stands)"})
+	if g := d.group(d.pid); g != nil && !g.killedAt.IsZero() {
+		// Its grace had run out already: the state says SIGKILL went, as it would have.
+		s.fireDaemon(d, fsm.DaemonKill, zapcore.WarnLevel, detail{signal: "SIGKILL", reason: "grace expired before the " + reason})
+	}
+}
+
+// unresponsiveStatus is the status a daemon stopped as unresponsive counts with in the
+// supervisor's exit status: its own, or, when it answered the stop with 0, what the stop
+// signal would have given had it killed it (143 for SIGTERM). The stop was for a failure,
+// and a status 0 would hide it from whatever reads the container's exit (a Job, a
+// restartPolicy OnFailure).
+func unresponsiveStatus(d *daemon, e procs.Exit) int {
+	if code := e.Code(); code != 0 {
+		return code
+	}
+	return 128 + int(stopSignalOf(d, syscall.SIGTERM))
 }

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -70,7 +71,102 @@ func TestUnresponsiveDaemonIsStoppedAndRestarted(t *testing.T) {
 	if died := h.transitions("guard", "died"); len(died) != 0 {
 		t.Fatalf("the liveness stop's death was taken as an expected one: %v", died)
 	}
+	// Its status 0 counts as the stop signal's 143: a failure must not read as success.
+	h.stopAndWant(143)
+}
+
+// Under the crash policy that tears the bundle down, a liveness stop that the daemon
+// answers with status 0 still ends the bundle with a failure's status.
+func TestLivenessStopIsAFailureForTheCrashPolicy(t *testing.T) {
+	h := newHarness(t)
+	table := fsm.TearDownOnCrash()
+	h.run([]config.Daemon{withLiveness(fake(t, h, "guard", time.Second), "exit 1", 1), fake(t, h, "other", time.Second)}, &table)
+	if code := h.exitCode(); code != 143 {
+		t.Fatalf("exit code %d, want 143 (a liveness stop answered with 0)\n%s", code, h.dumpLogs())
+	}
+	h.waitRecord("guard exit 0", "other signal SIGTERM")
+}
+
+// A daemon that died of its own, whose death the loop has not handled yet, fails its
+// liveness probe because it is gone: that is no reason to stop it as unresponsive, and its
+// own exit 0 must stay an exit (restart = "on-failure" leaves it down).
+func TestDeadDaemonIsNotUnresponsive(t *testing.T) {
+	h := newHarness(t)
+	h.holdSIGCHLD = true
+	addr := freeAddr(t)
+	d := fake(t, h, "guard", time.Second, "-listen", addr, "-exit-after", "500ms")
+	d.Ready, d.ReadyTimeout = config.Probe{TCP: addr}, 10*time.Second
+	d.Liveness = config.Probe{TCP: addr}
+	d.LivenessInterval, d.LivenessTimeout, d.LivenessFailures = 20*time.Millisecond, time.Second, 1
+	d.Restart, d.BackoffInitial, d.BackoffMax, d.BackoffReset = fsm.RestartOnFailure, 10*time.Millisecond, time.Second, time.Hour
+	h.run([]config.Daemon{d, fake(t, h, "other", time.Second)}, nil)
+	rec := h.waitRecord("guard exit 0")
+	waitReapable(t, pidOf(t, rec, "guard"))
+	// Attempts against the dead daemon until one is seen to fail, its SIGCHLD held back.
+	h.waitMessage("liveness probe failed on a daemon that has exited: its reap decides")
+	signal.Notify(h.child, syscall.SIGCHLD)
+	h.child <- syscall.SIGCHLD
+	h.waitLog("guard", fsm.DaemonExited)
+	if failed, _, ok := h.transition("guard", "fail"); ok {
+		t.Fatalf("its own exit 0, before any stop, became %v; want exit → exited", failed)
+	}
+	if h.hasTransition("guard", fsm.DaemonUnresponsive) {
+		t.Fatalf("the dead daemon was stopped as unresponsive:\n%s", h.dumpLogs())
+	}
 	h.stopAndWant(0)
+}
+
+// A stop that takes over a liveness stop whose grace ran out already (the SIGKILL sent, the
+// daemon not reaped yet: one stuck in the kernel, since a call or a stop signal reaps what
+// it can first) says so: stop, then kill, as if the stop had been its own from the start.
+func TestTakeOverAfterTheLivenessSIGKILL(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		killed bool
+		want   fsm.State
+	}{
+		{"within the grace", false, fsm.DaemonTerminating},
+		{"after the SIGKILL", true, fsm.DaemonKilled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core, _ := observer.New(zapcore.DebugLevel)
+			s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{withLiveness(config.Daemon{Name: "svc", Command: []string{"/bin/true"}}, "exit 1", 1)}})
+			d := s.daemons[0]
+			for _, e := range []fsm.Event{fsm.DaemonSpawn, fsm.DaemonReady, fsm.DaemonLivenessFailed} {
+				if _, err := d.machine.Fire(e); err != nil {
+					t.Fatal(err)
+				}
+			}
+			d.pid = 1<<22 + 1 // above PID_MAX_LIMIT: nobody is signalled
+			d.groups = []procGroup{{pgid: d.pid, deadline: time.Now().Add(time.Second)}}
+			if tc.killed {
+				d.groups[0].killedAt = time.Now()
+			}
+			s.takeOverStop(d, "operator stop")
+			if got := d.machine.Current(); got != tc.want {
+				t.Fatalf("after the take-over: %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// A liveness file an earlier run left (a container restarted in place) is removed before
+// the run, as a readiness file is: it cannot vouch for a daemon that never made it.
+func TestStaleLivenessFileIsRemoved(t *testing.T) {
+	h := newHarness(t)
+	alive := filepath.Join(t.TempDir(), "alive")
+	if err := os.WriteFile(alive, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := fake(t, h, "guard", time.Second)
+	d.Liveness = config.Probe{File: alive}
+	d.LivenessInterval, d.LivenessTimeout, d.LivenessFailures = 20*time.Millisecond, time.Second, 1
+	h.run([]config.Daemon{d}, nil)
+	h.waitLog("guard", fsm.DaemonUnresponsive)
+	h.waitMessage("removed the liveness file an earlier run left")
+	if code := h.exitCode(); code != 143 {
+		t.Fatalf("exit code %d, want 143", code)
+	}
 }
 
 // A daemon that ignores the stop signal is SIGKILLed at the end of its grace, with no

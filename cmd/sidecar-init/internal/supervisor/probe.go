@@ -172,10 +172,11 @@ func (s *Supervisor) attempt(d *daemon, probe config.Probe, r probeResult, dialT
 	}(r)
 }
 
-// stopProbing ends the daemon's readiness checks: its incarnation died, ran out of
-// ready_timeout or is being stopped, or the shutdown began. No more attempts and no
-// ready_timeout; a result still on its way is stale (it no longer matches probeFor), and
-// the exec probes' process groups are SIGKILLed (reaped like any child).
+// stopProbing ends the daemon's readiness and liveness checks: its incarnation died, ran
+// out of ready_timeout, is unresponsive or is being stopped, or the shutdown began. No
+// more attempts and no deadlines; a result still on its way is stale (it no longer matches
+// probeFor or liveAttempt), and the exec probes' process groups are SIGKILLed (reaped like
+// any child).
 func (s *Supervisor) stopProbing(d *daemon) {
 	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
 	d.probing, d.probeFor = false, 0

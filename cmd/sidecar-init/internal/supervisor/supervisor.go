@@ -84,10 +84,11 @@ type Supervisor struct {
 	machine *fsm.Machine
 	daemons []*daemon
 	byPid   map[int]*daemon
-	// probeResults brings the outcome of tcp and file readiness probes, which run beside
-	// the loop (exec probes are processes: the loop spawns and reaps them itself). Buffered
-	// for one attempt per daemon; a stale one still in flight when a new incarnation probes
-	// may wait for the loop, which always takes them.
+	// probeResults brings the outcome of tcp and file attempts, readiness and liveness,
+	// which run beside the loop (exec probes are processes: the loop spawns and reaps them
+	// itself). Buffered for two attempts per daemon; a stale one still in flight (an
+	// earlier incarnation's, or a liveness attempt given up at its timeout) may wait for
+	// the loop, which always takes them.
 	probeResults chan probeResult
 	// execProbes are the running exec probes, by pid.
 	execProbes map[int]execProbe
