@@ -55,18 +55,19 @@ type chaosSizes struct {
 	zombiesEach    int
 	stalledZombies int           // zombies per wave (two waves), a debug line each, while stderr is stalled
 	crashLoop      time.Duration // how long a daemon crashes and is restarted
+	hang           int           // daemons that hang at the same instant, caught by their liveness probes
 }
 
 var chaosSizeTable = map[string]chaosSizes{
 	"ci": {
 		storm: 100, orphanDaemons: 10, orphansEach: 200, zombieDaemons: 2, zombiesEach: 2500,
 		signals: 10000, signalDaemons: 4, startup: 200, escapeDaemons: 5, escapesEach: 2,
-		stubborn: 2, stubbornKids: 5, stalledZombies: 10000, crashLoop: 15 * time.Second,
+		stubborn: 2, stubbornKids: 5, stalledZombies: 10000, crashLoop: 15 * time.Second, hang: 20,
 	},
 	"full": {
 		storm: 500, orphanDaemons: 20, orphansEach: 1000, zombieDaemons: 2, zombiesEach: 10000,
 		signals: 10000, signalDaemons: 8, startup: 200, escapeDaemons: 10, escapesEach: 5,
-		stubborn: 5, stubbornKids: 20, stalledZombies: 15000, crashLoop: 60 * time.Second,
+		stubborn: 5, stubbornKids: 20, stalledZombies: 15000, crashLoop: 60 * time.Second, hang: 50,
 	},
 }
 
@@ -119,6 +120,7 @@ func TestChaos(t *testing.T) {
 		{"closed-stdio", "stdout and stderr closed", closedStdio},
 		{"broken-pipe-stdio", "stdout and stderr broken pipes", brokenPipeStdio},
 		{"crash-loop", "Crash loop under restart = \"always\"", crashLoop},
+		{"hang-storm", "Daemons hang at once (liveness probes)", hangStorm},
 	} {
 		r := &chaosResult{name: sc.name, title: sc.title}
 		results = append(results, r)
@@ -1084,4 +1086,87 @@ func stopAfterOrphans(t *testing.T, s *scenario, c *chaosInit, total int, want m
 	checkNoDrops(t, log)
 	checkDiedOnce(t, log, want)
 	return log
+}
+
+// Hang storm: N daemons with liveness probes hang at one instant (each removes its alive
+// file and SIGSTOPs itself). Expected: each is found unresponsive once, gets its stop
+// signal with the SIGCONT that lets a stopped process act on it (so none needs SIGKILL),
+// dies once (fail from unresponsive, with the stop's status 0), and is restarted and ready
+// again under restart = "on-failure"; a survivor without a probe is untouched; the exit
+// status is 143, the liveness stop's answered with 0.
+func hangStorm(t *testing.T, s *scenario, size chaosSizes) {
+	n := size.hang
+	fifo, release := s.barrier("hang")
+	var table strings.Builder
+	table.WriteString("grace = \"5s\"\n")
+	for i := range n {
+		name := fmt.Sprintf("h%03d", i)
+		alive := filepath.Join(s.dir, name+".alive")
+		table.WriteString(s.daemon(name, "5s", "-alive", alive, "-hang", fifo))
+		fmt.Fprintf(&table, "ready = { file = %q }\nliveness = { file = %q }\nliveness_interval = \"50ms\"\nliveness_failures = 2\n"+
+			"restart = \"on-failure\"\nbackoff_initial = \"10ms\"\nbackoff_reset = \"1h\"\n", alive, alive)
+	}
+	table.WriteString(s.daemon("survivor", "5s"))
+	c := s.start(table.String(), true, stderrToFile)
+	c.waitLogCount(n+1, exitLimit, `"event":"ready"`)
+	c.measureBefore(s.result)
+
+	released := time.Now()
+	release()
+	s.waitRecordCount(" hung", n, exitLimit)
+	c.waitLogCount(n, exitLimit, `"event":"fail","from":"unresponsive"`)
+	c.waitLogCount(2*n+1, exitLimit, `"event":"ready"`)
+	c.signal(syscall.SIGTERM)
+	status := c.waitExit(exitLimit)
+	c.measureAfter(s.result)
+
+	log := parseLog(t, c.logText())
+	checkNoRace(t, c.logText())
+	checkNoDrops(t, log)
+	if status != 143 {
+		t.Errorf("exit status %d, want 143: a liveness stop answered with status 0 counts as SIGTERM's", status)
+	}
+	var lastStop, lastReady time.Time
+	for i := range n {
+		name := fmt.Sprintf("h%03d", i)
+		spawns, stops := transitions(log, name, "spawn"), transitions(log, name, "liveness_failed")
+		fails, readies := transitions(log, name, "fail"), transitions(log, name, "ready")
+		if len(spawns) != 2 || len(stops) != 1 || len(fails) != 1 || len(readies) != 2 {
+			t.Errorf("%s: %d spawns, %d liveness stops, %d failures, %d readies; want 2, 1, 1, 2", name, len(spawns), len(stops), len(fails), len(readies))
+			continue
+		}
+		if stops[0].str("from") != "running" || stops[0].str("signal") != "SIGTERM" {
+			t.Errorf("%s: liveness_failed %v, want from running with SIGTERM", name, stops[0])
+		}
+		if code, _ := fails[0].num("exit_code"); fails[0].str("from") != "unresponsive" || code != 0 {
+			t.Errorf("%s: fail %v, want from unresponsive with the stop's status 0", name, fails[0])
+		}
+		lastStop, lastReady = later(lastStop, stops[0].ts()), later(lastReady, readies[1].ts())
+	}
+	if kills := transitions(log, "", "kill"); len(kills) > 0 {
+		t.Errorf("%d daemons needed SIGKILL: the SIGCONT sent with the stop signal did not let a stopped daemon act on it", len(kills))
+	}
+	for _, e := range log {
+		if e.str("msg") == "unresponsive daemon did not exit within its grace: SIGKILL to its process group" {
+			t.Errorf("%s needed SIGKILL after its liveness stop", e.str("daemon"))
+		}
+	}
+	if got := len(transitions(log, "survivor", "spawn")); got != 1 {
+		t.Errorf("survivor spawned %d times, want 1", got)
+	}
+	s.result.size = fmt.Sprintf("%d daemons, each with a file liveness probe (every 50 ms, 2 failures) and restart = \"on-failure\", "+
+		"remove their alive file and SIGSTOP themselves at one instant (FIFO barrier); plus 1 survivor", n)
+	s.result.checked = fmt.Sprintf("each of the %d found unresponsive once (SIGTERM), dead once from unresponsive with status 0, "+
+		"spawned and ready twice; no SIGKILL (SIGCONT lets a stopped daemon take its stop signal); survivor untouched; "+
+		"exit status 143", n)
+	s.result.figure = fmt.Sprintf("last liveness stop %s after the hang, last daemon ready again %s after it",
+		ms(lastStop.Sub(released)), ms(lastReady.Sub(released)))
+}
+
+// later is the later of two instants (the zero time is earlier than any).
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

@@ -36,6 +36,8 @@ type options struct {
 	orphans      int
 	orphanLife   time.Duration
 	zombies      int
+	alive        string
+	hang         string
 	role         string
 }
 
@@ -60,6 +62,9 @@ func run(args []string) int {
 	fs.DurationVar(&o.orphanLife, "orphan-life", 200*time.Millisecond, "how long each orphan lives")
 	fs.IntVar(&o.zombies, "zombies", 0, "before exiting, fork this many children that exit at once and are never reaped: "+
 		"they are handed to the supervisor as zombies, all at the instant this daemon exits")
+	fs.StringVar(&o.alive, "alive", "", "create this file once started (what a liveness or readiness probe looks for)")
+	fs.StringVar(&o.hang, "hang", "", "FIFO: once its writer closes, remove -alive, record \"hung\" and SIGSTOP itself; "+
+		"in the first run only (it leaves -alive.hung behind, and a run that finds it does not hang)")
 	fs.StringVar(&o.role, "role", "daemon", "internal: daemon, or escape-middle (the first fork of -escape)")
 	if err := fs.Parse(args); err != nil {
 		return 64
@@ -95,6 +100,15 @@ func run(args []string) int {
 	}
 	if o.barrier != "" {
 		return waitBarrier(o)
+	}
+	if o.alive != "" {
+		if err := os.WriteFile(o.alive, nil, 0o644); err != nil {
+			record(o, "alive: "+err.Error())
+			return 73
+		}
+	}
+	if _, err := os.Stat(o.alive + ".hung"); o.hang != "" && err != nil {
+		go hangAtBarrier(o)
 	}
 
 	var exitTimer <-chan time.Time
@@ -137,6 +151,36 @@ func run(args []string) int {
 // the test opens the FIFO first and holds it, so open never blocks, and closing it wakes
 // every daemon at the same instant. Signals are not waited for: a barrier daemon exits with
 // -code when the barrier falls, and a stop signal kills it as the default action would.
+// hangAtBarrier waits for the -hang FIFO's writer to close, then plays a daemon that hangs
+// for good: what a liveness probe looks for goes, and the whole process stops (SIGSTOP),
+// so that a stop signal alone would stay pending; only the SIGCONT sent with it lets the
+// daemon act on it.
+func hangAtBarrier(o options) {
+	fd, err := syscall.Open(o.hang, syscall.O_RDONLY, 0)
+	if err != nil {
+		record(o, "hang open failed: "+err.Error())
+		return
+	}
+	var buf [1]byte
+	for {
+		n, err := syscall.Read(fd, buf[:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if n <= 0 {
+			break
+		}
+	}
+	if err := os.WriteFile(o.alive+".hung", nil, 0o644); err != nil {
+		record(o, "hang marker: "+err.Error())
+	}
+	if err := os.Remove(o.alive); err != nil {
+		record(o, "hang: "+err.Error())
+	}
+	record(o, "hung")
+	_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+}
+
 func waitBarrier(o options) int {
 	signal.Reset(syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 	fd, err := syscall.Open(o.barrier, syscall.O_RDONLY, 0)
