@@ -13,13 +13,14 @@ GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sidecar-init
 
-## demo: a oneshot task and five small daemons; one crashes after 4 s, the rest run on; Ctrl-C stops them
+## demo: a oneshot task and six small daemons; one crashes after 4 s, the rest run on; Ctrl-C stops them
 ## (`trap : INT`: Ctrl-C must not end the recipe shell before it prints the exit status)
 demo: build
 	@echo '--- sidecar-init demo: "backend" starts once the oneshot "setup" has finished, "ticker" once'
 	@echo '--- "backend" is ready; lines are labelled NAME | ...;'
 	@echo '--- "flaky" crashes after 4 s and the others keep running;'
-	@echo '--- "phoenix" crashes every 6 s and is restarted with a growing backoff.'
+	@echo '--- "phoenix" crashes every 6 s and is restarted with a growing backoff;'
+	@echo '--- "frozen" stops answering its liveness probe after 5 s and is stopped 2 s later.'
 	@echo '--- In another terminal: CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=/tmp/sidecar-init-demo.sock ./$(BIN) status'
 	@echo '--- Press Ctrl-C to stop them all; the exit status is then the first crash'"'"'s (3).'
 	trap : INT; ./$(BIN) --config examples/demo.toml; echo "--- sidecar-init exited with status $$?"

@@ -524,8 +524,11 @@ func TestDemoTableParses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("examples/demo.toml: %v", err)
 	}
-	if got := strings.Join(cfg.Names(), ","); got != "setup,backend,ticker,flaky,stubborn,phoenix" {
+	if got := strings.Join(cfg.Names(), ","); got != "setup,backend,ticker,flaky,stubborn,phoenix,frozen" {
 		t.Errorf("demo daemons = %s", got)
+	}
+	if frozen := cfg.Daemons[6]; frozen.Liveness.File == "" || frozen.LivenessFailures != 2 || frozen.LivenessInterval != time.Second {
+		t.Errorf("frozen = %+v; the README says it is stopped 2 s after it stops answering its liveness probe", frozen)
 	}
 	setup, backend := cfg.Daemons[0], cfg.Daemons[1]
 	if !setup.Oneshot || strings.Join(backend.After, ",") != "setup" {

@@ -433,6 +433,7 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 			// Stopped for failing its liveness probe: a failure, whatever its status.
 			event, level, det.reason = fsm.DaemonFail, zapcore.WarnLevel, "stopped as unresponsive"
 			status = unresponsiveStatus(d, e)
+			d.lastExit = "unresponsive, then " + d.lastExit // status tells a hang from a crash
 		case e.Code() != 0:
 			event, level = fsm.DaemonFail, zapcore.WarnLevel
 		case d.cfg.Oneshot:

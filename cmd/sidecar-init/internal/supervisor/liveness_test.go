@@ -54,6 +54,9 @@ func TestUnresponsiveDaemonIsStoppedAndRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitTransitions("guard", "ready", 2)
+	if st := h.waitState("guard", string(fsm.DaemonRunning)); st.LastExit != "unresponsive, then status 0" {
+		t.Fatalf("LAST EXIT %q, want it to say the run was stopped as unresponsive", st.LastExit)
+	}
 
 	failed, level, _ := h.transition("guard", "liveness_failed")
 	if level != zapcore.ErrorLevel || failed["from"] != "running" || failed["to"] != "unresponsive" || failed["signal"] != "SIGTERM" ||
