@@ -1103,7 +1103,7 @@ func hangStorm(t *testing.T, s *scenario, size chaosSizes) {
 		name := fmt.Sprintf("h%03d", i)
 		alive := filepath.Join(s.dir, name+".alive")
 		table.WriteString(s.daemon(name, "5s", "-alive", alive, "-hang", fifo))
-		fmt.Fprintf(&table, "ready = { file = %q }\nliveness = { file = %q }\nliveness_interval = \"50ms\"\nliveness_failures = 2\n"+
+		fmt.Fprintf(&table, "ready = { file = %q }\nliveness = { file = %q }\nliveness_interval = \"100ms\"\nliveness_failures = 2\n"+
 			"restart = \"on-failure\"\nbackoff_initial = \"10ms\"\nbackoff_reset = \"1h\"\n", alive, alive)
 	}
 	table.WriteString(s.daemon("survivor", "5s"))
@@ -1154,7 +1154,7 @@ func hangStorm(t *testing.T, s *scenario, size chaosSizes) {
 	if got := len(transitions(log, "survivor", "spawn")); got != 1 {
 		t.Errorf("survivor spawned %d times, want 1", got)
 	}
-	s.result.size = fmt.Sprintf("%d daemons, each with a file liveness probe (every 50 ms, 2 failures) and restart = \"on-failure\", "+
+	s.result.size = fmt.Sprintf("%d daemons, each with a file liveness probe (every 100 ms, 2 failures) and restart = \"on-failure\", "+
 		"remove their alive file and SIGSTOP themselves at one instant (FIFO barrier); plus 1 survivor", n)
 	s.result.checked = fmt.Sprintf("each of the %d found unresponsive once (SIGTERM), dead once from unresponsive with status 0, "+
 		"spawned and ready twice; no SIGKILL (SIGCONT lets a stopped daemon take its stop signal); survivor untouched; "+

@@ -31,11 +31,12 @@ const checkUsage = "usage: sidecar-init check [--config FILE] [--build]"
 // (the log level, the transition tables, the daemon table with the environment's
 // overrides, the CLAUDE_BOTTLE_SIDECAR_DAEMONS selection, users, the notification token),
 // plus what it otherwise learns only as each daemon starts: that its program and dir, and
-// its exec probe's program, are there for its user. It starts nothing and changes nothing,
+// its exec probes' programs (ready and liveness), are there for its user. It starts nothing and changes nothing,
 // so it belongs in an image build (`RUN sidecar-init check --build`: the files mounted at
 // run time are not looked at) or a pod's pre-flight. Exit 0: all good; 2: the supervisor
 // would refuse to start (the error says why); 1: it would start, but not as configured:
-// the daemons listed would die at once with status 127 or 126, or never become ready.
+// the daemons listed would die at once with status 127 or 126, never become ready, or be
+// stopped as unresponsive at every run.
 // madeForTheSocket says sidecar-init makes dir at start: it is the control socket's
 // directory or one of its parents, which control.Listen creates when missing.
 func madeForTheSocket(dir, socket string) bool {

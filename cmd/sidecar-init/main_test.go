@@ -765,7 +765,7 @@ func TestLimitNofileReachesTheDaemons(t *testing.T) {
 func TestLivenessFromTheTableStopsAHungDaemon(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "hung")
 	table := fmt.Sprintf("[[daemon]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"1000\"]\n"+
-		"liveness = { exec = [\"/bin/sh\", \"-c\", %q] }\nliveness_interval = \"50ms\"\nliveness_failures = 2\n", "test ! -e "+flag)
+		"liveness = { exec = [\"/bin/sh\", \"-c\", %q] }\nliveness_interval = \"100ms\"\nliveness_failures = 2\n", "test ! -e "+flag)
 	p := startInit(t, table, true)
 	p.waitLog(`"event":"ready"`)
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {

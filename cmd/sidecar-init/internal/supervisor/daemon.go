@@ -71,6 +71,12 @@ type daemon struct {
 	liveAttempt  uint64
 	liveFailures int
 	lastLiveErr  error
+	// liveUpTo is when the run last showed it was up: ready, then each passed attempt.
+	liveUpTo time.Time
+	// liveInFlight counts tcp and file attempts whose goroutine has not reported back (a
+	// stat on a hung filesystem never does): while one is out, the next attempt fails
+	// without starting another, so they cannot pile up.
+	liveInFlight int
 	// awaitingStop: a reverse-order shutdown holds its stop until its dependents are gone.
 	awaitingStop bool
 	// walked marks it seen by the anyDependentLive call numbered so (Supervisor.walk).
@@ -483,13 +489,21 @@ func (s *Supervisor) afterGroupLeaderExit(d *daemon) {
 // dieOnItsOwn fires the death row that the daemon's restart policy set (backoff or
 // exited), schedules the restart or gives up, then tells the supervisor's crash policy.
 func (s *Supervisor) dieOnItsOwn(d *daemon, event fsm.Event, det detail, level zapcore.Level, status int, now time.Time) {
-	dst, _ := fsm.DaemonTable(d.cfg.Restart).Dst(event, d.machine.Current())
+	from := d.machine.Current()
+	dst, _ := fsm.DaemonTable(d.cfg.Restart).Dst(event, from)
 	// Nothing restarts once the shutdown has begun: a daemon dying on its own then (one a
 	// reverse-order shutdown holds back, say) goes from backoff straight to exited.
 	cancel := dst == fsm.DaemonBackoff && s.shuttingDown()
 	giveUp := false
 	if dst == fsm.DaemonBackoff && !cancel {
-		if !d.startedAt.IsZero() && now.Sub(d.startedAt) >= d.cfg.BackoffReset {
+		// A run stopped as unresponsive was up only until its last passed liveness attempt
+		// (or until it became ready, if none passed): a probe that never passes must not
+		// start a fresh window at every stop and so escape max_restarts.
+		upTo := now
+		if from == fsm.DaemonUnresponsive {
+			upTo = d.liveUpTo
+		}
+		if !d.startedAt.IsZero() && upTo.Sub(d.startedAt) >= d.cfg.BackoffReset {
 			d.windowRestarts = 0 // it stayed up long enough: a fresh start
 		}
 		giveUp = d.cfg.MaxRestarts > 0 && d.windowRestarts >= d.cfg.MaxRestarts
@@ -510,7 +524,7 @@ func (s *Supervisor) dieOnItsOwn(d *daemon, event fsm.Event, det detail, level z
 		s.fireDaemon(d, fsm.DaemonGiveUp, zapcore.ErrorLevel, detail{reason: fmt.Sprintf(
 			"%d restarts in a row died before backoff_reset %v (max_restarts %d)", d.windowRestarts, d.cfg.BackoffReset, d.cfg.MaxRestarts)})
 	}
-	s.diedOnItsOwn(d, status, det.exit)
+	s.diedOnItsOwn(d, status, det.exit, from == fsm.DaemonUnresponsive)
 	s.armTimer(now)
 }
 

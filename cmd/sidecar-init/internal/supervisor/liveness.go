@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"syscall"
 	"time"
@@ -25,17 +26,27 @@ func (s *Supervisor) startLiveness(d *daemon) {
 		return
 	}
 	now := time.Now()
-	d.liveFailures, d.lastLiveErr = 0, nil
+	d.liveFailures, d.lastLiveErr, d.liveUpTo = 0, nil, now
 	d.liveAt = now.Add(d.cfg.LivenessInterval)
 	s.armTimer(now)
 }
 
 // livenessProbe starts one liveness attempt, bounded by liveness_timeout.
 func (s *Supervisor) livenessProbe(d *daemon, now time.Time) {
+	d.liveAt = time.Time{}
+	inGoroutine := len(d.cfg.Liveness.Exec) == 0
+	if inGoroutine && d.liveInFlight > 0 {
+		// The last attempt is still blocked (a stat on a hung mount): no second one.
+		s.livenessFailed(d, errors.New("the previous attempt has not returned yet (a hung filesystem or resolver?)"), now)
+		return
+	}
 	s.liveAttempts++
 	d.liveAttempt, d.liveProbing = s.liveAttempts, true
-	d.liveAt, d.liveDeadline = time.Time{}, now.Add(d.cfg.LivenessTimeout)
-	s.attempt(d, d.cfg.Liveness, probeResult{d: d, pid: d.pid, liveness: true, attempt: d.liveAttempt}, d.cfg.LivenessTimeout, now)
+	d.liveDeadline = now.Add(d.cfg.LivenessTimeout)
+	if inGoroutine {
+		d.liveInFlight++
+	}
+	s.attempt(d, d.cfg.Liveness, probeResult{d: d, pid: d.pid, liveness: true, attempt: d.liveAttempt, inGoroutine: inGoroutine}, d.cfg.LivenessTimeout, now)
 	s.armTimer(now)
 }
 
@@ -43,6 +54,9 @@ func (s *Supervisor) livenessProbe(d *daemon, now time.Time) {
 // timeout, for an earlier run, or for a daemon no longer running is stale and dropped.
 func (s *Supervisor) onLivenessResult(r probeResult, now time.Time) {
 	d := r.d
+	if r.inGoroutine {
+		d.liveInFlight-- // stale or not, that goroutine is done
+	}
 	if !d.liveProbing || r.attempt != d.liveAttempt {
 		return
 	}
@@ -58,7 +72,7 @@ func (s *Supervisor) onLivenessResult(r probeResult, now time.Time) {
 		s.log.Info("liveness probe passed again", zlog.String("daemon", d.cfg.Name),
 			zlog.String("probe", d.cfg.Liveness.String()), zlog.Int("failures_before", d.liveFailures))
 	}
-	d.liveFailures, d.lastLiveErr = 0, nil
+	d.liveFailures, d.lastLiveErr, d.liveUpTo = 0, nil, now
 	d.liveAt = now.Add(d.cfg.LivenessInterval)
 	s.armTimer(now)
 }

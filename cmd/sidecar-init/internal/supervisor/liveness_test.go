@@ -365,3 +365,76 @@ func TestStatusShowsLivenessFailures(t *testing.T) {
 	}
 	h.stopAndWant(0)
 }
+
+// A daemon stopped as unresponsive that answers with 128+SIGTERM and is reaped only as a
+// SIGTERM for sidecar-init arrives did not die of that stop: sidecar-init sent it the
+// signal itself, for a failure, and the exit status must say so.
+func TestLivenessStopIsNotExcusedByTheArrivingStop(t *testing.T) {
+	h := newHarness(t)
+	h.holdSIGCHLD = true
+	d := fake(t, h, "guard", testTimeout, "-stop-code", "143")
+	d.Liveness = config.Probe{TCP: freeAddr(t)} // nobody listens: every attempt fails
+	d.LivenessInterval, d.LivenessTimeout, d.LivenessFailures = 20*time.Millisecond, time.Second, 1
+	h.run([]config.Daemon{d, fake(t, h, "other", time.Second)}, nil)
+	h.waitLog("guard", fsm.DaemonUnresponsive)
+	rec := h.waitRecord("guard exit 143")
+	waitReapable(t, pidOf(t, rec, "guard"))
+	h.stop <- syscall.SIGTERM // its reap comes with the stop signal
+	signal.Notify(h.child, syscall.SIGCHLD)
+	h.child <- syscall.SIGCHLD
+	if code := h.exitCode(); code != 143 {
+		t.Fatalf("exit code %d, want 143: guard was stopped for failing its liveness probe before any stop signal\n%s", code, h.dumpLogs())
+	}
+}
+
+// A run stopped as unresponsive was up only until its last passed attempt: one whose probe
+// never passes does not start a fresh backoff window at each stop, however long the
+// attempts took, and is given up at max_restarts.
+func TestNeverPassingLivenessIsGivenUp(t *testing.T) {
+	h := newHarness(t)
+	d := withLiveness(fake(t, h, "guard", time.Second), "exit 1", 3)
+	d.LivenessInterval = 50 * time.Millisecond // 3 attempts: 150 ms, past backoff_reset
+	d.Restart, d.MaxRestarts = fsm.RestartAlways, 2
+	d.BackoffInitial, d.BackoffMax, d.BackoffReset = 10*time.Millisecond, time.Second, 100*time.Millisecond
+	h.run([]config.Daemon{d, fake(t, h, "other", time.Second)}, nil)
+	h.waitLog("guard", fsm.DaemonGivenUp)
+	if runs := len(h.transitions("guard", "spawn")); runs != 3 {
+		t.Fatalf("%d runs, want 3 (max_restarts 2)", runs)
+	}
+	h.stopAndWant(143)
+}
+
+// While a tcp or file attempt's goroutine has not returned (a stat on a hung mount), the
+// next attempt fails at once instead of starting another: they cannot pile up.
+func TestBlockedLivenessAttemptsDoNotPileUp(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{{Name: "svc", Command: []string{"/bin/true"},
+		Liveness: config.Probe{File: "/nonexistent"}, LivenessInterval: time.Second, LivenessTimeout: time.Second, LivenessFailures: 3}}})
+	d := s.daemons[0]
+	for _, e := range []fsm.Event{fsm.DaemonSpawn, fsm.DaemonReady} {
+		if _, err := d.machine.Fire(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.pid = 1<<22 + 1 // above PID_MAX_LIMIT: nobody is signalled
+	d.liveInFlight = 1
+	s.livenessProbe(d, time.Now())
+	if d.liveProbing || d.liveFailures != 1 || d.liveInFlight != 1 {
+		t.Fatalf("probing %v, failures %d, in flight %d: want no new attempt, one failure", d.liveProbing, d.liveFailures, d.liveInFlight)
+	}
+	if msg := logs.FilterMessage("liveness probe failed").All()[0].ContextMap()["error"]; !strings.Contains(msg.(string), "has not returned yet") {
+		t.Fatalf("failure = %v", msg)
+	}
+	// The blocked goroutine returns at last: stale, but no longer in flight.
+	s.onLivenessResult(probeResult{d: d, pid: d.pid, liveness: true, attempt: 1, inGoroutine: true, ok: true}, time.Now())
+	if d.liveInFlight != 0 || d.liveFailures != 1 {
+		t.Fatalf("in flight %d, failures %d after the stale return: want 0, 1", d.liveInFlight, d.liveFailures)
+	}
+	s.livenessProbe(d, time.Now())
+	if !d.liveProbing || d.liveInFlight != 1 {
+		t.Fatalf("no attempt once nothing was in flight (probing %v, in flight %d)", d.liveProbing, d.liveInFlight)
+	}
+	for d.liveInFlight > 0 { // the attempt's goroutine, done
+		s.onProbeResult(<-s.probeResults, time.Now())
+	}
+}

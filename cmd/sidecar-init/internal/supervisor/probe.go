@@ -34,6 +34,8 @@ type probeResult struct {
 	err      error
 	liveness bool
 	attempt  uint64
+	// inGoroutine: a tcp or file liveness attempt, run in a goroutine (liveInFlight).
+	inGoroutine bool
 }
 
 // execProbe is a running exec probe: its daemon, the incarnation (pid) it probes, and for

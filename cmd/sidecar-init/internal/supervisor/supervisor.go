@@ -497,7 +497,7 @@ func (s *Supervisor) onExit(e procs.Exit) {
 
 // diedOnItsOwn applies the crash policy: the supervisor's table decides what a death means.
 // exit is the reaped status (nil for an exec failure).
-func (s *Supervisor) diedOnItsOwn(d *daemon, status int, exit *procs.Exit) {
+func (s *Supervisor) diedOnItsOwn(d *daemon, status int, exit *procs.Exit, stoppedUnresponsive bool) {
 	if s.shuttingDown() {
 		return // neither counted nor a crash: the shutdown is already under way
 	}
@@ -507,7 +507,9 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int, exit *procs.Exit) {
 		return
 	}
 	switch {
-	case s.arrivingStop != 0 && diedOf(exit, s.arrivingStop):
+	case s.arrivingStop != 0 && diedOf(exit, s.arrivingStop) && !stoppedUnresponsive:
+		// (Not a daemon stopped as unresponsive: sidecar-init sent it that signal itself,
+		// for a failure, before any stop was asked.)
 		// Killed by that signal, or exited 128+signal, as the JVM and many trapping
 		// scripts do once they have handled it. A daemon that exited 143 of its own in the
 		// instant before the stop is excused too: no wait status can tell the two apart,
