@@ -20,7 +20,7 @@ demo: build
 	@echo '--- "backend" is ready; lines are labelled NAME | ...;'
 	@echo '--- "flaky" crashes after 4 s and the others keep running;'
 	@echo '--- "phoenix" crashes every 6 s and is restarted with a growing backoff;'
-	@echo '--- "frozen" stops answering its liveness probe after 5 s and is stopped 2 s later.'
+	@echo '--- "frozen" stops answering its liveness probe after 5 s and is stopped 1 to 2 s later.'
 	@echo '--- In another terminal: CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=/tmp/sidecar-init-demo.sock ./$(BIN) status'
 	@echo '--- Press Ctrl-C to stop them all; the exit status is then the first crash'"'"'s (3).'
 	trap : INT; ./$(BIN) --config examples/demo.toml; echo "--- sidecar-init exited with status $$?"

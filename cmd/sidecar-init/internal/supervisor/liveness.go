@@ -35,9 +35,10 @@ func (s *Supervisor) startLiveness(d *daemon) {
 func (s *Supervisor) livenessProbe(d *daemon, now time.Time) {
 	d.liveAt = time.Time{}
 	inGoroutine := len(d.cfg.Liveness.Exec) == 0
-	if inGoroutine && d.liveInFlight > 0 {
-		// The last attempt is still blocked (a stat on a hung mount): no second one.
-		s.livenessFailed(d, errors.New("the previous attempt has not returned yet (a hung filesystem or resolver?)"), now)
+	if (inGoroutine && d.liveInFlight > 0) || (!inGoroutine && s.livenessExecLeft(d)) {
+		// The last attempt is still blocked (a stat on a hung mount, an exec probe stuck in
+		// the kernel past its SIGKILL): no second one beside it.
+		s.livenessFailed(d, errors.New("the previous attempt has not returned yet (a hung filesystem or resolver, or a probe stuck in the kernel?)"), now)
 		return
 	}
 	s.liveAttempts++
@@ -48,6 +49,16 @@ func (s *Supervisor) livenessProbe(d *daemon, now time.Time) {
 	}
 	s.attempt(d, d.cfg.Liveness, probeResult{d: d, pid: d.pid, liveness: true, attempt: d.liveAttempt, inGoroutine: inGoroutine}, d.cfg.LivenessTimeout, now)
 	s.armTimer(now)
+}
+
+// livenessExecLeft says an exec liveness probe of d has not been reaped yet.
+func (s *Supervisor) livenessExecLeft(d *daemon) bool {
+	for _, probe := range s.execProbes {
+		if probe.d == d && probe.liveness {
+			return true
+		}
+	}
+	return false
 }
 
 // onLivenessResult counts a liveness attempt's outcome. One for an attempt given up at its
@@ -84,7 +95,7 @@ func (s *Supervisor) livenessTimedOut(d *daemon, now time.Time) {
 	for pid, probe := range s.execProbes {
 		if probe.d == d && probe.liveness {
 			if _, err := procs.SignalGroup(pid, syscall.SIGKILL); err != nil {
-				s.log.Error("could not kill a liveness probe", zlog.String("daemon", d.cfg.Name), zlog.Error(err))
+				s.log.Error("could not kill a liveness probe", zlog.String("daemon", d.cfg.Name), zlog.Int("pid", pid), zlog.Error(err))
 			}
 		}
 	}

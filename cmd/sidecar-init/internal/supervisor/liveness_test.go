@@ -438,3 +438,26 @@ func TestBlockedLivenessAttemptsDoNotPileUp(t *testing.T) {
 		s.onProbeResult(<-s.probeResults, time.Now())
 	}
 }
+
+// An exec liveness probe not reaped yet (stuck in the kernel past its SIGKILL) holds the
+// next attempt back the same way: it fails at once, and no second probe is spawned.
+func TestStuckLivenessExecProbeHoldsTheNextAttempt(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{withLiveness(config.Daemon{Name: "svc", Command: []string{"/bin/true"}}, "exit 0", 3)}})
+	d := s.daemons[0]
+	for _, e := range []fsm.Event{fsm.DaemonSpawn, fsm.DaemonReady} {
+		if _, err := d.machine.Fire(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.pid = 1<<22 + 1 // above PID_MAX_LIMIT: nobody is signalled
+	stuck := 1<<22 + 2
+	s.execProbes[stuck] = execProbe{d: d, forPid: d.pid, liveness: true, attempt: 1}
+	s.livenessProbe(d, time.Now())
+	if d.liveProbing || d.liveFailures != 1 || len(s.execProbes) != 1 {
+		t.Fatalf("probing %v, failures %d, %d exec probes: want no new probe, one failure", d.liveProbing, d.liveFailures, len(s.execProbes))
+	}
+	if msg := logs.FilterMessage("liveness probe failed").All()[0].ContextMap()["error"]; !strings.Contains(msg.(string), "has not returned yet") {
+		t.Fatalf("failure = %v", msg)
+	}
+}

@@ -355,7 +355,8 @@ func (s *Supervisor) timerC() <-chan time.Time {
 }
 
 // onTimer handles whatever deadlines have passed: graces (SIGKILL), restarts, readiness
-// probes and their timeouts, and the end of a reverse-order shutdown.
+// and liveness attempts and their timeouts, the ready file's retry, and the end of a
+// reverse-order shutdown.
 func (s *Supervisor) onTimer(now time.Time) {
 	due := func(t time.Time) bool { return !t.IsZero() && !t.After(now) }
 	if due(s.reverseDeadline) {
@@ -398,7 +399,8 @@ func (s *Supervisor) onTimer(now time.Time) {
 	s.armTimer(now)
 }
 
-// armTimer points the one timer at the earliest deadline: a grace or a restart.
+// armTimer points the one timer at the earliest deadline: a grace, a restart, a probe
+// attempt or its timeout, a retry, a look for escaped processes.
 func (s *Supervisor) armTimer(now time.Time) {
 	var earliest time.Time
 	consider := func(t time.Time) {
