@@ -25,6 +25,23 @@ func withLiveness(d config.Daemon, script string, failures int) config.Daemon {
 	return d
 }
 
+// livingDaemon is a supervisor whose one daemon, cfg, went through events (spawn, ready,
+// ...) without a loop or a process: its pid is above PID_MAX_LIMIT (2^22), so a signal
+// reaches nobody. For the loop's handlers called directly.
+func livingDaemon(t *testing.T, cfg config.Daemon, events ...fsm.Event) (*Supervisor, *daemon, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{cfg}})
+	d := s.daemons[0]
+	for _, e := range events {
+		if _, err := d.machine.Fire(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.pid = 1<<22 + 1
+	return s, d, logs
+}
+
 // livenessFailures lists the "failures" field of each "liveness probe failed" line.
 func (h *harness) livenessFailures(daemon string) []int64 {
 	var out []int64
@@ -132,15 +149,8 @@ func TestTakeOverAfterTheLivenessSIGKILL(t *testing.T) {
 		{"after the SIGKILL", true, fsm.DaemonKilled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			core, _ := observer.New(zapcore.DebugLevel)
-			s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{withLiveness(config.Daemon{Name: "svc", Command: []string{"/bin/true"}}, "exit 1", 1)}})
-			d := s.daemons[0]
-			for _, e := range []fsm.Event{fsm.DaemonSpawn, fsm.DaemonReady, fsm.DaemonLivenessFailed} {
-				if _, err := d.machine.Fire(e); err != nil {
-					t.Fatal(err)
-				}
-			}
-			d.pid = 1<<22 + 1 // above PID_MAX_LIMIT: nobody is signalled
+			s, d, _ := livingDaemon(t, withLiveness(config.Daemon{Name: "svc", Command: []string{"/bin/true"}}, "exit 1", 1),
+				fsm.DaemonSpawn, fsm.DaemonReady, fsm.DaemonLivenessFailed)
 			d.groups = []procGroup{{pgid: d.pid, deadline: time.Now().Add(time.Second)}}
 			if tc.killed {
 				d.groups[0].killedAt = time.Now()
@@ -304,15 +314,7 @@ func TestShutdownDuringALivenessStop(t *testing.T) {
 // A late result of an attempt given up at its timeout, or of an earlier one, is not the
 // current attempt's.
 func TestStaleLivenessResultIsDropped(t *testing.T) {
-	core, _ := observer.New(zapcore.DebugLevel)
-	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{withLiveness(config.Daemon{Name: "svc", Command: []string{"/bin/true"}}, "exit 1", 1)}})
-	d := s.daemons[0]
-	for _, e := range []fsm.Event{fsm.DaemonSpawn, fsm.DaemonReady} {
-		if _, err := d.machine.Fire(e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	d.pid = 1<<22 + 1 // above PID_MAX_LIMIT: a stop would reach nobody
+	s, d, _ := livingDaemon(t, withLiveness(config.Daemon{Name: "svc", Command: []string{"/bin/true"}}, "exit 1", 1), fsm.DaemonSpawn, fsm.DaemonReady)
 	now := time.Now()
 	for _, tc := range []struct {
 		name     string
@@ -407,16 +409,9 @@ func TestNeverPassingLivenessIsGivenUp(t *testing.T) {
 // While a tcp or file attempt's goroutine has not returned (a stat on a hung mount), the
 // next attempt fails at once instead of starting another: they cannot pile up.
 func TestBlockedLivenessAttemptsDoNotPileUp(t *testing.T) {
-	core, logs := observer.New(zapcore.DebugLevel)
-	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{{Name: "svc", Command: []string{"/bin/true"},
-		Liveness: config.Probe{File: "/nonexistent"}, LivenessInterval: time.Second, LivenessTimeout: time.Second, LivenessFailures: 3}}})
-	d := s.daemons[0]
-	for _, e := range []fsm.Event{fsm.DaemonSpawn, fsm.DaemonReady} {
-		if _, err := d.machine.Fire(e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	d.pid = 1<<22 + 1 // above PID_MAX_LIMIT: nobody is signalled
+	s, d, logs := livingDaemon(t, config.Daemon{Name: "svc", Command: []string{"/bin/true"},
+		Liveness: config.Probe{File: "/nonexistent"}, LivenessInterval: time.Second, LivenessTimeout: time.Second, LivenessFailures: 3},
+		fsm.DaemonSpawn, fsm.DaemonReady)
 	d.liveInFlight = 1
 	s.livenessProbe(d, time.Now())
 	if d.liveProbing || d.liveFailures != 1 || d.liveInFlight != 1 {
@@ -442,15 +437,7 @@ func TestBlockedLivenessAttemptsDoNotPileUp(t *testing.T) {
 // An exec liveness probe not reaped yet (stuck in the kernel past its SIGKILL) holds the
 // next attempt back the same way: it fails at once, and no second probe is spawned.
 func TestStuckLivenessExecProbeHoldsTheNextAttempt(t *testing.T) {
-	core, logs := observer.New(zapcore.DebugLevel)
-	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{withLiveness(config.Daemon{Name: "svc", Command: []string{"/bin/true"}}, "exit 0", 3)}})
-	d := s.daemons[0]
-	for _, e := range []fsm.Event{fsm.DaemonSpawn, fsm.DaemonReady} {
-		if _, err := d.machine.Fire(e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	d.pid = 1<<22 + 1 // above PID_MAX_LIMIT: nobody is signalled
+	s, d, logs := livingDaemon(t, withLiveness(config.Daemon{Name: "svc", Command: []string{"/bin/true"}}, "exit 0", 3), fsm.DaemonSpawn, fsm.DaemonReady)
 	stuck := 1<<22 + 2
 	s.execProbes[stuck] = execProbe{d: d, forPid: d.pid, liveness: true, attempt: 1}
 	s.livenessProbe(d, time.Now())

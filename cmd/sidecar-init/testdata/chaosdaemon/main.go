@@ -161,16 +161,7 @@ func hangAtBarrier(o options) {
 		record(o, "hang open failed: "+err.Error())
 		return
 	}
-	var buf [1]byte
-	for {
-		n, err := syscall.Read(fd, buf[:])
-		if err == syscall.EINTR {
-			continue
-		}
-		if n <= 0 {
-			break
-		}
-	}
+	readToEOF(fd)
 	if err := os.WriteFile(o.alive+".hung", nil, 0o644); err != nil {
 		record(o, "hang marker: "+err.Error())
 	}
@@ -181,6 +172,20 @@ func hangAtBarrier(o options) {
 	_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
 }
 
+// readToEOF reads fd until its writers have all closed it (or it fails).
+func readToEOF(fd int) {
+	var buf [1]byte
+	for {
+		n, err := syscall.Read(fd, buf[:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if n <= 0 {
+			return
+		}
+	}
+}
+
 func waitBarrier(o options) int {
 	signal.Reset(syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 	fd, err := syscall.Open(o.barrier, syscall.O_RDONLY, 0)
@@ -189,16 +194,7 @@ func waitBarrier(o options) int {
 		return 71
 	}
 	record(o, "ready")
-	var buf [1]byte
-	for {
-		n, err := syscall.Read(fd, buf[:])
-		if err == syscall.EINTR {
-			continue
-		}
-		if n <= 0 {
-			break
-		}
-	}
+	readToEOF(fd)
 	if o.zombies > 0 {
 		if made := makeZombies(o.zombies); made < o.zombies {
 			record(o, fmt.Sprintf("zombies: only %d of %d forks succeeded", made, o.zombies))
