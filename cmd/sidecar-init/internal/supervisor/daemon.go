@@ -63,19 +63,18 @@ type daemon struct {
 	// lastProbeErr is why the last attempt failed, for the ready_timeout line.
 	lastProbeErr error
 	// Liveness, once ready: the next attempt, the end of the one under way (its
-	// liveness_timeout), whether one is under way and its number (0: none to wait for; a
-	// result of another is stale), the failures in a row and the last one's error.
+	// liveness_timeout), the number of the one under way (0: none; a result of another is
+	// stale), the failures in a row and the last one's error.
 	liveAt       time.Time
 	liveDeadline time.Time
-	liveProbing  bool
 	liveAttempt  uint64
 	liveFailures int
 	lastLiveErr  error
 	// liveUpTo is when the run last showed it was up: ready, then each passed attempt.
 	liveUpTo time.Time
-	// liveInFlight counts tcp and file attempts whose goroutine has not reported back (a
-	// stat on a hung filesystem never does): while one is out, the next attempt fails
-	// without starting another, so they cannot pile up.
+	// liveInFlight counts attempts not back yet, given up or not (a stat on a hung
+	// filesystem never returns; an exec probe stuck in the kernel is not reaped): while
+	// one is out, the next attempt fails without starting another, so they cannot pile up.
 	liveInFlight int
 	// awaitingStop: a reverse-order shutdown holds its stop until its dependents are gone.
 	awaitingStop bool

@@ -34,44 +34,28 @@ func (s *Supervisor) startLiveness(d *daemon) {
 // livenessProbe starts one liveness attempt, bounded by liveness_timeout.
 func (s *Supervisor) livenessProbe(d *daemon, now time.Time) {
 	d.liveAt = time.Time{}
-	inGoroutine := len(d.cfg.Liveness.Exec) == 0
-	if (inGoroutine && d.liveInFlight > 0) || (!inGoroutine && s.livenessExecLeft(d)) {
+	if d.liveInFlight > 0 {
 		// The last attempt is still blocked (a stat on a hung mount, an exec probe stuck in
 		// the kernel past its SIGKILL): no second one beside it.
 		s.livenessFailed(d, errors.New("the previous attempt has not returned yet (a hung filesystem or resolver, or a probe stuck in the kernel?)"), now)
 		return
 	}
 	s.liveAttempts++
-	d.liveAttempt, d.liveProbing = s.liveAttempts, true
+	d.liveAttempt, d.liveInFlight = s.liveAttempts, 1 // (before attempt: a spawn failure reports at once)
 	d.liveDeadline = now.Add(d.cfg.LivenessTimeout)
-	if inGoroutine {
-		d.liveInFlight++
-	}
-	s.attempt(d, d.cfg.Liveness, probeResult{d: d, pid: d.pid, liveness: true, attempt: d.liveAttempt, inGoroutine: inGoroutine}, d.cfg.LivenessTimeout, now)
+	s.attempt(d, d.cfg.Liveness, probeResult{d: d, pid: d.pid, liveness: true, attempt: d.liveAttempt}, d.cfg.LivenessTimeout, now)
 	s.armTimer(now)
-}
-
-// livenessExecLeft says an exec liveness probe of d has not been reaped yet.
-func (s *Supervisor) livenessExecLeft(d *daemon) bool {
-	for _, probe := range s.execProbes {
-		if probe.d == d && probe.liveness {
-			return true
-		}
-	}
-	return false
 }
 
 // onLivenessResult counts a liveness attempt's outcome. One for an attempt given up at its
 // timeout, for an earlier run, or for a daemon no longer running is stale and dropped.
 func (s *Supervisor) onLivenessResult(r probeResult, now time.Time) {
 	d := r.d
-	if r.inGoroutine {
-		d.liveInFlight-- // stale or not, that goroutine is done
-	}
-	if !d.liveProbing || r.attempt != d.liveAttempt {
+	d.liveInFlight-- // stale or not, that attempt is back
+	if r.attempt != d.liveAttempt {
 		return
 	}
-	d.liveProbing, d.liveDeadline = false, time.Time{}
+	d.liveAttempt, d.liveDeadline = 0, time.Time{}
 	if d.machine.Current() != fsm.DaemonRunning || r.pid != d.pid {
 		return
 	}
@@ -99,7 +83,7 @@ func (s *Supervisor) livenessTimedOut(d *daemon, now time.Time) {
 			}
 		}
 	}
-	d.liveProbing, d.liveAttempt, d.liveDeadline = false, 0, time.Time{}
+	d.liveAttempt, d.liveDeadline = 0, time.Time{}
 	s.livenessFailed(d, fmt.Errorf("no answer within liveness_timeout %v", d.cfg.LivenessTimeout), now)
 }
 

@@ -318,20 +318,19 @@ func TestStaleLivenessResultIsDropped(t *testing.T) {
 	now := time.Now()
 	for _, tc := range []struct {
 		name     string
-		probing  bool
-		attempt  uint64
+		attempt  uint64 // the one under way (0: none)
 		resultOf uint64
 	}{
-		{"given up at its timeout", false, 0, 4},
-		{"an earlier attempt", true, 5, 4},
+		{"given up at its timeout", 0, 4},
+		{"an earlier attempt", 5, 4},
 	} {
-		d.liveProbing, d.liveAttempt = tc.probing, tc.attempt
+		d.liveAttempt, d.liveInFlight = tc.attempt, 1
 		s.onLivenessResult(probeResult{d: d, pid: d.pid, liveness: true, attempt: tc.resultOf, err: syscall.ECONNREFUSED}, now)
 		if d.liveFailures != 0 || d.machine.Current() != fsm.DaemonRunning {
 			t.Fatalf("%s: counted (failures %d, state %s)", tc.name, d.liveFailures, d.machine.Current())
 		}
 	}
-	d.liveProbing, d.liveAttempt = true, 5
+	d.liveAttempt, d.liveInFlight = 5, 1
 	s.onLivenessResult(probeResult{d: d, pid: d.pid, liveness: true, attempt: 5, err: syscall.ECONNREFUSED}, now)
 	if d.machine.Current() != fsm.DaemonUnresponsive {
 		t.Fatalf("the current attempt's failure left it %s", d.machine.Current())
@@ -414,20 +413,20 @@ func TestBlockedLivenessAttemptsDoNotPileUp(t *testing.T) {
 		fsm.DaemonSpawn, fsm.DaemonReady)
 	d.liveInFlight = 1
 	s.livenessProbe(d, time.Now())
-	if d.liveProbing || d.liveFailures != 1 || d.liveInFlight != 1 {
-		t.Fatalf("probing %v, failures %d, in flight %d: want no new attempt, one failure", d.liveProbing, d.liveFailures, d.liveInFlight)
+	if d.liveAttempt != 0 || d.liveFailures != 1 || d.liveInFlight != 1 {
+		t.Fatalf("attempt %d, failures %d, in flight %d: want no new attempt, one failure", d.liveAttempt, d.liveFailures, d.liveInFlight)
 	}
 	if msg := logs.FilterMessage("liveness probe failed").All()[0].ContextMap()["error"]; !strings.Contains(msg.(string), "has not returned yet") {
 		t.Fatalf("failure = %v", msg)
 	}
 	// The blocked goroutine returns at last: stale, but no longer in flight.
-	s.onLivenessResult(probeResult{d: d, pid: d.pid, liveness: true, attempt: 1, inGoroutine: true, ok: true}, time.Now())
+	s.onLivenessResult(probeResult{d: d, pid: d.pid, liveness: true, attempt: 1, ok: true}, time.Now())
 	if d.liveInFlight != 0 || d.liveFailures != 1 {
 		t.Fatalf("in flight %d, failures %d after the stale return: want 0, 1", d.liveInFlight, d.liveFailures)
 	}
 	s.livenessProbe(d, time.Now())
-	if !d.liveProbing || d.liveInFlight != 1 {
-		t.Fatalf("no attempt once nothing was in flight (probing %v, in flight %d)", d.liveProbing, d.liveInFlight)
+	if d.liveAttempt == 0 || d.liveInFlight != 1 {
+		t.Fatalf("no attempt once nothing was in flight (attempt %d, in flight %d)", d.liveAttempt, d.liveInFlight)
 	}
 	for d.liveInFlight > 0 { // the attempt's goroutine, done
 		s.onProbeResult(<-s.probeResults, time.Now())
@@ -440,9 +439,10 @@ func TestStuckLivenessExecProbeHoldsTheNextAttempt(t *testing.T) {
 	s, d, logs := livingDaemon(t, withLiveness(config.Daemon{Name: "svc", Command: []string{"/bin/true"}}, "exit 0", 3), fsm.DaemonSpawn, fsm.DaemonReady)
 	stuck := 1<<22 + 2
 	s.execProbes[stuck] = execProbe{d: d, forPid: d.pid, liveness: true, attempt: 1}
+	d.liveInFlight = 1 // its reap has not come
 	s.livenessProbe(d, time.Now())
-	if d.liveProbing || d.liveFailures != 1 || len(s.execProbes) != 1 {
-		t.Fatalf("probing %v, failures %d, %d exec probes: want no new probe, one failure", d.liveProbing, d.liveFailures, len(s.execProbes))
+	if d.liveAttempt != 0 || d.liveFailures != 1 || len(s.execProbes) != 1 {
+		t.Fatalf("attempt %d, failures %d, %d exec probes: want no new probe, one failure", d.liveAttempt, d.liveFailures, len(s.execProbes))
 	}
 	if msg := logs.FilterMessage("liveness probe failed").All()[0].ContextMap()["error"]; !strings.Contains(msg.(string), "has not returned yet") {
 		t.Fatalf("failure = %v", msg)

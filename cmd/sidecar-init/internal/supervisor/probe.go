@@ -34,8 +34,6 @@ type probeResult struct {
 	err      error
 	liveness bool
 	attempt  uint64
-	// inGoroutine: a tcp or file liveness attempt, run in a goroutine (liveInFlight).
-	inGoroutine bool
 }
 
 // execProbe is a running exec probe: its daemon, the incarnation (pid) it probes, and for
@@ -182,7 +180,7 @@ func (s *Supervisor) attempt(d *daemon, probe config.Probe, r probeResult, dialT
 func (s *Supervisor) stopProbing(d *daemon) {
 	d.readyDeadline, d.probeAt = time.Time{}, time.Time{}
 	d.probing, d.probeFor = false, 0
-	d.liveAt, d.liveDeadline, d.liveProbing, d.liveAttempt = time.Time{}, time.Time{}, false, 0
+	d.liveAt, d.liveDeadline, d.liveAttempt = time.Time{}, time.Time{}, 0
 	for pid, probe := range s.execProbes {
 		if probe.d == d {
 			if _, err := procs.SignalGroup(pid, syscall.SIGKILL); err != nil {

@@ -391,7 +391,7 @@ func (s *Supervisor) onTimer(now time.Time) {
 		case fsm.DaemonRunning:
 			if due(d.liveDeadline) {
 				s.livenessTimedOut(d, now)
-			} else if due(d.liveAt) && !d.liveProbing {
+			} else if due(d.liveAt) && d.liveAttempt == 0 {
 				s.livenessProbe(d, now)
 			}
 		}
@@ -425,7 +425,7 @@ func (s *Supervisor) armTimer(now time.Time) {
 			}
 		case fsm.DaemonRunning:
 			consider(d.liveDeadline)
-			if !d.liveProbing {
+			if d.liveAttempt == 0 {
 				consider(d.liveAt)
 			}
 		}
