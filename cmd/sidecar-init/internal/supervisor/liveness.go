@@ -111,12 +111,7 @@ func (s *Supervisor) livenessFailed(d *daemon, err error, now time.Time) {
 		return
 	}
 	reason := fmt.Sprintf("liveness probe failed %d times in a row (%s): %v", d.liveFailures, d.cfg.Liveness.String(), err)
-	s.stopProbing(d)
-	stop := stopSignalOf(d, syscall.SIGTERM)
-	s.sendStop(d, d.pid, stop)
-	if g := d.group(d.pid); g != nil {
-		g.deadline, g.killedAt = s.graceEnd(d, now), time.Time{}
-	}
+	stop := s.beginStop(d, syscall.SIGTERM, now)
 	s.fireDaemon(d, fsm.DaemonLivenessFailed, zapcore.ErrorLevel, detail{signal: procs.SignalName(stop), reason: reason})
 	s.armTimer(now)
 }

@@ -243,14 +243,22 @@ func (s *Supervisor) giveUpOnGroup(d *daemon, pgid int, killedAt, now time.Time)
 // stopDaemon sends a live daemon its stop signal and arms its grace (never past the end of
 // a reverse-order shutdown).
 func (s *Supervisor) stopDaemon(d *daemon, sig syscall.Signal, now time.Time, reason string) {
-	stop := stopSignalOf(d, sig)
 	d.awaitingStop = false
-	s.stopProbing(d) // it is being stopped: nothing to make ready
+	stop := s.beginStop(d, sig, now)
+	s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, detail{signal: procs.SignalName(stop), reason: reason})
+}
+
+// beginStop sends a live daemon its stop signal (its stop_signal, else sig) and SIGCONT,
+// ends its probes and arms its grace; it returns the signal sent. A stop the transition
+// says is the caller's: a shutdown's or an operator's, or a failed liveness probe's.
+func (s *Supervisor) beginStop(d *daemon, sig syscall.Signal, now time.Time) syscall.Signal {
+	stop := stopSignalOf(d, sig)
+	s.stopProbing(d) // it is being stopped: nothing to make ready or to check
 	s.sendStop(d, d.pid, stop)
 	if g := d.group(d.pid); g != nil {
 		g.deadline, g.killedAt = s.graceEnd(d, now), time.Time{}
 	}
-	s.fireDaemon(d, fsm.DaemonStop, zapcore.InfoLevel, detail{signal: procs.SignalName(stop), reason: reason})
+	return stop
 }
 
 // anyDependentLive says a daemon that comes after d, directly or through others, still has
