@@ -506,6 +506,23 @@ func parse(source string, data []byte) (*Config, error) {
 
 func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
+// durationKey parses the value of a daemon's duration key, which must be at least least
+// (time.Nanosecond: positive).
+func durationKey(name, key, value string, least time.Duration) (time.Duration, *Error) {
+	v, err := parseGrace(value)
+	switch {
+	case err != nil:
+	case least <= time.Nanosecond && v == 0:
+		err = fmt.Errorf("%s must be positive", key)
+	case v < least:
+		err = fmt.Errorf("%s must be at least %v, not %v", key, least, v)
+	}
+	if err != nil {
+		return 0, &Error{Key: key, Msg: fmt.Sprintf("daemon %q: %v", name, err)}
+	}
+	return v, nil
+}
+
 // checkProbe validates a ready or liveness probe (key says which).
 func checkProbe(name, key string, p Probe) *Error {
 	set := 0
@@ -575,12 +592,9 @@ func (d fileDaemon) parseLiveness(daemon *Daemon) *Error {
 		if f.value == nil {
 			continue
 		}
-		v, err := parseGrace(*f.value)
-		if err == nil && v < MinLivenessPeriod {
-			err = fmt.Errorf("%s must be at least %v, not %v", f.key, MinLivenessPeriod, v)
-		}
+		v, err := durationKey(d.Name, f.key, *f.value, MinLivenessPeriod)
 		if err != nil {
-			return &Error{Key: f.key, Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
+			return err
 		}
 		*f.into = v
 	}
@@ -826,12 +840,9 @@ func (d fileDaemon) parseRestart(daemon *Daemon) *Error {
 		if f.value == nil {
 			continue
 		}
-		v, err := parseGrace(*f.value)
-		if err == nil && v == 0 {
-			err = fmt.Errorf("%s must be positive", f.key)
-		}
+		v, err := durationKey(d.Name, f.key, *f.value, time.Nanosecond)
 		if err != nil {
-			return &Error{Key: f.key, Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
+			return err
 		}
 		*f.into = v
 	}
@@ -887,12 +898,9 @@ func (d fileDaemon) parseStart(daemon *Daemon) *Error {
 		daemon.ReadyTimeout = 0
 	}
 	if d.ReadyTimeout != nil {
-		v, err := parseGrace(*d.ReadyTimeout)
-		if err == nil && v == 0 {
-			err = errors.New("ready_timeout must be positive")
-		}
+		v, err := durationKey(d.Name, "ready_timeout", *d.ReadyTimeout, time.Nanosecond)
 		if err != nil {
-			return &Error{Key: "ready_timeout", Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
+			return err
 		}
 		daemon.ReadyTimeout = v
 	}
