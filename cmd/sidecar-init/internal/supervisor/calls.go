@@ -124,13 +124,16 @@ func (s *Supervisor) onCall(req control.Request, now time.Time) control.Response
 // sent it; `stop` and `restart` are the way to stop one.
 func (s *Supervisor) signalByOperator(d *daemon, name string) control.Response {
 	sig, err := procs.ParseSignal(name)
+	if err == nil {
+		// Logged by its canonical name, as every other line names signals ("USR1", "10"
+		// and "SIGUSR1" are one signal to whoever searches the log); one that does not
+		// parse, as typed.
+		name = procs.SignalName(sig)
+	}
+	s.log.Info("control request", zlog.String("cmd", control.CmdSignal), zlog.String("daemon", d.cfg.Name), zlog.String("signal", name))
 	if err != nil {
-		s.log.Info("control request", zlog.String("cmd", control.CmdSignal), zlog.String("daemon", d.cfg.Name), zlog.String("signal", name))
 		return control.Response{Error: err.Error()}
 	}
-	// Logged by its canonical name, as every other line names signals ("USR1", "10" and
-	// "SIGUSR1" are one signal to whoever searches the log).
-	s.log.Info("control request", zlog.String("cmd", control.CmdSignal), zlog.String("daemon", d.cfg.Name), zlog.String("signal", procs.SignalName(sig)))
 	if !d.live() {
 		return control.Response{Error: fmt.Sprintf("%s has no process to signal (it is %s)", d.cfg.Name, d.machine.Current())}
 	}
