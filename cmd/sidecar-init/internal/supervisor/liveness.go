@@ -77,6 +77,15 @@ func (s *Supervisor) onLivenessResult(r probeResult, now time.Time) {
 // blocked reports later, stale too.
 func (s *Supervisor) livenessTimedOut(d *daemon, now time.Time) {
 	for pid, probe := range s.execProbes {
+		if probe.d == d && probe.liveness && probe.attempt == d.liveAttempt && procs.Exited(pid) {
+			// It ended as the deadline came, its SIGCHLD not handled yet: its reap, already
+			// on its way, gives the attempt's outcome (the select takes ready channels in
+			// random order, so the timer can win by a hair).
+			d.liveDeadline = time.Time{}
+			return
+		}
+	}
+	for pid, probe := range s.execProbes {
 		if probe.d == d && probe.liveness {
 			if _, err := procs.SignalGroup(pid, syscall.SIGKILL); err != nil {
 				s.log.Error("could not kill a liveness probe", zlog.String("daemon", d.cfg.Name), zlog.Int("pid", pid), zlog.Error(err))

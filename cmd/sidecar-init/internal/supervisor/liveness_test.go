@@ -448,3 +448,44 @@ func TestStuckLivenessExecProbeHoldsTheNextAttempt(t *testing.T) {
 		t.Fatalf("failure = %v", msg)
 	}
 }
+
+// An attempt whose answer is in as its liveness_timeout comes passed in time: the loop's
+// select takes the timer or the answer in random order, and the timer must not fail it.
+// A tcp or file answer is queued; an exec probe has exited, its SIGCHLD not handled yet.
+func TestLivenessAnswerAtItsTimeoutCounts(t *testing.T) {
+	t.Run("queued result", func(t *testing.T) {
+		s, d, logs := livingDaemon(t, config.Daemon{Name: "svc", Command: []string{"/bin/true"},
+			Liveness: config.Probe{File: "/nonexistent"}, LivenessInterval: time.Second, LivenessTimeout: time.Second, LivenessFailures: 1},
+			fsm.DaemonSpawn, fsm.DaemonReady)
+		now := time.Now()
+		d.liveAttempt, d.liveInFlight, d.liveDeadline = 1, 1, now
+		s.probeResults <- probeResult{d: d, pid: d.pid, liveness: true, attempt: 1, ok: true}
+		s.onTimer(now)
+		if n := logs.FilterMessage("liveness probe failed").Len(); n != 0 || d.machine.Current() != fsm.DaemonRunning {
+			t.Fatalf("%d failures, state %s: the answer in time was failed at the timeout", n, d.machine.Current())
+		}
+		if d.liveInFlight != 0 || d.liveAt.IsZero() {
+			t.Fatalf("in flight %d, next attempt at %v: the answer was not counted", d.liveInFlight, d.liveAt)
+		}
+	})
+	t.Run("exited exec probe", func(t *testing.T) {
+		s, d, logs := livingDaemon(t, withLiveness(config.Daemon{Name: "svc", Command: []string{"/bin/true"}}, "exit 0", 1),
+			fsm.DaemonSpawn, fsm.DaemonReady)
+		s.livenessProbe(d, time.Now())
+		if len(s.execProbes) != 1 {
+			t.Fatalf("%d exec probes, want 1", len(s.execProbes))
+		}
+		for pid := range s.execProbes {
+			waitReapable(t, pid)
+		}
+		s.onTimer(d.liveDeadline)
+		if n := logs.FilterMessage("liveness probe failed").Len(); n != 0 || d.machine.Current() != fsm.DaemonRunning {
+			t.Fatalf("%d failures, state %s: the probe that exited in time was failed at the timeout", n, d.machine.Current())
+		}
+		s.reap()
+		if d.liveAttempt != 0 || d.liveInFlight != 0 || d.liveAt.IsZero() || d.liveFailures != 0 {
+			t.Fatalf("attempt %d, in flight %d, next at %v, failures %d: the reaped probe's pass was not counted",
+				d.liveAttempt, d.liveInFlight, d.liveAt, d.liveFailures)
+		}
+	})
+}

@@ -358,6 +358,17 @@ func (s *Supervisor) timerC() <-chan time.Time {
 // and liveness attempts and their timeouts, the ready file's retry, and the end of a
 // reverse-order shutdown.
 func (s *Supervisor) onTimer(now time.Time) {
+	// Probe results already queued count before any deadline: the loop's select takes
+	// ready channels in random order, and an attempt that passed as its timeout came must
+	// not be failed for it.
+	for drained := false; !drained; {
+		select {
+		case r := <-s.probeResults:
+			s.onProbeResult(r, now)
+		default:
+			drained = true
+		}
+	}
 	due := func(t time.Time) bool { return !t.IsZero() && !t.After(now) }
 	if due(s.reverseDeadline) {
 		s.reverseDeadline = time.Time{}
