@@ -259,7 +259,7 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 		log.Warn("no control socket: `sidecar-init status|restart|stop|start|signal` will not reach this supervisor; "+
 			"set control_socket (or "+envControlSocket+") to a writable path", zlog.Error(err))
 	default:
-		defer server.Close()
+		defer server.CloseAtExit()
 		supervised.Calls = calls
 		log.Info("control socket listening", zlog.String("path", cfg.ControlSocket))
 	}

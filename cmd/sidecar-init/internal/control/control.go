@@ -270,12 +270,7 @@ func removeSocket(path string) error {
 // client that sent nothing yet included: exit must not wait for its deadline) and waits
 // for the connection goroutines.
 func (s *Server) Close() {
-	// The socket goes first, while our listener still holds its inode: a newer sidecar-init
-	// cannot have made one at the path yet (it would have found ours answering), and once
-	// ours is closed its inode number can come back at once for the newer one's.
-	if now, err := os.Lstat(s.path); err == nil && os.SameFile(now, s.file) {
-		_ = os.Remove(s.path)
-	}
+	s.removeOwnSocket()
 	s.mu.Lock()
 	close(s.done)
 	for conn := range s.conns {
@@ -286,6 +281,34 @@ func (s *Server) Close() {
 	s.mu.Unlock()
 	_ = s.ln.Close()
 	s.wg.Wait()
+}
+
+// CloseAtExit is Close for a process about to exit: with no client connected it only
+// removes the socket, and leaves the listener and the accept goroutine to the exit, which
+// ends them anyway; closing the listener first cost a wake-up of the runtime's network
+// poller and a turn of that goroutine in front of every exit. A client that connects
+// after the socket is gone finds no socket; one already in the listen backlog is reset by
+// the exit, as by Close. With a client connected it is Close, whose answer still gets
+// written.
+func (s *Server) CloseAtExit() {
+	s.mu.Lock()
+	served := len(s.conns)
+	s.mu.Unlock()
+	if served > 0 {
+		s.Close()
+		return
+	}
+	s.removeOwnSocket()
+}
+
+// removeOwnSocket removes the socket at the path if it is still the one this server made.
+// Before the listener is closed, while it still holds the socket's inode: a newer
+// sidecar-init cannot have made one at the path yet (it would have found ours answering),
+// and once ours is closed its inode number can come back at once for the newer one's.
+func (s *Server) removeOwnSocket() {
+	if now, err := os.Lstat(s.path); err == nil && os.SameFile(now, s.file) {
+		_ = os.Remove(s.path)
+	}
 }
 
 // closingWriteTimeout bounds the write of an answer once Close has begun ("sidecar-init is

@@ -573,3 +573,65 @@ func TestLockPathThatIsNoFileIsGoneAround(t *testing.T) {
 		})
 	}
 }
+
+// CloseAtExit removes this server's socket, and no other; with a request under way it is
+// Close, and the request is answered rather than cut off by the exit.
+func TestCloseAtExit(t *testing.T) {
+	t.Run("nobody connected", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "control.sock")
+		s, err := Listen(path, make(chan Call), zlog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close() // the exit's part, for the leak check
+		s.CloseAtExit()
+		if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("socket left behind: %v", err)
+		}
+	})
+	t.Run("a newer socket", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "control.sock")
+		calls := make(chan Call)
+		done := make(chan struct{})
+		defer close(done)
+		go fakeLoop(calls, done)
+		old, err := Listen(path, calls, zlog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer old.Close()
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		newer, err := Listen(path, calls, zlog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer newer.Close()
+		old.CloseAtExit()
+		if resp, err := Do(path, Request{Cmd: CmdStatus}, 5*time.Second); err != nil || !resp.OK {
+			t.Fatalf("the newer server after the old one's CloseAtExit: %+v, %v", resp, err)
+		}
+	})
+	t.Run("a request waiting", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "control.sock")
+		calls := make(chan Call)
+		s, err := Listen(path, calls, zlog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer := make(chan error, 1)
+		go func() {
+			resp, err := Do(path, Request{Cmd: CmdRestart, Name: "x"}, 5*time.Second)
+			if err == nil && resp.Error != "sidecar-init is shutting down" {
+				err = fmt.Errorf("answer %+v", resp)
+			}
+			answer <- err
+		}()
+		<-calls // taken, never answered
+		s.CloseAtExit()
+		if err := <-answer; err != nil {
+			t.Fatalf("a request waiting at CloseAtExit: %v; want the shutting-down answer", err)
+		}
+	})
+}
