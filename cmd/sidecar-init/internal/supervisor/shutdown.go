@@ -143,18 +143,20 @@ func (s *Supervisor) graceEnd(d *daemon, now time.Time) time.Time {
 // runit and systemd do: a stopped process (SIGSTOP, a debugger, a job-control stop) keeps
 // its stop signal pending through the whole grace and dies of the SIGKILL instead.
 func (s *Supervisor) sendStop(d *daemon, pgid int, stop syscall.Signal) {
-	s.signalPgid(d, pgid, stop)
-	if stop != syscall.SIGCONT && stop != syscall.SIGKILL {
-		s.signalPgid(d, pgid, syscall.SIGCONT)
+	if stop == syscall.SIGCONT || stop == syscall.SIGKILL {
+		s.signalPgid(d, pgid, stop)
+		return
 	}
+	s.signalPgid(d, pgid, stop, syscall.SIGCONT)
 }
 
-// signalPgid signals one of the daemon's process groups and says whether anyone was in it.
-// The live daemon's own group goes through signalGroup, which also reaches a daemon that
-// left it.
-func (s *Supervisor) signalPgid(d *daemon, pgid int, sig syscall.Signal) bool {
+// signalPgid sends one of the daemon's process groups sigs, in order, and says whether
+// anyone was in it. The live daemon's own group goes through signalGroup, which also
+// reaches a daemon that left it. Two signals at once, a stop and its SIGCONT, cost one
+// look at who is in the group, not two.
+func (s *Supervisor) signalPgid(d *daemon, pgid int, sigs ...syscall.Signal) bool {
 	if pgid == d.pid && d.live() {
-		return s.signalGroup(d, sig)
+		return s.signalGroup(d, sigs...)
 	}
 	if procs.GroupReused(pgid) {
 		// Its leader was reaped, and the group of that id now is another (led by a new
@@ -164,11 +166,16 @@ func (s *Supervisor) signalPgid(d *daemon, pgid int, sig syscall.Signal) bool {
 			zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", pgid))
 		return false
 	}
-	delivered, err := procs.SignalGroup(pgid, sig)
-	if err != nil {
-		s.log.Error("could not signal a daemon's process group", zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", pgid), zlog.Error(err))
+	someone := false
+	for _, sig := range sigs {
+		delivered, err := procs.SignalGroup(pgid, sig)
+		if err != nil {
+			s.log.Error("could not signal a daemon's process group", zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", pgid),
+				zlog.String("signal", procs.SignalName(sig)), zlog.Error(err))
+		}
+		someone = someone || delivered || err != nil
 	}
-	return delivered || err != nil
+	return someone
 }
 
 // After a SIGKILL, a group that still holds processes is looked at every groupRecheck,

@@ -647,3 +647,31 @@ func TestDeathOfTheStopSignalItselfIsNoFailure(t *testing.T) {
 		})
 	}
 }
+
+// What an exited daemon left in its group, stopped (SIGSTOP, a debugger), still stops
+// gracefully at the shutdown: its SIGCONT comes with the stop signal, as a live daemon's.
+func TestStoppedLeftoversStillStopGracefully(t *testing.T) {
+	h := newHarness(t)
+	pidFile := filepath.Join(t.TempDir(), "server")
+	d := shDaemon("starter", `sh -c 'trap "exit 0" TERM; echo $$ > `+pidFile+`; while :; do sleep 0.05; done' & exit 0`)
+	d.Grace = 2 * time.Second
+	h.run([]config.Daemon{d, fake(t, h, "other", time.Second)}, nil)
+	h.waitLog("starter", fsm.DaemonExited)
+	server := readPid(t, pidFile)
+	pgid, err := syscall.Getpgid(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(-pgid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(testTimeout); processState(server) != 'T'; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d never stopped", server)
+		}
+	}
+	h.stopAndWant(0)
+	if n := h.logs.FilterMessage("killed processes left in an exited daemon's process group").Len(); n != 0 {
+		t.Errorf("the stopped leftovers were SIGKILLed at the grace, not stopped gracefully:\n%s", h.dumpLogs())
+	}
+}

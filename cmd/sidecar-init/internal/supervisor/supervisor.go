@@ -584,33 +584,42 @@ func (s *Supervisor) forward(sig syscall.Signal) {
 	}
 }
 
-// signalGroup signals the daemon's current process group and says whether anyone was in it.
-func (s *Supervisor) signalGroup(d *daemon, sig syscall.Signal) bool {
-	delivered, err := procs.SignalGroup(d.pid, sig)
+// signalGroup sends the daemon's current process group sigs, in order, and says whether
+// anyone was in it.
+func (s *Supervisor) signalGroup(d *daemon, sigs ...syscall.Signal) bool {
+	delivered, failed := false, false
+	for _, sig := range sigs {
+		ok, err := procs.SignalGroup(d.pid, sig)
+		if err != nil {
+			failed = true
+			s.log.Error("could not signal a daemon's process group", zlog.String("daemon", d.cfg.Name),
+				zlog.String("signal", procs.SignalName(sig)), zlog.Error(err))
+		}
+		delivered = delivered || ok
+	}
 	if d.live() {
 		// A daemon that moved itself to another group (setpgid) is not reached by its own
 		// group's signal, whether or not others are still in that group: it still gets its
-		// signal, at its pid. (Unreaped, its pid cannot have been reused.)
+		// signals, at its pid. (Unreaped, its pid cannot have been reused.)
 		if pgid, perr := syscall.Getpgid(d.pid); perr == nil && pgid != d.pid {
-			if syscall.Kill(d.pid, sig) == nil {
-				delivered = true
+			for _, sig := range sigs {
+				if syscall.Kill(d.pid, sig) == nil {
+					delivered = true
+				}
 			}
 			if ce := s.log.Check(zapcore.DebugLevel, "daemon left its process group; signalled at its pid"); ce != nil {
-				ce.Write(zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", pgid), zlog.String("signal", procs.SignalName(sig)))
+				ce.Write(zlog.String("daemon", d.cfg.Name), zlog.Int("pgid", pgid), zlog.String("signal", procs.SignalName(sigs[0])))
 			}
 		}
 	}
-	switch {
-	case err != nil:
-		s.log.Error("could not signal a daemon's process group", zlog.String("daemon", d.cfg.Name), zlog.Error(err))
-	case !delivered:
+	if !delivered && !failed {
 		// ESRCH: nobody is left in the group (tini: "child was already dead").
 		if ce := s.log.Check(zapcore.DebugLevel, "process group already empty"); ce != nil {
-			ce.Write(zlog.String("daemon", d.cfg.Name), zlog.String("signal", procs.SignalName(sig)))
+			ce.Write(zlog.String("daemon", d.cfg.Name), zlog.String("signal", procs.SignalName(sigs[0])))
 		}
 	}
 	// EPERM would mean someone is there that we may not signal: not empty.
-	return delivered || err != nil
+	return delivered || failed
 }
 
 // settle fires the supervisor's "nothing left" events once their condition holds.
