@@ -75,6 +75,10 @@ type Sink struct {
 	lost     atomic.Uint64
 	onLoss   atomic.Pointer[func(lost uint64, err error)]
 	reported bool
+	// torn is the rest of a line a failed write cut (a full disk takes part of a write):
+	// written first once writes succeed again, so the line ends whole instead of the next
+	// one being glued to its first half. At most one line; guarded by mu.
+	torn []byte
 }
 
 // OnLoss sets what is told when labelled lines are lost to a failed write: at the first
@@ -93,11 +97,11 @@ func (s *Sink) TakeLost() uint64 { return s.lost.Swap(0) }
 func (s *Sink) writeLabelled(p []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, err := s.writeLocked(p)
+	n, err := s.writeLocked(p)
 	report := s.onLoss.Load()
 	switch {
 	case err != nil:
-		s.lost.Add(uint64(bytes.Count(p, []byte{'\n'})))
+		s.lost.Add(uint64(bytes.Count(p[n:], []byte{'\n'})))
 		if !s.reported && report != nil {
 			s.reported = true
 			(*report)(s.lost.Swap(0), err)
@@ -144,7 +148,9 @@ func fdOf(w io.Writer) int {
 
 // Write writes p, which must be one or more whole lines, in one locked call. It blocks
 // while the destination does: callers that must not block (the event loop) write through a
-// queue such as logging.Writer.
+// queue such as logging.Writer. On a failed write, n counts the lines of p that are
+// written or will be: the lines after p[:n] are lost, and a line the failure cut is kept
+// and finished first by the next write that succeeds.
 func (s *Sink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -152,6 +158,29 @@ func (s *Sink) Write(p []byte) (int, error) {
 }
 
 func (s *Sink) writeLocked(p []byte) (int, error) {
+	if len(s.torn) > 0 {
+		n, err := s.writeAll(s.torn)
+		s.torn = s.torn[n:]
+		if err != nil {
+			return 0, err // p goes after the torn line or not at all
+		}
+		s.torn = nil
+	}
+	n, err := s.writeAll(p)
+	if err != nil && n > 0 && p[n-1] != '\n' {
+		// Cut inside a line: keep its rest for the next write (the line is not lost).
+		end := n + bytes.IndexByte(p[n:], '\n') + 1
+		if end <= n {
+			end = len(p) // (p should end with a newline)
+		}
+		s.torn = append(s.torn[:0], p[n:end]...)
+		n = end
+	}
+	return n, err
+}
+
+// writeAll writes p to the stream and returns how much of it went out.
+func (s *Sink) writeAll(p []byte) (int, error) {
 	written := 0
 	for {
 		n, err := s.w.Write(p[written:])

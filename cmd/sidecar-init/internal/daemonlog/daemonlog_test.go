@@ -833,6 +833,44 @@ func TestSinkReportsLostLines(t *testing.T) {
 	}
 }
 
+// fullDisk takes room more bytes, then fails with ENOSPC, as a full disk takes part of a
+// write.
+type fullDisk struct {
+	room int
+	got  bytes.Buffer
+}
+
+func (w *fullDisk) Write(p []byte) (int, error) {
+	if len(p) <= w.room {
+		w.room -= len(p)
+		return w.got.Write(p)
+	}
+	n, _ := w.got.Write(p[:w.room])
+	w.room = 0
+	return n, syscall.ENOSPC
+}
+
+// A line a full disk cut is finished, first thing, once the disk takes writes again: the
+// next line is not glued to its first half. It is not counted lost; the lines after it
+// are, and only they.
+func TestLineCutByAFullDiskEndsWhole(t *testing.T) {
+	w := &fullDisk{room: len("web | a\nweb | b")}
+	s := NewSink(w)
+	var lost []uint64
+	s.OnLoss(func(n uint64, err error) { lost = append(lost, n) })
+	l := newLabeller("web", "stdout", Prefix, s)
+	l.write([]byte("web | a\nweb | bb\nweb | c\n")) // cut inside b; c lost
+	l.write([]byte("web | d\n"))                    // still full: lost, b still held
+	w.room = 1 << 20                                // space freed
+	l.write([]byte("web | e\n"))
+	if got, want := w.got.String(), "web | a\nweb | bb\nweb | e\n"; got != want {
+		t.Errorf("written %q, want %q", got, want)
+	}
+	if want := []uint64{1, 1}; !slices.Equal(lost, want) {
+		t.Errorf("lost reported %v, want %v (c at the failure, then d)", lost, want)
+	}
+}
+
 // blockedWriter never returns from Write until release is closed: a stream nobody reads.
 type blockedWriter struct{ release chan struct{} }
 

@@ -3,6 +3,7 @@
 package logging
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"sync"
@@ -161,29 +162,30 @@ const pipeBuf = 4096
 // lines of at most pipeBuf bytes; a longer line goes out alone, whole. A burst (a
 // hundred daemons stopping logs three hundred lines) costs a few system calls and wakes the
 // reader of the pipe a few times, not once a line. A failed write (EPIPE on a closed stderr,
-// ENOSPC on a full disk) loses the lines in it, counted in lost: they are reported with the
+// ENOSPC on a full disk) loses the lines after what it wrote, counted in lost: they are reported with the
 // dropped ones once stderr takes lines again. It returns chunk, the gathering buffer, for
 // reuse.
 func (w *Writer) writeLines(batch [][]byte, chunk []byte) (_ []byte, lost int) {
-	inChunk := 0
-	flush := func() {
-		if _, err := w.out.Write(chunk); err != nil {
-			lost += inChunk
+	// The lines lost to a failed write are those after what it wrote (the sink keeps and
+	// finishes a line the failure cut: see daemonlog.Sink.Write).
+	write := func(p []byte) {
+		if n, err := w.out.Write(p); err != nil {
+			lost += bytes.Count(p[min(n, len(p)):], []byte{'\n'})
 		}
-		chunk, inChunk = chunk[:0], 0
+	}
+	flush := func() {
+		write(chunk)
+		chunk = chunk[:0]
 	}
 	for _, line := range batch {
 		if len(chunk) > 0 && len(chunk)+len(line) > pipeBuf {
 			flush()
 		}
 		if len(line) > pipeBuf {
-			if _, err := w.out.Write(line); err != nil {
-				lost++
-			}
+			write(line)
 			continue
 		}
 		chunk = append(chunk, line...)
-		inChunk++
 	}
 	if len(chunk) > 0 {
 		flush()

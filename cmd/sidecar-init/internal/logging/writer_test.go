@@ -8,8 +8,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/daemonlog"
 )
 
 // stalledOut is a stderr nobody reads: Write blocks until release is closed, then records.
@@ -380,5 +383,60 @@ func TestFailedWritesAreCountedAsDropped(t *testing.T) {
 	drops, rest := dropReports(t, strings.Split(strings.TrimSuffix(out.buf.String(), "\n"), "\n"))
 	if !slices.Equal(drops, []int{lost}) || len(rest) != 1 {
 		t.Fatalf("reports %v and %d other lines; want one report of %d and the last line", drops, len(rest), lost)
+	}
+}
+
+// fullDisk takes room more bytes, then fails with ENOSPC (a full disk takes part of a
+// write), until more room is given.
+type fullDisk struct {
+	mu   sync.Mutex
+	room int
+	got  bytes.Buffer
+}
+
+func (d *fullDisk) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(p) <= d.room {
+		d.room -= len(p)
+		return d.got.Write(p)
+	}
+	n, _ := d.got.Write(p[:d.room])
+	d.room = 0
+	return n, syscall.ENOSPC
+}
+
+func (d *fullDisk) free() {
+	d.mu.Lock()
+	d.room = 1 << 20
+	d.mu.Unlock()
+}
+
+// Through the sink main gives it: after a full disk every line is whole JSON (the line the
+// disk cut is finished first once it has room), and the drop report counts only the line
+// lost after the cut.
+func TestFullDiskLeavesEveryLineWhole(t *testing.T) {
+	disk := &fullDisk{room: 100 + 50} // line 0, half of line 1
+	w := NewWriter(daemonlog.NewSink(disk))
+	for i := range 3 {
+		_, _ = w.Write(line(i, 100))
+	}
+	for deadline := time.Now().Add(5 * time.Second); w.Dropped() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("line 2 was never counted lost")
+		}
+	}
+	disk.free()
+	_, _ = w.Write(line(3, 100))
+	w.Close(5 * time.Second)
+	lines := strings.Split(strings.TrimSuffix(disk.got.String(), "\n"), "\n")
+	for i, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Fatalf("line %d is not one JSON object: %q", i, l)
+		}
+	}
+	drops, rest := dropReports(t, lines)
+	if !slices.Equal(drops, []int{1}) || len(rest) != 3 || !strings.HasPrefix(rest[1], `{"n":1,`) || !strings.HasPrefix(rest[2], `{"n":3,`) {
+		t.Fatalf("drop reports %v, lines %q: want lines 0, 1 and 3, and one report of 1", drops, rest)
 	}
 }
