@@ -324,30 +324,71 @@ func (n *Notifier) post(body []byte) error {
 	if _, err := conn.Write(req.Bytes()); err != nil {
 		return err
 	}
-	// Only the status line is read, and at most maxStatusLine of it: an endpoint that
+	// Only the status lines are read, at most maxStatusLine of each: an endpoint that
 	// streams an endless line must not grow PID 1's memory.
-	line, err := bufio.NewReaderSize(conn, maxStatusLine).ReadSlice('\n')
+	r := bufio.NewReaderSize(conn, maxStatusLine)
+	for interim := 0; ; interim++ {
+		code, status, err := readStatus(r)
+		switch {
+		case err != nil:
+			return err
+		case code/100 == 2:
+			return nil
+		case code/100 == 1 && code != 101 && interim < maxInterim:
+			// An interim response (100 Continue, 103 Early Hints): the final one follows
+			// (RFC 9110, 15.2). Taken for a refusal, the event was sent again, and again.
+			if err := skipHeaders(r); err != nil {
+				return err
+			}
+			continue
+		}
+		return rejected{code: code, status: status}
+	}
+}
+
+// readStatus reads a status line ("HTTP/1.1 204 No Content") and returns its code and
+// what follows the version.
+func readStatus(r *bufio.Reader) (int, string, error) {
+	line, err := r.ReadSlice('\n')
 	switch {
 	case errors.Is(err, bufio.ErrBufferFull):
-		return fmt.Errorf("not an HTTP response: a status line longer than %d bytes", maxStatusLine)
+		return 0, "", fmt.Errorf("not an HTTP response: a status line longer than %d bytes", maxStatusLine)
 	case err != nil:
-		return fmt.Errorf("reading the response: %w", err)
+		return 0, "", fmt.Errorf("reading the response: %w", err)
 	}
-	// "HTTP/1.1 204 No Content"
 	status := string(line)
 	fields := strings.Fields(status)
 	if len(fields) < 2 || !strings.HasPrefix(fields[0], "HTTP/1.") {
-		return fmt.Errorf("not an HTTP response: %q", strings.TrimSpace(status))
+		return 0, "", fmt.Errorf("not an HTTP response: %q", strings.TrimSpace(status))
 	}
 	code, err := strconv.Atoi(fields[1])
 	if err != nil {
-		return fmt.Errorf("not an HTTP response: %q", strings.TrimSpace(status))
+		return 0, "", fmt.Errorf("not an HTTP response: %q", strings.TrimSpace(status))
 	}
-	if code/100 != 2 {
-		return rejected{code: code, status: strings.Join(fields[1:], " ")}
-	}
-	return nil
+	return code, strings.Join(fields[1:], " "), nil
 }
+
+// skipHeaders reads past an interim response's header lines, up to the empty line that
+// ends them. A line longer than the buffer is read and dropped a buffer at a time.
+func skipHeaders(r *bufio.Reader) error {
+	for {
+		line, err := r.ReadSlice('\n')
+		long := errors.Is(err, bufio.ErrBufferFull)
+		for errors.Is(err, bufio.ErrBufferFull) {
+			_, err = r.ReadSlice('\n')
+		}
+		if err != nil {
+			return fmt.Errorf("reading the response: %w", err)
+		}
+		if !long && len(bytes.TrimRight(line, "\r\n")) == 0 {
+			return nil
+		}
+	}
+}
+
+// maxInterim bounds the interim responses taken before the final one; past it the next
+// status line is the answer, a refusal unless it is a 2xx.
+const maxInterim = 8
 
 // maxStatusLine bounds the response's status line ("HTTP/1.1 204 No Content").
 const maxStatusLine = 512
@@ -361,12 +402,13 @@ type rejected struct {
 func (r rejected) Error() string { return "HTTP " + r.status }
 
 // final: sent again, this request would get the same answer, so it is not: a 4xx (the
-// endpoint refuses it as such) or a 3xx (redirects are not followed; a notify_url missing
-// its trailing slash, say). 408 (timeout) and 429 (too many requests) are about the moment,
+// endpoint refuses it as such), a 3xx (redirects are not followed; a notify_url missing
+// its trailing slash, say) or a 1xx left without a final answer. 408 (timeout) and 429 (too many requests) are about the moment,
 // and so is every 5xx.
 func (r rejected) final() bool {
 	switch r.code / 100 {
-	case 3:
+	case 1, 3:
+		// 1xx here: 101 (no upgrade was asked for) or one interim response too many.
 		return true
 	case 4:
 		return r.code != 408 && r.code != 429

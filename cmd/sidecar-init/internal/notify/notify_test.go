@@ -1,7 +1,9 @@
 package notify
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -381,5 +383,58 @@ func TestCloseCountsTheEventInFlight(t *testing.T) {
 	lost := logs.FilterMessage("notifications not delivered before exit").All()
 	if len(lost) != 1 || lost[0].ContextMap()["undelivered"] != int64(3) {
 		t.Fatalf("lines %v; want undelivered 3 (two queued, one in flight)", lost)
+	}
+}
+
+// Interim responses (1xx but 101) come before the final one and are read past, their
+// headers however long; the final status decides. A 101, or a ninth interim response,
+// is a refusal that sending again would not change.
+func TestInterimResponsesAreReadPast(t *testing.T) {
+	interim := func(n int) string {
+		return strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </"+strings.Repeat("x", 2*maxStatusLine)+">; rel=preload\r\n\r\n", n)
+	}
+	for _, tc := range []struct {
+		name     string
+		response string
+		want     int // 0: accepted
+		final    bool
+	}{
+		{"103 then 204", interim(1) + "HTTP/1.1 204 No Content\r\n\r\n", 0, false},
+		{"100 Continue then 200", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0, false},
+		{"eight, then 204", interim(maxInterim) + "HTTP/1.1 204 No Content\r\n\r\n", 0, false},
+		{"two, then 503", interim(2) + "HTTP/1.1 503 Service Unavailable\r\n\r\n", 503, false},
+		{"one too many", interim(maxInterim+1) + "HTTP/1.1 204 No Content\r\n\r\n", 103, true},
+		{"101", "HTTP/1.1 101 Switching Protocols\r\n\r\n", 101, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = ln.Close() }()
+			go func() {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer func() { _ = conn.Close() }()
+				if req, err := http.ReadRequest(bufio.NewReader(conn)); err == nil {
+					_ = req.Body.Close()
+					_, _ = conn.Write([]byte(tc.response))
+				}
+			}()
+			n := &Notifier{}
+			if err := n.setTarget("http://" + ln.Addr().String() + "/"); err != nil {
+				t.Fatal(err)
+			}
+			err = n.post([]byte("{}"))
+			var r rejected
+			switch {
+			case tc.want == 0 && err != nil:
+				t.Fatalf("post = %v; want accepted", err)
+			case tc.want != 0 && (!errors.As(err, &r) || r.code != tc.want || r.final() != tc.final):
+				t.Fatalf("post = %v; want a refusal %d, final %v", err, tc.want, tc.final)
+			}
+		})
 	}
 }
