@@ -40,6 +40,11 @@ const (
 // notifyFlushTimeout bounds how long exiting waits for the last notifications.
 const notifyFlushTimeout = 300 * time.Millisecond
 
+// flushOnClose gives the supervisor a notifier whose Close waits notifyFlushTimeout at most.
+type flushOnClose struct{ *notify.Notifier }
+
+func (n flushOnClose) Close() { n.Notifier.Close(notifyFlushTimeout) }
+
 // reservedThreads is how many idle OS threads the runtime keeps in reserve (about 30 KB
 // of memory each, and one pid each).
 const reservedThreads = 2
@@ -239,8 +244,7 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 		if err != nil {
 			return &config.Error{File: cfg.Source, Key: "notify_token_file", Msg: err.Error()}
 		}
-		defer notifier.Close(notifyFlushTimeout)
-		supervised.Notifier = notifier
+		supervised.Notifier = flushOnClose{notifier} // closed by the loop, before its last line
 		log.Info("daemon events are POSTed to the supervise sidecar", zlog.String("url", cfg.NotifyURL))
 	}
 	calls := make(chan control.Call)

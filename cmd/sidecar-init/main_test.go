@@ -777,3 +777,21 @@ func TestLivenessFromTheTableStopsAHungDaemon(t *testing.T) {
 	p.waitLog(`"event":"liveness_failed","from":"running","to":"unresponsive"`)
 	p.waitLog(`"event":"fail","from":"unresponsive","to":"exited"`)
 }
+
+// The last log line says why sidecar-init exits, even when notifications were left
+// undelivered (their count is logged before it): a script reads the cause with tail -1.
+func TestExitLineIsTheLastEvenWithUndeliveredNotifications(t *testing.T) {
+	table := "notify_url = \"http://127.0.0.1:9/events\"\n" + // nobody listens on discard
+		"[[daemon]]\nname = \"a\"\ncommand = [\"/bin/sh\", \"-c\", \"exit 3\"]\n"
+	p := startInit(t, table, true)
+	if code := p.wait(); code != 3 {
+		t.Fatalf("exit %d, want 3; stderr:\n%s", code, p.stderr())
+	}
+	lines := strings.Split(strings.TrimSpace(p.stderr()), "\n")
+	if !strings.Contains(strings.Join(lines, "\n"), "notifications not delivered before exit") {
+		t.Fatalf("no undelivered notifications logged; the test needs some:\n%s", p.stderr())
+	}
+	if last := lines[len(lines)-1]; !strings.Contains(last, `"msg":"supervisor exiting"`) {
+		t.Fatalf("last line %q, want supervisor exiting", last)
+	}
+}

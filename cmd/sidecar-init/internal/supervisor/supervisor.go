@@ -37,6 +37,9 @@ type Signals struct {
 // Notifier takes daemon events for the supervise sidecar; Send must never block.
 type Notifier interface {
 	Send(notify.Event)
+	// Close waits a bounded time for the events queued to be delivered, and logs what was
+	// not: the loop calls it once it has ended, before its last log line.
+	Close()
 }
 
 // Sinks are the supervisor's stdout and stderr, shared line by line.
@@ -244,6 +247,11 @@ func (s *Supervisor) Run() int {
 	}
 	s.removeReadyFile() // gone already after a stop signal, not when every daemon died
 	s.drainLogPipes()
+	if s.opts.Notifier != nil {
+		// Before the last line: "supervisor exiting" says why, and a script reads it with
+		// tail -1; the count of undelivered events would otherwise come after it.
+		s.opts.Notifier.Close()
+	}
 	if s.firstFailure != 0 {
 		// At error level, so that the cause of a nonzero exit is in the log at every
 		// --log-level (at warn or error an info line would be the one missing).

@@ -64,6 +64,9 @@ type recordingNotifier struct {
 	events []notify.Event
 }
 
+// Close: nothing is queued; every event is recorded as it is sent.
+func (r *recordingNotifier) Close() {}
+
 func (r *recordingNotifier) Send(ev notify.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
