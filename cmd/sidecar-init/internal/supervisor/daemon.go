@@ -220,6 +220,11 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	// later end of this run of its own is no cancellation an operator's start of an `after`
 	// daemon should undo).
 	d.restartHeld, d.startAsked, d.restartCounted, d.cancelledFor, d.finished, d.heldAfterEnd = false, false, false, nil, false, false
+	if !d.everSpawned {
+		// Its first run: a LAST EXIT it has is a cancellation's ("cancelled (setup exited)"),
+		// which no longer holds (an operator started it, directly or after a stop).
+		d.lastExit = ""
+	}
 	d.everSpawned = true
 	// An operator's start after every daemon had died: what this run leaves behind was not
 	// there when escaped processes were last swept, so the next sweep must kill again.
