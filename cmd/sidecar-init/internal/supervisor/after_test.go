@@ -287,3 +287,59 @@ func TestUnselectedDependencyIsWarnedAbout(t *testing.T) {
 	}
 	h.stopAndWant(0)
 }
+
+// A daemon whose start was cancelled (a oneshot it comes after failed) and that an
+// operator then starts, directly or after a stop, never ran before: once it runs, status
+// shows no LAST EXIT, not the cancellation that no longer holds.
+func TestOperatorStartOfACancelledDaemonClearsItsLastExit(t *testing.T) {
+	for _, calls := range [][]string{{"start"}, {"restart"}, {"stop", "start"}} {
+		t.Run(strings.Join(calls, " then "), func(t *testing.T) {
+			h := newHarness(t)
+			app := fake(t, h, "app", time.Second)
+			app.After = []string{"setup"}
+			h.run([]config.Daemon{oneshot("setup", "exit 3"), app, fake(t, h, "svc", time.Second)}, nil)
+			if st := h.waitState("app", string(fsm.DaemonExited)); st.LastExit != "cancelled (setup exited)" {
+				t.Fatalf("app's last exit = %q, want \"cancelled (setup exited)\"", st.LastExit)
+			}
+			for _, call := range calls {
+				if resp := h.call(call, "app"); !resp.OK {
+					t.Fatalf("%s app: %+v", call, resp)
+				}
+			}
+			if st := h.waitState("app", string(fsm.DaemonRunning)); st.LastExit != "" {
+				t.Errorf("app runs after an operator's %v, with last exit %q; want none (it never ran)", calls, st.LastExit)
+			}
+			h.stopAndWant(3)
+		})
+	}
+}
+
+// stop_order = "reverse": every daemon died on its own and what they left is being stopped,
+// app's first, db's once app's are gone. An operator's `stop app` in that window holds a
+// daemon, so sidecar-init runs on: db's leftovers, held back, are left alone like any dead
+// daemon's (as after an operator's start), not SIGKILLed without a grace when the reverse
+// order's deadline passes.
+func TestHoldDuringTheLeftoversStopLeavesTheHeldBackAlone(t *testing.T) {
+	h := newHarness(t)
+	h.reverseStop = true
+	db := fake(t, h, "db", time.Second, "-grandchild", "-exit-after", "200ms")
+	app := fake(t, h, "app", 300*time.Millisecond, "-grandchild", "-exit-after", "300ms")
+	app.After = []string{"db"}
+	h.run([]config.Daemon{db, app}, nil)
+	h.waitMessage("stopping processes left in an exited daemon's process group") // app's; db's wait
+	if resp := h.call("stop", "app"); !resp.OK {
+		t.Fatalf("stop app: %+v", resp)
+	}
+	h.waitMessage("killed processes left in an exited daemon's process group") // app's, at its grace
+	time.Sleep(1200 * time.Millisecond)                                        // past the reverse order's deadline (1 s)
+	for _, msg := range []string{"stopping processes left in an exited daemon's process group", "killed processes left in an exited daemon's process group"} {
+		if h.logPos(msg, map[string]any{"daemon": "db"}) >= 0 {
+			t.Fatalf("db's leftovers were stopped or killed while app was held:\n%s", h.dumpLogs())
+		}
+	}
+	h.stopAndWant(0)
+	stop := h.logPos("transition", map[string]any{"machine": "supervisor", "event": "stop"})
+	if dbStop := h.logPos("stopping processes left in an exited daemon's process group", map[string]any{"daemon": "db"}); dbStop < stop {
+		t.Fatalf("db's leftovers: stop signal at line %d, want after the shutdown's (line %d):\n%s", dbStop, stop, h.dumpLogs())
+	}
+}

@@ -202,6 +202,10 @@ func sameSession(pid int) bool {
 // hold takes a daemon that has no process (pending, in backoff, exited or given up) to
 // stopped: a pending start or restart is dropped.
 func (s *Supervisor) hold(d *daemon, reason string) {
+	// A held daemon keeps the supervisor running, as a started one does: what the dead
+	// daemons left is no longer on its way out with it (a reverse order's deadline would
+	// otherwise SIGKILL the groups it held back without their grace).
+	s.endLeftoverStop()
 	s.dropAskedStart(d)
 	d.restartAt, d.restartHeld, d.cancelledFor = time.Time{}, false, nil
 	d.heldAfterEnd = d.machine.Done()

@@ -394,8 +394,9 @@ func (s *Supervisor) stopLeftoverGroups() bool {
 	return open
 }
 
-// endLeftoverStop: an operator started a daemon while what the dead daemons left was being
-// stopped, so not every daemon is done any more and the bundle runs on. What got its stop
+// endLeftoverStop: an operator started or held (stopped) a daemon while what the dead
+// daemons left was being stopped, so not every daemon is done any more and the bundle runs
+// on. What got its stop
 // signal keeps its grace; what a reverse order held back is left alone again, like any
 // dead daemon's leftovers; and the reverse order's deadline, which would otherwise stop
 // and kill the daemon just started, is dropped. The next time every daemon is done, the
