@@ -538,27 +538,11 @@ func TestSignalTheKernelRefusesIsAnError(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(work, "daemons.toml"), []byte(table), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
-			p := &initProc{t: t, record: record, done: make(chan struct{}), stderrPath: filepath.Join(t.TempDir(), "stderr")}
-			stderr, err := os.Create(p.stderrPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = stderr.Close() }()
-			p.cmd = exec.Command(initBin, "--config", filepath.Join(work, "daemons.toml"))
-			p.cmd.Env = []string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
-			// As PID 1 of its own namespace: the daemon turns root, and neither sidecar-init
-			// (nobody) nor the test's SIGKILL of it could end it otherwise; the end of PID 1
-			// ends the namespace, the test's own end included (Pdeathsig).
-			p.cmd.Stderr = stderr
-			p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody, Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWPID}
-			if err := p.launch(); err != nil {
-				t.Fatal(err)
-			}
+			p := startAsNobody(t, initBin, work, record, socket)
 			p.waitRecord(tc.started...)
 			cmd := exec.Command(initBin, "signal", "rooty", tc.signal)
 			cmd.Env = []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 			out, _ := cmd.CombinedOutput()
 			if code := cmd.ProcessState.ExitCode(); code != tc.code {
 				t.Errorf("signal rooty %s: exit %d, %q; want %d", tc.signal, code, out, tc.code)
@@ -573,4 +557,63 @@ func TestSignalTheKernelRefusesIsAnError(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startAsNobody runs initBin as nobody, as PID 1 of its own namespace, on work/daemons.toml
+// (work is nobody's), its control socket at socket. As PID 1: a daemon that turns root
+// could not be ended otherwise, neither by sidecar-init (nobody) nor by the test's SIGKILL
+// of it; the end of PID 1 ends the namespace, the test's own end included (Pdeathsig).
+func startAsNobody(t *testing.T, initBin, work, record, socket string) *initProc {
+	t.Helper()
+	p := &initProc{t: t, record: record, done: make(chan struct{}), stderrPath: filepath.Join(t.TempDir(), "stderr")}
+	stderr, err := os.Create(p.stderrPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stderr.Close() })
+	p.cmd = exec.Command(initBin, "--config", filepath.Join(work, "daemons.toml"))
+	p.cmd.Env = []string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
+	p.cmd.Stderr = stderr
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534},
+		Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWPID}
+	if err := p.launch(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// As PID 1 run as nobody, a process that escaped its daemon's group and made itself root
+// survives the sweep's kill(-1): sidecar-init names it a second later and exits, rather than
+// wait for its reap for ever (a review found the hang, through a second SIGTERM too; a
+// process stuck in the kernel past its SIGKILL does the same to a root sidecar-init).
+func TestPID1GivesUpAnEscapedProcessItCannotKill(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: it makes a setuid-root copy of the fake daemon and runs sidecar-init as nobody")
+	}
+	open := openDir(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fakeRoot := copyForOthers(t, open, exe, "fake", 0o755|os.ModeSetuid)
+	initBin := copyForOthers(t, open, binary, "sidecar-init", 0o755)
+	work := filepath.Join(open, "work")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(work, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	record := filepath.Join(work, "record")
+	table := strings.Replace(daemonTOML(t, record, "leaky", "1s", "-escape", "-escape-root"), strconv.Quote(exe), strconv.Quote(fakeRoot), 1)
+	if err := os.WriteFile(filepath.Join(work, "daemons.toml"), []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startAsNobody(t, initBin, work, record, filepath.Join(work, "control.sock"))
+	p.waitRecord("leaky started", "leaky.escaped setuid root")
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit %d, want 0 (leaky stopped at the stop signal); stderr:\n%s", code, p.stderr())
+	}
+	p.waitLog("processes that escaped their daemon's process group are still there a second after the SIGKILL")
 }

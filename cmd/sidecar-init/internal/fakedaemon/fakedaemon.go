@@ -48,6 +48,7 @@ type options struct {
 	orphans    int
 	orphanLife time.Duration
 	escape     bool
+	escapeRoot bool
 	listen     string
 	touch      string
 	readyAfter time.Duration
@@ -68,6 +69,7 @@ func run(args []string) int {
 	fs.IntVar(&o.orphans, "orphans", 0, "start this many short-lived children and do not wait for them")
 	fs.DurationVar(&o.orphanLife, "orphan-life", 200*time.Millisecond, "how long each orphan lives")
 	fs.BoolVar(&o.escape, "escape", false, "start a child in a new session (setsid) that sleeps forever")
+	fs.BoolVar(&o.escapeRoot, "escape-root", false, "with -escape: that child makes itself root (a setuid-root copy run by another user: one it may no longer signal)")
 	fs.StringVar(&o.listen, "listen", "", "listen on this TCP address (after -ready-after)")
 	fs.StringVar(&o.touch, "touch", "", "create this file (after -ready-after)")
 	fs.DurationVar(&o.readyAfter, "ready-after", 0, "wait this long before -listen and -touch")
@@ -91,7 +93,11 @@ func run(args []string) int {
 		startChild(o, exe, false, "-name", o.name+".grandchild", "-record", o.record, "-ignore-stop")
 	}
 	if o.escape {
-		startChild(o, exe, true, "-name", o.name+".escaped", "-record", o.record, "-ignore-stop")
+		args := []string{"-name", o.name + ".escaped", "-record", o.record, "-ignore-stop"}
+		if o.escapeRoot {
+			args = append(args, "-setuid-root")
+		}
+		startChild(o, exe, true, args...)
 	}
 	for i := 0; i < o.orphans; i++ {
 		startChild(o, "/bin/sleep", false, strconv.FormatFloat(o.orphanLife.Seconds(), 'f', 3, 64))

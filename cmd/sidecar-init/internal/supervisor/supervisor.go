@@ -132,8 +132,10 @@ type Supervisor struct {
 	// the last spawn).
 	sweptEveryone bool
 	// escapeLookAt: as PID 1, once the daemons are done, when the children still left are
-	// taken for escaped and swept (dealWithEscaped); zero when no look is due.
+	// taken for escaped and swept (dealWithEscaped), or looked at again after the sweep;
+	// zero when no look is due. sweptAt: when the sweep went.
 	escapeLookAt time.Time
+	sweptAt      time.Time
 	// readyFileRetryAt: when a failed write of the ready file is tried again (zero: none
 	// due); readyFileFailures counts the failures since the last success.
 	readyFileRetryAt  time.Time
@@ -681,15 +683,28 @@ func (s *Supervisor) dealWithEscaped() (waiting bool) {
 		s.escapeLookAt = time.Time{}
 		return false
 	}
+	now := time.Now()
 	if s.sweptEveryone {
-		return true
+		// Their reaps end the wait, as for a group after its SIGKILL; and, as for a group, a
+		// look every groupRecheck gives up past killWait. What the sweep could not kill (a
+		// process that made itself root under a non-root sidecar-init, one stuck in the
+		// kernel) must not hold the exit for ever: as PID 1, the exit ends it anyway.
+		if now.Sub(s.sweptAt) < killWait {
+			s.escapeLookAt = now.Add(groupRecheck)
+			s.armTimer(now)
+			return true
+		}
+		pids, _ := procs.Children()
+		s.log.Warn("processes that escaped their daemon's process group are still there a second after the SIGKILL to every process: "+
+			"exiting without their reaps (a process this sidecar-init may not signal, or one stuck in the kernel)", zlog.Ints("pids", pids))
+		s.escapeLookAt = time.Time{}
+		return false
 	}
 	// A child left now is in a daemon's group, SIGKILLed with it a moment ago and not dead
 	// yet, or it escaped its group (setsid). /proc cannot always tell them apart (it may be
 	// another PID namespace's), so the dying get groupRecheck: their SIGCHLDs end the wait,
 	// and only what is left after it escaped. Sweeping at once took the first kind for the
 	// second: a warning and a kill(-1) whenever the last daemon left a process behind.
-	now := time.Now()
 	if s.escapeLookAt.IsZero() {
 		s.escapeLookAt = now.Add(groupRecheck)
 		s.armTimer(now)
@@ -698,8 +713,9 @@ func (s *Supervisor) dealWithEscaped() (waiting bool) {
 	if now.Before(s.escapeLookAt) {
 		return true
 	}
-	s.escapeLookAt = time.Time{}
-	s.sweptEveryone = true
+	s.sweptEveryone, s.sweptAt = true, now
+	s.escapeLookAt = now.Add(groupRecheck)
+	s.armTimer(now)
 	s.log.Warn("killing processes that escaped their daemon's process group")
 	if err := procs.KillEveryone(syscall.SIGKILL); err != nil {
 		s.log.Error("kill(-1, SIGKILL) failed", zlog.Error(err))
