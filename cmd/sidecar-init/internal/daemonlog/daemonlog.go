@@ -65,19 +65,24 @@ const MaxLine = 64 << 10
 // Lines from "inherit" daemons bypass the sink (they hold fd 1/2 themselves); the kernel
 // keeps their writes whole only up to PIPE_BUF (4096 bytes) when fd 1/2 is a pipe.
 type Sink struct {
-	mu *sync.Mutex // shared by the two sinks of one stream (NewSinks)
-	w  io.Writer   // guarded by mu
-	fd int         // w's descriptor when w is a file, else -1
+	st *stream   // shared by the two sinks of one stream (NewSinks)
+	w  io.Writer // guarded by st.mu
+	fd int       // w's descriptor when w is a file, else -1
 	// Labelled lines lost to failed writes (EPIPE, a full disk): lost since the last report
 	// and whom to tell, both without mu, which a write blocked on a stalled stream holds for
 	// as long as the stream stalls (the supervisor's exit must not wait on it); whether the
-	// current run of failures was reported, guarded by mu.
+	// current run of failures was reported, guarded by st.mu.
 	lost     atomic.Uint64
 	onLoss   atomic.Pointer[func(lost uint64, err error)]
 	reported bool
-	// torn is the rest of a line a failed write cut (a full disk takes part of a write):
-	// written first once writes succeed again, so the line ends whole instead of the next
-	// one being glued to its first half. At most one line; guarded by mu.
+}
+
+// stream is what the sinks of one destination share: its lock, and torn, the rest of a line
+// a failed write cut (a full disk takes part of a write), written first once writes
+// succeed again so that the line ends whole instead of the next one, whichever sink writes
+// it, being glued to its first half. At most one line; guarded by mu.
+type stream struct {
+	mu   sync.Mutex
 	torn []byte
 }
 
@@ -95,8 +100,8 @@ func (s *Sink) TakeLost() uint64 { return s.lost.Swap(0) }
 
 // writeLabelled writes whole labelled lines and counts those a failed write loses.
 func (s *Sink) writeLabelled(p []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
 	n, err := s.writeLocked(p)
 	report := s.onLoss.Load()
 	switch {
@@ -115,17 +120,18 @@ func (s *Sink) writeLabelled(p []byte) {
 }
 
 // NewSink wraps w, normally os.Stdout or os.Stderr.
-func NewSink(w io.Writer) *Sink { return &Sink{mu: new(sync.Mutex), w: w, fd: fdOf(w)} }
+func NewSink(w io.Writer) *Sink { return &Sink{st: new(stream), w: w, fd: fdOf(w)} }
 
 // NewSinks makes the sinks of the supervisor's stdout and stderr. When both are the same
-// pipe, file or socket (2>&1, a journal stream), they share one lock: a write over
-// PIPE_BUF is not atomic, so two locks would let a stdout line and a stderr line mix.
+// pipe, file or socket (2>&1, a journal stream), they share one lock (a write over
+// PIPE_BUF is not atomic, so two locks would let a stdout line and a stderr line mix) and
+// one cut line.
 func NewSinks(stdout, stderr *os.File) (out, errs *Sink) {
 	out, errs = NewSink(stdout), NewSink(stderr)
 	outInfo, err1 := stdout.Stat()
 	errInfo, err2 := stderr.Stat()
 	if err1 == nil && err2 == nil && os.SameFile(outInfo, errInfo) {
-		errs.mu = out.mu
+		errs.st = out.st
 	}
 	return out, errs
 }
@@ -152,19 +158,19 @@ func fdOf(w io.Writer) int {
 // written or will be: the lines after p[:n] are lost, and a line the failure cut is kept
 // and finished first by the next write that succeeds.
 func (s *Sink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
 	return s.writeLocked(p)
 }
 
 func (s *Sink) writeLocked(p []byte) (int, error) {
-	if len(s.torn) > 0 {
-		n, err := s.writeAll(s.torn)
-		s.torn = s.torn[n:]
+	if len(s.st.torn) > 0 {
+		n, err := s.writeAll(s.st.torn)
+		s.st.torn = s.st.torn[n:]
 		if err != nil {
 			return 0, err // p goes after the torn line or not at all
 		}
-		s.torn = nil
+		s.st.torn = nil
 	}
 	n, err := s.writeAll(p)
 	if err != nil && n > 0 && p[n-1] != '\n' {
@@ -173,7 +179,7 @@ func (s *Sink) writeLocked(p []byte) (int, error) {
 		if end <= n {
 			end = len(p) // (p should end with a newline)
 		}
-		s.torn = append(s.torn[:0], p[n:end]...)
+		s.st.torn = append(s.st.torn[:0], p[n:end]...)
 		n = end
 	}
 	return n, err

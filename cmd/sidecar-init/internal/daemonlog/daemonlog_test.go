@@ -121,10 +121,10 @@ func newOutputs() *outputs {
 
 // locked reads one of the outputs while copiers may be writing to it: under its sink's lock.
 func (o *outputs) locked(b *bytes.Buffer) string {
-	o.stdoutSink.mu.Lock()
-	defer o.stdoutSink.mu.Unlock()
-	o.stderrSink.mu.Lock()
-	defer o.stderrSink.mu.Unlock()
+	o.stdoutSink.st.mu.Lock()
+	defer o.stdoutSink.st.mu.Unlock()
+	o.stderrSink.st.mu.Lock()
+	defer o.stderrSink.st.mu.Unlock()
 	return b.String()
 }
 
@@ -695,11 +695,11 @@ func TestSinkWaitsOnANonBlockingStream(t *testing.T) {
 // it once part is written makes the write return short, and the rest is a second write).
 func TestOnePipeForStdoutAndStderr(t *testing.T) {
 	_, w, _ := blockingPipe(t)
-	if out, errs := NewSinks(w, w); out.mu != errs.mu {
+	if out, errs := NewSinks(w, w); out.st != errs.st {
 		t.Error("stdout and stderr are one pipe, but their sinks have a lock each")
 	}
 	_, w2, _ := blockingPipe(t)
-	if out, errs := NewSinks(w, w2); out.mu == errs.mu {
+	if out, errs := NewSinks(w, w2); out.st == errs.st {
 		t.Error("two different pipes share a lock")
 	}
 }
@@ -871,6 +871,20 @@ func TestLineCutByAFullDiskEndsWhole(t *testing.T) {
 	}
 }
 
+// When stdout and stderr are one file (2>&1), a line the disk cut on one is finished before
+// the other writes: the two sinks share the cut line as they share the lock.
+func TestLineCutOnOneStreamIsFinishedBeforeTheOther(t *testing.T) {
+	disk := &fullDisk{room: len("web | a\nweb | b")}
+	out, errs := NewSink(disk), NewSink(disk)
+	errs.st = out.st // as NewSinks does for one file
+	_, _ = out.Write([]byte("web | a\nweb | bb\n"))
+	disk.room = 1 << 20
+	_, _ = errs.Write([]byte("web | c\n"))
+	if got, want := disk.got.String(), "web | a\nweb | bb\nweb | c\n"; got != want {
+		t.Errorf("written %q, want %q", got, want)
+	}
+}
+
 // blockedWriter never returns from Write until release is closed: a stream nobody reads.
 type blockedWriter struct{ release chan struct{} }
 
@@ -892,8 +906,8 @@ func TestLossBookkeepingNeverWaitsOnAStalledStream(t *testing.T) {
 		_, _ = s.Write([]byte("a line nobody reads\n"))
 	}()
 	<-writing
-	for s.mu.TryLock() { // free still: wait until the writer holds it
-		s.mu.Unlock()
+	for s.st.mu.TryLock() { // free still: wait until the writer holds it
+		s.st.mu.Unlock()
 		time.Sleep(time.Millisecond)
 	}
 	done := make(chan struct{})
