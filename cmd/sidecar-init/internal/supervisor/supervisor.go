@@ -233,13 +233,7 @@ func (s *Supervisor) Run() int {
 		case sig := <-s.opts.Signals.Forward:
 			s.forward(sig.(syscall.Signal))
 		case <-s.opts.Signals.Child:
-			select {
-			case sig := <-s.opts.Signals.Stop:
-				// Both came: the stop first, so that a death it caused counts as its own.
-				s.onStopSignal(sig.(syscall.Signal))
-			default:
-				s.reap()
-			}
+			s.onChild()
 		case sig := <-s.opts.Signals.Drop:
 			s.onDroppedSignal(sig.(syscall.Signal))
 		case call := <-s.opts.Calls:
@@ -373,13 +367,31 @@ func (s *Supervisor) timerC() <-chan time.Time {
 	return s.timer.C
 }
 
+// onChild handles a SIGCHLD: the reaps, or, when a stop signal came too, the stop first,
+// so that a death it caused counts as its own (onStopSignal reaps first itself).
+func (s *Supervisor) onChild() {
+	select {
+	case sig := <-s.opts.Signals.Stop:
+		s.onStopSignal(sig.(syscall.Signal))
+	default:
+		s.reap()
+	}
+}
+
 // onTimer handles whatever deadlines have passed: graces (SIGKILL), restarts, readiness
 // and liveness attempts and their timeouts, the ready file's retry, and the end of a
 // reverse-order shutdown.
 func (s *Supervisor) onTimer(now time.Time) {
-	// Probe results already queued count before any deadline: the loop's select takes
-	// ready channels in random order, and an attempt that passed as its timeout came must
-	// not be failed for it.
+	// What has already happened counts before any deadline: the loop's select takes ready
+	// channels in random order. A SIGCHLD first: a daemon that died as its grace ran out
+	// is reaped, not killed; an exec probe or a oneshot that ended at its timeout gives
+	// its result. Then the probe results queued: an attempt that passed as its timeout
+	// came is not failed for it.
+	select {
+	case <-s.opts.Signals.Child:
+		s.onChild()
+	default:
+	}
 	for drained := false; !drained; {
 		select {
 		case r := <-s.probeResults:
