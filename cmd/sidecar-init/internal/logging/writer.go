@@ -26,6 +26,7 @@ type Writer struct {
 	unreported uint64
 	closing    bool     // guarded by mu
 	writing    bool     // the drainer holds lines it has not written yet; guarded by mu
+	closedIdle bool     // Close found nothing to write and waits on no timer; guarded by mu
 	free       [][]byte // recycled line buffers, guarded by mu
 	wake       chan struct{}
 	finished   chan struct{}
@@ -85,6 +86,9 @@ func (w *Writer) Close(timeout time.Duration) {
 	w.mu.Lock()
 	w.closing = true
 	idle := len(w.queue) == 0 && w.dropped == 0 && !w.writing
+	// From now on the drainer writes nothing: a line logged during Close is dropped, and
+	// its drop report would be a write the wait below has no timeout for.
+	w.closedIdle = w.closedIdle || idle
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -112,6 +116,10 @@ func (w *Writer) drain() {
 	for range w.wake {
 		for {
 			w.mu.Lock()
+			if w.closedIdle {
+				w.mu.Unlock()
+				return
+			}
 			batch, w.queue = w.queue, batch[:0]
 			w.queued = 0
 			dropped := w.dropped
@@ -135,8 +143,11 @@ func (w *Writer) drain() {
 			if unreported > 0 {
 				// A report that fails too is tried again with the next lines, not at once: a
 				// broken stderr must not make this goroutine spin.
-				if _, err := fmt.Fprintf(w.out, `{"level":"warn","ts":%q,"msg":"log lines dropped: stderr was not read fast enough","dropped":%d}`+"\n",
-					time.Now().UTC().Format(time.RFC3339Nano), unreported); err == nil {
+				// One the sink kept the rest of (cut by a full disk) is delivered: it ends
+				// the report first once the stream takes writes again.
+				report := fmt.Appendf(nil, `{"level":"warn","ts":%q,"msg":"log lines dropped: stderr was not read fast enough","dropped":%d}`+"\n",
+					time.Now().UTC().Format(time.RFC3339Nano), unreported)
+				if n, err := w.out.Write(report); err == nil || n == len(report) {
 					w.mu.Lock()
 					w.unreported -= unreported
 					w.mu.Unlock()

@@ -406,6 +406,18 @@ func (d *fullDisk) Write(p []byte) (int, error) {
 	return n, syscall.ENOSPC
 }
 
+func (d *fullDisk) setRoom(n int) {
+	d.mu.Lock()
+	d.room = n
+	d.mu.Unlock()
+}
+
+func (d *fullDisk) left() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.room
+}
+
 func (d *fullDisk) free() {
 	d.mu.Lock()
 	d.room = 1 << 20
@@ -438,5 +450,68 @@ func TestFullDiskLeavesEveryLineWhole(t *testing.T) {
 	drops, rest := dropReports(t, lines)
 	if !slices.Equal(drops, []int{1}) || len(rest) != 3 || !strings.HasPrefix(rest[1], `{"n":1,`) || !strings.HasPrefix(rest[2], `{"n":3,`) {
 		t.Fatalf("drop reports %v, lines %q: want lines 0, 1 and 3, and one report of 1", drops, rest)
+	}
+}
+
+// A drop report the full disk cuts is finished by the sink, as any line: it is delivered,
+// and the next report does not count the same lines again (found by a review: two
+// reports of 1 for one lost line).
+func TestCutDropReportIsReportedOnce(t *testing.T) {
+	disk := &fullDisk{room: 100 + 50} // line 0, half of line 1; line 2 lost
+	w := NewWriter(daemonlog.NewSink(disk))
+	for i := range 3 {
+		_, _ = w.Write(line(i, 100))
+	}
+	for deadline := time.Now().Add(5 * time.Second); w.Dropped() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("line 2 was never counted lost")
+		}
+	}
+	// Room for the rest of line 1, line 3 and the start of the drop report.
+	disk.setRoom(50 + 100 + 30)
+	_, _ = w.Write(line(3, 100))
+	for deadline := time.Now().Add(5 * time.Second); disk.left() > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the drop report was never tried")
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	disk.free()
+	_, _ = w.Write(line(4, 100))
+	w.Close(5 * time.Second)
+	lines := strings.Split(strings.TrimSuffix(disk.got.String(), "\n"), "\n")
+	drops, rest := dropReports(t, lines)
+	if len(rest) != 4 || !slices.Equal(drops, []int{1}) {
+		t.Fatalf("drop reports %v for 1 lost line; lines %d: %q", drops, len(rest), lines)
+	}
+}
+
+// A line logged while Close runs (a copier's OnLoss, the notifier or control goroutines
+// still going at exit) comes after Close found the writer idle and armed no timer: its
+// drop report must not be written to a stderr that stalls, where Close would wait for it
+// for ever. Found by a review: Close hung in the first few of 500 tries.
+func TestLineLoggedDuringAnIdleCloseCannotHoldIt(t *testing.T) {
+	for i := range 500 {
+		out := newStalledOut(t)
+		w := NewWriter(out)
+		go func() {
+			for {
+				w.mu.Lock()
+				closing := w.closing
+				w.mu.Unlock()
+				if closing {
+					_, _ = w.Write([]byte("late line\n"))
+					return
+				}
+			}
+		}()
+		returned := make(chan struct{})
+		go func() { w.Close(50 * time.Millisecond); close(returned) }()
+		select {
+		case <-returned:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("iteration %d: Close(50ms) still waiting after 3s (stderr stalled, a line logged during Close)", i)
+		}
+		out.unblock()
 	}
 }
