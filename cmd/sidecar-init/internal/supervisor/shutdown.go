@@ -13,13 +13,7 @@ import (
 )
 
 func (s *Supervisor) onStopSignal(sig syscall.Signal) {
-	// The second half of an operator's restart goes first: a run the reap below spawned
-	// would only be stopped again (a daemon's start-up work done inside a shutdown).
-	for _, d := range s.daemons {
-		if d.afterStop == afterStopStart || d.afterStop == afterStopStartOnly {
-			d.afterStop = afterStopNothing
-		}
-	}
+	s.dropRestartsSecondHalves()
 	// Reap first: a daemon that is already a zombie died on its own before the stop signal
 	// was acted on, and its status must count (select picks among ready channels at random,
 	// so the SIGCHLD may still be waiting behind this signal). Except a death of this very
@@ -53,6 +47,17 @@ func (s *Supervisor) onStopSignal(sig syscall.Signal) {
 	}
 	if _, ok := s.fireSupervisor(fsm.SupervisorStop, zlog.String("signal", name)); ok {
 		s.beginShutdown(sig)
+	}
+}
+
+// dropRestartsSecondHalves: a stop signal came. The second half of an operator's restart
+// goes before the reap that would run it: a run spawned there would only be stopped again
+// (a daemon's start-up work done inside a shutdown).
+func (s *Supervisor) dropRestartsSecondHalves() {
+	for _, d := range s.daemons {
+		if d.afterStop == afterStopStart || d.afterStop == afterStopStartOnly {
+			d.afterStop = afterStopNothing
+		}
 	}
 }
 

@@ -686,3 +686,95 @@ func TestStoppedLeftoversStillStopGracefully(t *testing.T) {
 		t.Errorf("the stopped leftovers were SIGKILLed at the grace, not stopped gracefully:\n%s", h.dumpLogs())
 	}
 }
+
+// waitForTheStop makes a reap's wait for an arriving stop signal (awaitArrivingStop) last
+// until the test sends it.
+func waitForTheStop(t *testing.T) {
+	old := arrivingStopWait
+	arrivingStopWait = testTimeout
+	t.Cleanup(func() { arrivingStopWait = old })
+}
+
+// waitReaped waits until pid has been reaped (it is no longer a zombie of ours).
+func waitReaped(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(testTimeout); reapable(pid); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d was never reaped", pid)
+		}
+	}
+}
+
+// A stop signal a reap caught while it waited for it (awaitArrivingStop) is acted on as if
+// it had come first: a daemon an operator's restart was stopping, reaped later in the same
+// batch, is not spawned again only to be stopped by the shutdown (found by a review: two
+// spawns, the second run's grace waited out).
+func TestCaughtStopDropsARestartsSecondHalf(t *testing.T) {
+	waitForTheStop(t)
+	h := newHarness(t)
+	h.holdSIGCHLD = true
+	a := shDaemon("a", "exec sleep 1000")
+	svc := shDaemon("svc", "trap '' TERM; exec sleep 1000")
+	svc.Grace = testTimeout
+	h.run([]config.Daemon{a, svc}, nil)
+	h.waitLog("a", fsm.DaemonRunning)
+	h.waitLog("svc", fsm.DaemonRunning)
+	apid, spid := h.statusOf("a").Pid, h.statusOf("svc").Pid
+	if resp := h.call("restart", "svc"); !resp.OK {
+		t.Fatalf("restart: %+v", resp)
+	}
+	// a dies of SIGTERM (one sent to every process at once); its SIGCHLD comes first.
+	if err := syscall.Kill(apid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitReapable(t, apid)
+	signal.Notify(h.child, syscall.SIGCHLD)
+	h.child <- syscall.SIGCHLD
+	waitReaped(t, apid)                                         // the loop's reap took a, and waits for the stop
+	if err := syscall.Kill(spid, syscall.SIGKILL); err != nil { // svc, being restarted, dies now
+		t.Fatal(err)
+	}
+	waitReapable(t, spid)
+	h.stop <- syscall.SIGTERM
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit %d, want 0 (a died of the stop signal)\n%s", code, h.dumpLogs())
+	}
+	if n := len(h.transitions("svc", "spawn")); n != 1 {
+		t.Errorf("%d spawns of svc, want 1: the restart's second half ran after the stop signal was caught\n%s", n, h.dumpLogs())
+	}
+}
+
+// An operator's call whose own reap caught the stop signal is answered as one that comes
+// after it: a start is refused (the shutdown is under way), not done and stopped at once.
+func TestCaughtStopInACallsReap(t *testing.T) {
+	waitForTheStop(t)
+	h := newHarness(t)
+	h.holdSIGCHLD = true // only the call reaps
+	h.run([]config.Daemon{shDaemon("a", "exec sleep 1000"), oneshot("z", "exit 0")}, nil)
+	h.waitLog("a", fsm.DaemonRunning)
+	h.waitState("z", string(fsm.DaemonExited)) // (status calls reap)
+	apid := h.statusOf("a").Pid
+	if err := syscall.Kill(apid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitReapable(t, apid)
+	go func() {
+		// Once the call's reap took a, it waits for the stop. (No t.Fatal here: not the
+		// test's goroutine; the call's answer says if this went wrong.)
+		for deadline := time.Now().Add(testTimeout); reapable(apid) && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		h.stop <- syscall.SIGTERM
+	}()
+	if resp := h.call("start", "z"); resp.OK {
+		t.Errorf("start z = %+v after the stop signal was taken, want refused", resp)
+	}
+	signal.Notify(h.child, syscall.SIGCHLD)
+	h.child <- syscall.SIGCHLD
+	if code := h.exitCode(); code != 0 {
+		t.Fatalf("exit %d, want 0\n%s", code, h.dumpLogs())
+	}
+	if n := len(h.transitions("z", "spawn")); n != 1 {
+		t.Errorf("%d spawns of z, want 1\n%s", n, h.dumpLogs())
+	}
+}

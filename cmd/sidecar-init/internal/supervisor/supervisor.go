@@ -129,8 +129,8 @@ type Supervisor struct {
 	// are reaped: a death of that same signal is the stop's, not a failure.
 	arrivingStop syscall.Signal
 	// stopCaught is a stop signal taken from its channel while a reap waited for it
-	// (awaitArrivingStop), to be acted on once the event at hand is handled; awaitedStop
-	// says this reap waited already.
+	// (awaitArrivingStop), acted on at the end of that reap; awaitedStop says this reap
+	// waited already.
 	stopCaught  syscall.Signal
 	awaitedStop bool
 	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups (since
@@ -243,10 +243,6 @@ func (s *Supervisor) Run() int {
 		case <-s.timerC():
 			s.timerArmed = false
 			s.onTimer(time.Now())
-		}
-		if sig := s.stopCaught; sig != 0 {
-			s.stopCaught = 0
-			s.onStopSignal(sig) // before settle: every daemon dead of it is no "all died"
 		}
 		s.settle()
 	}
@@ -494,6 +490,12 @@ func (s *Supervisor) reap() {
 		s.log.Error("reaping failed", zlog.Error(err))
 	}
 	s.childrenLeft = left
+	if sig := s.stopCaught; sig != 0 {
+		// Acted on now, before whatever called this reap (an operator's call) goes on as if
+		// none had come.
+		s.stopCaught = 0
+		s.onStopSignal(sig)
+	}
 	if s.orphansReaped {
 		// A group whose last process just went is closed now, not at the shutdown: by then
 		// its pgid could be a new process's (pids are reused), which would get the stop
@@ -574,8 +576,9 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int, exit *procs.Exit, stopp
 }
 
 // arrivingStopWait bounds how long a reap waits for a stop signal that may be on its way
-// (awaitArrivingStop). Measured gap when it was: about 0.3 ms.
-const arrivingStopWait = 10 * time.Millisecond
+// (awaitArrivingStop). Measured gap when it was: about 0.3 ms. A variable for the tests,
+// which make the wait certain to see the stop.
+var arrivingStopWait = 10 * time.Millisecond
 
 // awaitArrivingStop: a daemon died of a stop signal (or exited 128+it) on its own, no stop
 // asked yet. One signal sent to every process at once (a kill of the whole tree, systemd's
@@ -598,6 +601,7 @@ func (s *Supervisor) awaitArrivingStop(exit *procs.Exit) {
 	case sig := <-s.opts.Signals.Stop:
 		s.stopCaught = sig.(syscall.Signal)
 		s.arrivingStop = s.stopCaught
+		s.dropRestartsSecondHalves() // before a restarting daemon later in this reap
 	case <-t.C:
 	}
 }
