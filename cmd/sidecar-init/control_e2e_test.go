@@ -494,16 +494,7 @@ func TestTooLongSocketPathStillStartsTheDaemons(t *testing.T) {
 // when another process of its group (a worker that kept the user) takes the signal, the
 // answer says who got it and who did not.
 func TestSignalTheKernelRefusesIsAnError(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root: it makes a setuid-root copy of the fake daemon and runs sidecar-init as nobody")
-	}
-	open := openDir(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fakeRoot := copyForOthers(t, open, exe, "fake", 0o755|os.ModeSetuid)
-	initBin := copyForOthers(t, open, binary, "sidecar-init", 0o755)
+	rooty := newSetuidFake(t)
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -525,22 +516,11 @@ func TestSignalTheKernelRefusesIsAnError(t *testing.T) {
 			[]string{"rooty: SIGCONT sent to its process group"}, []string{"rooty signal SIGCONT"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			work := filepath.Join(open, strings.ReplaceAll(tc.name, " ", "-")) // nobody's: socket, table, record
-			err := os.Mkdir(work, 0o755)
-			if err == nil {
-				err = os.Chown(work, 65534, 65534)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			record, socket := filepath.Join(work, "record"), filepath.Join(work, "control.sock")
-			table := strings.Replace(daemonTOML(t, record, "rooty", "1s", tc.args...), strconv.Quote(exe), strconv.Quote(fakeRoot), 1)
-			if err := os.WriteFile(filepath.Join(work, "daemons.toml"), []byte(table), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			p := startAsNobody(t, initBin, work, record, socket)
+			work, record := rooty.table(t, strings.ReplaceAll(tc.name, " ", "-"), "rooty", tc.args...)
+			socket := filepath.Join(work, "control.sock")
+			p := startAsNobody(t, rooty.initBin, work, record, socket)
 			p.waitRecord(tc.started...)
-			cmd := exec.Command(initBin, "signal", "rooty", tc.signal)
+			cmd := exec.Command(rooty.initBin, "signal", "rooty", tc.signal)
 			cmd.Env = []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 			out, _ := cmd.CombinedOutput()
@@ -557,6 +537,46 @@ func TestSignalTheKernelRefusesIsAnError(t *testing.T) {
 			}
 		})
 	}
+}
+
+// setuidFake is, for a sidecar-init run as nobody, a setuid-root copy of the fake daemon
+// (one that can make itself root: -setuid-root, -escape-root) and a copy of sidecar-init,
+// both where nobody may run them.
+type setuidFake struct{ open, exe, fake, initBin string }
+
+// newSetuidFake makes the copies; the test is skipped without root.
+func newSetuidFake(t *testing.T) setuidFake {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root: it makes a setuid-root copy of the fake daemon and runs sidecar-init as nobody")
+	}
+	open := openDir(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return setuidFake{open: open, exe: exe, fake: copyForOthers(t, open, exe, "fake", 0o755|os.ModeSetuid),
+		initBin: copyForOthers(t, open, binary, "sidecar-init", 0o755)}
+}
+
+// table makes dir, nobody's (for the socket, the table and the record), with daemons.toml
+// running the setuid copy as daemon name with args; it returns dir and the record's path.
+func (f setuidFake) table(t *testing.T, dir, name string, args ...string) (work, record string) {
+	t.Helper()
+	work = filepath.Join(f.open, dir)
+	err := os.Mkdir(work, 0o755)
+	if err == nil {
+		err = os.Chown(work, 65534, 65534)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	record = filepath.Join(work, "record")
+	table := strings.Replace(daemonTOML(t, record, name, "1s", args...), strconv.Quote(f.exe), strconv.Quote(f.fake), 1)
+	if err := os.WriteFile(filepath.Join(work, "daemons.toml"), []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return work, record
 }
 
 // startAsNobody runs initBin as nobody, as PID 1 of its own namespace, on work/daemons.toml
@@ -587,29 +607,9 @@ func startAsNobody(t *testing.T, initBin, work, record, socket string) *initProc
 // wait for its reap for ever (a review found the hang, through a second SIGTERM too; a
 // process stuck in the kernel past its SIGKILL does the same to a root sidecar-init).
 func TestPID1GivesUpAnEscapedProcessItCannotKill(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root: it makes a setuid-root copy of the fake daemon and runs sidecar-init as nobody")
-	}
-	open := openDir(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fakeRoot := copyForOthers(t, open, exe, "fake", 0o755|os.ModeSetuid)
-	initBin := copyForOthers(t, open, binary, "sidecar-init", 0o755)
-	work := filepath.Join(open, "work")
-	if err := os.Mkdir(work, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(work, 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
-	record := filepath.Join(work, "record")
-	table := strings.Replace(daemonTOML(t, record, "leaky", "1s", "-escape", "-escape-root"), strconv.Quote(exe), strconv.Quote(fakeRoot), 1)
-	if err := os.WriteFile(filepath.Join(work, "daemons.toml"), []byte(table), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p := startAsNobody(t, initBin, work, record, filepath.Join(work, "control.sock"))
+	rooty := newSetuidFake(t)
+	work, record := rooty.table(t, "work", "leaky", "-escape", "-escape-root")
+	p := startAsNobody(t, rooty.initBin, work, record, filepath.Join(work, "control.sock"))
 	p.waitRecord("leaky started", "leaky.escaped setuid root")
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(); code != 0 {

@@ -356,7 +356,12 @@ func TestCloseDoesNotWaitForSilentClients(t *testing.T) {
 
 // Close removes its own socket only: one that a newer sidecar-init made at the same path,
 // once ours stopped answering, stays.
-func TestCloseLeavesANewerSocket(t *testing.T) {
+func TestCloseLeavesANewerSocket(t *testing.T) { newerSocketStays(t, (*Server).Close) }
+
+// newerSocketStays: a server at the path made after the old one's socket was removed
+// still answers once closeIt has closed the old one.
+func newerSocketStays(t *testing.T, closeIt func(*Server)) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "control.sock")
 	calls := make(chan Call)
 	done := make(chan struct{})
@@ -374,7 +379,7 @@ func TestCloseLeavesANewerSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer newer.Close()
-	old.Close()
+	closeIt(old)
 	if resp, err := Do(path, Request{Cmd: CmdStatus}, 5*time.Second); err != nil || !resp.OK {
 		t.Fatalf("the newer server after the old one closed: %+v, %v", resp, err)
 	}
@@ -417,6 +422,13 @@ func TestClientsBeyondTheCapWait(t *testing.T) {
 // A request the loop took but will never answer (it has ended) is told, at Close, that
 // sidecar-init is shutting down: the connection's end leaves room for that answer.
 func TestRequestWaitingAtCloseIsAnswered(t *testing.T) {
+	requestWaitingIsAnswered(t, (*Server).Close)
+}
+
+// requestWaitingIsAnswered: a request the loop took and never answers gets the
+// shutting-down answer when the server is closed with closeIt.
+func requestWaitingIsAnswered(t *testing.T, closeIt func(*Server)) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "control.sock")
 	calls := make(chan Call)
 	s, err := Listen(path, calls, zlog.Nop())
@@ -432,9 +444,9 @@ func TestRequestWaitingAtCloseIsAnswered(t *testing.T) {
 		answer <- err
 	}()
 	<-calls // taken, never answered
-	s.Close()
+	closeIt(s)
 	if err := <-answer; err != nil {
-		t.Fatalf("a request waiting at Close: %v; want the shutting-down answer", err)
+		t.Fatalf("a request waiting at the close: %v; want the shutting-down answer", err)
 	}
 }
 
@@ -590,48 +602,10 @@ func TestCloseAtExit(t *testing.T) {
 		}
 	})
 	t.Run("a newer socket", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "control.sock")
-		calls := make(chan Call)
-		done := make(chan struct{})
-		defer close(done)
-		go fakeLoop(calls, done)
-		old, err := Listen(path, calls, zlog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer old.Close()
-		if err := os.Remove(path); err != nil {
-			t.Fatal(err)
-		}
-		newer, err := Listen(path, calls, zlog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer newer.Close()
-		old.CloseAtExit()
-		if resp, err := Do(path, Request{Cmd: CmdStatus}, 5*time.Second); err != nil || !resp.OK {
-			t.Fatalf("the newer server after the old one's CloseAtExit: %+v, %v", resp, err)
-		}
+		newerSocketStays(t, func(s *Server) {
+			s.CloseAtExit()
+			t.Cleanup(s.Close) // the exit's part, for the leak check
+		})
 	})
-	t.Run("a request waiting", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "control.sock")
-		calls := make(chan Call)
-		s, err := Listen(path, calls, zlog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		answer := make(chan error, 1)
-		go func() {
-			resp, err := Do(path, Request{Cmd: CmdRestart, Name: "x"}, 5*time.Second)
-			if err == nil && resp.Error != "sidecar-init is shutting down" {
-				err = fmt.Errorf("answer %+v", resp)
-			}
-			answer <- err
-		}()
-		<-calls // taken, never answered
-		s.CloseAtExit()
-		if err := <-answer; err != nil {
-			t.Fatalf("a request waiting at CloseAtExit: %v; want the shutting-down answer", err)
-		}
-	})
+	t.Run("a request waiting", func(t *testing.T) { requestWaitingIsAnswered(t, (*Server).CloseAtExit) })
 }

@@ -424,11 +424,11 @@ func (d *fullDisk) free() {
 	d.mu.Unlock()
 }
 
-// Through the sink main gives it: after a full disk every line is whole JSON (the line the
-// disk cut is finished first once it has room), and the drop report counts only the line
-// lost after the cut.
-func TestFullDiskLeavesEveryLineWhole(t *testing.T) {
-	disk := &fullDisk{room: 100 + 50} // line 0, half of line 1
+// cutLineOne writes lines 0 to 2 of 100 bytes, through the sink main gives the writer, to
+// a disk with room for line 0 and half of line 1: line 1 is cut, line 2 lost (counted).
+func cutLineOne(t *testing.T) (*fullDisk, *Writer) {
+	t.Helper()
+	disk := &fullDisk{room: 100 + 50}
 	w := NewWriter(daemonlog.NewSink(disk))
 	for i := range 3 {
 		_, _ = w.Write(line(i, 100))
@@ -438,6 +438,14 @@ func TestFullDiskLeavesEveryLineWhole(t *testing.T) {
 			t.Fatal("line 2 was never counted lost")
 		}
 	}
+	return disk, w
+}
+
+// Through the sink main gives it: after a full disk every line is whole JSON (the line the
+// disk cut is finished first once it has room), and the drop report counts only the line
+// lost after the cut.
+func TestFullDiskLeavesEveryLineWhole(t *testing.T) {
+	disk, w := cutLineOne(t)
 	disk.free()
 	_, _ = w.Write(line(3, 100))
 	w.Close(5 * time.Second)
@@ -457,16 +465,7 @@ func TestFullDiskLeavesEveryLineWhole(t *testing.T) {
 // and the next report does not count the same lines again (found by a review: two
 // reports of 1 for one lost line).
 func TestCutDropReportIsReportedOnce(t *testing.T) {
-	disk := &fullDisk{room: 100 + 50} // line 0, half of line 1; line 2 lost
-	w := NewWriter(daemonlog.NewSink(disk))
-	for i := range 3 {
-		_, _ = w.Write(line(i, 100))
-	}
-	for deadline := time.Now().Add(5 * time.Second); w.Dropped() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("line 2 was never counted lost")
-		}
-	}
+	disk, w := cutLineOne(t)
 	// Room for the rest of line 1, line 3 and the start of the drop report.
 	disk.setRoom(50 + 100 + 30)
 	_, _ = w.Write(line(3, 100))

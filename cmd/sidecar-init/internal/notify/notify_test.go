@@ -290,20 +290,33 @@ func TestRefusedEventIsDropped(t *testing.T) {
 	}
 }
 
-// An endpoint that answers with an endless status line gets an error after a bounded read,
-// not PID 1's memory.
-func TestEndlessStatusLineIsBounded(t *testing.T) {
+// oneAnswer is a notifier whose endpoint takes one connection and answers it with answer.
+func oneAnswer(t *testing.T, answer func(net.Conn)) *Notifier {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = ln.Close() }()
+	t.Cleanup(func() { _ = ln.Close() })
 	go func() {
 		conn, err := ln.Accept()
 		if err != nil {
 			return
 		}
 		defer func() { _ = conn.Close() }()
+		answer(conn)
+	}()
+	n := &Notifier{}
+	if err := n.setTarget("http://" + ln.Addr().String() + "/"); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// An endpoint that answers with an endless status line gets an error after a bounded read,
+// not PID 1's memory.
+func TestEndlessStatusLineIsBounded(t *testing.T) {
+	n := oneAnswer(t, func(conn net.Conn) {
 		chunk := []byte(strings.Repeat("x", 64<<10))
 		_, _ = conn.Write([]byte("HTTP/1.1 200 "))
 		for i := 0; i < 1024; i++ { // 64 MiB, unless the client hangs up first
@@ -311,11 +324,7 @@ func TestEndlessStatusLineIsBounded(t *testing.T) {
 				return
 			}
 		}
-	}()
-	n := &Notifier{}
-	if err := n.setTarget("http://" + ln.Addr().String() + "/"); err != nil {
-		t.Fatal(err)
-	}
+	})
 	if err := n.post([]byte("{}")); err == nil || !strings.Contains(err.Error(), "status line longer than") {
 		t.Fatalf("post = %v; want a too-long status line", err)
 	}
@@ -407,27 +416,13 @@ func TestInterimResponsesAreReadPast(t *testing.T) {
 		{"101", "HTTP/1.1 101 Switching Protocols\r\n\r\n", 101, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = ln.Close() }()
-			go func() {
-				conn, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer func() { _ = conn.Close() }()
+			n := oneAnswer(t, func(conn net.Conn) {
 				if req, err := http.ReadRequest(bufio.NewReader(conn)); err == nil {
 					_ = req.Body.Close()
 					_, _ = conn.Write([]byte(tc.response))
 				}
-			}()
-			n := &Notifier{}
-			if err := n.setTarget("http://" + ln.Addr().String() + "/"); err != nil {
-				t.Fatal(err)
-			}
-			err = n.post([]byte("{}"))
+			})
+			err := n.post([]byte("{}"))
 			var r rejected
 			switch {
 			case tc.want == 0 && err != nil:
