@@ -25,8 +25,6 @@ type Writer struct {
 	// is broken); reported with the next report that gets through. Guarded by mu.
 	unreported uint64
 	closing    bool     // guarded by mu
-	writing    bool     // the drainer holds lines it has not written yet; guarded by mu
-	closedIdle bool     // Close found nothing to write and waits on no timer; guarded by mu
 	free       [][]byte // recycled line buffers, guarded by mu
 	wake       chan struct{}
 	finished   chan struct{}
@@ -85,21 +83,10 @@ func (w *Writer) Dropped() uint64 {
 func (w *Writer) Close(timeout time.Duration) {
 	w.mu.Lock()
 	w.closing = true
-	idle := len(w.queue) == 0 && w.dropped == 0 && !w.writing
-	// From now on the drainer writes nothing: a line logged during Close is dropped, and
-	// its drop report would be a write the wait below has no timeout for.
-	w.closedIdle = w.closedIdle || idle
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
 	default:
-	}
-	if idle {
-		// Nothing to write: the drainer only has to see closing and return, which cannot
-		// block. No timer either: arming one wakes the runtime's network poller, a
-		// system call and a thread on the other CPU in front of every exit.
-		<-w.finished
-		return
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
@@ -116,19 +103,13 @@ func (w *Writer) drain() {
 	for range w.wake {
 		for {
 			w.mu.Lock()
-			if w.closedIdle {
-				w.mu.Unlock()
-				return
-			}
 			batch, w.queue = w.queue, batch[:0]
 			w.queued = 0
 			dropped := w.dropped
 			w.dropped = 0
 			closing := w.closing
-			writing := len(batch) > 0 || dropped > 0
-			w.writing = writing // until the next look at the queue
 			w.mu.Unlock()
-			if !writing {
+			if len(batch) == 0 && dropped == 0 {
 				if closing {
 					return
 				}
@@ -172,10 +153,10 @@ const pipeBuf = 4096
 // writeLines writes the batch's lines gathered into as few writes as keep each write whole
 // lines of at most pipeBuf bytes; a longer line goes out alone, whole. A burst (a
 // hundred daemons stopping logs three hundred lines) costs a few system calls and wakes the
-// reader of the pipe a few times, not once a line. A failed write (EPIPE on a closed stderr,
-// ENOSPC on a full disk) loses the lines after what it wrote, counted in lost: they are reported with the
-// dropped ones once stderr takes lines again. It returns chunk, the gathering buffer, for
-// reuse.
+// reader of the pipe a few times, not once a line. A failed write (EPIPE on a closed
+// stderr, ENOSPC on a full disk) loses the lines after what it wrote, counted in lost: they
+// are reported with the dropped ones once stderr takes lines again. It returns chunk, the
+// gathering buffer, for reuse.
 func (w *Writer) writeLines(batch [][]byte, chunk []byte) (_ []byte, lost int) {
 	// The lines lost to a failed write are those after what it wrote (the sink keeps and
 	// finishes a line the failure cut: see daemonlog.Sink.Write).
