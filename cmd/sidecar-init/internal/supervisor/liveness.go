@@ -74,17 +74,9 @@ func (s *Supervisor) onLivenessResult(r probeResult, now time.Time) {
 
 // livenessTimedOut gives up the attempt under way at its liveness_timeout: a failure. An
 // exec probe still running is SIGKILLed (its reap is then stale); a dial or a stat still
-// blocked reports later, stale too.
+// blocked reports later, stale too. (One that ended as the deadline came was reaped, and
+// its outcome counted, at the top of onTimer.)
 func (s *Supervisor) livenessTimedOut(d *daemon, now time.Time) {
-	for pid, probe := range s.execProbes {
-		if probe.d == d && probe.liveness && probe.attempt == d.liveAttempt && procs.Exited(pid) {
-			// It ended as the deadline came, its SIGCHLD not handled yet: its reap, already
-			// on its way, gives the attempt's outcome (the select takes ready channels in
-			// random order, so the timer can win by a hair).
-			d.liveDeadline = time.Time{}
-			return
-		}
-	}
 	for pid, probe := range s.execProbes {
 		if probe.d == d && probe.liveness {
 			if _, err := procs.SignalGroup(pid, syscall.SIGKILL); err != nil {

@@ -108,32 +108,33 @@ func TestLivenessStopIsAFailureForTheCrashPolicy(t *testing.T) {
 }
 
 // A daemon that died of its own, whose death the loop has not handled yet, fails its
-// liveness probe because it is gone: that is no reason to stop it as unresponsive, and its
-// own exit 0 must stay an exit (restart = "on-failure" leaves it down).
+// liveness probe because it is gone (a dial's result comes in before its SIGCHLD): that is
+// no reason to stop it as unresponsive, and its own exit 0 must stay an exit (restart =
+// "on-failure" leaves it down).
 func TestDeadDaemonIsNotUnresponsive(t *testing.T) {
-	h := newHarness(t)
-	h.holdSIGCHLD = true
-	addr := freeAddr(t)
-	d := fake(t, h, "guard", time.Second, "-listen", addr, "-exit-after", "500ms")
-	d.Ready, d.ReadyTimeout = config.Probe{TCP: addr}, 10*time.Second
-	d.Liveness = config.Probe{TCP: addr}
-	d.LivenessInterval, d.LivenessTimeout, d.LivenessFailures = 20*time.Millisecond, time.Second, 1
-	d.Restart, d.BackoffInitial, d.BackoffMax, d.BackoffReset = fsm.RestartOnFailure, 10*time.Millisecond, time.Second, time.Hour
-	h.run([]config.Daemon{d, fake(t, h, "other", time.Second)}, nil)
-	rec := h.waitRecord("guard exit 0")
-	waitReapable(t, pidOf(t, rec, "guard"))
-	// Attempts against the dead daemon until one is seen to fail, its SIGCHLD held back.
-	h.waitMessage("liveness probe failed on a daemon that has exited: its reap decides")
-	signal.Notify(h.child, syscall.SIGCHLD)
-	h.child <- syscall.SIGCHLD
-	h.waitLog("guard", fsm.DaemonExited)
-	if failed, _, ok := h.transition("guard", "fail"); ok {
-		t.Fatalf("its own exit 0, before any stop, became %v; want exit → exited", failed)
+	cfg := config.Daemon{Name: "guard", Command: []string{"/bin/true"}, Liveness: config.Probe{TCP: "127.0.0.1:1"},
+		LivenessInterval: time.Hour, LivenessTimeout: time.Hour, LivenessFailures: 1, Restart: fsm.RestartOnFailure,
+		BackoffInitial: 10 * time.Millisecond, BackoffMax: time.Second, BackoffReset: time.Hour}
+	s, d, logs := livingDaemon(t, cfg)
+	s.opts.Signals.Child = make(chan os.Signal, 1)
+	s.spawn(d, time.Now())
+	s.becomeReady(d)
+	waitReapable(t, d.pid)
+	d.liveAttempt, d.liveInFlight = 7, 1 // an attempt under way; its dial is refused
+	s.onLivenessResult(probeResult{d: d, pid: d.pid, liveness: true, attempt: 7, err: syscall.ECONNREFUSED}, time.Now())
+	if logs.FilterMessage("liveness probe failed on a daemon that has exited: its reap decides").Len() != 1 ||
+		d.machine.Current() != fsm.DaemonRunning {
+		t.Fatalf("state %s: want the failure left to the reap\n%v", d.machine.Current(), logs.All())
 	}
-	if h.hasTransition("guard", fsm.DaemonUnresponsive) {
-		t.Fatalf("the dead daemon was stopped as unresponsive:\n%s", h.dumpLogs())
+	s.reap()
+	if d.machine.Current() != fsm.DaemonExited {
+		t.Fatalf("its own exit 0 left it %s, want exited", d.machine.Current())
 	}
-	h.stopAndWant(0)
+	for _, e := range logs.FilterMessage("transition").All() {
+		if m := e.ContextMap(); m["event"] == string(fsm.DaemonFail) || m["event"] == string(fsm.DaemonLivenessFailed) {
+			t.Fatalf("the dead daemon's exit 0 became %v", m)
+		}
+	}
 }
 
 // A stop that takes over a liveness stop whose grace ran out already (the SIGKILL sent, the
@@ -469,20 +470,20 @@ func TestLivenessAnswerAtItsTimeoutCounts(t *testing.T) {
 		}
 	})
 	t.Run("exited exec probe", func(t *testing.T) {
-		s, d, logs := livingDaemon(t, withLiveness(config.Daemon{Name: "svc", Command: []string{"/bin/true"}}, "exit 0", 1),
-			fsm.DaemonSpawn, fsm.DaemonReady)
+		cfg := withLiveness(config.Daemon{Name: "svc", Command: []string{"/bin/true"}}, "exit 0", 1)
+		cfg.LivenessInterval = time.Hour // no next attempt within the test
+		s, d, logs := livingDaemon(t, cfg, fsm.DaemonSpawn, fsm.DaemonReady)
 		s.livenessProbe(d, time.Now())
 		if len(s.execProbes) != 1 {
 			t.Fatalf("%d exec probes, want 1", len(s.execProbes))
 		}
 		for pid := range s.execProbes {
-			waitReapable(t, pid)
+			waitReapable(t, pid) // its SIGCHLD not in any channel: the timer comes first
 		}
 		s.onTimer(d.liveDeadline)
 		if n := logs.FilterMessage("liveness probe failed").Len(); n != 0 || d.machine.Current() != fsm.DaemonRunning {
 			t.Fatalf("%d failures, state %s: the probe that exited in time was failed at the timeout", n, d.machine.Current())
 		}
-		s.reap()
 		if d.liveAttempt != 0 || d.liveInFlight != 0 || d.liveAt.IsZero() || d.liveFailures != 0 {
 			t.Fatalf("attempt %d, in flight %d, next at %v, failures %d: the reaped probe's pass was not counted",
 				d.liveAttempt, d.liveInFlight, d.liveAt, d.liveFailures)

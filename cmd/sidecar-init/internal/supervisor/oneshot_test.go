@@ -258,19 +258,26 @@ func TestStatusSaysWhyADaemonWasCancelled(t *testing.T) {
 }
 
 // A oneshot that finished as its ready_timeout came, its SIGCHLD in but not handled yet
-// (the loop's select took the timer first), finished: it is reaped, not killed as late.
+// (the loop's select took the timer first) or not even in its channel yet (os/signal
+// forwards it from a goroutine of its own), finished: it is reaped, not killed as late.
 func TestOneshotDoneAtItsTimeoutIsNotKilled(t *testing.T) {
-	s, d, logs := livingDaemon(t, config.Daemon{Name: "setup", Command: []string{"/bin/true"}, Oneshot: true, ReadyTimeout: time.Hour})
-	child := make(chan os.Signal, 1)
-	s.opts.Signals.Child = child
-	s.spawn(d, time.Now())
-	waitReapable(t, d.pid)
-	child <- syscall.SIGCHLD
-	s.onTimer(d.readyDeadline)
-	if n := logs.FilterMessage("oneshot not finished within ready_timeout: killing it; its restart policy decides what follows").Len(); n != 0 {
-		t.Fatalf("the oneshot that had finished was killed as late:\n%v", logs.All())
-	}
-	if !d.finished {
-		t.Fatalf("state %s, not finished", d.machine.Current())
+	for _, sigchldIn := range []bool{true, false} {
+		t.Run(map[bool]string{true: "SIGCHLD in", false: "SIGCHLD on its way"}[sigchldIn], func(t *testing.T) {
+			s, d, logs := livingDaemon(t, config.Daemon{Name: "setup", Command: []string{"/bin/true"}, Oneshot: true, ReadyTimeout: time.Hour})
+			child := make(chan os.Signal, 1)
+			s.opts.Signals.Child = child
+			s.spawn(d, time.Now())
+			waitReapable(t, d.pid)
+			if sigchldIn {
+				child <- syscall.SIGCHLD
+			}
+			s.onTimer(d.readyDeadline)
+			if n := logs.FilterMessage("oneshot not finished within ready_timeout: killing it; its restart policy decides what follows").Len(); n != 0 {
+				t.Fatalf("the oneshot that had finished was killed as late:\n%v", logs.All())
+			}
+			if !d.finished {
+				t.Fatalf("state %s, not finished", d.machine.Current())
+			}
+		})
 	}
 }

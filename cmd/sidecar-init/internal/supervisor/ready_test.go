@@ -417,3 +417,27 @@ func TestReadyFileRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// A readiness exec probe that passed as ready_timeout came, its SIGCHLD not come through
+// yet: the daemon is ready, not killed as a failed start (found by a review).
+func TestExecProbePassedAtReadyTimeoutCounts(t *testing.T) {
+	s, d, logs := livingDaemon(t, config.Daemon{Name: "web", Command: []string{"/bin/sh", "-c", "exec sleep 1000"},
+		Ready: config.Probe{Exec: []string{"/bin/true"}}, ReadyTimeout: time.Hour, Grace: time.Second})
+	s.opts.Signals.Child = make(chan os.Signal, 1) // empty: the SIGCHLD is on its way
+	s.spawn(d, time.Now())                         // its first attempt too
+	t.Cleanup(func() {
+		_ = syscall.Kill(-d.pid, syscall.SIGKILL)
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(d.pid, &ws, 0, nil)
+	})
+	if len(s.execProbes) != 1 {
+		t.Fatalf("%d exec probes, want 1", len(s.execProbes))
+	}
+	for pid := range s.execProbes {
+		waitReapable(t, pid) // it passed
+	}
+	s.onTimer(d.readyDeadline)
+	if n := logs.FilterMessage("daemon not ready within ready_timeout: killing it; its restart policy decides what follows").Len(); n != 0 || d.machine.Current() != fsm.DaemonRunning {
+		t.Fatalf("state %s: the daemon whose probe had passed was not made ready", d.machine.Current())
+	}
+}

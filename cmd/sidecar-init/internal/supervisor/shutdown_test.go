@@ -778,3 +778,24 @@ func TestCaughtStopInACallsReap(t *testing.T) {
 		t.Errorf("%d spawns of z, want 1\n%s", n, h.dumpLogs())
 	}
 }
+
+// A daemon being stopped that died as its grace ran out, its SIGCHLD not come through yet
+// when the timer fires: it is reaped, not given the kill transition (found by a review).
+func TestDeathAtTheGracesEndIsNoKill(t *testing.T) {
+	s, d, logs := livingDaemon(t, config.Daemon{Name: "svc", Command: []string{"/bin/sh", "-c", "exit 0"}, Grace: time.Hour})
+	s.opts.Signals.Child = make(chan os.Signal, 1) // empty: the SIGCHLD is on its way
+	s.spawn(d, time.Now())
+	s.becomeReady(d)
+	s.stopDaemon(d, syscall.SIGTERM, time.Now(), "operator stop")
+	waitReapable(t, d.pid)
+	g := d.group(d.pid)
+	if g == nil {
+		t.Fatal("no group for the daemon's run")
+	}
+	s.onTimer(g.deadline)
+	for _, e := range logs.FilterMessage("transition").All() {
+		if m := e.ContextMap(); m["machine"] == "svc" && m["event"] == string(fsm.DaemonKill) {
+			t.Fatalf("a daemon dead at its grace's end got the kill transition: %v", m)
+		}
+	}
+}

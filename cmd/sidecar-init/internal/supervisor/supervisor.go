@@ -379,15 +379,17 @@ func (s *Supervisor) onChild() {
 // reverse-order shutdown.
 func (s *Supervisor) onTimer(now time.Time) {
 	// What has already happened counts before any deadline: the loop's select takes ready
-	// channels in random order. A SIGCHLD first: a daemon that died as its grace ran out
-	// is reaped, not killed; an exec probe or a oneshot that ended at its timeout gives
-	// its result. Then the probe results queued: an attempt that passed as its timeout
-	// came is not failed for it.
+	// channels in random order, and a SIGCHLD may not even be in its channel yet (os/signal
+	// forwards it from a goroutine of its own). So the exits first, whether or not their
+	// SIGCHLD came (wait4 sees every zombie; one system call a timer event): a daemon that
+	// died as its grace ran out is reaped, not killed; an exec probe or a oneshot that ended
+	// at its timeout gives its result. Then the probe results queued: an attempt that
+	// passed as its timeout came is not failed for it.
 	select {
-	case <-s.opts.Signals.Child:
-		s.onChild()
+	case <-s.opts.Signals.Child: // taken: the reap below drains what it announced
 	default:
 	}
+	s.onChild()
 	for drained := false; !drained; {
 		select {
 		case r := <-s.probeResults:
