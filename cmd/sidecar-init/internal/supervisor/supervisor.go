@@ -404,6 +404,9 @@ func (s *Supervisor) onTimer(now time.Time) {
 		s.stopAwaiting(now, true)
 	}
 	if due(s.readyFileRetryAt) {
+		if !s.shuttingDown() {
+			s.checkAllReady() // allReady is settle's, from before a death the reap above saw
+		}
 		if s.allReady && !s.shuttingDown() {
 			s.writeReadyFile(now)
 		} else {
