@@ -734,8 +734,9 @@ func TestCaughtStopDropsARestartsSecondHalf(t *testing.T) {
 	waitReapable(t, apid)
 	signal.Notify(h.child, syscall.SIGCHLD)
 	h.child <- syscall.SIGCHLD
-	waitReaped(t, apid)                                         // the loop's reap took a, and waits for the stop
-	if err := syscall.Kill(spid, syscall.SIGKILL); err != nil { // svc, being restarted, dies now
+	waitReaped(t, apid) // the loop's reap took a, and waits for the stop
+	// svc, being restarted, dies now.
+	if err := syscall.Kill(spid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	waitReapable(t, spid)
