@@ -84,6 +84,11 @@ func TestCheck(t *testing.T) {
 		{"relative control socket in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=c.sock"}, 2, `CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET: "c.sock" is not an absolute path`},
 		// Blank is unset, as for the other variables (it used to make a socket named " ").
 		{"blank control socket in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET= "}, 0, "1 of 1 daemons selected"},
+		// A review saw these pass check, then fail at every run.
+		{"ready file at the control socket", `ready_file = "/run/x/ctl.sock"` + "\n" + `control_socket = "/run/x/ctl.sock"` + "\n" + good, nil, 2, "is the control socket's path"},
+		{"ready file at the control socket's lock", `ready_file = "/run/x/ctl.sock.lock"` + "\n" + `control_socket = "/run/x/ctl.sock"` + "\n" + good, nil, 2, "is the control socket's path"},
+		{"ready file at the control socket of the environment", `ready_file = "/run/x/ctl.sock"` + "\n" + good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=/run/x/ctl.sock"}, 2, "is the control socket's path"},
+		{"blank notify url in the environment", good, []string{"CLAUDE_BOTTLE_SUPERVISE_URL= "}, 0, "1 of 1 daemons selected"},
 		{"missing token file", `notify_url = "http://127.0.0.1:9/x"` + "\n" + `notify_token_file = "/nonexistent/token"` + "\n" + good, nil, 2, "notify_token_file"},
 		// At an image build, secrets and volumes are not mounted yet.
 		{"missing token file at a build", `notify_url = "http://127.0.0.1:9/x"` + "\n" + `notify_token_file = "/nonexistent/token"` + "\n" + good, []string{"--build"}, 0, "--build: notify_token_file and ready_file's directory not looked at"},

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -372,8 +373,18 @@ func loadConfig(path string) (*config.Config, error) {
 		}
 	}
 	if url, ok := os.LookupEnv(envNotifyURL); ok {
-		if err := cfg.SetNotifyURL(url); err != nil {
+		// White space only is empty, as for the other variables: no notifications.
+		if err := cfg.SetNotifyURL(strings.TrimSpace(url)); err != nil {
 			return cfg, &config.Error{File: "environment", Key: envNotifyURL, Msg: err.Error()}
+		}
+	}
+	// After the environment's socket: the ready file written at the socket's path (a
+	// rename over it) or its lock's would end the control socket for good.
+	if cfg.ReadyFile != "" {
+		ready := filepath.Clean(cfg.ReadyFile)
+		if ready == filepath.Clean(cfg.ControlSocket) || ready == filepath.Clean(control.LockPath(cfg.ControlSocket)) {
+			return cfg, &config.Error{File: cfg.Source, Key: "ready_file", Msg: fmt.Sprintf(
+				"%q is the control socket's path (or its lock's, beside it): the ready file written there would end the socket; give it a path of its own", cfg.ReadyFile)}
 		}
 	}
 	return cfg, nil

@@ -382,6 +382,9 @@ func parse(source string, data []byte) (*Config, error) {
 	if raw.ReadyFile != "" && !filepath.IsAbs(raw.ReadyFile) {
 		return nil, &Error{File: source, Key: "ready_file", Msg: notAbsolute(raw.ReadyFile)}
 	}
+	if hasNUL(raw.ReadyFile) {
+		return nil, &Error{File: source, Key: "ready_file", Msg: nulInPath(raw.ReadyFile)}
+	}
 	cfg.ReadyFile = raw.ReadyFile
 	if raw.LimitNofile != nil {
 		if *raw.LimitNofile < minLimitNofile {
@@ -988,6 +991,9 @@ func (c *Config) SetNotifyURL(raw string) error {
 		if !strings.HasPrefix(path, "/") {
 			return fmt.Errorf("%q: a unix socket needs an absolute path (unix:/run/supervise.sock)", raw)
 		}
+		if hasNUL(path) {
+			return errors.New(nulInPath(path))
+		}
 		c.NotifyURL = raw
 		return nil
 	}
@@ -1016,8 +1022,17 @@ func (c *Config) SetControlSocket(path string) error {
 	if !filepath.IsAbs(path) {
 		return errors.New(notAbsolute(path))
 	}
+	if hasNUL(path) {
+		return errors.New(nulInPath(path))
+	}
 	c.ControlSocket = path
 	return nil
+}
+
+// nulInPath: the kernel would cut the path at the NUL (a socket bound, or dialled, at
+// another path), or refuse it at every use.
+func nulInPath(path string) string {
+	return fmt.Sprintf("%q holds a NUL byte, which no path may", path)
 }
 
 func notAbsolute(path string) string {

@@ -467,3 +467,25 @@ func TestLimitNofile(t *testing.T) {
 		}
 	}
 }
+
+// A NUL byte in a path the supervisor binds, dials or writes can never work: the kernel
+// refuses it, or cuts the path at it (a socket at another path). A review saw these pass,
+// then fail at every run.
+func TestNULInAPathKeyIsAnError(t *testing.T) {
+	const daemon = "[[daemon]]\nname = \"a\"\ncommand = [\"/bin/true\"]\n"
+	for key, top := range map[string]string{
+		"ready_file":     `ready_file = "/run/re\u0000ady"`,
+		"control_socket": `control_socket = "/run/c\u0000tl.sock"`,
+		"notify_url":     `notify_url = "unix:/run/n\u0000.sock"`,
+	} {
+		_, err := Parse("t.toml", []byte(top+"\n"+daemon))
+		var cerr *Error
+		if !errors.As(err, &cerr) || cerr.Key != key || !strings.Contains(cerr.Msg, "NUL") {
+			t.Errorf("%s: error %v, want a configuration error on %s naming the NUL", top, err, key)
+		}
+	}
+	var c Config
+	if err := c.SetControlSocket("/run/c\x00tl.sock"); err == nil {
+		t.Error("SetControlSocket (the environment's) took a NUL")
+	}
+}

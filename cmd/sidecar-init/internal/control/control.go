@@ -137,6 +137,10 @@ type Server struct {
 	conns map[net.Conn]struct{} // guarded by mu: the connections being served
 }
 
+// LockPath is the lock file kept beside the control socket at path: two sidecar-inits
+// started at once take turns on it.
+func LockPath(socket string) string { return socket + ".lock" }
+
 // Listen creates the socket at path (directory 0700, socket 0600: only root may control the
 // supervisor), replacing a stale socket left by an earlier run. Anything else at path is
 // left alone: a mistyped path must not delete a file.
@@ -154,7 +158,7 @@ func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 	// Read-only and 0644: flock needs no more, and a later instance run as another user (a
 	// socket in a shared directory) can still take its turn. Non-blocking: a FIFO put at
 	// the path would otherwise hold the start-up until someone opens it for writing.
-	lock, err := unix.Open(path+".lock", unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0o644)
+	lock, err := unix.Open(LockPath(path), unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0o644)
 	var st unix.Stat_t
 	if err == nil {
 		if err = unix.Fstat(lock, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
@@ -168,7 +172,7 @@ func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 		// Another user's, mode 0600, or something else put at the path (a FIFO, a
 		// directory): the lock only closes a rare race, and the look below still finds a
 		// listening instance, so the socket is made without it.
-		log.Debug("control socket lock not usable; going on without it", zlog.String("path", path+".lock"), zlog.Error(err))
+		log.Debug("control socket lock not usable; going on without it", zlog.String("path", LockPath(path)), zlog.Error(err))
 		return listenLocked(path, calls, log)
 	}
 	defer func() { _ = unix.Close(lock) }() // the unlock
