@@ -75,6 +75,13 @@ func runCheck(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if len(daemons) == 0 {
+		// As the supervisor: nothing selected, it exits 0 at once, before it looks at the
+		// token, the limits or the ready file.
+		_, _ = fmt.Fprintf(stdout, "%s: no daemons selected (%s=%q): sidecar-init would exit 0 at once\n",
+			cfg.Source, config.SelectEnv, os.Getenv(config.SelectEnv))
+		return nil
+	}
 	if cfg.NotifyURL != "" && !*build {
 		notifier, err := notify.New(cfg.NotifyURL, cfg.NotifyTokenFile, zlog.Nop())
 		if err != nil {

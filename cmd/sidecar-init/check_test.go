@@ -89,6 +89,8 @@ func TestCheck(t *testing.T) {
 		{"ready file at the control socket's lock", `ready_file = "/run/x/ctl.sock.lock"` + "\n" + `control_socket = "/run/x/ctl.sock"` + "\n" + good, nil, 2, "is the control socket's path"},
 		{"ready file at the control socket of the environment", `ready_file = "/run/x/ctl.sock"` + "\n" + good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=/run/x/ctl.sock"}, 2, "is the control socket's path"},
 		{"blank notify url in the environment", good, []string{"CLAUDE_BOTTLE_SUPERVISE_URL= "}, 0, "1 of 1 daemons selected"},
+		// The supervisor exits 0 at once, before it reads the token: so does check.
+		{"nothing selected", `notify_url = "http://127.0.0.1:9/x"` + "\n" + `notify_token_file = "/nonexistent/token"` + "\n" + good, []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS="}, 0, "no daemons selected"},
 		{"missing token file", `notify_url = "http://127.0.0.1:9/x"` + "\n" + `notify_token_file = "/nonexistent/token"` + "\n" + good, nil, 2, "notify_token_file"},
 		// At an image build, secrets and volumes are not mounted yet.
 		{"missing token file at a build", `notify_url = "http://127.0.0.1:9/x"` + "\n" + `notify_token_file = "/nonexistent/token"` + "\n" + good, []string{"--build"}, 0, "--build: notify_token_file and ready_file's directory not looked at"},
