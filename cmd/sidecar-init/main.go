@@ -155,15 +155,14 @@ type options struct {
 func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logOut *logging.Writer) error {
 	opts, err := parseArgs(args)
 	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			failedBeforeTheTable(opts)
+		}
 		return err
 	}
 	log, err := logging.New(logOut, opts.logLevel)
 	if err != nil {
-		// Stopped before the table is read, but an earlier run's ready file must not say
-		// ready while this one has failed to start.
-		if cfg, _ := loadConfig(opts.configPath); cfg != nil {
-			removeEarlierReadyFile(cfg, zlog.Nop())
-		}
+		failedBeforeTheTable(opts)
 		return usageError{err.Error()}
 	}
 	if err := validateTables(fsm.SupervisorTable); err != nil {
@@ -275,6 +274,17 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 		return daemonsFailed{status}
 	}
 	return nil
+}
+
+// failedBeforeTheTable: the start failed (a bad flag, a stray argument, a bad log level)
+// before the table was read, but an earlier run's ready file must not say ready while this
+// one has failed to start (a container restarted in place with a bad command line would
+// say ready through its whole crash loop). The table the command line named so far, or
+// the environment's, says where it is.
+func failedBeforeTheTable(opts options) {
+	if cfg, _ := loadConfig(opts.configPath); cfg != nil {
+		removeEarlierReadyFile(cfg, zlog.Nop())
+	}
 }
 
 // removeEarlierReadyFile removes the ready file an earlier run left, so it cannot say ready

@@ -581,24 +581,39 @@ func TestStaleReadyFileGoesWhenTheEnvironmentIsBad(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(table), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, env := range []string{
-		"CLAUDE_BOTTLE_SIDECAR_GRACE=forever",
-		"CLAUDE_BOTTLE_SUPERVISE_URL=ftp://x",
-		"CLAUDE_BOTTLE_SIDECAR_LOG_LEVEL=verbose",
-		"CLAUDE_BOTTLE_SIDECAR_DAEMONS=nope",
+	for _, tc := range []struct {
+		env  string
+		args []string // after --config cfg
+		code int
+	}{
+		{"CLAUDE_BOTTLE_SIDECAR_GRACE=forever", nil, 2},
+		{"CLAUDE_BOTTLE_SUPERVISE_URL=ftp://x", nil, 2},
+		{"CLAUDE_BOTTLE_SIDECAR_LOG_LEVEL=verbose", nil, 2},
+		{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=nope", nil, 2},
+		// A bad command line too (a review saw these leave it): a container restarted in
+		// place with one would say ready through its whole crash loop.
+		{"", []string{"--bogus"}, 2},
+		{"", []string{"stray"}, 2},
+		{"", []string{"--log-level"}, 2},
+		// Asking for the usage or the version changes nothing.
+		{"", []string{"--help"}, 0},
+		{"", []string{"--version"}, 0},
 	} {
 		if err := os.WriteFile(readyFile, []byte("stale\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(binary, "--config", cfg)
-		cmd.Env = []string{"PATH=/usr/bin:/bin", env}
-		err := cmd.Run()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
-			t.Errorf("%s: %v, want exit status 2", env, err)
+		cmd := exec.Command(binary, append([]string{"--config", cfg}, tc.args...)...)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", tc.env}
+		_ = cmd.Run()
+		if code := cmd.ProcessState.ExitCode(); code != tc.code {
+			t.Errorf("%s %v: exit %d, want %d", tc.env, tc.args, code, tc.code)
 		}
-		if _, err := os.Stat(readyFile); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s: the stale ready file is still there (%v)", env, err)
+		_, err := os.Stat(readyFile)
+		switch gone := errors.Is(err, os.ErrNotExist); {
+		case tc.code != 0 && !gone:
+			t.Errorf("%s %v: the stale ready file is still there (%v)", tc.env, tc.args, err)
+		case tc.code == 0 && gone:
+			t.Errorf("%s %v: the ready file was removed by a command that starts nothing", tc.env, tc.args)
 		}
 	}
 }
