@@ -868,11 +868,12 @@ func (s *Supervisor) fireSupervisor(e fsm.Event, fields ...zlog.Field) (fsm.Tran
 // and LOGNAME of its user if it has one, then the table's env, each replacing what came
 // before under the same name.
 func DaemonEnv(environ []string, d config.Daemon) []string {
-	extra := d.Env
 	if d.Credential != nil {
-		extra = append(d.Credential.Env(), d.Env...)
+		// A merge of its own: mergeEnv replaces what came before, not what comes with, and
+		// a user's HOME beside the table's would leave two (getenv takes the first).
+		environ = mergeEnv(environ, d.Credential.Env())
 	}
-	return mergeEnv(environ, extra)
+	return mergeEnv(environ, d.Env)
 }
 
 // mergeEnv adds the daemon's variables to the inherited environment, replacing any that

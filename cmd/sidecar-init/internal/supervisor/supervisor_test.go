@@ -667,6 +667,19 @@ func TestMergeEnv(t *testing.T) {
 	}
 }
 
+// A daemon with a user runs with that user's HOME, USER and LOGNAME, and its own env wins
+// over them: one entry a name, since getenv(3) takes the first (a review found two HOMEs,
+// the user's first, with the table's HOME set).
+func TestDaemonEnvOfAUser(t *testing.T) {
+	d := config.Daemon{Name: "x", Env: []string{"HOME=/custom", "USER=me"},
+		Credential: &procs.Credential{UID: 65534, GID: 65534, Groups: []uint32{65534}, Name: "nobody", Home: "/nonexistent"}}
+	got := DaemonEnv([]string{"PATH=/usr/bin:/bin", "HOME=/root", "USER=root"}, d)
+	want := []string{"PATH=/usr/bin:/bin", "LOGNAME=nobody", "HOME=/custom", "USER=me"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("DaemonEnv = %q, want %q", got, want)
+	}
+}
+
 // stalledWriter is a stdout nobody reads: every Write waits until release is closed.
 type stalledWriter struct{ release chan struct{} }
 
