@@ -48,7 +48,7 @@ func madeForTheSocket(dir, socket string) bool {
 func runCheck(args []string, stdout io.Writer) error {
 	flags := flag.NewFlagSet("sidecar-init check", flag.ContinueOnError)
 	flags.SetOutput(io.Discard)
-	table := flags.String("config", os.Getenv(envConfig), "daemon table (TOML); env "+envConfig)
+	table := flags.String("config", envValue(envConfig), "daemon table (TOML); env "+envConfig)
 	build := flags.Bool("build", false, "at an image build: skip notify_token_file and ready_file's directory, which are often mounted only at run time")
 	if err := flags.Parse(args); errors.Is(err, flag.ErrHelp) {
 		_, _ = fmt.Fprintln(stdout, checkUsage)
@@ -59,7 +59,7 @@ func runCheck(args []string, stdout io.Writer) error {
 	if flags.NArg() != 0 {
 		return usageError{checkUsage}
 	}
-	if level := os.Getenv(envLogLevel); level != "" {
+	if level := envValue(envLogLevel); level != "" {
 		if _, err := logging.New(zapcore.AddSync(io.Discard), level); err != nil {
 			return usageError{envLogLevel + ": " + err.Error()}
 		}

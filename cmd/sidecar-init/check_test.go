@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/sidecars"
 )
 
 // `sidecar-init check` starts nothing, changes nothing, and exits 0 (all good), 1 (it would
@@ -84,6 +85,7 @@ func TestCheck(t *testing.T) {
 		{"relative control socket in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=c.sock"}, 2, `CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET: "c.sock" is not an absolute path`},
 		// Blank is unset, as for the other variables (it used to make a socket named " ").
 		{"blank control socket in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET= "}, 0, "1 of 1 daemons selected"},
+		{"blank log level in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_LOG_LEVEL= "}, 0, "1 of 1 daemons selected"},
 		// A review saw these pass check, then fail at every run.
 		{"ready file at the control socket", `ready_file = "/run/x/ctl.sock"` + "\n" + `control_socket = "/run/x/ctl.sock"` + "\n" + good, nil, 2, "is the control socket's path"},
 		{"ready file at the control socket's lock", `ready_file = "/run/x/ctl.sock.lock"` + "\n" + `control_socket = "/run/x/ctl.sock"` + "\n" + good, nil, 2, "is the control socket's path"},
@@ -172,5 +174,16 @@ func TestLongGraceNote(t *testing.T) {
 		if (note == "") != (tc.names == "") || (tc.names != "" && !strings.HasPrefix(note, "daemon "+tc.names+"'s grace")) {
 			t.Errorf("graces %v: note %q, want one naming %q", tc.graces, note, tc.names)
 		}
+	}
+}
+
+// A blank CLAUDE_BOTTLE_SIDECAR_CONFIG is unset, as every variable: the embedded table, not
+// a file named " " (a review saw "cannot read the daemon table: open  :").
+func TestBlankConfigVariableIsTheEmbeddedTable(t *testing.T) {
+	cmd := exec.Command(binary, "check")
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "CLAUDE_BOTTLE_SIDECAR_CONFIG= "}
+	out, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(out), sidecars.DaemonsTOMLName) || strings.Contains(string(out), "cannot read the daemon table") {
+		t.Fatalf("check with a blank %s said:\n%s\nwant the embedded table, %s", envConfig, out, sidecars.DaemonsTOMLName)
 	}
 }

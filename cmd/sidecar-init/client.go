@@ -116,7 +116,7 @@ func runClient(args []string, stdout io.Writer) error {
 // that fails, the default socket is tried, with a warning.
 func tableSocket(path string, stderr io.Writer) string {
 	if path == "" {
-		path = os.Getenv(envConfig)
+		path = envValue(envConfig)
 	}
 	source, data, err := readTable(path)
 	socket := config.DefaultControlSocket

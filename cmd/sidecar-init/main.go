@@ -146,6 +146,11 @@ func exitCode(err error) int {
 	}
 }
 
+// envValue is an environment variable's value with white space trimmed: set but blank is
+// unset, for every variable sidecar-init reads (a template's ${VAR:-} or a stray space
+// must not stop the bundle, nor name a file " ").
+func envValue(name string) string { return strings.TrimSpace(os.Getenv(name)) }
+
 // options is the parsed command line with its environment fallbacks.
 type options struct {
 	configPath string
@@ -305,7 +310,7 @@ func removeEarlierReadyFile(cfg *config.Config, log *zlog.Logger) {
 }
 
 func parseArgs(args []string) (options, error) {
-	opts := options{configPath: os.Getenv(envConfig), logLevel: os.Getenv(envLogLevel)}
+	opts := options{configPath: envValue(envConfig), logLevel: envValue(envLogLevel)}
 	if opts.logLevel == "" {
 		opts.logLevel = "info"
 	}
