@@ -75,6 +75,10 @@ func runClient(args []string, stdout io.Writer) error {
 		return usageError{fmt.Sprintf("%s: --json is for status only\n%s", cmd, usage)}
 	case set["socket"] && set["config"]:
 		return usageError{fmt.Sprintf("%s: --socket and --config both name the socket; give one\n%s", cmd, usage)}
+	// An empty one given is a mistake (an unset variable in a probe's command line), not
+	// a wish for the default: it would reach whatever socket the fallbacks find.
+	case set["socket"] && strings.TrimSpace(*socket) == "", set["config"] && strings.TrimSpace(*table) == "":
+		return usageError{fmt.Sprintf("%s: an empty --socket or --config names nothing\n%s", cmd, usage)}
 	case takesName:
 		req.Name = flags.Arg(0)
 	}
@@ -92,7 +96,7 @@ func runClient(args []string, stdout io.Writer) error {
 	path := *socket
 	if path == "" {
 		// Trimmed as the supervisor trims it (loadConfig): blank is unset.
-		path = strings.TrimSpace(os.Getenv(envControlSocket))
+		path = envValue(envControlSocket)
 	}
 	if path == "" {
 		path = tableSocket(*table, os.Stderr)

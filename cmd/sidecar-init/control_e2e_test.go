@@ -154,8 +154,10 @@ func TestControlCLIAndNotifications(t *testing.T) {
 	if _, stderr, code := client(t, socket, "status", "--bogus"); code != 2 || strings.Contains(stderr, "{") || !strings.Contains(stderr, "usage: sidecar-init status") {
 		t.Errorf("status --bogus: exit %d, stderr %q; want 2 and a plain usage", code, stderr)
 	}
-	// Flags a command would ignore are refused, not dropped.
-	for _, args := range [][]string{{"health", "--json"}, {"stop", "--json", "a"}, {"status", "--socket", socket, "--config", "/x.toml"}} {
+	// Flags a command would ignore are refused, not dropped; an empty --socket or --config
+	// (an unset variable in a probe's command line) too, rather than taken for the default.
+	for _, args := range [][]string{{"health", "--json"}, {"stop", "--json", "a"}, {"status", "--socket", socket, "--config", "/x.toml"},
+		{"health", "--socket="}, {"health", "--config", " "}} {
 		if _, stderr, code := client(t, socket, args...); code != 2 || !strings.Contains(stderr, "usage: sidecar-init "+args[0]) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and the usage", args, code, stderr)
 		}
