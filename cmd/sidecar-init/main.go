@@ -375,14 +375,14 @@ func loadConfig(path string) (*config.Config, error) {
 	}
 	// The socket first: an error in the environment still gives the table back, and its
 	// ready_file is removed unless a sidecar-init answers on the socket this run would use.
-	if path := strings.TrimSpace(os.Getenv(envControlSocket)); path != "" {
+	if path := envValue(envControlSocket); path != "" {
 		if err := cfg.SetControlSocket(path); err != nil {
 			return cfg, &config.Error{File: "environment", Key: envControlSocket, Msg: err.Error()}
 		}
 	}
 	// Set but empty is unset, as for the other variables: a template's ${GRACE:-} must not
 	// stop the bundle.
-	if grace := os.Getenv(envGrace); strings.TrimSpace(grace) != "" {
+	if grace := envValue(envGrace); grace != "" {
 		if err := cfg.OverrideGrace(grace); err != nil {
 			return cfg, err
 		}
