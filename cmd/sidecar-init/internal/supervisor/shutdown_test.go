@@ -14,12 +14,14 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/fakedaemon"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
+	"github.com/claude-bottle/sidecar-init/procs"
 )
 
 // reverseChain is a stop_order = "reverse" pair: dep restarts on failure, and app, which
@@ -747,6 +749,58 @@ func TestCaughtStopDropsARestartsSecondHalf(t *testing.T) {
 	if n := len(h.transitions("svc", "spawn")); n != 1 {
 		t.Errorf("%d spawns of svc, want 1: the restart's second half ran after the stop signal was caught\n%s", n, h.dumpLogs())
 	}
+}
+
+// The same with the two deaths in the other order in one drain: wait4's order is the
+// kernel's, so the wait for the stop comes before any exit of the drain is handled, not at
+// the death that calls for it (the last note listed this as not done).
+func TestCaughtStopDropsARestartReapedFirst(t *testing.T) {
+	waitForTheStop(t)
+	core, logs := observer.New(zapcore.DebugLevel)
+	stop := make(chan os.Signal, 1)
+	svc := shDaemon("svc", "trap '' TERM; exec sleep 1000")
+	svc.Grace = testTimeout
+	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{svc, shDaemon("a", "exec sleep 1000")},
+		Signals: Signals{Stop: stop}})
+	now := time.Now()
+	for _, d := range s.daemons {
+		s.spawn(d, now)
+		s.becomeReady(d)
+		t.Cleanup(func() { _ = syscall.Kill(-d.pid, syscall.SIGKILL) }) // (a second run of svc too)
+	}
+	svcPid, aPid := s.daemons[0].pid, s.daemons[1].pid
+	if resp := s.onCall(control.Request{Cmd: "restart", Name: "svc"}, now); !resp.OK {
+		t.Fatalf("restart: %+v", resp)
+	}
+	// svc, being restarted, dies; then a, of SIGTERM (one sent to every process at once).
+	exits := []procs.Exit{reapNow(t, svcPid, syscall.SIGKILL), reapNow(t, aPid, syscall.SIGTERM)}
+	stop <- syscall.SIGTERM
+	s.onExits(exits)
+	var spawns int
+	for _, e := range logs.FilterMessage("transition").All() {
+		if m := e.ContextMap(); m["machine"] == "svc" && m["event"] == string(fsm.DaemonSpawn) {
+			spawns++
+		}
+	}
+	if spawns != 1 {
+		t.Errorf("%d spawns of svc, want 1: the restart's second half ran before the wait for the stop signal", spawns)
+	}
+	if s.stopCaught != syscall.SIGTERM {
+		t.Errorf("stop caught = %v, want SIGTERM", s.stopCaught)
+	}
+}
+
+// reapNow kills our child pid with sig and reaps it: its exit as a drain would give it.
+func reapNow(t *testing.T, pid int, sig syscall.Signal) procs.Exit {
+	t.Helper()
+	if err := syscall.Kill(pid, sig); err != nil {
+		t.Fatal(err)
+	}
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(pid, &ws, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	return procs.Exit{Pid: pid, Status: ws}
 }
 
 // An operator's call whose own reap caught the stop signal is answered as one that comes

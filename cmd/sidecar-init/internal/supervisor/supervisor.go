@@ -129,10 +129,11 @@ type Supervisor struct {
 	// are reaped: a death of that same signal is the stop's, not a failure.
 	arrivingStop syscall.Signal
 	// stopCaught is a stop signal taken from its channel while a reap waited for it
-	// (awaitArrivingStop), acted on at the end of that reap; awaitedStop says this reap
-	// waited already.
-	stopCaught  syscall.Signal
-	awaitedStop bool
+	// (awaitArrivingStop), acted on at the end of that reap.
+	stopCaught syscall.Signal
+	// reaped holds a drain's exits of daemons and probes, handled once the drain is done
+	// (onExits); orphans' are handled as they come. Reused from drain to drain.
+	reaped []procs.Exit
 	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups (since
 	// the last spawn).
 	sweptEveryone bool
@@ -488,16 +489,17 @@ func (s *Supervisor) armTimer(now time.Time) {
 
 // reap drains every exit that is ready. Unknown pids are orphans re-parented to us.
 func (s *Supervisor) reap() {
-	s.awaitedStop = false
-	left, err := procs.ReapAll(s.onExit)
+	s.reaped = s.reaped[:0]
+	left, err := procs.ReapAll(s.takeExit)
 	if err != nil {
 		// wait4 fails only with EINVAL/EFAULT-type programming errors; say so, keep going.
 		s.log.Error("reaping failed", zlog.Error(err))
 	}
 	s.childrenLeft = left
+	s.onExits(s.reaped)
 	if sig := s.stopCaught; sig != 0 {
 		// Acted on now, before whatever called this reap (an operator's call) goes on as if
-		// none had come.
+		// none had come. (onStopSignal reaps again: s.reaped is done with by now.)
 		s.stopCaught = 0
 		s.onStopSignal(sig)
 	}
@@ -510,8 +512,36 @@ func (s *Supervisor) reap() {
 	}
 }
 
+// takeExit keeps a daemon's or a probe's exit for onExits and handles an orphan's at once:
+// the 5000 orphans of a fork bomb's end need no buffer.
+func (s *Supervisor) takeExit(e procs.Exit) {
+	_, daemon := s.byPid[e.Pid]
+	_, probe := s.execProbes[e.Pid]
+	if daemon || probe {
+		s.reaped = append(s.reaped, e)
+		return
+	}
+	if ce := s.log.Check(zapcore.DebugLevel, "reaped orphan"); ce != nil {
+		ce.Write(zlog.Int("pid", e.Pid), zlog.Int("exit_code", e.Code()))
+	}
+	s.orphansReaped = true
+}
+
+// onExits handles one drain's exits in wait4's order. When one of them is a death that a
+// stop signal on its way would excuse, the wait for that signal comes first, before any of
+// them: wait4's order is the kernel's, and an operator's restart reaped before that death
+// would otherwise spawn its second run only for the shutdown to stop it.
+func (s *Supervisor) onExits(exits []procs.Exit) {
+	if slices.ContainsFunc(exits, s.mayBeTheStops) {
+		s.awaitArrivingStop()
+	}
+	for _, e := range exits {
+		s.onExit(e)
+	}
+}
+
 func (s *Supervisor) onExit(e procs.Exit) {
-	d, ok := s.byPid[e.Pid]
+	d := s.byPid[e.Pid]
 	if probe, isProbe := s.execProbes[e.Pid]; isProbe {
 		delete(s.execProbes, e.Pid)
 		// A probe's group is its own and nothing else's: what the probe left running there
@@ -524,13 +554,6 @@ func (s *Supervisor) onExit(e procs.Exit) {
 		}
 		s.onProbeResult(probeResult{d: probe.d, pid: probe.forPid, ok: e.Code() == 0,
 			err: fmt.Errorf("exec probe exited with status %d", e.Code()), liveness: probe.liveness, attempt: probe.attempt}, time.Now())
-		return
-	}
-	if !ok {
-		if ce := s.log.Check(zapcore.DebugLevel, "reaped orphan"); ce != nil {
-			ce.Write(zlog.Int("pid", e.Pid), zlog.Int("exit_code", e.Code()))
-		}
-		s.orphansReaped = true
 		return
 	}
 	delete(s.byPid, e.Pid)
@@ -558,9 +581,6 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int, exit *procs.Exit, stopp
 		// once every daemon is done, finished oneshots included).
 		return
 	}
-	if !stoppedUnresponsive {
-		s.awaitArrivingStop(exit)
-	}
 	switch {
 	case s.arrivingStop != 0 && diedOf(exit, s.arrivingStop) && !stoppedUnresponsive:
 		// (Not a daemon stopped as unresponsive: sidecar-init sent it that signal itself,
@@ -586,29 +606,39 @@ func (s *Supervisor) diedOnItsOwn(d *daemon, status int, exit *procs.Exit, stopp
 var arrivingStopWait = 10 * time.Millisecond
 
 // awaitArrivingStop: a daemon died of a stop signal (or exited 128+it) on its own, no stop
-// asked yet. One signal sent to every process at once (a kill of the whole tree, systemd's
-// KillMode=control-group) would also be on its way to sidecar-init, sent first, yet its
-// SIGCHLD can reach the loop first: the kernel hands the two signals to two threads, and
-// the Go runtime's handler of the stop can run after the other's. Seen in about 1 run in
-// 100 (2 in 20 on a loaded machine) of a kill -TERM of sidecar-init then of its 20
-// daemons, the stop 0.3 ms behind: exit 143 instead of 0. So the first such death of a
-// reap waits a moment for the stop signal; one that comes is acted on once this event is
+// asked yet (mayBeTheStops). One signal sent to every process at once (a kill of the whole
+// tree, systemd's KillMode=control-group) would also be on its way to sidecar-init, sent
+// first, yet its SIGCHLD can reach the loop first: the kernel hands the two signals to two
+// threads, and the Go runtime's handler of the stop can run after the other's. Seen in
+// about 1 run in 100 (2 in 20 on a loaded machine) of a kill -TERM of sidecar-init then of
+// its 20 daemons, the stop 0.3 ms behind: exit 143 instead of 0. So a drain with such a
+// death waits a moment for the stop signal; one that comes is acted on once the drain is
 // handled, and excuses the deaths of that signal now as it would have then. Costs
 // arrivingStopWait only when none comes: a daemon someone else killed with that signal.
-func (s *Supervisor) awaitArrivingStop(exit *procs.Exit) {
-	if s.stopAsked || s.arrivingStop != 0 || s.awaitedStop || !slices.ContainsFunc(procs.StopSignals, func(sig syscall.Signal) bool { return diedOf(exit, sig) }) {
-		return
-	}
-	s.awaitedStop = true
+func (s *Supervisor) awaitArrivingStop() {
 	t := time.NewTimer(arrivingStopWait)
 	defer t.Stop()
 	select {
 	case sig := <-s.opts.Signals.Stop:
 		s.stopCaught = sig.(syscall.Signal)
 		s.arrivingStop = s.stopCaught
-		s.dropRestartsSecondHalves() // before a restarting daemon later in this reap
+		s.dropRestartsSecondHalves()
 	case <-t.C:
 	}
+}
+
+// mayBeTheStops says e is a death that a stop signal on its way would excuse: a daemon that
+// was up (not one sidecar-init was stopping, as unresponsive or for an operator) died of a
+// stop signal or exited 128+it, while no stop is asked or under way.
+func (s *Supervisor) mayBeTheStops(e procs.Exit) bool {
+	d := s.byPid[e.Pid]
+	if d == nil || s.stopAsked || s.arrivingStop != 0 || s.shuttingDown() {
+		return false
+	}
+	if state := d.machine.Current(); state != fsm.DaemonRunning && state != fsm.DaemonStarting {
+		return false
+	}
+	return slices.ContainsFunc(procs.StopSignals, func(sig syscall.Signal) bool { return diedOf(&e, sig) })
 }
 
 // diedOf says the daemon was killed by sig, or exited with the status a process that
