@@ -6,12 +6,15 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseSignal(t *testing.T) {
@@ -89,6 +92,35 @@ func TestSpawnRunsInItsOwnGroup(t *testing.T) {
 	exit := runAndReap(t, []string{"/bin/sh", "-c", `read -r _ _ _ _ pgid _ < /proc/$$/stat; [ "$pgid" = "$$" ] || exit 9`})
 	if exit.Code() != 0 {
 		t.Fatalf("the daemon is not the leader of its own process group (status %d)", exit.Code())
+	}
+}
+
+// A daemon starts with no signal blocked, whatever the process that started sidecar-init
+// had blocked: the runtime gives a child its forking thread's mask, and a Go thread keeps
+// the inherited one but for the signals the runtime needs. A SIGUSR2 or SIGTSTP forwarded
+// to a daemon would otherwise wait, never delivered.
+func TestSpawnStartsWithNoSignalBlocked(t *testing.T) {
+	runtime.LockOSThread() // the mask below is this thread's; Spawn runs on it
+	defer runtime.UnlockOSThread()
+	var blocked, old unix.Sigset_t
+	for _, sig := range []syscall.Signal{syscall.SIGUSR2, syscall.SIGTSTP, syscall.SIGTERM} {
+		blocked.Val[(sig-1)/64] |= 1 << ((sig - 1) % 64)
+	}
+	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &blocked, &old); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil) }()
+	// (Not a shell: dash clears its mask before it forks a command.)
+	exit := runAndReap(t, []string{"/bin/grep", "-q", "^SigBlk:[[:space:]]*0*$", "/proc/self/status"})
+	if exit.Code() != 0 {
+		t.Fatalf("the daemon started with signals blocked (status %d)", exit.Code())
+	}
+	var now unix.Sigset_t
+	if err := unix.PthreadSigmask(unix.SIG_BLOCK, nil, &now); err != nil {
+		t.Fatal(err)
+	}
+	if now.Val[0]&blocked.Val[0] != blocked.Val[0] {
+		t.Errorf("Spawn left its thread's mask changed: %#x, want %#x in it", now.Val[0], blocked.Val[0])
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -91,11 +92,33 @@ func Spawn(spec Spec, stdin *os.File) (pid int, err error) {
 			defer func() { _ = unix.Prctl(unix.PR_SET_DUMPABLE, uintptr(dumpable), 0, 0, 0) }()
 		}
 	}
+	unblockAll := startWithNoSignalBlocked()
 	pid, err = syscall.ForkExec(path, spec.Argv, attr)
+	unblockAll()
 	if err != nil {
 		return 0, &SpawnError{Argv0: spec.Argv[0], Err: blameDir(spec.Dir, spec.Credential, err), Status: statusFor(err)}
 	}
 	return pid, nil
+}
+
+// startWithNoSignalBlocked makes the next fork on this goroutine's thread give its child no
+// blocked signal, and returns what puts the thread back. The runtime gives a child its
+// forking thread's mask, and a Go thread keeps the mask the process started with, but for
+// the signals the runtime needs (SIGTERM, SIGINT, SIGHUP, SIGQUIT among them). A daemon
+// started under a starter that blocked, say, SIGUSR2 or SIGTSTP would never get one
+// forwarded to it. A daemon starts with none blocked, as under dumb-init. The thread may
+// take any signal meanwhile: the runtime has a handler for each.
+func startWithNoSignalBlocked() (restore func()) {
+	runtime.LockOSThread()
+	var none, old unix.Sigset_t
+	if err := unix.PthreadSigmask(unix.SIG_SETMASK, &none, &old); err != nil {
+		runtime.UnlockOSThread()
+		return func() {}
+	}
+	return func() {
+		_ = unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
+		runtime.UnlockOSThread()
+	}
 }
 
 // blameDir names the working directory when it, not the program, made the start fail: the
