@@ -328,8 +328,11 @@ func parseArgs(args []string) (options, error) {
 		}
 		return opts, usageError{fmt.Sprintf("%v (usage: sidecar-init [--config FILE] [--log-level LEVEL] [--version])", err)}
 	}
-	if flags.NArg() > 0 {
-		return opts, usageError{fmt.Sprintf("unexpected argument %q: daemons come from the table, not the command line", flags.Arg(0))}
+	if arg := flags.Arg(0); arg == "check" || isClientCommand(arg) {
+		// `sidecar-init --config F status`: the flags went before the command.
+		return opts, usageError{fmt.Sprintf("unexpected argument %q: a command goes first, its flags after it (sidecar-init %s --config FILE)", arg, arg)}
+	} else if flags.NArg() > 0 {
+		return opts, usageError{fmt.Sprintf("unexpected argument %q: daemons come from the table, not the command line", arg)}
 	}
 	if *showVersion {
 		_, _ = fmt.Fprintln(os.Stdout, "sidecar-init", version)
