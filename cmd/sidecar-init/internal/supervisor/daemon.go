@@ -504,8 +504,15 @@ func (s *Supervisor) dieOnItsOwn(d *daemon, event fsm.Event, det detail, level z
 		// (or until it became ready, if none passed): a probe that never passes must not
 		// start a fresh window at every stop and so escape max_restarts.
 		upTo := now
-		if from == fsm.DaemonUnresponsive {
+		switch {
+		case from == fsm.DaemonUnresponsive:
 			upTo = d.liveUpTo
+		case from == fsm.DaemonStarting && !d.cfg.Oneshot:
+			// Never ready, so never up: a readiness probe that never passes, its run
+			// SIGKILLed at every ready_timeout, is given up too, whatever ready_timeout
+			// is against backoff_reset. (A oneshot's run is its work: a long one that
+			// fails was up.)
+			upTo = d.startedAt
 		}
 		if !d.startedAt.IsZero() && upTo.Sub(d.startedAt) >= d.cfg.BackoffReset {
 			d.windowRestarts = 0 // it stayed up long enough: a fresh start

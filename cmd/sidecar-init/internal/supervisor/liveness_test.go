@@ -406,6 +406,26 @@ func TestNeverPassingLivenessIsGivenUp(t *testing.T) {
 	h.stopAndWant(143)
 }
 
+// The same for a readiness probe that never passes: each run is SIGKILLed at its
+// ready_timeout, and a ready_timeout past backoff_reset made each look like a run that
+// stayed up, so the window began again at every death and max_restarts never gave it up
+// (found by a review: 19 runs in 3 s, every backoff the first). A run never ready was
+// never up.
+func TestNeverReadyIsGivenUp(t *testing.T) {
+	h := newHarness(t)
+	d := fake(t, h, "never-ready", time.Second)
+	d.Ready = config.Probe{File: "/nonexistent/ready"}
+	d.ReadyTimeout = 150 * time.Millisecond // past backoff_reset
+	d.Restart, d.MaxRestarts = fsm.RestartAlways, 2
+	d.BackoffInitial, d.BackoffMax, d.BackoffReset = 10*time.Millisecond, time.Second, 100*time.Millisecond
+	h.run([]config.Daemon{d, fake(t, h, "other", time.Second)}, nil)
+	h.waitLog("never-ready", fsm.DaemonGivenUp)
+	if runs := len(h.transitions("never-ready", "spawn")); runs != 3 {
+		t.Fatalf("%d runs, want 3 (max_restarts 2)", runs)
+	}
+	h.stopAndWant(137)
+}
+
 // While a tcp or file attempt's goroutine has not returned (a stat on a hung mount), the
 // next attempt fails at once instead of starting another: they cannot pile up.
 func TestBlockedLivenessAttemptsDoNotPileUp(t *testing.T) {
