@@ -81,7 +81,7 @@ func runAndReap(t *testing.T, argv []string) Exit {
 			if e.Pid == pid {
 				got = &e
 			}
-		}); err != nil {
+		}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -319,6 +319,48 @@ func TestGroupReused(t *testing.T) {
 	}
 }
 
+// A child that made us its tracer (PTRACE_TRACEME; here SysProcAttr.Ptrace) stops at its
+// exec with SIGTRAP, and wait4 reports the stop without WUNTRACED. It is alive: ReapAll
+// hands it to onTraceStop, not to onExit (the supervisor took it for a death with status
+// -1, restarted it beside the live process and exited 255; found by a review), and reports
+// its real death later.
+func TestReapAllTellsATraceStopFromAnExit(t *testing.T) {
+	sigchld := make(chan os.Signal, 1)
+	signal.Notify(sigchld, syscall.SIGCHLD)
+	defer signal.Stop(sigchld)
+	runtime.LockOSThread() // the tracer is the forking thread
+	defer runtime.UnlockOSThread()
+	pid, err := syscall.ForkExec("/bin/sleep", []string{"sleep", "30"}, &syscall.ProcAttr{
+		Files: []uintptr{0, 1, 2}, Sys: &syscall.SysProcAttr{Ptrace: true, Setpgid: true}})
+	if err != nil {
+		t.Fatalf("starting a traced child: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL); _, _ = syscall.Wait4(pid, nil, 0, nil) })
+	var exits, stops []Exit
+	drain := func() {
+		t.Helper()
+		<-sigchld
+		if _, err := ReapAll(func(e Exit) { exits = append(exits, e) }, func(e Exit) { stops = append(stops, e) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(stops) == 0 && len(exits) == 0 {
+		drain()
+	}
+	if len(exits) != 0 || stops[0].Pid != pid || !stops[0].Status.Stopped() {
+		t.Fatalf("exits %+v, stops %+v: want the exec's trace stop of %d and no exit", exits, stops, pid)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for len(exits) == 0 {
+		drain()
+	}
+	if exits[0].Pid != pid || exits[0].Code() != 128+int(syscall.SIGKILL) {
+		t.Fatalf("exit %+v, want %d killed by SIGKILL", exits[0], pid)
+	}
+}
+
 // BenchmarkReapAll measures the reap path per exit (spawn excluded from the timer); it should
 // not allocate.
 func BenchmarkReapAll(b *testing.B) {
@@ -335,7 +377,7 @@ func BenchmarkReapAll(b *testing.B) {
 		}
 		<-sigchld
 		b.StartTimer()
-		if _, err := ReapAll(count); err != nil {
+		if _, err := ReapAll(count, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

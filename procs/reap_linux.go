@@ -35,7 +35,12 @@ func (e Exit) Signal() (syscall.Signal, bool) {
 // reap right now. SIGCHLD coalesces (many exits arrive as one signal) and can be spurious,
 // so one signal means "drain", never "one child". It returns whether any child remains
 // (false once wait4 says ECHILD). It never blocks.
-func ReapAll(onExit func(Exit)) (childrenLeft bool, err error) {
+//
+// wait4 also reports a ptrace stop of a child that made this process its tracer
+// (PTRACE_TRACEME, as an anti-debugger check does), without WUNTRACED: the child is alive
+// and stopped, not reaped. It goes to onTraceStop (nil: dropped), never to onExit, which
+// would take it for a death with status -1.
+func ReapAll(onExit func(Exit), onTraceStop func(Exit)) (childrenLeft bool, err error) {
 	for {
 		var ws unix.WaitStatus
 		pid, err := wait4NoHang(&ws)
@@ -48,6 +53,12 @@ func ReapAll(onExit func(Exit)) (childrenLeft bool, err error) {
 			return true, fmt.Errorf("wait4: %w", err)
 		case pid == 0:
 			return true, nil
+		}
+		if !ws.Exited() && !ws.Signaled() {
+			if onTraceStop != nil {
+				onTraceStop(Exit{Pid: pid, Status: ws})
+			}
+			continue
 		}
 		onExit(Exit{Pid: pid, Status: ws})
 	}

@@ -811,3 +811,28 @@ func TestExitLineIsTheLastEvenWithUndeliveredNotifications(t *testing.T) {
 		t.Fatalf("last line %q, want supervisor exiting", last)
 	}
 }
+
+// A daemon that makes sidecar-init its tracer (PTRACE_TRACEME, an anti-debugger check)
+// stops at its next exec, and wait4 reports the stop without WUNTRACED. It is alive: not a
+// death with status -1, not restarted beside itself, and the exit status is not 255 (found
+// by a review). A stop ends it with SIGKILL at its grace: it takes no other signal.
+func TestTracedDaemonsStopIsNoDeath(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record")
+	table := daemonTOML(t, record, "traced", "300ms", "-trace-me") + "restart = \"on-failure\"\nbackoff_initial = \"10ms\"\n" +
+		daemonTOML(t, record, "other", "1s")
+	p := startInit(t, table, true)
+	p.record = record
+	p.waitLog("stopped under ptrace")
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Errorf("exit code %d, want 0 (nothing failed)\n%s", code, p.stderr())
+	}
+	log := p.stderr()
+	if strings.Contains(log, `"exit_code":-1`) || strings.Count(log, `"machine":"traced","event":"spawn"`) != 1 {
+		t.Errorf("the traced daemon's stop was taken for its death:\n%s", log)
+	}
+	if !strings.Contains(log, `"machine":"traced","event":"kill"`) {
+		t.Errorf("the traced daemon was not SIGKILLed at its grace:\n%s", log)
+	}
+}

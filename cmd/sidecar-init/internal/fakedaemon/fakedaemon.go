@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -54,6 +55,7 @@ type options struct {
 	readyAfter time.Duration
 	catchAll   bool
 	setuidRoot bool
+	traceMe    bool
 }
 
 func run(args []string) int {
@@ -75,8 +77,12 @@ func run(args []string) int {
 	fs.DurationVar(&o.readyAfter, "ready-after", 0, "wait this long before -listen and -touch")
 	fs.BoolVar(&o.catchAll, "catch-all", false, "record every signal that may reach it, not only the usual ones")
 	fs.BoolVar(&o.setuidRoot, "setuid-root", false, "setuid(0) once its children have started (a setuid-root copy run by another user: one it may no longer signal)")
+	fs.BoolVar(&o.traceMe, "trace-me", false, "make its parent its tracer (PTRACE_TRACEME, an anti-debugger check), then exec sleep: stopped at that exec")
 	if err := fs.Parse(args); err != nil {
 		return 64
+	}
+	if o.traceMe {
+		return traceMe(o)
 	}
 
 	signals := make(chan os.Signal, 128)
@@ -195,4 +201,18 @@ func record(o options, event string) {
 	// will say it never came.
 	_, _ = fmt.Fprintf(f, "%s %s\n", o.name, event)
 	_ = f.Close()
+}
+
+// traceMe makes the parent its tracer and execs sleep, which stops it at the exec (a
+// ptrace stop) until the tracer resumes it. Only the calling thread is traced: it execs.
+func traceMe(o options) int {
+	runtime.LockOSThread()
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PTRACE, syscall.PTRACE_TRACEME, 0, 0); errno != 0 {
+		record(o, "ptrace: "+errno.Error())
+		return 70
+	}
+	record(o, "traced")
+	err := syscall.Exec("/bin/sleep", []string{"sleep", "1000"}, os.Environ())
+	record(o, "exec: "+err.Error())
+	return 70
 }

@@ -490,7 +490,7 @@ func (s *Supervisor) armTimer(now time.Time) {
 // reap drains every exit that is ready. Unknown pids are orphans re-parented to us.
 func (s *Supervisor) reap() {
 	s.reaped = s.reaped[:0]
-	left, err := procs.ReapAll(s.takeExit)
+	left, err := procs.ReapAll(s.takeExit, s.onTraceStop)
 	if err != nil {
 		// wait4 fails only with EINVAL/EFAULT-type programming errors; say so, keep going.
 		s.log.Error("reaping failed", zlog.Error(err))
@@ -525,6 +525,23 @@ func (s *Supervisor) takeExit(e procs.Exit) {
 		ce.Write(zlog.Int("pid", e.Pid), zlog.Int("exit_code", e.Code()))
 	}
 	s.orphansReaped = true
+}
+
+// onTraceStop: a child made sidecar-init its tracer (PTRACE_TRACEME, as an anti-debugger
+// check does) and is stopped at a ptrace stop; it is alive. sidecar-init is no debugger and
+// cannot resume it: ptrace calls must come from the thread that forked it, and the runtime
+// does not let the loop pick that thread again. It stays as it is, its run live: a probe
+// sees it hang, and a stop ends it with SIGKILL once its grace runs out (a traced process
+// takes no other signal).
+func (s *Supervisor) onTraceStop(e procs.Exit) {
+	name := "(not a daemon)"
+	if d := s.byPid[e.Pid]; d != nil {
+		name = d.cfg.Name
+	} else if probe, ok := s.execProbes[e.Pid]; ok {
+		name = probe.d.cfg.Name + " (its probe)"
+	}
+	s.log.Warn("a process stopped under ptrace with sidecar-init as its tracer (it asked with PTRACE_TRACEME); sidecar-init cannot resume it: it stays stopped until SIGKILLed, at a stop once its grace runs out",
+		zlog.String("daemon", name), zlog.Int("pid", e.Pid), zlog.String("signal", procs.SignalName(e.Status.StopSignal())))
 }
 
 // onExits handles one drain's exits in wait4's order. When one of them is a death that a
