@@ -33,7 +33,7 @@ import (
 // hides its /proc/PID/fd and environ from a root without CAP_SYS_PTRACE (`docker exec` as
 // root, by default); AsUser puts the flag back as it was.
 func AsUser(cred *Credential, fn func() error) error {
-	if cred == nil {
+	if cred = cred.switchTo(); cred == nil {
 		return fn()
 	}
 	worker.Lock()

@@ -26,6 +26,7 @@ func Preflight(spec Spec) (string, error) {
 	fail := func(err error) (string, error) {
 		return "", &SpawnError{Argv0: spec.Argv[0], Err: err, Status: statusFor(err)}
 	}
+	spec.Credential = spec.Credential.switchTo()
 	path, err := lookPath(spec.Argv[0], spec.Env, spec.Dir, spec.Credential)
 	if err != nil {
 		return fail(err)

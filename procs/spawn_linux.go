@@ -69,6 +69,7 @@ func Spawn(spec Spec, stdin *os.File) (pid int, err error) {
 	if len(spec.Argv) == 0 || spec.Argv[0] == "" {
 		return 0, &SpawnError{Err: errors.New("empty command"), Status: 127}
 	}
+	spec.Credential = spec.Credential.switchTo()
 	path, err := lookPath(spec.Argv[0], spec.Env, spec.Dir, spec.Credential)
 	if err != nil {
 		return 0, &SpawnError{Argv0: spec.Argv[0], Err: err, Status: statusFor(err)}
@@ -96,7 +97,7 @@ func Spawn(spec Spec, stdin *os.File) (pid int, err error) {
 	pid, err = syscall.ForkExec(path, spec.Argv, attr)
 	unblockAll()
 	if err != nil {
-		return 0, &SpawnError{Argv0: spec.Argv[0], Err: blameDir(spec.Dir, spec.Credential, err), Status: statusFor(err)}
+		return 0, &SpawnError{Argv0: spec.Argv[0], Err: blameSetup(spec.Dir, spec.Credential, err), Status: statusFor(err)}
 	}
 	return pid, nil
 }
@@ -121,11 +122,18 @@ func startWithNoSignalBlocked() (restore func()) {
 	}
 }
 
-// blameDir names the working directory when it, not the program, made the start fail: the
-// child's chdir fails with the same ENOENT, ENOTDIR or EACCES an exec would, and "exec
-// prog: no such file or directory" would send the operator looking for the program. Only
-// looked at after a failure: a start that works pays nothing.
-func blameDir(dir string, cred *Credential, err error) error {
+// blameSetup names the user switch or the working directory when it, not the program, made
+// the start fail: the child's setuid fails with EPERM and its chdir with the same ENOENT,
+// ENOTDIR or EACCES an exec would, and "exec prog: no such file or directory" would send
+// the operator looking for the program. Only looked at after a failure: a start that works
+// pays nothing.
+func blameSetup(dir string, cred *Credential, err error) error {
+	if errors.Is(err, syscall.EPERM) && cred != nil && os.Geteuid() != 0 {
+		// The child's setgroups/setgid/setuid, not the exec: a non-root sidecar-init
+		// (docker run --user, runAsUser) may run daemons only as its own user.
+		return fmt.Errorf("run as user %s (uid %d, gid %d): sidecar-init runs as uid %d, and switching users takes root (CAP_SETUID and CAP_SETGID): remove the daemon's user, or run sidecar-init as root: %w",
+			cred.Name, cred.UID, cred.GID, os.Geteuid(), err)
+	}
 	pathErr := errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EACCES)
 	if dir == "" || !pathErr {
 		return err

@@ -23,6 +23,22 @@ type Credential struct {
 	Name, Home string
 }
 
+// switchTo is the credential a start or file check must switch to: nil when there is none,
+// or when it is the process's own uid and gid and the process is not root. Switching to
+// it would take what a non-root process lacks (setgroups needs CAP_SETGID even for the
+// groups it has), and there is nothing to change: a sidecar-init run as nobody (docker run
+// --user, runAsUser) runs a daemon with `user = "nobody"` as it is, with its own groups, as
+// supervisord does.
+func (c *Credential) switchTo() *Credential {
+	if c == nil {
+		return nil
+	}
+	if euid := os.Geteuid(); euid != 0 && c.UID == uint32(euid) && c.GID == uint32(os.Getegid()) {
+		return nil
+	}
+	return c
+}
+
 // Env is HOME, USER and LOGNAME for the credential, for the caller to put into the
 // daemon's environment (Spawn does not touch Env). Apply them before the daemon table's own
 // env so an explicit setting there wins.

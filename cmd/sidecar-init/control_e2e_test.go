@@ -619,3 +619,58 @@ func TestPID1GivesUpAnEscapedProcessItCannotKill(t *testing.T) {
 	}
 	p.waitLog("processes that escaped their daemon's process group are still there a second after the SIGKILL")
 }
+
+// A sidecar-init run as nobody (docker run --user, runAsUser) whose table gives a daemon that
+// same user (the bundle's table gives pipelock and supervise `user = "nobody"`) has nothing
+// to switch: the daemon runs as it is. Spawn asked for setgroups all the same, which takes
+// CAP_SETGID even for the groups a process has: status 126, "exec: operation not
+// permitted", blaming the program (found by a review).
+func TestNonRootSupervisorRunsADaemonAsItsOwnUser(t *testing.T) {
+	p := startAsNobodyOn(t, "user = \"nobody\"\n")
+	p.waitRecord("same started")
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit %d, want 0; stderr:\n%s", code, p.stderr())
+	}
+}
+
+// Another user is out of its reach: the error says so, not "exec: operation not
+// permitted", which sent the operator to the program.
+func TestNonRootSupervisorNamesTheUserSwitch(t *testing.T) {
+	p := startAsNobodyOn(t, "user = \"0:0\"\n")
+	if code := p.wait(); code != 126 {
+		t.Errorf("exit %d, want 126 (its only daemon could not start)", code)
+	}
+	if !strings.Contains(p.stderr(), "switching users takes root") {
+		t.Errorf("the error does not name the user switch:\n%s", p.stderr())
+	}
+}
+
+// startAsNobodyOn runs sidecar-init as nobody, PID 1 of its namespace, on one fake daemon
+// "same" with the extra keys.
+func startAsNobodyOn(t *testing.T, keys string) *initProc {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root: it runs sidecar-init as nobody")
+	}
+	open := openDir(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := copyForOthers(t, open, exe, "fake", 0o755)
+	initBin := copyForOthers(t, open, binary, "sidecar-init", 0o755)
+	work := filepath.Join(open, "work")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(work, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	record := filepath.Join(work, "record")
+	table := strings.Replace(daemonTOML(t, record, "same", "1s"), strconv.Quote(exe), strconv.Quote(fake), 1) + keys
+	if err := os.WriteFile(filepath.Join(work, "daemons.toml"), []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return startAsNobody(t, initBin, work, record, filepath.Join(work, "control.sock"))
+}
