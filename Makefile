@@ -3,9 +3,12 @@ GO       ?= go
 BIN      := bin/sidecar-init
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
-# Pinned: `make lint` must give the same answer on every machine.
+# Pinned: `make lint` must give the same answer on every machine. Installed under a path
+# that names the version, so a golangci-lint of another version already on the machine
+# (in GOPATH/bin, or a GOBIN elsewhere) is never taken for it.
 GOLANGCI_LINT_VERSION := v2.15.0
-GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
+GOLANGCI_LINT_DIR := $(CURDIR)/bin/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
+GOLANGCI_LINT := $(GOLANGCI_LINT_DIR)/golangci-lint
 
 .PHONY: build demo test test-go cc test-dockerlint lint docs shellcheck image integration integration-deps bench bench-deps bench-smoke chaos chaos-ci fuzz clean
 
@@ -56,7 +59,7 @@ shellcheck:
 
 ## integration: real daemons (mitmdump, git daemon + gitleaks) under sidecar-init as PID 1
 ## of a fresh PID namespace; needs root and `make integration-deps`
-integration:
+integration: cc
 	$(GO) test -tags integration -race -count=1 -v ./sidecars/integration/
 
 integration-deps:
@@ -78,12 +81,12 @@ bench-smoke: build
 
 ## chaos: the fault-injection suite at full size, sidecar-init as PID 1 (root); writes
 ## docs/reliability.md
-chaos:
+chaos: cc
 	$(GO) test -tags chaos -race -count=1 -timeout 15m -run '^TestChaos$$' ./cmd/sidecar-init \
 	  -args -chaos.size=full -chaos.report=$(CURDIR)/docs/reliability.md
 
 ## chaos-ci: the same scenarios at CI size (about a minute)
-chaos-ci:
+chaos-ci: cc
 	$(GO) test -tags chaos -race -count=1 -timeout 5m -run '^TestChaos$$' ./cmd/sidecar-init -args -chaos.size=ci
 
 ## fuzz: every fuzz target for FUZZTIME each (the seed corpora also run in `make test`).
@@ -111,7 +114,7 @@ lint: $(GOLANGCI_LINT)
 	cd sidecars/dockerlint && $(GO) vet ./... && $(GO) mod tidy -diff
 
 $(GOLANGCI_LINT):
-	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	GOBIN=$(GOLANGCI_LINT_DIR) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 ## image: the sidecar bundle (needs a Docker engine with buildx, and the claude_bottle
 ## payload as the `bottle` build context: BOTTLE=path/to/context, layout in
