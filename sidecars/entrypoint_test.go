@@ -1,6 +1,7 @@
 package sidecars
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,5 +53,44 @@ func TestEgressUpstream(t *testing.T) {
 				t.Errorf("stderr %q, want %q", stderr.String(), tc.warnings)
 			}
 		})
+	}
+}
+
+// TestEgressReadyProbe: `egress-entrypoint.sh --ready` is egress's readiness probe in the
+// image's table, and so what `sidecar-init health` (the HEALTHCHECK, a readinessProbe) says
+// of egress. It must fail while nothing listens on EGRESS_LISTEN_PORT and pass once
+// something does, probing loopback for a wildcard listen address. (Found by a review: a
+// probe made to pass always got through the whole suite, integration test included, which
+// waits until mitmdump listens before it looks.)
+func TestEgressReadyProbe(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("no python3 on PATH to run the probe's check with (the image has it; Debian: apt-get install python3)")
+	}
+	probe := func(env ...string) error {
+		cmd := exec.Command("./egress-entrypoint.sh", "--ready")
+		cmd.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin"}, env...)
+		out, err := cmd.CombinedOutput()
+		if len(out) > 0 {
+			t.Logf("probe output: %s", out)
+		}
+		return err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	for _, host := range []string{"", "0.0.0.0", "127.0.0.1"} {
+		if err := probe("EGRESS_LISTEN_HOST="+host, "EGRESS_LISTEN_PORT="+port); err != nil {
+			t.Errorf("host %q: probe failed with a listener on 127.0.0.1:%s: %v", host, port, err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"", "0.0.0.0", "127.0.0.1"} {
+		if err := probe("EGRESS_LISTEN_HOST="+host, "EGRESS_LISTEN_PORT="+port); err == nil {
+			t.Errorf("host %q: probe passed with nothing listening on 127.0.0.1:%s", host, port)
+		}
 	}
 }
