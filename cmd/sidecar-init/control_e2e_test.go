@@ -141,13 +141,13 @@ func TestControlCLIAndNotifications(t *testing.T) {
 		t.Errorf("stop with an empty name: exit %d, stderr %q; want 2 and the usage line", code, stderr)
 	}
 	if os.Getuid() == 0 {
-		// Not root: told that the socket is root's, not that nobody listens. (A copy of the
+		// Not root: told whose the socket is, not that nobody listens. (A copy of the
 		// binary that nobody may run: the test's own lives in a directory only root reads.)
 		cmd := exec.Command(copyForOthers(t, openDir(t), binary, "sidecar-init", 0o755), "status")
 		cmd.Env = []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=" + socket}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		out, err := cmd.CombinedOutput()
-		if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 || !strings.Contains(string(out), "permission denied: the control socket is root's") {
+		if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 || !strings.Contains(string(out), "permission denied: the control socket is for the user sidecar-init runs as (root, unless started as another) alone") {
 			t.Errorf("status as nobody: exit %d, %q; want 1 and the reason", code, out)
 		}
 	}

@@ -461,8 +461,20 @@ var ErrNotListening = errors.New("no sidecar-init is listening")
 // Do sends one request to the supervisor listening at path and returns its answer.
 func Do(path string, req Request, timeout time.Duration) (Response, error) {
 	conn, err := net.DialTimeout("unix", path, timeout)
-	if errors.Is(err, syscall.EACCES) {
-		return Response{}, fmt.Errorf("%s: permission denied: the control socket is root's (0600 in a 0700 directory); run this as root: %w", path, err)
+	switch {
+	case errors.Is(err, syscall.EACCES):
+		// The socket is its owner's alone: the user sidecar-init runs as (root, unless the
+		// container runs it as another), named when the directory lets us see it.
+		owner := "the user sidecar-init runs as (root, unless started as another)"
+		if info, serr := os.Stat(path); serr == nil {
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				owner = fmt.Sprintf("uid %d, the user sidecar-init runs as", st.Uid)
+			}
+		}
+		return Response{}, fmt.Errorf("%s: permission denied: the control socket is for %s alone (0600 in a 0700 directory); run this as that user: %w", path, owner, err)
+	case errors.Is(err, syscall.EAGAIN):
+		// A unix socket's connect fails at once when the listen backlog is full.
+		return Response{}, fmt.Errorf("sidecar-init on %s is busy: its queue of waiting clients is full; try again: %w", path, err)
 	}
 	if err != nil {
 		return Response{}, fmt.Errorf("%w on %s (is it running? does CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET match its control_socket?): %w",

@@ -609,3 +609,32 @@ func TestCloseAtExit(t *testing.T) {
 	})
 	t.Run("a request waiting", func(t *testing.T) { requestWaitingIsAnswered(t, (*Server).CloseAtExit) })
 }
+
+// A supervisor whose queue of waiting clients is full refuses a connect at once (EAGAIN):
+// the client says it is busy, not that nobody listens (found by a review).
+func TestFullBacklogIsBusyNotAbsent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "control.sock")
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil { // never accepts: the queue fills
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		_, err := Do(path, Request{Cmd: CmdHealth}, 50*time.Millisecond)
+		if err == nil || i == 10 {
+			t.Fatalf("call %d: %v, want a refusal for a full queue", i, err)
+		}
+		if errors.Is(err, syscall.EAGAIN) {
+			if !strings.Contains(err.Error(), "is busy") || errors.Is(err, ErrNotListening) {
+				t.Fatalf("full queue: %v; want it called busy", err)
+			}
+			return
+		}
+	}
+}

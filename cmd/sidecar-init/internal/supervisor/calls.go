@@ -312,7 +312,10 @@ func (s *Supervisor) status(now time.Time) []control.DaemonStatus {
 // told "all ready" of a daemon held stopped.
 func (s *Supervisor) healthy() string {
 	held := s.held()
-	if len(held) == 0 {
+	switch {
+	case len(held) == 0 && len(s.daemons) == 1:
+		return "ready: its one daemon"
+	case len(held) == 0:
 		return fmt.Sprintf("ready: all %d daemons", len(s.daemons))
 	}
 	return fmt.Sprintf("ready: %d of %d daemons; held stopped: %s", len(s.daemons)-len(held), len(s.daemons), strings.Join(held, ", "))

@@ -252,6 +252,14 @@ func TestHealthTurnsBadWhenADaemonDies(t *testing.T) {
 	h.exitCode()
 }
 
+// One daemon is not "all 1 daemons" (a review's minor point).
+func TestHealthOfOneDaemon(t *testing.T) {
+	s, _, _ := livingDaemon(t, config.Daemon{Name: "svc", Command: []string{"/bin/true"}})
+	if got := s.healthy(); got != "ready: its one daemon" {
+		t.Errorf("healthy() = %q", got)
+	}
+}
+
 func TestReverseStopOrderStopsDependentsFirst(t *testing.T) {
 	h := newHarness(t)
 	h.reverseStop = true
