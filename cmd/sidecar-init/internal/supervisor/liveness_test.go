@@ -374,7 +374,11 @@ func TestStatusShowsLivenessFailures(t *testing.T) {
 func TestLivenessStopIsNotExcusedByTheArrivingStop(t *testing.T) {
 	h := newHarness(t)
 	h.holdSIGCHLD = true
-	d := fake(t, h, "guard", testTimeout, "-stop-code", "143")
+	// Ready once it takes its stop signal: a liveness attempt before the fake asked for
+	// SIGTERM (a slow start on a loaded machine) killed it with no record.
+	ready := filepath.Join(t.TempDir(), "ready")
+	d := fake(t, h, "guard", testTimeout, "-stop-code", "143", "-touch", ready)
+	d.Ready, d.ReadyTimeout = config.Probe{File: ready}, testTimeout
 	d.Liveness = config.Probe{TCP: freeAddr(t)} // nobody listens: every attempt fails
 	d.LivenessInterval, d.LivenessTimeout, d.LivenessFailures = 20*time.Millisecond, time.Second, 1
 	h.run([]config.Daemon{d, fake(t, h, "other", time.Second)}, nil)
