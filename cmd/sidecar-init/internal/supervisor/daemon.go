@@ -584,12 +584,18 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 	if liveState(tr.From) || liveState(tr.To) {
 		pid = d.pid
 	}
+	// How long the run that just died lasted: a crash loop's runs of a second tell another
+	// story than a crash after a day (supervisord and s6-svstat say it too).
+	ranFor := time.Duration(-1)
+	if det.exit != nil && !d.startedAt.IsZero() {
+		ranFor = time.Since(d.startedAt).Round(time.Millisecond)
+	}
 	var nextRestart time.Duration
 	if tr.To == fsm.DaemonBackoff && !d.restartAt.IsZero() {
 		nextRestart = time.Until(d.restartAt).Round(time.Millisecond)
 	}
 	if ce := s.log.Check(level, "transition"); ce != nil {
-		fields := make([]zlog.Field, 0, 10)
+		fields := make([]zlog.Field, 0, 11)
 		fields = append(fields, zlog.String("machine", tr.Machine), zlog.String("event", string(tr.Event)),
 			zlog.String("from", string(tr.From)), zlog.String("to", string(tr.To)))
 		if pid > 0 {
@@ -597,6 +603,9 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 		}
 		if exitCode != nil {
 			fields = append(fields, zlog.Int("exit_code", *exitCode))
+		}
+		if ranFor >= 0 {
+			fields = append(fields, zlog.Duration("ran_for", ranFor))
 		}
 		if signal != "" {
 			fields = append(fields, zlog.String("signal", signal))

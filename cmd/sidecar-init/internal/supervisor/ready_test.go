@@ -260,6 +260,24 @@ func TestHealthOfOneDaemon(t *testing.T) {
 	}
 }
 
+// A death says how long its run lasted (ran_for), and a spawn says nothing of the kind.
+func TestDeathSaysHowLongTheRunLasted(t *testing.T) {
+	h := newHarness(t)
+	h.run([]config.Daemon{
+		fake(t, h, "steady", time.Second),
+		fake(t, h, "mortal", time.Second, "-exit-after", "300ms", "-code", "1"),
+	}, nil)
+	h.waitLog("mortal", "exited")
+	fields, _, _ := h.transition("mortal", "fail")
+	if ran, ok := fields["ran_for"].(time.Duration); !ok || ran < 300*time.Millisecond || ran > testTimeout {
+		t.Errorf("fail transition = %v, want ran_for of at least 300ms", fields)
+	}
+	if fields, _, _ := h.transition("mortal", "spawn"); fields["ran_for"] != nil {
+		t.Errorf("spawn transition = %v, want no ran_for", fields)
+	}
+	h.stopAndWant(1)
+}
+
 func TestReverseStopOrderStopsDependentsFirst(t *testing.T) {
 	h := newHarness(t)
 	h.reverseStop = true
