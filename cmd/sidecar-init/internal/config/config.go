@@ -18,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 
@@ -617,9 +618,14 @@ func checkHostPort(addr string) error {
 	if hasNUL(addr) {
 		return errors.New("the address contains a NUL byte")
 	}
-	_, port, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("%q is not host:port", addr)
+	}
+	// The resolver takes such a host as a name to look up, and no name holds one: the
+	// dial fails at every attempt ("no such host").
+	if strings.IndexFunc(host, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		return fmt.Errorf("%q: the host %q holds white space or a control character, which no dial can resolve; write the address alone (\"127.0.0.1:8080\")", addr, host)
 	}
 	if err := checkPort(port); err != nil {
 		return fmt.Errorf("%q: %w", addr, err)

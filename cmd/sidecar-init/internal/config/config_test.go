@@ -166,6 +166,10 @@ func TestParseErrors(t *testing.T) {
 		{"tcp probe port 0", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:0\" }\n", []string{"daemon[0].ready.tcp", "not 1-65535"}},
 		{"tcp probe port too big", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:99999\" }\n", []string{"daemon[0].ready.tcp", "not 1-65535"}},
 		{"tcp probe empty port", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:\" }\n", []string{"daemon[0].ready.tcp", "not 1-65535"}},
+		// net.Dial looks " 127.0.0.1" up as a name, and no name holds white space: a probe
+		// that could never pass, found only at ready_timeout (status 137).
+		{"tcp probe host with white space", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \" 127.0.0.1:8080\" }\n", []string{"daemon[0].ready.tcp", `host " 127.0.0.1" holds white space or a control character`}},
+		{"liveness tcp host with a control character", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nliveness = { tcp = \"local\\thost:80\" }\n", []string{"daemon[0].liveness.tcp", "white space or a control character"}},
 		{"tcp probe NUL", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:80\\u0000\" }\n", []string{"daemon[0].ready.tcp", "NUL"}},
 		{"limit_nofile too low", "limit_nofile = 1000\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"limit_nofile", "want at least 1024", "runs with this limit too"}},
 		{"limit_nofile a string", "limit_nofile = \"65536\"\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"limit_nofile"}},
