@@ -83,6 +83,10 @@ func TestCheck(t *testing.T) {
 		{"bad log level in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_LOG_LEVEL=verbose"}, 2, `log level "verbose"`},
 		{"grace past docker stop's 10 s", good + daemon("b", "/bin/true", `grace = "12s"`), nil, 0, "note: daemon b's grace 12s (plus up to 1 s) outlasts docker stop's default 10s"},
 		{"relative control socket in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=c.sock"}, 2, `CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET: "c.sock" is not an absolute path`},
+		{"control socket of the environment with a trailing slash", good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=/run/x/"}, 2, `CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET: "/run/x/": write it as "/run/x"`},
+		// The supervisor wrote the ready file at the cleaned path and said ready, while the
+		// path the table names (ENOTDIR) never existed.
+		{"ready file with a trailing slash", fmt.Sprintf("ready_file = %q\n", readyFile+"/") + good, nil, 2, "key ready_file"},
 		// Blank is unset, as for the other variables (it used to make a socket named " ").
 		{"blank control socket in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET= "}, 0, "1 of 1 daemons selected"},
 		{"blank log level in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_LOG_LEVEL= "}, 0, "1 of 1 daemons selected"},

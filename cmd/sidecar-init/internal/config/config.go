@@ -386,6 +386,9 @@ func parse(source string, data []byte) (*Config, error) {
 	if hasNUL(raw.ReadyFile) {
 		return nil, &Error{File: source, Key: "ready_file", Msg: nulInPath(raw.ReadyFile)}
 	}
+	if raw.ReadyFile != "" && filepath.Clean(raw.ReadyFile) != raw.ReadyFile {
+		return nil, &Error{File: source, Key: "ready_file", Msg: notClean(raw.ReadyFile)}
+	}
 	cfg.ReadyFile = raw.ReadyFile
 	if raw.LimitNofile != nil {
 		if *raw.LimitNofile < minLimitNofile {
@@ -1023,13 +1026,17 @@ func (c *Config) SetNotifyURL(raw string) error {
 // SetControlSocket sets the control socket's path (control_socket, or
 // CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET). It must be absolute: a relative one would be
 // made in sidecar-init's working directory, where a client (`docker exec ... sidecar-init
-// status`) started elsewhere never finds it.
+// status`) started elsewhere never finds it. And clean (notClean): "/run/sidecar-init/"
+// names a directory, where no socket can be bound.
 func (c *Config) SetControlSocket(path string) error {
 	if !filepath.IsAbs(path) {
 		return errors.New(notAbsolute(path))
 	}
 	if hasNUL(path) {
 		return errors.New(nulInPath(path))
+	}
+	if filepath.Clean(path) != path {
+		return errors.New(notClean(path))
 	}
 	c.ControlSocket = path
 	return nil
@@ -1039,6 +1046,14 @@ func (c *Config) SetControlSocket(path string) error {
 // another path), or refuse it at every use.
 func nulInPath(path string) string {
 	return fmt.Sprintf("%q holds a NUL byte, which no path may", path)
+}
+
+// notClean: the ready file's writes clean the path (readyfile.Open), so the file would be
+// written where the path the table names can never be (stat "/run/ready/" is ENOTDIR), and
+// a socket's bind takes none ending in "/": whoever reads the path as written would never
+// find it.
+func notClean(path string) string {
+	return fmt.Sprintf("%q: write it as %q (a trailing \"/\", \"//\", \".\" or \"..\" makes a path that is not where the file would be)", path, filepath.Clean(path))
 }
 
 func notAbsolute(path string) string {

@@ -150,6 +150,13 @@ func TestParseErrors(t *testing.T) {
 		// Relative paths resolve in sidecar-init's working directory, not a client's.
 		{"relative control socket", "control_socket = \"run/c.sock\"\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"bad.toml:1: key control_socket", `"run/c.sock" is not an absolute path`}},
 		{"relative ready file", "ready_file = \"ready\"\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"bad.toml:1: key ready_file", `"ready" is not an absolute path`}},
+		// readyfile.Open and the socket's bind take such a path lexically, or not at all:
+		// the file or socket would not be at the path the table names.
+		{"ready file with a trailing slash", "ready_file = \"/run/ready/\"\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"bad.toml:1: key ready_file", `"/run/ready/": write it as "/run/ready"`}},
+		{"ready file ending in a dot", "ready_file = \"/run/x/ready/.\"\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"key ready_file", `write it as "/run/x/ready"`}},
+		{"ready file through ..", "ready_file = \"/run/x/../ready\"\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"key ready_file", `write it as "/run/ready"`}},
+		{"control socket with a trailing slash", "control_socket = \"/run/sidecar-init/\"\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"bad.toml:1: key control_socket", `write it as "/run/sidecar-init"`}},
+		{"control socket with a double slash", "control_socket = \"/run//c.sock\"\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"key control_socket", `write it as "/run/c.sock"`}},
 		{"bad global duration", "grace = \"eight\"\n", []string{"key grace", `bad duration "eight"`}},
 		{"negative duration", "grace = \"-1s\"\n", []string{"key grace", "negative"}},
 		{"bad daemon duration", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\ngrace = \"8 s\"\n", []string{"daemon[0].grace", `daemon "a"`, "bad duration"}},
