@@ -37,14 +37,6 @@ const checkUsage = "usage: sidecar-init check [--config FILE] [--build]"
 // would refuse to start (the error says why); 1: it would start, but not as configured:
 // the daemons listed would die at once with status 127 or 126, never become ready, or be
 // stopped as unresponsive at every run.
-// madeForTheSocket says sidecar-init makes dir at start: it is the control socket's
-// directory or one of its parents, which control.Listen creates when missing.
-func madeForTheSocket(dir, socket string) bool {
-	socketDir := filepath.Clean(filepath.Dir(socket))
-	dir = filepath.Clean(dir)
-	return dir == socketDir || strings.HasPrefix(socketDir, dir+string(filepath.Separator)) || dir == string(filepath.Separator)
-}
-
 func runCheck(args []string, stdout io.Writer) error {
 	flags := flag.NewFlagSet("sidecar-init check", flag.ContinueOnError)
 	flags.SetOutput(io.Discard)

@@ -94,6 +94,18 @@ func TestCheck(t *testing.T) {
 		{"ready file at the control socket", `ready_file = "/run/x/ctl.sock"` + "\n" + `control_socket = "/run/x/ctl.sock"` + "\n" + good, nil, 2, "is the control socket's path"},
 		{"ready file at the control socket's lock", `ready_file = "/run/x/ctl.sock.lock"` + "\n" + `control_socket = "/run/x/ctl.sock"` + "\n" + good, nil, 2, "is the control socket's path"},
 		{"ready file at the control socket of the environment", `ready_file = "/run/x/ctl.sock"` + "\n" + good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=/run/x/ctl.sock"}, 2, "is the control socket's path"},
+		// sidecar-init makes the socket's directory and its parents directories at start:
+		// a ready file there could never be written (a review saw check pass it on a fresh
+		// container, and the supervisor then retry the write for ever).
+		{"ready file at the control socket's directory", `ready_file = "/run/x"` + "\n" + `control_socket = "/run/x/ctl.sock"` + "\n" + good, nil, 2, `key ready_file: "/run/x" is the control socket's directory`},
+		{"ready file above the control socket", `ready_file = "/run"` + "\n" + `control_socket = "/run/x/ctl.sock"` + "\n" + good, nil, 2, "is the control socket's directory (or one above it)"},
+		{"ready file at the directory of the environment's control socket", `ready_file = "/run/x"` + "\n" + good, []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=/run/x/ctl.sock"}, 2, "is the control socket's directory"},
+		// The supervisor removes a file probe's file before each run (a review saw it
+		// unlink its own socket at the daemon's first spawn).
+		{"file probe at the control socket", `control_socket = "/run/x/ctl.sock"` + "\n" + good + daemon("b", "/bin/true", `ready = { file = "/run/x/ctl.sock" }`), nil, 2, "key daemon[1].ready.file"},
+		{"file probe at the environment's control socket", good + daemon("b", "/bin/true", `ready = { file = "/run/x/ctl.sock" }`), []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=/run/x/ctl.sock"}, 2, `key daemon[1].ready.file: daemon "b": "/run/x/ctl.sock" is the control socket's path`},
+		{"liveness file probe at the control socket's lock", `control_socket = "/run/x/ctl.sock"` + "\n" + good + daemon("b", "/bin/true", `liveness = { file = "/run/x/ctl.sock.lock" }`), nil, 2, "key daemon[1].liveness.file"},
+		{"file probe at the ready file", good + daemon("b", "/bin/true", fmt.Sprintf("ready = { file = %q }", readyFile)), nil, 2, "is the ready file"},
 		{"blank notify url in the environment", good, []string{"CLAUDE_BOTTLE_SUPERVISE_URL= "}, 0, "1 of 1 daemons selected"},
 		// The supervisor exits 0 at once, before it reads the token: so does check.
 		{"nothing selected", `notify_url = "http://127.0.0.1:9/x"` + "\n" + `notify_token_file = "/nonexistent/token"` + "\n" + good, []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS="}, 0, "no daemons selected"},

@@ -396,16 +396,58 @@ func loadConfig(path string) (*config.Config, error) {
 			return cfg, &config.Error{File: "environment", Key: envNotifyURL, Msg: err.Error()}
 		}
 	}
-	// After the environment's socket: the ready file written at the socket's path (a
-	// rename over it) or its lock's would end the control socket for good.
-	if cfg.ReadyFile != "" {
-		ready := filepath.Clean(cfg.ReadyFile)
-		if ready == filepath.Clean(cfg.ControlSocket) || ready == filepath.Clean(control.LockPath(cfg.ControlSocket)) {
-			return cfg, &config.Error{File: cfg.Source, Key: "ready_file", Msg: fmt.Sprintf(
-				"%q is the control socket's path (or its lock's, beside it): the ready file written there would end the socket; give it a path of its own", cfg.ReadyFile)}
-		}
+	if err := refuseSocketClashes(cfg); err != nil {
+		return cfg, cfg.Locate(err)
 	}
 	return cfg, nil
+}
+
+// refuseSocketClashes refuses, once the environment's socket is applied, a path the
+// supervisor writes or removes that is the control socket's, its lock's, or the socket's
+// directory: what is certain from the table alone not to work, at every run.
+func refuseSocketClashes(cfg *config.Config) error {
+	// Both paths are clean (config refuses others).
+	socket, lock := cfg.ControlSocket, control.LockPath(cfg.ControlSocket)
+	if ready := cfg.ReadyFile; ready != "" {
+		switch {
+		case ready == socket || ready == lock:
+			// The ready file is renamed over its path: the socket would be gone for good.
+			return &config.Error{File: cfg.Source, Key: "ready_file", Msg: fmt.Sprintf(
+				"%q is the control socket's path (or its lock's, beside it): the ready file written there would end the socket; give it a path of its own", ready)}
+		case madeForTheSocket(ready, socket):
+			// control.Listen makes these directories (MkdirAll) before the first daemon.
+			return &config.Error{File: cfg.Source, Key: "ready_file", Msg: fmt.Sprintf(
+				"%q is the control socket's directory (or one above it), which sidecar-init makes a directory at start: no ready file can be written there; give it a path of its own (%s, beside the socket)",
+				ready, filepath.Join(filepath.Dir(socket), "ready"))}
+		}
+	}
+	for i, d := range cfg.Daemons {
+		for _, probe := range []struct{ key, path string }{{"ready", d.Ready.File}, {"liveness", d.Liveness.File}} {
+			if probe.path == "" {
+				continue
+			}
+			var what string
+			switch filepath.Clean(probe.path) {
+			case socket, lock:
+				what = "the control socket's path (or its lock's, beside it): the file is removed before each run of the daemon, which would end the socket"
+			case cfg.ReadyFile:
+				what = "the ready file: the file is removed before each run of the daemon, and the ready file is written only once every daemon is ready"
+			default:
+				continue
+			}
+			return &config.Error{File: cfg.Source, Key: fmt.Sprintf("daemon[%d].%s.file", i, probe.key), Msg: fmt.Sprintf(
+				"daemon %q: %q is %s; give the probe a file of its own", d.Name, probe.path, what)}
+		}
+	}
+	return nil
+}
+
+// madeForTheSocket says sidecar-init makes dir at start: it is the control socket's
+// directory or one of its parents, which control.Listen creates when missing.
+func madeForTheSocket(dir, socket string) bool {
+	socketDir := filepath.Clean(filepath.Dir(socket))
+	dir = filepath.Clean(dir)
+	return dir == socketDir || strings.HasPrefix(socketDir, dir+string(filepath.Separator)) || dir == string(filepath.Separator)
 }
 
 func names(daemons []config.Daemon) []string {

@@ -396,6 +396,7 @@ func TestErrorsExitTwoBeforeAnythingStarts(t *testing.T) {
 	dir := t.TempDir()
 	record := filepath.Join(dir, "record")
 	good := daemonTOML(t, record, "a", "1s")
+	socket := filepath.Join(dir, "control.sock")
 	for _, tc := range []struct {
 		name  string
 		table string
@@ -413,6 +414,8 @@ func TestErrorsExitTwoBeforeAnythingStarts(t *testing.T) {
 		{"bad log level", good, []string{"--log-level", "loud"}, nil, "log level"},
 		{"log level zap takes but would silence the exit line", good, []string{"--log-level", "fatal"}, nil, "log level"},
 		{"missing config file", "", []string{"--config", "/nonexistent.toml"}, nil, "/nonexistent.toml"},
+		// Its removal before the daemon's first run would end the supervisor's own socket.
+		{"file probe at the control socket", good + fmt.Sprintf("ready = { file = %q }\n", socket), nil, []string{envControlSocket + "=" + socket}, "key daemon[0].ready.file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := filepath.Join(t.TempDir(), "daemons.toml")
