@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/logging"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/readyfile"
@@ -29,14 +30,15 @@ const checkUsage = "usage: sidecar-init check [--config FILE] [--build]"
 
 // runCheck is `sidecar-init check`: what the supervisor checks before it starts anything
 // (the log level, the transition tables, the daemon table with the environment's
-// overrides, the CLAUDE_BOTTLE_SIDECAR_DAEMONS selection, users, the notification token),
+// overrides, the CLAUDE_BOTTLE_SIDECAR_DAEMONS selection, users, the notification token,
+// whether another sidecar-init answers on the control socket),
 // plus what it otherwise learns only as each daemon starts: that its program and dir, and
 // its exec probes' programs (ready and liveness), are there for its user. It starts nothing and changes nothing,
 // so it belongs in an image build (`RUN sidecar-init check --build`: the files mounted at
 // run time are not looked at) or a pod's pre-flight. Exit 0: all good; 2: the supervisor
 // would refuse to start (the error says why); 1: it would start, but not as configured:
 // the daemons listed would die at once with status 127 or 126, never become ready, or be
-// stopped as unresponsive at every run.
+// stopped as unresponsive at every run, or there would be no ready file or control socket.
 func runCheck(args []string, stdout io.Writer) error {
 	flags := flag.NewFlagSet("sidecar-init check", flag.ContinueOnError)
 	flags.SetOutput(io.Discard)
@@ -81,6 +83,12 @@ func runCheck(args []string, stdout io.Writer) error {
 		}
 		notifier.Close(0)
 	}
+	// Where the start would stop (another sidecar-init answers there, or may), check says
+	// so the same way; a socket that cannot be made is a start without one, said below.
+	noSocket := control.Preflight(cfg.ControlSocket)
+	if refused := socketRefusal(noSocket); refused != nil {
+		return refused
+	}
 
 	selection := "unset: all"
 	if value, set := os.LookupEnv(config.SelectEnv); set {
@@ -111,6 +119,10 @@ func runCheck(args []string, stdout io.Writer) error {
 			_, _ = fmt.Fprintf(stdout, "limit_nofile %d: %v\n", cfg.LimitNofile, err)
 			failed++
 		}
+	}
+	if noSocket != nil {
+		_, _ = fmt.Fprintf(stdout, "%v: sidecar-init would run without a control socket (`sidecar-init status|health|stop` would not reach it)\n", noSocket)
+		failed++
 	}
 	if cfg.ReadyFile != "" && !*build {
 		// The same walk the supervisor's writes make: a directory reached only through a

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -106,6 +108,10 @@ func TestCheck(t *testing.T) {
 		{"file probe at the environment's control socket", good + daemon("b", "/bin/true", `ready = { file = "/run/x/ctl.sock" }`), []string{"CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET=/run/x/ctl.sock"}, 2, `key daemon[1].ready.file: daemon "b": "/run/x/ctl.sock" is the control socket's path`},
 		{"liveness file probe at the control socket's lock", `control_socket = "/run/x/ctl.sock"` + "\n" + good + daemon("b", "/bin/true", `liveness = { file = "/run/x/ctl.sock.lock" }`), nil, 2, "key daemon[1].liveness.file"},
 		{"file probe at the ready file", good + daemon("b", "/bin/true", fmt.Sprintf("ready = { file = %q }", readyFile)), nil, 2, "is the ready file"},
+		// The supervisor runs without a socket on these (a warning), so health never
+		// passes: check says 1 (a review saw it say 0).
+		{"control socket path too long", fmt.Sprintf("control_socket = %q\n", filepath.Join(dir, strings.Repeat("d", 120), "control.sock")) + good, nil, 1, "no control socket can be made there: the path is"},
+		{"control socket at a file", fmt.Sprintf("control_socket = %q\n", plain) + good, nil, 1, "exists and is not a socket"},
 		{"blank notify url in the environment", good, []string{"CLAUDE_BOTTLE_SUPERVISE_URL= "}, 0, "1 of 1 daemons selected"},
 		// The supervisor exits 0 at once, before it reads the token: so does check.
 		{"nothing selected", `notify_url = "http://127.0.0.1:9/x"` + "\n" + `notify_token_file = "/nonexistent/token"` + "\n" + good, []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS="}, 0, "no daemons selected"},
@@ -170,6 +176,78 @@ func TestCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// check stops where the start would, with its words: another sidecar-init answers on the
+// control socket, or may (one this user may not reach). A review saw check, run as nobody
+// on a socket in root's 0700 directory, exit 0 where the start exits 2.
+func TestCheckStopsWhereTheStartStopsOnTheControlSocket(t *testing.T) {
+	t.Run("another sidecar-init answers", func(t *testing.T) {
+		dir := t.TempDir()
+		socket := filepath.Join(dir, "control.sock")
+		table := daemonTOML(t, filepath.Join(dir, "record"), "a", "1s")
+		p := startInit(t, table, false, envControlSocket+"="+socket)
+		p.waitLog(`"msg":"control socket listening"`)
+		status, out := runAs(t, binary, nil, []string{envControlSocket + "=" + socket}, "check", "--config", writeTable(t, dir, table))
+		if status != 2 || !strings.Contains(out, "it runs the daemons already; not starting a second set") {
+			t.Errorf("check beside a running sidecar-init: exit %d, want 2 and the start's words:\n%s", status, out)
+		}
+		p.signal(syscall.SIGTERM)
+		p.wait()
+	})
+	t.Run("cannot tell", func(t *testing.T) {
+		if os.Getuid() != 0 {
+			t.Skip("needs root: runs sidecar-init as nobody against root's directory")
+		}
+		open := openDir(t)
+		bin := copyForOthers(t, open, binary, "sidecar-init", 0o755)
+		rootOnly := filepath.Join(open, "run-sidecar-init") // as a root RUN step leaves it
+		if err := os.Mkdir(rootOnly, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		table := writeTable(t, open, fmt.Sprintf("control_socket = %q\n[[daemon]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"30\"]\n",
+			filepath.Join(rootOnly, "control.sock")))
+		nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+		start, startOut := runAs(t, bin, nobody, nil, "--config", table)
+		check, checkOut := runAs(t, bin, nobody, nil, "check", "--config", table)
+		const words = "connect: permission denied; not starting the daemons: give this sidecar-init a control_socket it may use"
+		if start != 2 || !strings.Contains(startOut, words) {
+			t.Fatalf("setup: the start as nobody exited %d, want 2 saying %q:\n%s", start, words, startOut)
+		}
+		if check != 2 || !strings.Contains(checkOut, words) {
+			t.Errorf("check as nobody: exit %d, want 2 saying %q, as the start:\n%s", check, words, checkOut)
+		}
+	})
+}
+
+// writeTable writes the daemon table text into dir and returns its path (readable by all).
+func writeTable(t *testing.T, dir, text string) string {
+	t.Helper()
+	path := filepath.Join(dir, "daemons.toml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// runAs runs bin with args as cred (nil: this test's user), its environment a PATH and env,
+// and returns its exit status and all it wrote; one still running after 10 s is killed.
+func runAs(t *testing.T, bin string, cred *syscall.Credential, env []string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %v still ran after 10 s:\n%s", bin, args, out)
+	}
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), string(out)
 }
 
 func TestLongGraceNote(t *testing.T) {

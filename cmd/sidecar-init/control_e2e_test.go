@@ -473,7 +473,10 @@ func TestBadEnvironmentLeavesTheLiveReadyFile(t *testing.T) {
 
 // A control_socket path too long for a unix socket (over 107 bytes) is a path nobody can
 // listen on: the daemons start without a socket, with the warning, as for any socket that
-// cannot be made. A review found c0de86d refusing to start on it ("cannot tell").
+// cannot be made. A review found c0de86d refusing to start on it ("cannot tell"). A later
+// one asked for a configuration error instead: kept as it is, since
+// CLAUDE_BOTTLE_SIDECAR_CONTROL_SOCKET may set the path at run time and the guards matter
+// more than the socket; `sidecar-init check` exits 1 on it (TestCheck).
 func TestTooLongSocketPathStillStartsTheDaemons(t *testing.T) {
 	dir := t.TempDir()
 	long := filepath.Join(dir, strings.Repeat("d", 120), "control.sock")

@@ -254,17 +254,13 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 	}
 	calls := make(chan control.Call)
 	server, err := control.Listen(cfg.ControlSocket, calls, log)
-	switch {
-	case errors.Is(err, control.ErrInUse):
-		// Its daemons are running: a second set would fight them for every port and file
-		// (a `docker exec sidecar-init` meant as a client command, say). As supervisord does.
-		return fmt.Errorf("%w: it runs the daemons already; not starting a second set (stop it first, or give this one "+
-			"its own control_socket)", err)
-	case errors.Is(err, control.ErrCannotTell):
-		// One may be running (a socket this user may not reach): not a second set either.
-		return fmt.Errorf("%w; not starting the daemons: give this sidecar-init a control_socket it may use", err)
+	switch refused := socketRefusal(err); {
+	case refused != nil:
+		return refused
 	case err != nil:
-		// The daemons matter more than the control socket: run without it, loudly.
+		// The daemons matter more than the control socket: run without it, loudly (a
+		// path too long for a socket included, known from the table alone: the variable
+		// may set it at run time, and the guards must not go down for it; check says 1).
 		log.Warn("no control socket: `sidecar-init status|restart|stop|start|signal` will not reach this supervisor; "+
 			"set control_socket (or "+envControlSocket+") to a writable path", zlog.Error(err))
 	default:
@@ -277,6 +273,23 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 	status := supervisor.New(supervised).Run()
 	if status != 0 {
 		return daemonsFailed{status}
+	}
+	return nil
+}
+
+// socketRefusal is the start's error when another sidecar-init answers on the control
+// socket (control.ErrInUse) or may (control.ErrCannotTell), saying what to do; nil for any
+// other error of control.Listen or control.Preflight (the daemons run without a socket).
+func socketRefusal(err error) error {
+	switch {
+	case errors.Is(err, control.ErrInUse):
+		// Its daemons are running: a second set would fight them for every port and file
+		// (a `docker exec sidecar-init` meant as a client command, say). As supervisord does.
+		return fmt.Errorf("%w: it runs the daemons already; not starting a second set (stop it first, or give this one "+
+			"its own control_socket)", err)
+	case errors.Is(err, control.ErrCannotTell):
+		// One may be running (a socket this user may not reach): not a second set either.
+		return fmt.Errorf("%w; not starting the daemons: give this sidecar-init a control_socket it may use", err)
 	}
 	return nil
 }

@@ -214,11 +214,55 @@ func Answering(path string) (bool, error) {
 // there or not.
 var ErrCannotTell = errors.New("cannot tell whether a sidecar-init listens there")
 
-func listenLocked(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
+// inUse is Listen's refusal of a path a sidecar-init answers on (ErrInUse), or may
+// (ErrCannotTell); nil when nobody can be listening there.
+func inUse(path string) error {
 	if live, err := Answering(path); err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
+		return fmt.Errorf("control socket %s: %w", path, err)
 	} else if live {
-		return nil, fmt.Errorf("control socket %s: %w (it is listening there)", path, ErrInUse)
+		return fmt.Errorf("control socket %s: %w (it is listening there)", path, ErrInUse)
+	}
+	return nil
+}
+
+// MaxPathLen is the longest path a unix socket can be bound at: sun_path holds 108 bytes,
+// the NUL that ends the path among them (unix(7)); a longer one is EINVAL.
+const MaxPathLen = 107
+
+// ErrNoSocket is Preflight's error for a path where Listen would make no socket: the
+// supervisor would run the daemons without one.
+var ErrNoSocket = errors.New("no control socket can be made there")
+
+// Preflight says, making and changing nothing, what Listen would meet at path (for
+// `sidecar-init check`): Listen's own error wrapping ErrInUse or ErrCannotTell where the
+// supervisor would not start, one wrapping ErrNoSocket where Listen would fail (a path too
+// long for a socket, something other than a socket at it, a path through something other
+// than a directory), nil otherwise. What only the making finds out (a directory this user
+// may not write, a read-only or full filesystem) it cannot see.
+func Preflight(path string) error {
+	if err := inUse(path); err != nil {
+		return err
+	}
+	if len(path) > MaxPathLen {
+		return fmt.Errorf("control socket %s: %w: the path is %d bytes, past the %d a unix socket's may have; give it a shorter one",
+			path, ErrNoSocket, len(path), MaxPathLen)
+	}
+	info, err := os.Lstat(path)
+	switch {
+	case err == nil && info.Mode()&os.ModeSocket == 0:
+		// removeSocket leaves it: a mistyped path must not delete a file.
+		return fmt.Errorf("control socket %s: %w: it exists and is not a socket (%s), which is left alone; move it or give the socket another path",
+			path, ErrNoSocket, info.Mode().Type())
+	case errors.Is(err, syscall.ENOTDIR):
+		// The directory cannot be made either (MkdirAll).
+		return fmt.Errorf("control socket %s: %w: a directory on its path is not a directory", path, ErrNoSocket)
+	}
+	return nil
+}
+
+func listenLocked(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
+	if err := inUse(path); err != nil {
+		return nil, err
 	}
 	if err := removeSocket(path); err != nil {
 		return nil, fmt.Errorf("stale control socket: %w", err)

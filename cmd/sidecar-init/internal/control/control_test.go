@@ -306,6 +306,66 @@ func TestListenLeavesWhatIsNotASocket(t *testing.T) {
 	}
 }
 
+// Preflight (`sidecar-init check`) tells what Listen then does, making nothing itself: a
+// refusal where Listen refuses, ErrNoSocket where it fails, nil where it makes the socket.
+func TestPreflightForetellsListen(t *testing.T) {
+	live, _ := listen(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("keep me\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	_ = ln.Close()
+	// dir + "/" + name: exactly n bytes.
+	ofLength := func(n int) string { return filepath.Join(dir, strings.Repeat("s", n-len(dir)-1)) }
+	for _, tc := range []struct {
+		name, path string
+		want       error // nil: Listen makes the socket
+	}{
+		{"nothing there", filepath.Join(dir, "new.sock"), nil},
+		{"in a directory not made yet", filepath.Join(dir, "run", "x", "c.sock"), nil},
+		{"a stale socket", stale, nil},
+		{"a live socket", live, ErrInUse},
+		// bind(2) takes 107 bytes at most: a review saw check say nothing of it.
+		{"a path as long as a socket's may be", ofLength(MaxPathLen), nil},
+		{"a path one byte too long", ofLength(MaxPathLen + 1), ErrNoSocket},
+		{"a file", file, ErrNoSocket},
+		{"a directory", dir, ErrNoSocket},
+		{"below a file", filepath.Join(file, "c.sock"), ErrNoSocket},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Preflight(tc.path)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Preflight(%s) = %v, want %v", tc.path, err, tc.want)
+			}
+			if _, serr := os.Lstat(filepath.Dir(tc.path)); tc.name == "in a directory not made yet" && serr == nil {
+				t.Fatal("Preflight made the socket's directory")
+			}
+			s, lerr := Listen(tc.path, make(chan Call), zlog.Nop())
+			if lerr == nil {
+				s.Close()
+			}
+			switch {
+			case tc.want == nil && lerr != nil:
+				t.Errorf("Preflight saw nothing wrong, Listen = %v", lerr)
+			case errors.Is(tc.want, ErrNoSocket) && (lerr == nil || errors.Is(lerr, ErrInUse) || errors.Is(lerr, ErrCannotTell)):
+				t.Errorf("Preflight = %v, Listen = %v; want a failure the supervisor runs without a socket on", err, lerr)
+			case errors.Is(tc.want, ErrInUse) && (lerr == nil || lerr.Error() != err.Error()):
+				t.Errorf("Preflight = %v, Listen = %v; want the same refusal", err, lerr)
+			}
+		})
+	}
+	if data, _ := os.ReadFile(file); string(data) != "keep me\n" {
+		t.Errorf("the file was changed: %q", data)
+	}
+}
+
 // setIdleTimeout changes IdleTimeout for one test.
 func setIdleTimeout(t *testing.T, d time.Duration) {
 	old := IdleTimeout
