@@ -42,7 +42,8 @@ const checkUsage = "usage: sidecar-init check [--config FILE] [--build]"
 func runCheck(args []string, stdout io.Writer) error {
 	flags := flag.NewFlagSet("sidecar-init check", flag.ContinueOnError)
 	flags.SetOutput(io.Discard)
-	table := flags.String("config", envValue(envConfig), "daemon table (TOML); env "+envConfig)
+	table := envValue(envConfig)
+	flags.Var((*tablePath)(&table), "config", "the daemon table, a TOML `FILE`; env "+envConfig)
 	build := flags.Bool("build", false, "at an image build: skip notify_token_file and ready_file's directory, which are often mounted only at run time")
 	if err := flags.Parse(args); errors.Is(err, flag.ErrHelp) {
 		_, _ = fmt.Fprintln(stdout, checkUsage)
@@ -61,7 +62,7 @@ func runCheck(args []string, stdout io.Writer) error {
 	if err := validateTables(fsm.SupervisorTable); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*table)
+	cfg, err := loadConfig(table)
 	if err != nil {
 		return err
 	}

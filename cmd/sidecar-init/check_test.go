@@ -79,6 +79,9 @@ func TestCheck(t *testing.T) {
 		// Legitimate (egress alone, say), but worth a line: the supervisor will not wait.
 		{"dependency not selected", good + daemon("b", "/bin/true", `after = ["a"]`), []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=b"}, 0, "note: b comes after a, which is not selected: it starts without waiting for it"},
 		{"unknown key", good + "colour = \"red\"\n", nil, 2, "unknown key"},
+		// An unset variable in `check --config "$CFG"`, not a wish for the embedded table
+		// (a review saw check read it, over CLAUDE_BOTTLE_SIDECAR_CONFIG too).
+		{"empty --config", good, []string{"--config=", "CLAUDE_BOTTLE_SIDECAR_CONFIG=/etc/sidecar-init/daemons.toml"}, 2, "an empty --config names no table"},
 		{"unknown daemon selected", good, []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=nope"}, 2, `unknown daemon "nope"`},
 		{"unknown user", good + daemon("b", "/bin/true", `user = "no-such-user"`), nil, 2, `user "no-such-user": not found`},
 		{"bad grace in the environment", good, []string{"CLAUDE_BOTTLE_SIDECAR_GRACE=forever"}, 2, "CLAUDE_BOTTLE_SIDECAR_GRACE"},

@@ -329,7 +329,7 @@ func parseArgs(args []string) (options, error) {
 	}
 	flags := flag.NewFlagSet("sidecar-init", flag.ContinueOnError)
 	flags.SetOutput(io.Discard)
-	flags.StringVar(&opts.configPath, "config", opts.configPath, "daemon table (TOML); env "+envConfig)
+	flags.Var((*tablePath)(&opts.configPath), "config", "the daemon table, a TOML `FILE`; env "+envConfig)
 	flags.StringVar(&opts.logLevel, "log-level", opts.logLevel, "debug, info, warn or error; env "+envLogLevel)
 	showVersion := flags.Bool("version", false, "print the version and exit")
 	if err := flags.Parse(args); err != nil {
@@ -352,6 +352,23 @@ func parseArgs(args []string) (options, error) {
 		return opts, flag.ErrHelp
 	}
 	return opts, nil
+}
+
+// tablePath is --config, the supervisor's and check's. Given but empty (or white space)
+// it is an unset variable in a command line (`--config "$CFG"`), not a wish for the
+// embedded table: a usage error, as for the client commands (960054a). Set refuses it, so
+// the path named before it (or the environment's) stays: the one whose ready file a bad
+// command line removes (failedBeforeTheTable).
+type tablePath string
+
+func (p *tablePath) String() string { return string(*p) }
+
+func (p *tablePath) Set(value string) error {
+	if strings.TrimSpace(value) == "" {
+		return errors.New("an empty --config names no table (an unset variable?); leave it out for " + envConfig + " or the embedded table")
+	}
+	*p = tablePath(value)
+	return nil
 }
 
 // validateTables checks the transition tables at start-up: looplab/fsm itself checks none of

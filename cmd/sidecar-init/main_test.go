@@ -414,6 +414,10 @@ func TestErrorsExitTwoBeforeAnythingStarts(t *testing.T) {
 		{"bad log level", good, []string{"--log-level", "loud"}, nil, "log level"},
 		{"log level zap takes but would silence the exit line", good, []string{"--log-level", "fatal"}, nil, "log level"},
 		{"missing config file", "", []string{"--config", "/nonexistent.toml"}, nil, "/nonexistent.toml"},
+		// `--config "$CFG"` with CFG unset: not the embedded table (a review saw the
+		// bundle's daemons start). Nothing selected, so that read the old way the run
+		// ends at once rather than starting them here.
+		{"empty --config", good, []string{"--config", ""}, []string{"CLAUDE_BOTTLE_SIDECAR_DAEMONS="}, "an empty --config names no table"},
 		// Its removal before the daemon's first run would end the supervisor's own socket.
 		{"file probe at the control socket", good + fmt.Sprintf("ready = { file = %q }\n", socket), nil, []string{envControlSocket + "=" + socket}, "key daemon[0].ready.file"},
 	} {
@@ -599,6 +603,9 @@ func TestStaleReadyFileGoesWhenTheEnvironmentIsBad(t *testing.T) {
 		{"", []string{"--bogus"}, 2},
 		{"", []string{"stray"}, 2},
 		{"", []string{"--log-level"}, 2},
+		// The table named before it says where the ready file is. (Nothing selected: read
+		// the old way, the embedded table's run ends at once.)
+		{"CLAUDE_BOTTLE_SIDECAR_DAEMONS=", []string{"--config", ""}, 2},
 		// Asking for the usage or the version changes nothing.
 		{"", []string{"--help"}, 0},
 		{"", []string{"--version"}, 0},
