@@ -271,6 +271,11 @@ func TestLongGraceNote(t *testing.T) {
 		if (note == "") != (tc.names == "") || (tc.names != "" && !strings.HasPrefix(note, "daemon "+tc.names+"'s grace")) {
 			t.Errorf("graces %v: note %q, want one naming %q", tc.graces, note, tc.names)
 		}
+		// A reverse stop is bounded by the largest grace (shutdown.go's reverseDeadline, the
+		// README): a review saw the note say it adds the graces along each chain.
+		if note != "" && !strings.Contains(note, `stop_order = "reverse" too: it stops within the largest grace`) {
+			t.Errorf("graces %v: note %q does not say a reverse stop fits in the largest grace", tc.graces, note)
+		}
 	}
 }
 

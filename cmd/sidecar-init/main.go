@@ -507,5 +507,5 @@ func longGraceNote(daemons []config.Daemon) string {
 	}
 	return fmt.Sprintf("daemon %s's grace %v (plus up to 1 s) outlasts docker stop's default %v: the container is SIGKILLed "+
 		"before it ends; give docker stop --time, Compose stop_grace_period or Kubernetes terminationGracePeriodSeconds "+
-		"more than the grace (stop_order = \"reverse\" adds the graces along each `after` chain)", longest.Name, longest.Grace, dockerStopTimeout)
+		"more than the grace (stop_order = \"reverse\" too: it stops within the largest grace, whatever the `after` chains)", longest.Name, longest.Grace, dockerStopTimeout)
 }
