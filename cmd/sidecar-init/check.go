@@ -84,10 +84,17 @@ func runCheck(args []string, stdout io.Writer) error {
 		}
 		notifier.Close(0)
 	}
-	// Where the start would stop (another sidecar-init answers there, or may), check says
-	// so the same way; a socket that cannot be made is a start without one, said below.
+	// Where the start would stop because one may be running (a socket this user cannot
+	// reach), check says so the same way. One that answers is the running sidecar-init of
+	// this container (`docker exec ... sidecar-init check` of a table about to replace its
+	// own): said, and the table is checked on. A socket that cannot be made is a start
+	// without one, said below.
 	noSocket := control.Preflight(cfg.ControlSocket)
-	if refused := socketRefusal(noSocket); refused != nil {
+	switch refused := socketRefusal(noSocket); {
+	case errors.Is(noSocket, control.ErrInUse):
+		_, _ = fmt.Fprintf(stdout, "note: %v: a sidecar-init runs there; a second one would not start beside it, and the table is checked as if it were to replace it\n", noSocket)
+		noSocket = nil
+	case refused != nil:
 		return refused
 	}
 

@@ -181,9 +181,10 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-// check stops where the start would, with its words: another sidecar-init answers on the
-// control socket, or may (one this user may not reach). A review saw check, run as nobody
-// on a socket in root's 0700 directory, exit 0 where the start exits 2.
+// check stops where the start would, with its words, when another sidecar-init may answer
+// on the control socket (one this user may not reach): a review saw check, run as nobody
+// on a socket in root's 0700 directory, exit 0 where the start exits 2. One that answers
+// is this container's own, running: a note.
 func TestCheckStopsWhereTheStartStopsOnTheControlSocket(t *testing.T) {
 	t.Run("another sidecar-init answers", func(t *testing.T) {
 		dir := t.TempDir()
@@ -192,8 +193,10 @@ func TestCheckStopsWhereTheStartStopsOnTheControlSocket(t *testing.T) {
 		p := startInit(t, table, false, envControlSocket+"="+socket)
 		p.waitLog(`"msg":"control socket listening"`)
 		status, out := runAs(t, binary, nil, []string{envControlSocket + "=" + socket}, "check", "--config", writeTable(t, dir, table))
-		if status != 2 || !strings.Contains(out, "it runs the daemons already; not starting a second set") {
-			t.Errorf("check beside a running sidecar-init: exit %d, want 2 and the start's words:\n%s", status, out)
+		// Checking a table in a running container (docker exec) is a use of check: told,
+		// and the table checked on.
+		if status != 0 || !strings.Contains(out, "a sidecar-init runs there; a second one would not start beside it") {
+			t.Errorf("check beside a running sidecar-init: exit %d, want 0 and a note:\n%s", status, out)
 		}
 		p.signal(syscall.SIGTERM)
 		p.wait()
