@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
-	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/readyfile"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
@@ -287,8 +285,9 @@ func (d *daemon) readyOrHeld() bool {
 // checkAllReady keeps the ready file to what `health` answers: written (and "every daemon
 // is ready" logged) when every daemon that should run becomes ready, removed (and logged)
 // when one stops being so, a guard that died say, so that nothing reading the file is told
-// "ready" of a bundle that is not. It runs after every event, so it must not allocate
-// unless readiness changed.
+// "ready" of a bundle that is not. The loop only says which (readyFileWorker does the
+// file's system calls, which a hung mount can hold for good). It runs after every event,
+// so it must not allocate unless readiness changed.
 func (s *Supervisor) checkAllReady() {
 	ready := true
 	for _, d := range s.daemons {
@@ -309,7 +308,6 @@ func (s *Supervisor) checkAllReady() {
 		level, s.wasAllReady = zapcore.InfoLevel, true
 	}
 	if !ready {
-		s.readyFileRetryAt = time.Time{}
 		if ce := s.log.Check(zapcore.DebugLevel, "not every daemon is ready any more"); ce != nil {
 			var notReady []string
 			for _, d := range s.daemons {
@@ -319,7 +317,7 @@ func (s *Supervisor) checkAllReady() {
 			}
 			ce.Write(zlog.Strings("not_ready", notReady))
 		}
-		s.removeReadyFile()
+		s.readyFile.set(false)
 		return
 	}
 	if ce := s.log.Check(level, "every daemon is ready"); ce != nil {
@@ -334,80 +332,5 @@ func (s *Supervisor) checkAllReady() {
 	// it is spawned, so a forced collection takes CPU the daemons want while they start and
 	// holds up the ready file (0.6 ms of start-up at K = 4, for about 0.5 MiB of RssAnon at
 	// K = 100; measured in commit e718166).
-	s.readyFileFailures = 0
-	s.writeReadyFile(time.Now())
-}
-
-// readyFileRetry is when a failed write of the ready file is first tried again while every
-// daemon stays ready: `health` says ready meanwhile, and the file must follow it once it
-// can (its directory mounted or made late, a full disk freed). The wait doubles with each
-// failure up to readyFileRetryMax, so a path that never works (a symlink the walk refuses)
-// does not wake an idle supervisor every second.
-const (
-	readyFileRetry    = time.Second
-	readyFileRetryMax = 30 * time.Second
-)
-
-// readyFileRetryAfter is the wait after the nth failure in a row (n ≥ 1): 1 s, 2 s, 4 s …
-// up to readyFileRetryMax (the shift stops at 2⁵ s, past it).
-func readyFileRetryAfter(n int) time.Duration {
-	return min(readyFileRetry<<min(n-1, 5), readyFileRetryMax)
-}
-
-// writeReadyFile writes the ready file, or arms a retry: the first failure is an error in
-// the log, the retries are at debug, and a success after failures says so.
-func (s *Supervisor) writeReadyFile(now time.Time) {
-	s.readyFileRetryAt = time.Time{}
-	if s.readyFile == nil {
-		return
-	}
-	path := zlog.String("path", s.readyFile.Path())
-	if err := s.readyFile.Write([]byte(now.UTC().Format(time.RFC3339Nano) + "\n")); err != nil {
-		level, msg := zapcore.DebugLevel, "could not write the ready file, again"
-		if s.readyFileFailures == 0 {
-			level, msg = zapcore.ErrorLevel, "could not write the ready file; trying again while every daemon is ready (after 1 s, doubling to 30 s)"
-		}
-		if ce := s.log.Check(level, msg); ce != nil {
-			ce.Write(path, zlog.Error(err))
-		}
-		s.readyFileFailures++
-		s.readyFileRetryAt = now.Add(readyFileRetryAfter(s.readyFileFailures))
-		s.armTimer(now)
-		return
-	}
-	if s.readyFileFailures > 0 {
-		s.log.Info("wrote the ready file", path, zlog.Int("failed_attempts", s.readyFileFailures))
-		s.readyFileFailures = 0
-	}
-}
-
-// removeReadyFile at shutdown: the bundle is no longer ready.
-func (s *Supervisor) removeReadyFile() {
-	log := s.log
-	if s.readyPathIsDirWarned {
-		log = zlog.Nop() // said once per run: the path will not stop being a directory
-	}
-	if removeReadyFile(s.readyFile, log) {
-		s.readyPathIsDirWarned = true
-	}
-}
-
-// RemoveReadyFile removes the ready file at path ("": none), so that it never says ready
-// while nothing is: at start (one an earlier run left), at shutdown and at exit.
-func RemoveReadyFile(path string, log *zlog.Logger) {
-	removeReadyFile(readyfile.Open(path), log)
-}
-
-// removeReadyFile removes f and logs why it could not; it reports whether f's path is a
-// directory.
-func removeReadyFile(f *readyfile.File, log *zlog.Logger) (isDir bool) {
-	switch err := f.Remove(); {
-	case errors.Is(err, readyfile.ErrIsDirectory):
-		// Never ours: a mistyped path must not delete a directory.
-		log.Warn("the ready file's path is a directory; leaving it", zlog.String("path", f.Path()))
-		return true
-	case err != nil:
-		log.Warn("could not remove the ready file", zlog.String("path", f.Path()), zlog.Error(err))
-	}
-	return false
+	s.readyFile.set(true)
 }

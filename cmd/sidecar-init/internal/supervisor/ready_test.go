@@ -13,7 +13,6 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
-	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/readyfile"
 	"github.com/claude-bottle/sidecar-init/fsm"
 )
 
@@ -120,9 +119,11 @@ func TestReadyFileOnlyWhileReady(t *testing.T) {
 	d.Ready = config.Probe{File: gate}
 	d.ReadyTimeout = 10 * time.Second
 	h.run([]config.Daemon{d}, nil)
-	h.waitLog("short", "starting")
-	if _, err := os.Stat(h.readyFile); !os.IsNotExist(err) {
-		t.Errorf("an earlier run's ready file is there while the daemon is still starting (%v)", err)
+	// The worker removes it beside the start-up: gone before the daemon is ready (its probe
+	// passes 100 ms after it starts).
+	waitFile(t, h, h.readyFile, false, "an earlier run's, at start")
+	if h.hasTransition("short", "running") {
+		t.Errorf("an earlier run's ready file was still there once the daemon was ready:\n%s", h.dumpLogs())
 	}
 	h.waitLog("short", "running")
 	if code := h.exitCode(); code != 0 {
@@ -466,36 +467,5 @@ func TestExecProbePassedAtReadyTimeoutCounts(t *testing.T) {
 	s.onTimer(d.readyDeadline)
 	if n := logs.FilterMessage("daemon not ready within ready_timeout: killing it; its restart policy decides what follows").Len(); n != 0 || d.machine.Current() != fsm.DaemonRunning {
 		t.Fatalf("state %s: the daemon whose probe had passed was not made ready", d.machine.Current())
-	}
-}
-
-// A retry of the ready file that falls due as a daemon dies, its SIGCHLD not come through
-// yet: the timer's reap sees the death first, and the retry writes nothing (found by a
-// review: "wrote the ready file" for a dead daemon, removed again a moment later).
-func TestReadyFileRetryAfterADeathTheTimerReaped(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "later")
-	s, d, logs := livingDaemon(t, config.Daemon{Name: "guard", Command: []string{"/bin/sh", "-c", "read x; exit 3"},
-		Restart: fsm.RestartOnFailure, BackoffInitial: time.Hour, BackoffMax: time.Hour, BackoffReset: time.Hour})
-	s.readyFile = readyfile.Open(filepath.Join(dir, "ready"))
-	s.opts.Signals.Child = make(chan os.Signal, 1) // empty: the SIGCHLD is on its way
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.opts.Stdin = r
-	s.spawn(d, time.Now())
-	s.settle() // every daemon ready: the write fails (no directory yet), a retry is armed
-	if s.readyFileRetryAt.IsZero() || !s.allReady {
-		t.Fatalf("no retry armed (all ready: %v)", s.allReady)
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil { // the directory comes
-		t.Fatal(err)
-	}
-	_ = w.Close() // and the daemon dies
-	_ = r.Close()
-	waitReapable(t, d.pid)
-	s.onTimer(s.readyFileRetryAt)
-	if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil || logs.FilterMessage("wrote the ready file").Len() != 0 {
-		t.Fatalf("the ready file was written after guard's death was reaped (state %s)", d.machine.Current())
 	}
 }

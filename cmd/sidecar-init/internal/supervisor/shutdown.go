@@ -66,7 +66,7 @@ func (s *Supervisor) dropRestartsSecondHalves() {
 // already died get the same.
 func (s *Supervisor) beginShutdown(sig syscall.Signal) {
 	now := time.Now()
-	s.removeReadyFile()
+	s.readyFile.set(false)
 	s.stopSignal = sig
 	if s.opts.ReverseStop {
 		s.reverseDeadline = now.Add(s.largestGrace())

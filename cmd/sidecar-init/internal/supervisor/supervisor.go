@@ -18,7 +18,6 @@ import (
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/daemonlog"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/notify"
-	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/readyfile"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
 	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
@@ -109,8 +108,6 @@ type Supervisor struct {
 	logPipes []*daemonlog.Pipes
 	// leftoversStopping: every daemon died on its own and what they left is being stopped.
 	leftoversStopping bool
-	// readyPathIsDirWarned: the ready file's path was found to be a directory, and said so.
-	readyPathIsDirWarned bool
 	// unlabelled: the labels whose runs go unlabelled for now (maxUndrainedRuns reached).
 	unlabelled map[string]bool
 	// firstFailure is the status of the first daemon that died on its own with a nonzero
@@ -142,13 +139,12 @@ type Supervisor struct {
 	// zero when no look is due. sweptAt: when the sweep went.
 	escapeLookAt time.Time
 	sweptAt      time.Time
-	// readyFileRetryAt: when a failed write of the ready file is tried again (zero: none
-	// due); readyFileFailures counts the failures since the last success.
-	readyFileRetryAt  time.Time
-	readyFileFailures int
-	// readyFile is opts.ReadyFile, written and removed without following what a daemon
-	// put on its path.
-	readyFile *readyfile.File
+	// readyOps is opts.ReadyFile, written and removed without following what a daemon put
+	// on its path (nil: none); a test puts one that blocks or fails in its place before Run.
+	readyOps readyFileOps
+	// readyFile is the worker that does readyOps, told by the loop what the file should
+	// say (nil while not running, or with no ready file).
+	readyFile *readyFileWorker
 	// walk numbers the anyDependentLive calls, for their marks on the daemons.
 	walk       uint64
 	timer      *time.Timer
@@ -169,6 +165,8 @@ func New(opts Options) *Supervisor {
 		machine: fsm.NewMachine(config.ReservedName, supervisorTable),
 		byPid:   make(map[int]*daemon, len(opts.Daemons)),
 		timer:   time.NewTimer(time.Hour),
+
+		readyOps: openReadyFile(opts.ReadyFile),
 
 		probeResults: make(chan probeResult, 2*len(opts.Daemons)),
 		execProbes:   map[int]execProbe{},
@@ -205,14 +203,16 @@ func New(opts Options) *Supervisor {
 func (s *Supervisor) Run() int {
 	defer s.timer.Stop()
 	s.watchLostLines()
-	s.readyFile = readyfile.Open(s.opts.ReadyFile)
+	s.readyFile = startReadyFileWorker(s.readyOps, s.log)
 	if slices.ContainsFunc(s.daemons, func(d *daemon) bool { return d.cfg.Credential != nil }) {
 		// Its thread now, while the container has pids to spare (see StartAsUserWorker).
 		procs.StartAsUserWorker()
 	}
 	// A ready file left by an earlier run (a shared volume, a container restarted in place)
-	// would say "ready" before any daemon is; it is written again once they all are.
-	s.removeReadyFile()
+	// would say "ready" before any daemon is; it is written again once they all are. The
+	// worker removes it beside the start-up, and before any write (it takes one word at a
+	// time, in order).
+	s.readyFile.set(false)
 	s.log.Info("starting daemons", zlog.Int("count", len(s.daemons)), zlog.Bool("pid1", s.opts.PID1))
 	for !s.machine.Done() {
 		if d := s.nextToStart(); d != nil {
@@ -247,8 +247,12 @@ func (s *Supervisor) Run() int {
 		}
 		s.settle()
 	}
-	s.removeReadyFile() // gone already after a stop signal, not when every daemon died
+	// Gone already after a stop signal, not when every daemon died. The removal runs beside
+	// the drain of the log pipes, within one bound for both: neither can hold the exit.
+	readyFileBy := time.Now().Add(readyFileExitWait)
+	s.readyFile.end()
 	s.drainLogPipes()
+	s.readyFile.awaitEnd(readyFileBy)
 	if s.opts.Notifier != nil {
 		// Before the last line: "supervisor exiting" says why, and a script reads it with
 		// tail -1; the count of undelivered events would otherwise come after it.
@@ -376,8 +380,7 @@ func (s *Supervisor) onChild() {
 }
 
 // onTimer handles whatever deadlines have passed: graces (SIGKILL), restarts, readiness
-// and liveness attempts and their timeouts, the ready file's retry, and the end of a
-// reverse-order shutdown.
+// and liveness attempts and their timeouts, and the end of a reverse-order shutdown.
 func (s *Supervisor) onTimer(now time.Time) {
 	// What has already happened counts before any deadline: the loop's select takes ready
 	// channels in random order, and a SIGCHLD may not even be in its channel yet (os/signal
@@ -403,16 +406,6 @@ func (s *Supervisor) onTimer(now time.Time) {
 	if due(s.reverseDeadline) {
 		s.reverseDeadline = time.Time{}
 		s.stopAwaiting(now, true)
-	}
-	if due(s.readyFileRetryAt) {
-		if !s.shuttingDown() {
-			s.checkAllReady() // allReady is settle's, from before a death the reap above saw
-		}
-		if s.allReady && !s.shuttingDown() {
-			s.writeReadyFile(now)
-		} else {
-			s.readyFileRetryAt = time.Time{}
-		}
 	}
 	for _, d := range s.daemons {
 		for i := range d.groups {
@@ -444,7 +437,7 @@ func (s *Supervisor) onTimer(now time.Time) {
 }
 
 // armTimer points the one timer at the earliest deadline: a grace, a restart, a probe
-// attempt or its timeout, a retry, a look for escaped processes.
+// attempt or its timeout, a look for escaped processes.
 func (s *Supervisor) armTimer(now time.Time) {
 	var earliest time.Time
 	consider := func(t time.Time) {
@@ -454,7 +447,6 @@ func (s *Supervisor) armTimer(now time.Time) {
 	}
 	consider(s.reverseDeadline)
 	consider(s.escapeLookAt)
-	consider(s.readyFileRetryAt)
 	for _, d := range s.daemons {
 		for _, g := range d.groups {
 			consider(g.deadline)

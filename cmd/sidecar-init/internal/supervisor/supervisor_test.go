@@ -56,6 +56,9 @@ type harness struct {
 	readyFile   string
 	reverseStop bool
 	sinks       Sinks // for daemons with log = "prefix" or "json"
+	// wrapReadyFile, if set, stands in for the ready file's operations (readyFile's): to
+	// make them block or fail.
+	wrapReadyFile func(readyFileOps) readyFileOps
 }
 
 // recordingNotifier keeps every notification (the loop calls Send; tests read).
@@ -169,6 +172,9 @@ func (h *harness) run(daemons []config.Daemon, table *fsm.Table) {
 		SupervisorTable: table,
 		Sinks:           h.sinks,
 	})
+	if h.wrapReadyFile != nil {
+		s.readyOps = h.wrapReadyFile(s.readyOps)
+	}
 	go func() { h.done <- s.Run() }()
 }
 

@@ -1,0 +1,172 @@
+package supervisor
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/control"
+	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
+)
+
+// gatedReadyFile is a real ready file whose operations a test makes block, as on a mount
+// that stopped answering (a hung NFS server, a stuck FUSE daemon), or whose removals it
+// makes fail, as on a volume's passing error.
+type gatedReadyFile struct {
+	readyFileOps
+	mu         sync.Mutex
+	hang       chan struct{} // non-nil: each call waits until it is closed
+	failRemove error
+	writes     int
+	stuck      chan struct{} // a call is waiting on hang (one slot, not closed)
+}
+
+func newGatedReadyFile() *gatedReadyFile { return &gatedReadyFile{stuck: make(chan struct{}, 1)} }
+
+// hangFromNow makes every call from now on wait, until the test ends.
+func (g *gatedReadyFile) hangFromNow(t *testing.T) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.hang = make(chan struct{})
+	t.Cleanup(func() { close(g.hang) }) // the worker must end, for the leak check
+}
+
+func (g *gatedReadyFile) enter() (failRemove error) {
+	g.mu.Lock()
+	hang, failRemove := g.hang, g.failRemove
+	g.mu.Unlock()
+	if hang != nil {
+		select {
+		case g.stuck <- struct{}{}:
+		default:
+		}
+		<-hang
+	}
+	return failRemove
+}
+
+func (g *gatedReadyFile) Write(content []byte) error {
+	_ = g.enter() // (fails removals only)
+	g.mu.Lock()
+	g.writes++
+	g.mu.Unlock()
+	return g.readyFileOps.Write(content)
+}
+
+func (g *gatedReadyFile) Remove() error {
+	if err := g.enter(); err != nil {
+		return err
+	}
+	return g.readyFileOps.Remove()
+}
+
+func (g *gatedReadyFile) writeCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.writes
+}
+
+// waitFile waits until the file at path is there (want) or not.
+func waitFile(t *testing.T, h *harness, path string, want bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		_, err := os.Stat(path)
+		if (err == nil) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the ready file there = %v, want %v\n%s", what, err == nil, want, h.dumpLogs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A ready file on a mount that stops answering must hold up nothing but itself: the loop
+// still answers the control socket, a stop signal still stops every daemon, and the exit
+// waits 300 ms at most for the last removal, saying so. A review saw the loop frozen in
+// the removal, SIGTERM ignored and the daemons never stopped.
+func TestReadyFileOnAHungMountHoldsUpNothing(t *testing.T) {
+	h := newHarness(t)
+	h.readyFile = filepath.Join(t.TempDir(), "ready")
+	gated := newGatedReadyFile()
+	h.wrapReadyFile = func(f readyFileOps) readyFileOps { gated.readyFileOps = f; return gated }
+	gate := filepath.Join(t.TempDir(), "gate")
+	steady := fake(t, h, "steady", time.Second)
+	crasher := shDaemon("crasher", "while [ ! -e "+gate+" ]; do sleep 0.01; done; exit 3")
+	h.run([]config.Daemon{steady, crasher}, nil)
+	waitFile(t, h, h.readyFile, true, "both daemons running")
+
+	gated.hangFromNow(t)
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select { // crasher's death: not ready any more, and the removal hangs
+	case <-gated.stuck:
+	case <-time.After(testTimeout):
+		t.Fatalf("no removal after crasher's death:\n%s", h.dumpLogs())
+	}
+	c := control.Call{Request: control.Request{Cmd: control.CmdHealth}, Reply: make(chan control.Response, 1)}
+	select {
+	case h.calls <- c:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the loop took no control request while the ready file's removal hung:\n%s", h.dumpLogs())
+	}
+	if resp := <-c.Reply; resp.OK {
+		t.Errorf("health = %+v with crasher dead", resp)
+	}
+
+	h.stop <- syscall.SIGTERM
+	select {
+	case code := <-h.done:
+		if code != 3 {
+			t.Errorf("exit %d, want crasher's 3", code)
+		}
+	case <-time.After(steady.Grace + 2*time.Second):
+		t.Fatalf("no exit within the grace and 2 s of SIGTERM while the ready file hung:\n%s", h.dumpLogs())
+	}
+	if !h.hasTransition("steady", "exited") {
+		t.Errorf("steady was not stopped:\n%s", h.dumpLogs())
+	}
+	if h.logs.FilterMessage("the ready file was not removed in time at exit: its file system does not answer; it may still say ready").Len() != 1 {
+		t.Errorf("the exit did not say the ready file may still be there:\n%s", h.dumpLogs())
+	}
+}
+
+// A write that failed is not tried again once the loop's word is "not ready": a retry
+// applies the latest word, a removal here, never the write that failed.
+func TestReadyFileRetryTakesTheLatestWord(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "later") // not there yet: the write fails
+	gated := newGatedReadyFile()
+	gated.readyFileOps = openReadyFile(filepath.Join(dir, "ready"))
+	core, logs := observer.New(zapcore.DebugLevel)
+	w := startReadyFileWorker(gated, zlog.New(core))
+	defer func() {
+		w.end()
+		w.awaitEnd(time.Now().Add(testTimeout))
+	}()
+	w.set(true)
+	for deadline := time.Now().Add(testTimeout); logs.FilterMessage("could not write the ready file; trying again while every daemon is ready (after 1 s, doubling to 30 s)").Len() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the write did not fail")
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil { // a retry would now succeed
+		t.Fatal(err)
+	}
+	w.set(false)
+	time.Sleep(readyFileRetry + 500*time.Millisecond) // past the retry the failure armed
+	if n := gated.writeCount(); n != 1 {
+		t.Errorf("%d writes, want the one that failed", n)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil {
+		t.Error("the ready file was written after the word was \"not ready\"")
+	}
+}
