@@ -27,9 +27,10 @@ func openReadyFile(path string) readyFileOps {
 	return nil
 }
 
-// readyFileRetry is when a failed write of the ready file is first tried again while every
-// daemon stays ready: `health` says ready meanwhile, and the file must follow it once it
-// can (its directory mounted or made late, a full disk freed). The wait doubles with each failure up to readyFileRetryMax, so a path that never
+// readyFileRetry is when a failed write or removal of the ready file is first tried again
+// while the loop's word stands: `health` answers meanwhile, and the file must follow it once
+// it can (its directory mounted or made late, a full disk freed, a volume back from an
+// error). The wait doubles with each failure up to readyFileRetryMax, so a path that never
 // works (a symlink the walk refuses) does not wake an idle supervisor every second.
 const (
 	readyFileRetry    = time.Second
@@ -116,7 +117,7 @@ func (w *readyFileWorker) awaitEnd(deadline time.Time) {
 	}
 }
 
-// run applies the loop's latest word, and tries a failed write again (1 s, doubling to
+// run applies the loop's latest word, and tries again after a failure (1 s, doubling to
 // 30 s) until it succeeds or a new word comes. Idle when there is nothing to do.
 func (w *readyFileWorker) run() {
 	defer close(w.done)
@@ -176,18 +177,31 @@ func (w *readyFileWorker) write(failures int) bool {
 	return true
 }
 
-// remove removes the ready file. It reports true: a failure is logged, not tried again.
-func (w *readyFileWorker) remove(int) bool {
+// remove removes the ready file and reports whether it is gone (or never ours: a
+// directory), as write does: a failure is tried again, or the file would say ready while
+// `health` does not (a volume's passing error, EIO or ESTALE, made it stay for good).
+func (w *readyFileWorker) remove(failures int) bool {
 	path := zlog.String("path", w.file.Path())
 	switch err := w.file.Remove(); {
 	case errors.Is(err, readyfile.ErrIsDirectory):
-		// Never ours: a mistyped path must not delete a directory.
+		// Never ours: a mistyped path must not delete a directory. Nothing to try again.
 		if !w.dirWarned {
 			w.dirWarned = true
 			w.log.Warn("the ready file's path is a directory; leaving it", path)
 		}
+		return true
 	case err != nil:
-		w.log.Warn("could not remove the ready file", path, zlog.Error(err))
+		level, msg := zapcore.DebugLevel, "could not remove the ready file, again"
+		if failures == 0 {
+			level, msg = zapcore.WarnLevel, "could not remove the ready file"
+		}
+		if ce := w.log.Check(level, msg); ce != nil {
+			ce.Write(path, zlog.Error(err))
+		}
+		return false
+	}
+	if failures > 0 {
+		w.log.Info("removed the ready file", path, zlog.Int("failed_attempts", failures))
 	}
 	return true
 }

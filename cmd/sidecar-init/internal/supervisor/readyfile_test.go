@@ -38,6 +38,12 @@ func (g *gatedReadyFile) hangFromNow(t *testing.T) {
 	t.Cleanup(func() { close(g.hang) }) // the worker must end, for the leak check
 }
 
+func (g *gatedReadyFile) setFailRemove(err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.failRemove = err
+}
+
 func (g *gatedReadyFile) enter() (failRemove error) {
 	g.mu.Lock()
 	hang, failRemove := g.hang, g.failRemove
@@ -138,6 +144,36 @@ func TestReadyFileOnAHungMountHoldsUpNothing(t *testing.T) {
 	if h.logs.FilterMessage("the ready file was not removed in time at exit: its file system does not answer; it may still say ready").Len() != 1 {
 		t.Errorf("the exit did not say the ready file may still be there:\n%s", h.dumpLogs())
 	}
+}
+
+// A removal that fails (a volume's passing error: EIO, ESTALE) is tried again, as a write
+// is: the file must not keep saying ready while `health` says not. A review saw it stay
+// for good after one failure.
+func TestReadyFileRemovalIsRetried(t *testing.T) {
+	h := newHarness(t)
+	h.readyFile = filepath.Join(t.TempDir(), "ready")
+	gated := newGatedReadyFile()
+	h.wrapReadyFile = func(f readyFileOps) readyFileOps { gated.readyFileOps = f; return gated }
+	gate := filepath.Join(t.TempDir(), "gate")
+	crasher := shDaemon("crasher", "while [ ! -e "+gate+" ]; do sleep 0.01; done; exit 3")
+	h.run([]config.Daemon{fake(t, h, "steady", time.Second), crasher}, nil)
+	waitFile(t, h, h.readyFile, true, "both daemons running")
+
+	gated.setFailRemove(syscall.EIO)
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.waitMessage("could not remove the ready file")
+	if _, err := os.Stat(h.readyFile); err != nil {
+		t.Fatalf("the removal failed, yet: %v", err)
+	}
+	gated.setFailRemove(nil) // the volume is back
+	waitFile(t, h, h.readyFile, false, "the volume back, crasher still dead")
+	h.waitMessage("removed the ready file")
+	if got := h.logs.FilterMessage("removed the ready file").All()[0].ContextMap()["failed_attempts"]; got != int64(1) {
+		t.Errorf("failed_attempts = %v, want 1", got)
+	}
+	h.stopAndWant(3)
 }
 
 // A write that failed is not tried again once the loop's word is "not ready": a retry
