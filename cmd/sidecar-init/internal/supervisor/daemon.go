@@ -269,8 +269,10 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 // earlier run left (a crash, a container restarted in place) would pass the first attempt,
 // which comes as the daemon is spawned, before the daemon could remove it itself, and its
 // dependents would start on a daemon not ready. systemd removes a stale PIDFile the same
-// way. A directory is left alone. Synchronous, like the ready file's writes: one lstat
-// and one unlink in the loop.
+// way. A directory is left alone. Synchronous, one lstat and one unlink in the loop, unlike
+// the ready file's operations (readyFileWorker): the spawn must wait for it, or the first
+// probe attempt could see the stale file, and off the loop that wait would be a step of its
+// own before every spawn. On a mount that stops answering it holds the loop up.
 //
 // For a daemon with a `user`, both are done with that user's filesystem identity: the path
 // may run through a directory the daemon owns, where it could put a symlink to anywhere,
