@@ -47,6 +47,22 @@ func testPreflight(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := []string{"PATH=" + filepath.Join(dir, "bin")}
+	// The kernel takes one class of mode bits: the owner's for the owner (even when the
+	// group or others may execute), the group's for a member of the group, supplementary
+	// groups included.
+	ownerDenied := write("bin/owner-denied", 0o011)
+	groupOnly := write("staff/group-only", 0o750)
+	for _, chown := range []struct {
+		path     string
+		uid, gid int
+	}{{ownerDenied, 65534, 65534}, {groupOnly, 0, 50}} {
+		if os.Geteuid() == 0 {
+			if err := os.Chown(chown.path, chown.uid, chown.gid); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	staffMember := &Credential{UID: 65534, GID: 65534, Groups: []uint32{50, 65534}, Name: "nobody", Home: "/"}
 	tests := []struct {
 		name     string
 		spec     Spec
@@ -69,6 +85,11 @@ func testPreflight(t *testing.T) {
 		{name: "program in a dir nobody may not enter", spec: Spec{Argv: []string{lockedProg}}, asNobody: true, status: 126},
 		{name: "dir nobody may not enter", spec: Spec{Argv: []string{prog}, Dir: locked}, asNobody: true, status: 126, says: "may not enter"},
 		{name: "what nobody may run", spec: Spec{Argv: []string{"prog"}, Env: path, Dir: dir}, asNobody: true, want: prog},
+		// As execvp: a PATH entry the user may not search makes "permission denied" (126),
+		// not "not found" (127), when nothing else is found.
+		{name: "only in a PATH entry nobody may not search", spec: Spec{Argv: []string{"prog"}, Env: []string{"PATH=" + locked}}, asNobody: true, status: 126},
+		{name: "owner's bits deny the owner", spec: Spec{Argv: []string{ownerDenied}}, asNobody: true, status: 126, says: "may not execute"},
+		{name: "group-only program for a supplementary member", spec: Spec{Argv: []string{groupOnly}, Credential: staffMember}, asNobody: true, want: groupOnly},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -76,7 +97,9 @@ func testPreflight(t *testing.T) {
 				if os.Geteuid() != 0 {
 					t.Skip("needs root: only root can check as another user")
 				}
-				tc.spec.Credential = nobody
+				if tc.spec.Credential == nil {
+					tc.spec.Credential = nobody
+				}
 			}
 			got, err := Preflight(tc.spec)
 			if tc.want != "" {

@@ -222,8 +222,11 @@ func TestLookPathAsTheDaemon(t *testing.T) {
 }
 
 func TestSignalGroupRefusesSpecialGroups(t *testing.T) {
+	// Signal 0: should the refusal ever go, kill(-1) and kill(0) only look; a SIGTERM would
+	// go to every process the test may signal (as root, the whole machine's), the test
+	// runner included, and no failure would be reported.
 	for _, pgid := range []int{-1, 0, 1} {
-		if _, err := SignalGroup(pgid, syscall.SIGTERM); err == nil {
+		if _, err := SignalGroup(pgid, 0); err == nil {
 			t.Errorf("SignalGroup(%d) should refuse", pgid)
 		}
 	}
@@ -317,6 +320,88 @@ func TestGroupReused(t *testing.T) {
 	if !GroupAlive(other) || !GroupReused(other) {
 		t.Errorf("a leaderless group in another session: alive %v, reused %v; want alive and reused", GroupAlive(other), GroupReused(other))
 	}
+}
+
+// GroupReused looks first among our own children (a dead daemon's leftovers are re-parented
+// to us, PID 1 or subreaper): a leaderless group whose member is our child, in our session,
+// is the daemon's, not a reused id.
+func TestGroupReusedAmongOurChildren(t *testing.T) {
+	if !procIsOurs() {
+		t.Skip("/proc here is another PID namespace's: GroupReused rightly cannot tell")
+	}
+	leader := exec.Command("/bin/sleep", "100")
+	leader.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := leader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pgid := leader.Process.Pid
+	member := exec.Command("/bin/sleep", "100")
+	member.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: pgid}
+	if err := member.Start(); err != nil {
+		_ = leader.Process.Kill()
+		_ = leader.Wait()
+		t.Fatal(err)
+	}
+	defer func() { _ = member.Process.Kill(); _ = member.Wait() }()
+	_ = leader.Process.Kill()
+	_ = leader.Wait() // the leader is reaped: the group is leaderless, its member our child
+	if !slices.Contains(mustChildren(t), member.Process.Pid) {
+		t.Fatalf("Children() lacks our child %d", member.Process.Pid)
+	}
+	if !GroupAlive(pgid) || GroupReused(pgid) {
+		t.Errorf("a leaderless group of our child, in our session: alive %v, reused %v; want alive, not reused", GroupAlive(pgid), GroupReused(pgid))
+	}
+}
+
+// Children lists the children of every thread: the kernel files a child under the thread
+// that forked it, and Go forks from whichever thread the goroutine runs on.
+func TestChildrenOfEveryThread(t *testing.T) {
+	const n = 8
+	pids := make(chan int, n)
+	release := make(chan struct{})
+	var cmds []*exec.Cmd
+	for range n {
+		cmd := exec.Command("/bin/sleep", "100")
+		cmds = append(cmds, cmd)
+		go func() {
+			runtime.LockOSThread() // its own thread until release: the forks spread over n threads
+			defer runtime.UnlockOSThread()
+			if err := cmd.Start(); err != nil {
+				pids <- -1
+				return
+			}
+			pids <- cmd.Process.Pid
+			<-release
+		}()
+	}
+	var want []int
+	for range n {
+		want = append(want, <-pids)
+	}
+	close(release)
+	defer func() {
+		for _, cmd := range cmds {
+			if cmd.Process != nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+			}
+		}
+	}()
+	got := mustChildren(t)
+	for _, pid := range want {
+		if pid < 0 || !slices.Contains(got, pid) {
+			t.Fatalf("Children() = %v; want every one of %v", got, want)
+		}
+	}
+}
+
+func mustChildren(t *testing.T) []int {
+	t.Helper()
+	pids, err := Children()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pids
 }
 
 // A child that made us its tracer (PTRACE_TRACEME; here SysProcAttr.Ptrace) stops at its

@@ -242,6 +242,10 @@ func TestHealthCLI(t *testing.T) {
 	if code := p.wait(); code != 137 {
 		t.Fatalf("exit %d, want 137", code)
 	}
+	// The README: the socket this sidecar-init made is removed at exit.
+	if _, err := os.Lstat(socket); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("control socket after exit: %v; want it removed", err)
+	}
 }
 
 // A table that moves the control socket: the clients find it through the same table (its

@@ -336,7 +336,7 @@ command = ["z"]
 	if e.Liveness.String() != "exec /bin/probe --live" || e.LivenessInterval != 30*time.Second || e.LivenessTimeout != 2*time.Second || e.LivenessFailures != 5 {
 		t.Errorf("egress = %+v", e)
 	}
-	if g.Liveness.TCP != "127.0.0.1:9418" || g.LivenessInterval != DefaultLivenessInterval || g.LivenessTimeout != DefaultLivenessTimeout || g.LivenessFailures != DefaultLivenessFailures {
+	if g.Liveness.TCP != "127.0.0.1:9418" || g.LivenessInterval != 10*time.Second || g.LivenessTimeout != 5*time.Second || g.LivenessFailures != 3 { // the documented defaults, not the constants: a changed default must fail here
 		t.Errorf("gate (defaults) = %+v", g)
 	}
 	if p.Liveness.IsSet() || p.LivenessInterval != 0 || p.LivenessFailures != 0 {

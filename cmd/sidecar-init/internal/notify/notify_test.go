@@ -229,6 +229,7 @@ func TestTokenFileChecks(t *testing.T) {
 		"line break": "s3cret\r\nX-Injected: 1\n",
 		"control":    "s3\x00cret",
 		"C1 control": "s3\u0085X-Injected: 1cret",
+		"DEL":        "s3\x7fcret", // a control character too (RFC 9110 field values exclude it)
 		"not UTF-8":  "s3\xff\xfecret",
 		// Read in full or refused: cut at the read's bound, this passed as one line.
 		"too long": strings.Repeat("s", 64<<10) + "\nsecond line cret",
@@ -252,7 +253,7 @@ func TestRefusedEventIsDropped(t *testing.T) {
 	for _, tc := range []struct {
 		status  int
 		retried bool
-	}{{http.StatusBadRequest, false}, {http.StatusNotFound, false}, {http.StatusPermanentRedirect, false}, {http.StatusTooManyRequests, true}} {
+	}{{http.StatusBadRequest, false}, {http.StatusNotFound, false}, {http.StatusPermanentRedirect, false}, {http.StatusTooManyRequests, true}, {http.StatusRequestTimeout, true}} {
 		t.Run(http.StatusText(tc.status), func(t *testing.T) {
 			c := &collector{refuse: tc.status}
 			srv := httptest.NewServer(c)

@@ -400,3 +400,63 @@ func TestRemoveOnAReadOnlyMount(t *testing.T) {
 		t.Errorf("CheckDir on a read-only mount = %v, want EROFS", err)
 	}
 }
+
+// A symlink is followed only when both it and its directory are root's alone: a daemon's
+// symlink in root's 0755 directory (made while the directory was the daemon's, or in an
+// earlier run) is not, nor root's symlink in a directory the daemon's group may write to
+// (root:daemon 0775): the group could have moved a root symlink in.
+func TestASymlinkIsFollowedOnlyWhenItAndItsDirectoryAreRoots(t *testing.T) {
+	needsRoot(t)
+	for _, tc := range []struct {
+		name      string
+		linkOwner int
+		dirMode   os.FileMode
+	}{
+		{"the daemon's, in root's 0755 directory", 65534, 0o755},
+		{"root's, in a group-writable directory", 0, 0o775},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := t.TempDir()
+			if err := os.Chmod(base, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			secret, victim := secretIn(t, base)
+			dir := filepath.Join(base, "etc")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(dir, 0, 65534); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, tc.dirMode); err != nil { // past the umask
+				t.Fatal(err)
+			}
+			link := filepath.Join(dir, "app")
+			if err := os.Symlink(secret, link); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Lchown(link, tc.linkOwner, tc.linkOwner); err != nil {
+				t.Fatal(err)
+			}
+			wantRefused(t, Open(filepath.Join(link, "ready")), victim)
+		})
+	}
+}
+
+// The ready file is for anyone to read (0644): a probe run as another user (an exec probe
+// with a non-root user, a sidecar reading a shared volume) looks for it.
+func TestTheReadyFileIsWorldReadable(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	path := filepath.Join(t.TempDir(), "ready")
+	if err := Open(path).Write([]byte("ready\n")); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Mode().Perm(); got != 0o644 {
+		t.Errorf("ready file mode %#o, want 0644", got)
+	}
+}
