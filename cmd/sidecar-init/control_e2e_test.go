@@ -643,13 +643,18 @@ func TestNonRootSupervisorRunsADaemonAsItsOwnUser(t *testing.T) {
 
 // Another user is out of its reach: the error says so, not "exec: operation not
 // permitted", which sent the operator to the program.
+// Its own uid with another gid is another user too: not run with the supervisor's gid.
 func TestNonRootSupervisorNamesTheUserSwitch(t *testing.T) {
-	p := startAsNobodyOn(t, "user = \"0:0\"\n")
-	if code := p.wait(); code != 126 {
-		t.Errorf("exit %d, want 126 (its only daemon could not start)", code)
-	}
-	if !strings.Contains(p.stderr(), "switching users takes root") {
-		t.Errorf("the error does not name the user switch:\n%s", p.stderr())
+	for _, user := range []string{"0:0", "65534:0"} {
+		t.Run(user, func(t *testing.T) {
+			p := startAsNobodyOn(t, fmt.Sprintf("user = %q\n", user))
+			if code := p.wait(); code != 126 {
+				t.Errorf("exit %d, want 126 (its only daemon could not start)", code)
+			}
+			if !strings.Contains(p.stderr(), "switching users takes root") {
+				t.Errorf("the error does not name the user switch:\n%s", p.stderr())
+			}
+		})
 	}
 }
 
