@@ -107,6 +107,13 @@ func (w *readyFileWorker) awaitEnd(deadline time.Time) {
 	if w == nil {
 		return
 	}
+	select {
+	case <-w.done:
+		// Done already: said before the timer, which may have expired too (the drain of
+		// the log pipes beside it can use up the whole bound) and would win half the time.
+		return
+	default:
+	}
 	timeout := time.NewTimer(time.Until(deadline))
 	defer timeout.Stop()
 	select {
