@@ -124,6 +124,43 @@ func TestSpawnStartsWithNoSignalBlocked(t *testing.T) {
 	}
 }
 
+// A root sidecar-init whose container dropped CAP_SETUID and CAP_SETGID (capabilities.drop:
+// [ALL]) cannot switch users either: the error names the switch, not the program (found by
+// a review: "exec /bin/sleep: operation not permitted", where check named the switch).
+func TestSpawnNamesAUserSwitchItCannotMake(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: drops CAP_SETUID and CAP_SETGID from its own thread")
+	}
+	runtime.LockOSThread() // capabilities are the thread's; Spawn forks from it
+	defer runtime.UnlockOSThread()
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var caps, saved [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &caps[0]); err != nil {
+		t.Fatal(err)
+	}
+	saved = caps
+	for _, c := range []int{unix.CAP_SETUID, unix.CAP_SETGID} {
+		caps[c/32].Effective &^= 1 << (c % 32)
+	}
+	if err := unix.Capset(&hdr, &caps[0]); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := unix.Capset(&hdr, &saved[0]); err != nil {
+			t.Errorf("restoring the thread's capabilities: %v", err)
+		}
+	}()
+	nobody := &Credential{UID: 65534, GID: 65534, Groups: []uint32{65534}, Name: "nobody", Home: "/"}
+	pid, err := Spawn(Spec{Argv: []string{"/bin/true"}, Credential: nobody}, os.Stdin)
+	if err == nil {
+		_, _ = syscall.Wait4(pid, nil, 0, nil)
+		t.Fatal("spawned as nobody without CAP_SETUID and CAP_SETGID")
+	}
+	if !strings.Contains(err.Error(), "switching users takes root with CAP_SETUID and CAP_SETGID") || !strings.Contains(err.Error(), "without them") {
+		t.Errorf("error %q does not name the user switch", err)
+	}
+}
+
 func TestSpawnErrors(t *testing.T) {
 	dir := t.TempDir()
 	noX := filepath.Join(dir, "nox")

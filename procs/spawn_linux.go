@@ -128,11 +128,13 @@ func startWithNoSignalBlocked() (restore func()) {
 // the operator looking for the program. Only looked at after a failure: a start that works
 // pays nothing.
 func blameSetup(dir string, cred *Credential, err error) error {
-	if errors.Is(err, syscall.EPERM) && cred != nil && os.Geteuid() != 0 {
-		// The child's setgroups/setgid/setuid, not the exec: a non-root sidecar-init
-		// (docker run --user, runAsUser) may run daemons only as its own user.
-		return fmt.Errorf("run as user %s (uid %d, gid %d): sidecar-init runs as uid %d, and switching users takes root (CAP_SETUID and CAP_SETGID): remove the daemon's user, or run sidecar-init as root: %w",
-			cred.Name, cred.UID, cred.GID, os.Geteuid(), err)
+	if errors.Is(err, syscall.EPERM) && cred != nil {
+		// The child's setgroups/setgid/setuid, most likely, not the exec: a non-root
+		// sidecar-init (docker run --user, runAsUser), or a root one whose container dropped
+		// the capabilities (capabilities.drop: [ALL], --cap-drop ALL), may run daemons only
+		// as its own user.
+		return fmt.Errorf("run as user %s (uid %d, gid %d): switching users takes root with CAP_SETUID and CAP_SETGID, and sidecar-init runs as uid %d%s: remove the daemon's user, or give sidecar-init root and those capabilities: %w",
+			cred.Name, cred.UID, cred.GID, os.Geteuid(), capsNote(), err)
 	}
 	pathErr := errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EACCES)
 	if dir == "" || !pathErr {
@@ -157,6 +159,22 @@ func blameSetup(dir string, cred *Credential, err error) error {
 			return err
 		}
 	}
+}
+
+// capsNote says when this thread lacks CAP_SETUID or CAP_SETGID (a container that dropped
+// them), for the error of a user switch that failed.
+func capsNote() string {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if unix.Capget(&hdr, &data[0]) != nil {
+		return ""
+	}
+	for _, c := range []int{unix.CAP_SETUID, unix.CAP_SETGID} {
+		if data[c/32].Effective&(1<<(c%32)) == 0 {
+			return " without them"
+		}
+	}
+	return ""
 }
 
 // statusFor maps an exec error to a shell's status: 127 "command not found" for a missing

@@ -239,7 +239,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	pid, err := procs.Spawn(spec, s.opts.Stdin)
 	if err != nil {
 		status := 126
-		msg := "daemon failed to start: check its command and dir in the daemon table"
+		msg := "daemon failed to start: check its command, dir and user in the daemon table"
 		var spawnErr *procs.SpawnError
 		if errors.As(err, &spawnErr) {
 			status = spawnErr.Status
