@@ -514,3 +514,20 @@ func TestLivenessAnswerAtItsTimeoutCounts(t *testing.T) {
 		}
 	})
 }
+
+// A daemon with stop_signal SIGINT, stopped as unresponsive, that answers the stop with 0
+// counts as 128+SIGINT (130), as the README's exit status table says: not 143.
+func TestLivenessStopCountsTheDaemonsStopSignal(t *testing.T) {
+	h := newHarness(t)
+	table := fsm.TearDownOnCrash()
+	// Ready once it takes SIGINT: a liveness attempt before that would kill it unrecorded.
+	ready := filepath.Join(t.TempDir(), "ready")
+	guard := withLiveness(fake(t, h, "guard", time.Second, "-touch", ready), "exit 1", 1)
+	guard.Ready, guard.ReadyTimeout = config.Probe{File: ready}, testTimeout
+	guard.StopSignal = syscall.SIGINT
+	h.run([]config.Daemon{guard, fake(t, h, "other", time.Second)}, &table)
+	if code := h.exitCode(); code != 130 {
+		t.Fatalf("exit code %d, want 130 (a liveness stop by SIGINT answered with 0)\n%s", code, h.dumpLogs())
+	}
+	h.waitRecord("guard signal SIGINT", "guard exit 0")
+}

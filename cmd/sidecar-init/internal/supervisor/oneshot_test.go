@@ -281,3 +281,19 @@ func TestOneshotDoneAtItsTimeoutIsNotKilled(t *testing.T) {
 		})
 	}
 }
+
+// A oneshot's run is its work: one that ran past backoff_reset before it failed was up,
+// and opens a fresh window, so a long task that keeps failing is not given up at
+// max_restarts as a crash loop would be.
+func TestLongFailingOneshotOpensAFreshWindow(t *testing.T) {
+	h := newHarness(t)
+	task := oneshot("migrate", "sleep 0.3; exit 1")
+	task.Restart, task.BackoffInitial, task.BackoffMax = fsm.RestartOnFailure, 10*time.Millisecond, time.Second
+	task.BackoffReset, task.MaxRestarts = 100*time.Millisecond, 1
+	h.run([]config.Daemon{task}, nil)
+	h.waitTransitions("migrate", "spawn", 3)
+	if h.hasTransition("migrate", fsm.DaemonGivenUp) {
+		t.Fatalf("a oneshot that ran past backoff_reset was given up:\n%s", h.dumpLogs())
+	}
+	h.stopAndWant(1)
+}

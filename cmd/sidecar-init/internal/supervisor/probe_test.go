@@ -266,3 +266,17 @@ func TestFileProbeRemovalIsTheDaemonUsers(t *testing.T) {
 	}
 	h.stopAndWant(0)
 }
+
+// A daemon that dies while its exec readiness probe hangs takes the probe with it: the
+// probe of a dead run must not keep the supervisor from exiting with the crash's status
+// (a mutation review found nothing pinned it: TestExecProbeDiesWithItsIncarnation lets the
+// old probe end on its own).
+func TestCrashKillsItsHangingReadinessProbe(t *testing.T) {
+	h := newHarness(t)
+	d := shDaemon("svc", "sleep 0.2; exit 3")
+	d.Ready, d.ReadyTimeout = config.Probe{Exec: []string{"/bin/sh", "-c", "exec sleep 1000"}}, time.Hour
+	h.run([]config.Daemon{d}, nil)
+	if code := h.exitCode(); code != 3 {
+		t.Fatalf("exit code %d, want the crash's 3\n%s", code, h.dumpLogs())
+	}
+}

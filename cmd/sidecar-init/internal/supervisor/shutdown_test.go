@@ -790,6 +790,50 @@ func TestCaughtStopDropsARestartReapedFirst(t *testing.T) {
 	}
 }
 
+// In a reverse-order shutdown, a daemon held back for its dependent that dies on its own in
+// the same drain as that dependent, after it, finds no dependent live: what it left in its
+// group gets its stop signal and grace then, or nothing would ever stop it (a mutation
+// review found this line unpinned; with it gone the shutdown waits on the leftover).
+func TestHeldBackDaemonDeadBesideItsDependentHasItsLeftoversStopped(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	dep := shDaemon("dep", "sleep 1000 & exec sleep 1001")
+	app := shDaemon("app", "exec sleep 1000")
+	app.After = []string{"dep"}
+	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{dep, app}, ReverseStop: true})
+	now := time.Now()
+	for _, d := range s.daemons {
+		s.spawn(d, now)
+		s.becomeReady(d)
+		pgid := d.pid // its own group's
+		t.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
+	}
+	depPid, appPid := s.daemons[0].pid, s.daemons[1].pid
+	for deadline := time.Now().Add(testTimeout); !strings.Contains(readComm(depPid), "sleep"); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("dep never exec'd its sleep (its leftover forked before it)")
+		}
+	}
+	s.onStopSignal(syscall.SIGTERM) // app gets it; dep is held back for app
+	waitReapable(t, appPid)
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(appPid, &ws, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.onExits([]procs.Exit{{Pid: appPid, Status: ws}, reapNow(t, depPid, syscall.SIGKILL)})
+	for _, e := range logs.FilterMessage("stopping processes left in an exited daemon's process group").All() {
+		if e.ContextMap()["daemon"] == "dep" {
+			return
+		}
+	}
+	t.Fatalf("dep's leftover was not stopped:\n%v", logs.All())
+}
+
+// readComm is /proc/PID/comm, or "".
+func readComm(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return string(b)
+}
+
 // reapNow kills our child pid with sig and reaps it: its exit as a drain would give it.
 func reapNow(t *testing.T, pid int, sig syscall.Signal) procs.Exit {
 	t.Helper()
