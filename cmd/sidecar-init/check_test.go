@@ -292,3 +292,36 @@ func TestBlankConfigVariableIsTheEmbeddedTable(t *testing.T) {
 		t.Fatalf("check with a blank %s said:\n%s\nwant the embedded table, %s", envConfig, out, sidecars.DaemonsTOMLName)
 	}
 }
+
+// A sidecar-init this user cannot tell from a live one (its control socket in root's 0700
+// directory, this one run as nobody) may own the ready file: a failed start leaves it, as
+// it leaves a live one's (a mutation review found nothing pinned this).
+func TestFailedStartLeavesTheReadyFileOfOneItCannotTell(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: runs sidecar-init as nobody against root's directory")
+	}
+	open := openDir(t)
+	bin := copyForOthers(t, open, binary, "sidecar-init", 0o755)
+	rootOnly := filepath.Join(open, "run-sidecar-init")
+	shared := filepath.Join(open, "shared") // anyone may remove what is in it
+	for dir, mode := range map[string]os.FileMode{rootOnly: 0o700, shared: 0o777} {
+		if err := os.Mkdir(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, mode); err != nil { // (past the umask)
+			t.Fatal(err)
+		}
+	}
+	ready := filepath.Join(shared, "ready")
+	if err := os.WriteFile(ready, []byte("ready\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	table := writeTable(t, open, fmt.Sprintf("control_socket = %q\nready_file = %q\n[[daemon]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"30\"]\n",
+		filepath.Join(rootOnly, "control.sock"), ready))
+	if code, out := runAs(t, bin, &syscall.Credential{Uid: 65534, Gid: 65534}, nil, "--config", table, "--bogus"); code != 2 {
+		t.Fatalf("exit %d, want 2 (a bad flag):\n%s", code, out)
+	}
+	if _, err := os.Stat(ready); err != nil {
+		t.Errorf("the ready file of a sidecar-init it could not tell from a live one was removed: %v", err)
+	}
+}

@@ -314,9 +314,14 @@ func removeEarlierReadyFile(cfg *config.Config, log *zlog.Logger) {
 		return
 	}
 	// Cannot tell (another user's socket): as good as live, the file may be its.
-	if live, err := control.Answering(cfg.ControlSocket); live || err != nil {
+	switch live, err := control.Answering(cfg.ControlSocket); {
+	case live:
 		log.Info("another sidecar-init answers on the control socket: its ready file is left alone",
 			zlog.String("control_socket", cfg.ControlSocket), zlog.String("ready_file", cfg.ReadyFile))
+		return
+	case err != nil:
+		log.Info("cannot tell whether another sidecar-init answers on the control socket: the ready file, maybe its, is left alone",
+			zlog.String("control_socket", cfg.ControlSocket), zlog.String("ready_file", cfg.ReadyFile), zlog.Error(err))
 		return
 	}
 	supervisor.RemoveReadyFile(cfg.ReadyFile, log)
