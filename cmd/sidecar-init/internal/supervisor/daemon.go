@@ -356,10 +356,12 @@ func (s *Supervisor) labelOutput(d *daemon, label string, spec *procs.Spec) (aft
 }
 
 // pastUndrainedBound says the label has maxUndrainedRuns runs whose output is not all
-// written yet, and then points spec at sidecar-init's own stdout and stderr (a daemon's
-// run) or at /dev/null (a probe's, readiness or liveness: one blocked on a stalled stream
-// would never pass, and the daemon would be killed at its ready_timeout, or stopped as
-// unresponsive). Said once a stall.
+// written yet, and then points spec at /dev/null: the run's output is discarded. Not at
+// sidecar-init's own stdout and stderr, as it once was: a daemon decides itself whether its
+// runs drain (a setsid'd child holding its pipe does it), and a run writing there, raw,
+// could forge sidecar-init's JSON lines or glue a line without its newline onto the next
+// (found by a security review: forged transitions of a daemon that did not exist). A probe
+// blocked on a stalled stream would not pass either. Said once a stall.
 func (s *Supervisor) pastUndrainedBound(d *daemon, label string, spec *procs.Spec) (afterSpawn func(), past bool) {
 	s.logPipes = pruneDrained(s.logPipes)
 	undrained := 0
@@ -375,24 +377,25 @@ func (s *Supervisor) pastUndrainedBound(d *daemon, label string, spec *procs.Spe
 		}
 		return nil, false
 	}
-	probe := label != d.cfg.Name
 	if !s.unlabelled[label] {
 		s.unlabelled[label] = true
-		msg := "labelled output is not being drained: this run writes to stdout and stderr directly, unlabelled, " +
-			"until it is (a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)"
-		if probe {
+		msg := "labelled output is not being drained: each run's output is discarded until it is " +
+			"(a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)"
+		if label != d.cfg.Name {
 			msg = "labelled output is not being drained: the probes' output is discarded until it is " +
 				"(a stdout or stderr nobody reads, or processes earlier attempts left holding their pipes)"
 		}
 		s.log.Warn(msg, zlog.String("daemon", d.cfg.Name), zlog.String("label", label), zlog.Int("undrained_runs", undrained))
 	}
-	if probe {
-		if null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
-			spec.Stdout, spec.Stderr = null, null
-			return func() { _ = null.Close() }, true // ours, write-only: nothing to lose
-		}
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		// Out of descriptors: the daemons' stdin, /dev/null opened for reading, where every
+		// write fails. No output at all is still no raw output.
+		spec.Stdout, spec.Stderr = s.opts.Stdin, s.opts.Stdin
+		return func() {}, true
 	}
-	return func() {}, true
+	spec.Stdout, spec.Stderr = null, null
+	return func() { _ = null.Close() }, true // ours, write-only: nothing to lose
 }
 
 // restartNow restarts a daemon in backoff whose restart is due: at once, unless one of its

@@ -696,19 +696,22 @@ func (w stalledWriter) Write(p []byte) (int, error) {
 
 // A stdout nobody reads does not pile up a pipe pair, a copier and its buffer for every run
 // of a crash-looping daemon (a review: 700 descriptors and 32 MB in 30 s, without end).
-// Past maxUndrainedRuns, runs write to the supervisor's own streams, unlabelled, and the
-// supervisor says so; supervision goes on; once the stream drains, labels come back.
+// Past maxUndrainedRuns, runs' output is discarded, and the supervisor says so;
+// supervision goes on; once the stream drains, labels come back. Never the supervisor's
+// own streams, raw: a daemon can make its runs undrained itself, and would then forge
+// sidecar-init's lines there (found by a security review).
 func TestStalledOutputDoesNotPileUpPipes(t *testing.T) {
 	h := newHarness(t)
 	release := make(chan struct{})
 	h.sinks.Stdout = daemonlog.NewSink(stalledWriter{release})
 	h.sinks.Stderr = daemonlog.NewSink(stalledWriter{release})
-	d := shDaemon("chatty", "echo a line; exit 1")
+	outs := filepath.Join(t.TempDir(), "stdouts")
+	d := shDaemon("chatty", "readlink /proc/$$/fd/1 >> "+outs+"; readlink /proc/$$/fd/2 >> "+outs+"; echo a line; exit 1")
 	d.Log, d.Restart = "prefix", fsm.RestartOnFailure
 	d.BackoffInitial, d.BackoffMax, d.BackoffReset = 5*time.Millisecond, 5*time.Millisecond, time.Minute
 	h.run([]config.Daemon{d}, nil)
-	h.waitMessage("labelled output is not being drained: this run writes to stdout and stderr directly, unlabelled, " +
-		"until it is (a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)")
+	h.waitMessage("labelled output is not being drained: each run's output is discarded until it is " +
+		"(a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)")
 	spawns := func() int {
 		n := 0
 		for _, e := range h.logs.FilterMessage("transition").All() {
@@ -724,9 +727,27 @@ func TestStalledOutputDoesNotPileUpPipes(t *testing.T) {
 			t.Fatalf("only %d spawns:\n%s", spawns(), h.dumpLogs())
 		}
 	}
-	if n := len(h.logs.FilterMessage("labelled output is not being drained: this run writes to stdout and stderr directly, unlabelled, " +
-		"until it is (a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)").All()); n != 1 {
+	if n := len(h.logs.FilterMessage("labelled output is not being drained: each run's output is discarded until it is " +
+		"(a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)").All()); n != 1 {
 		t.Errorf("%d warnings, want one for the whole stall", n)
+	}
+	ownOut, _ := os.Readlink("/proc/self/fd/1")
+	ownErr, _ := os.Readlink("/proc/self/fd/2")
+	got, err := os.ReadFile(outs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	discarded := 0
+	for _, line := range strings.Fields(string(got)) {
+		switch line {
+		case ownOut, ownErr:
+			t.Fatalf("a run wrote to the supervisor's own stdout or stderr (%s):\n%s", line, got)
+		case os.DevNull:
+			discarded++
+		}
+	}
+	if discarded == 0 {
+		t.Errorf("no run's output was discarded past the bound:\n%s", got)
 	}
 	close(release) // the stream drains: the piled-up lines go out, and labels come back
 	h.waitMessage("labelled output drains again")
