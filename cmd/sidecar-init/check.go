@@ -110,6 +110,7 @@ func runCheck(args []string, stdout io.Writer) error {
 	if note := longGraceNote(daemons); note != "" {
 		notes = append(notes, note)
 	}
+	notes = append(notes, sharedUserNotes(daemons)...)
 	for _, line := range notes {
 		_, _ = fmt.Fprintln(stdout, "note: "+line)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
+	"github.com/claude-bottle/sidecar-init/procs"
 	"github.com/claude-bottle/sidecar-init/sidecars"
 )
 
@@ -323,5 +324,57 @@ func TestFailedStartLeavesTheReadyFileOfOneItCannotTell(t *testing.T) {
 	}
 	if _, err := os.Stat(ready); err != nil {
 		t.Errorf("the ready file of a sidecar-init it could not tell from a live one was removed: %v", err)
+	}
+}
+
+// Daemons that share a user other than root are named, at start and by check: each may
+// signal, trace and read the others (a security review had one stand in for the other).
+// Root, and daemons without a user, are not.
+func TestSharedUserNotes(t *testing.T) {
+	as := func(name string, uid uint32) config.Daemon {
+		d := config.Daemon{Name: name}
+		if uid != ^uint32(0) {
+			d.Credential = &procs.Credential{UID: uid, GID: uid, Name: name}
+		}
+		return d
+	}
+	none := ^uint32(0)
+	for _, tc := range []struct {
+		daemons []config.Daemon
+		want    []string // names in each note
+	}{
+		{[]config.Daemon{as("a", 65534), as("b", 1000)}, nil},
+		{[]config.Daemon{as("a", 0), as("b", 0), as("c", none), as("d", none)}, nil},
+		{[]config.Daemon{as("pipelock", 65534), as("egress", 999), as("supervise", 65534)}, []string{"daemons pipelock, supervise run as one user (uid 65534)"}},
+		{[]config.Daemon{as("a", 7), as("b", 8), as("c", 7), as("d", 8)}, []string{"daemons a, c ", "daemons b, d "}},
+	} {
+		notes := sharedUserNotes(tc.daemons)
+		if len(notes) != len(tc.want) {
+			t.Errorf("%v: notes %q, want %d", tc.daemons, notes, len(tc.want))
+			continue
+		}
+		for i, want := range tc.want {
+			if !strings.Contains(notes[i], want) {
+				t.Errorf("note %q lacks %q", notes[i], want)
+			}
+		}
+	}
+}
+
+// The bundle's own table gives each unprivileged guard a user of its own.
+func TestBundleGuardsHaveUsersOfTheirOwn(t *testing.T) {
+	cfg, err := config.Parse(sidecars.DaemonsTOMLName, sidecars.DaemonsTOML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{}
+	for _, d := range cfg.Daemons {
+		if d.User == "" || d.User == "root" || strings.HasPrefix(d.User, "0:") {
+			continue
+		}
+		if other, ok := seen[d.User]; ok {
+			t.Errorf("daemons %s and %s both run as %q: one compromised could stop or stand in for the other", other, d.Name, d.User)
+		}
+		seen[d.User] = d.Name
 	}
 }

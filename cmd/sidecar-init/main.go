@@ -199,6 +199,9 @@ func run(args []string, signals supervisor.Signals, sinks supervisor.Sinks, logO
 	if note := longGraceNote(daemons); note != "" {
 		log.Warn(note)
 	}
+	for _, note := range sharedUserNotes(daemons) {
+		log.Warn(note)
+	}
 
 	if cfg.LimitNofile > 0 {
 		// Before the first spawn: the daemons inherit it.
@@ -496,6 +499,33 @@ func names(daemons []config.Daemon) []string {
 // dockerStopTimeout is how long `docker stop` waits after SIGTERM before it SIGKILLs the
 // container (Kubernetes waits terminationGracePeriodSeconds, 30 s by default).
 const dockerStopTimeout = 10 * time.Second
+
+// sharedUserNotes names the daemons that run as one user other than root. Processes of one
+// uid may signal, trace and read each other (/proc/PID/environ, their descriptors: a
+// listening socket taken with pidfd_getfd), so a compromised guard could stop another or
+// answer in its place (a security review did, between two daemons run as nobody). A note,
+// not an error: a table may want it, and it is the image's users that fix it.
+func sharedUserNotes(daemons []config.Daemon) []string {
+	byUID := map[uint32][]string{}
+	var uids []uint32
+	for _, d := range daemons {
+		if c := d.Credential; c != nil && c.UID != 0 {
+			if byUID[c.UID] == nil {
+				uids = append(uids, c.UID)
+			}
+			byUID[c.UID] = append(byUID[c.UID], d.Name)
+		}
+	}
+	var notes []string
+	for _, uid := range uids {
+		if names := byUID[uid]; len(names) > 1 {
+			notes = append(notes, fmt.Sprintf("daemons %s run as one user (uid %d): each may signal, trace and read the others "+
+				"(environment, descriptors, memory), so one compromised is all of them compromised; give each a user of its own",
+				strings.Join(names, ", "), uid))
+		}
+	}
+	return notes
+}
 
 // longGraceNote warns when a grace would outlast docker stop's default wait: the container
 // is then SIGKILLed, sidecar-init and all, before the daemon's grace ends. "" otherwise.
