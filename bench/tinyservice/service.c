@@ -8,13 +8,20 @@
  * about 1 ms of CPU to start (its runtime), and a static glibc one about as much on a
  * virtual machine (glibc's start-up runs CPUID about a hundred times to size its caches,
  * and each one is a VM exit). Either inflates both sides of every ratio and pulls it
- * towards 1. This one makes at most seven system calls; with it tini's medians here come close to
+ * towards 1. This one makes at most eight system calls; with it tini's medians here come close to
  * the anchors issue 7 lists.
  *
  * Protocol (the same as bench/service, which the reap trial still uses):
+ *   I NAME HOW  written first, when the init handed it SIGTERM "ignored" (SIG_IGN survives
+ *            execve: an init that calls signal.Ignore) or "blocked" (so does the mask). A
+ *            daemon that keeps what it inherited never takes its stop signal, but this one
+ *            would: its sigtimedwait takes a blocked signal, and a blocked signal is queued
+ *            even when ignored (the kernel's sig_ignored()). The harness fails the trial;
+ *            bench/service cannot tell (the Go runtime installs its own SIGTERM handler, and
+ *            unblocks it for signal.Notify, before main runs);
  *   R NAME   written once it runs, with SIGTERM already blocked, so a SIGTERM sent after
  *            the harness read "R" cannot be missed;
- *   T NAME   written when SIGTERM arrives; then it exits 0.
+ *   T NAME   written when SIGTERM arrives, unless it wrote "I"; then it exits 0.
  * NAME is the argument after -id, else the last element of the working directory (an s6
  * service directory). The FIFO is $INITBENCH_FIFO, opened O_NONBLOCK: the harness holds
  * its read end for the whole run, and one write of under PIPE_BUF bytes is atomic.
@@ -31,6 +38,7 @@ typedef unsigned long word;
 #if defined(__x86_64__)
 enum {
 	SYS_write = 1,
+	SYS_rt_sigaction = 13,
 	SYS_rt_sigprocmask = 14,
 	SYS_getcwd = 79,
 	SYS_rt_sigtimedwait = 128,
@@ -62,6 +70,7 @@ enum {
 	SYS_openat = 56,
 	SYS_write = 64,
 	SYS_exit_group = 94,
+	SYS_rt_sigaction = 134,
 	SYS_rt_sigprocmask = 135,
 	SYS_rt_sigtimedwait = 137,
 };
@@ -91,6 +100,7 @@ enum {
 	O_NONBLOCK = 04000,
 	O_CLOEXEC = 02000000,
 	SIG_BLOCK = 0,
+	SIG_IGN = 1,
 	SIGTERM = 15,
 	NAME_MAX_SENT = 200, /* a line stays far under PIPE_BUF */
 };
@@ -137,15 +147,20 @@ static const char *lookup(char **envp, const char *key)
 	return 0;
 }
 
-/* report writes "TAG NAME\n" to the FIFO in one write(2). */
-static void report(long fifo, char tag, const char *name)
+/* report writes "TAG NAME\n", or "TAG NAME ARG\n", to the FIFO in one write(2). */
+static void report(long fifo, char tag, const char *name, const char *arg)
 {
-	char line[NAME_MAX_SENT + 3];
+	char line[NAME_MAX_SENT + 20];
 	long n = 0;
 	line[n++] = tag;
 	line[n++] = ' ';
 	while (*name && n < NAME_MAX_SENT + 2)
 		line[n++] = *name++;
+	if (arg) {
+		line[n++] = ' ';
+		while (*arg && n < NAME_MAX_SENT + 18)
+			line[n++] = *arg++;
+	}
 	line[n++] = '\n';
 	if (syscall4(SYS_write, fifo, (long)line, n, 0) != n)
 		fail("write to $INITBENCH_FIFO failed");
@@ -156,10 +171,16 @@ __attribute__((noreturn, used)) void start(long *sp)
 	long argc = sp[0];
 	char **argv = (char **)(sp + 1), **envp = argv + argc + 1;
 
-	/* Blocked before "R", so SIGTERM stays pending until it is waited for. */
-	word term = 1UL << (SIGTERM - 1);
-	if (syscall4(SYS_rt_sigprocmask, SIG_BLOCK, (long)&term, 0, sizeof term) != 0)
+	/* Blocked before "R", so SIGTERM stays pending until it is waited for. The mask it
+	 * replaces, and SIGTERM's disposition, are what the init handed on. */
+	word term = 1UL << (SIGTERM - 1), mask = 0;
+	if (syscall4(SYS_rt_sigprocmask, SIG_BLOCK, (long)&term, (long)&mask, sizeof term) != 0)
 		fail("block SIGTERM failed");
+	/* The kernel's struct sigaction on both: handler, flags, restorer, mask. */
+	word action[4] = {0};
+	if (syscall4(SYS_rt_sigaction, SIGTERM, 0, (long)action, sizeof term) != 0)
+		fail("read the disposition of SIGTERM failed");
+	const char *inherited = action[0] == SIG_IGN ? "ignored" : mask & term ? "blocked" : 0;
 
 	if (lookup(envp, "INITBENCH_ORPHANS"))
 		fail("$INITBENCH_ORPHANS is set: orphan mode is bench/service's, not this one's");
@@ -183,9 +204,12 @@ __attribute__((noreturn, used)) void start(long *sp)
 	if (fifo < 0)
 		fail("open $INITBENCH_FIFO failed (is the harness reading it?)");
 
-	report(fifo, 'R', name);
+	if (inherited)
+		report(fifo, 'I', name, inherited);
+	report(fifo, 'R', name, 0);
 	while (syscall4(SYS_rt_sigtimedwait, (long)&term, 0, 0, sizeof term) != SIGTERM)
 		; /* EINTR: a stop and continue (SIGSTOP, SIGCONT) interrupts the wait */
-	report(fifo, 'T', name);
+	if (!inherited)
+		report(fifo, 'T', name, 0);
 	exit_group(0);
 }

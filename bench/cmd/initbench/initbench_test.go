@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestSidecarInitConfig(t *testing.T) {
@@ -106,6 +110,24 @@ func TestCountStopped(t *testing.T) {
 	}
 	if got := countStopped(msgs); got != 2 {
 		t.Errorf("countStopped = %d, want 2", got)
+	}
+}
+
+// A service the init handed SIGTERM ignored or blocked fails the trial as soon as it says
+// so: counted, it would read as stopped gracefully by an init that left it deaf.
+func TestAwaitReadyFailsOnAnInheritedIgnore(t *testing.T) {
+	ch, err := openChannel(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = ch.drain() }()
+	if _, err := ch.file.WriteString("R svc-001\nI svc-002 ignored\nR svc-002\n"); err != nil {
+		t.Fatal(err)
+	}
+	r := &running{started: time.Now(), exited: make(chan exit, 1)}
+	_, err = awaitReady(ch, r, services("/b/svc", 2), 10*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "service svc-002 inherited SIGTERM ignored") {
+		t.Errorf("awaitReady = %v, want the inherited ignore of svc-002", err)
 	}
 }
 
@@ -231,6 +253,40 @@ func testTinyService(t *testing.T, cc []string, runner string) {
 			t.Fatalf("first line %c %s, want R svc-042", m.kind, m.name)
 		}
 	})
+	// An init that hands its daemons SIGTERM ignored (signal.Ignore: SIG_IGN survives
+	// execve) or blocked (so does the mask) leaves a daemon with the default disposition deaf
+	// to its stop signal. The service blocks SIGTERM and waits for it with sigtimedwait,
+	// which takes it all the same: so it says what it inherited, before "R", and writes no
+	// "T" for graceful to count.
+	for _, inherited := range []string{"ignored", "blocked"} {
+		t.Run("SIGTERM inherited "+inherited, func(t *testing.T) {
+			cmd := inheriting(inherited, command("-id", "svc-001"))
+			cmd.Env = append(cmd.Env, env...)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+			if m := next(); m.kind != 'I' || m.name != "svc-001" || m.arg != inherited {
+				t.Fatalf("first line %c %s %s, want I svc-001 %s", m.kind, m.name, m.arg, inherited)
+			}
+			if m := next(); m.kind != 'R' || m.name != "svc-001" {
+				t.Fatalf("second line %c %s, want R svc-001", m.kind, m.name)
+			}
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("exit after SIGTERM: %v, want status 0", err)
+			}
+			// The FIFO keeps order: a "T" written before the exit comes before this line.
+			if _, err := ch.file.WriteString("Z after-exit\n"); err != nil {
+				t.Fatal(err)
+			}
+			if m := next(); m.kind != 'Z' {
+				t.Errorf("line %c %s after the exit: graceful would count a service that inherited SIGTERM %s", m.kind, m.name, inherited)
+			}
+		})
+	}
 	for _, tc := range []struct {
 		name, stderr string
 		env          []string
@@ -252,6 +308,52 @@ func testTinyService(t *testing.T, cc []string, runner string) {
 			}
 		})
 	}
+}
+
+// envInherit asks the test binary, run again, to exec its arguments with SIGTERM "ignored"
+// or "blocked": what an init that calls signal.Ignore, or forks with SIGTERM in its mask,
+// hands its daemons.
+const envInherit = "INITBENCH_TEST_INHERIT"
+
+func TestMain(m *testing.M) {
+	if how := os.Getenv(envInherit); how != "" {
+		execInheriting(how, os.Args[1:])
+	}
+	os.Exit(m.Run())
+}
+
+// inheriting returns cmd run through the test binary with SIGTERM ignored or blocked.
+func inheriting(how string, cmd *exec.Cmd) *exec.Cmd {
+	self, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	wrapped := exec.Command(self, append([]string{cmd.Path}, cmd.Args[1:]...)...)
+	wrapped.Env = []string{envInherit + "=" + how}
+	return wrapped
+}
+
+func execInheriting(how string, argv []string) {
+	// The mask is the thread's: keep the one that execs.
+	runtime.LockOSThread()
+	switch how {
+	case "ignored":
+		signal.Ignore(syscall.SIGTERM)
+	case "blocked":
+		var set unix.Sigset_t
+		set.Val[0] = 1 << (unix.SIGTERM - 1)
+		if err := unix.PthreadSigmask(unix.SIG_BLOCK, &set, nil); err != nil {
+			fmt.Fprintln(os.Stderr, "block SIGTERM:", err)
+			os.Exit(2)
+		}
+	default:
+		fmt.Fprintf(os.Stderr, "$%s: %q is neither ignored nor blocked\n", envInherit, how)
+		os.Exit(2)
+	}
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, envInherit+"=") })
+	err := syscall.Exec(argv[0], argv, env)
+	fmt.Fprintf(os.Stderr, "exec %s: %v\n", argv[0], err)
+	os.Exit(2)
 }
 
 // waitForState polls /proc until the process is in state (R, S, T, …), for up to 10 s.

@@ -24,7 +24,7 @@ const (
 
 // message is one line a service wrote to the FIFO (see bench/service).
 type message struct {
-	kind byte // 'R' ready, 'T' got SIGTERM, 'L' orphans listed, 'M' their parent reaped
+	kind byte // 'R' ready, 'T' got SIGTERM, 'I' inherited it ignored or blocked, 'L' orphans listed, 'M' their parent reaped
 	name string
 	arg  string
 	at   time.Time // when the harness read it
@@ -178,7 +178,10 @@ func (r *running) terminate(timeout time.Duration) (sent time.Time, e exit, err 
 }
 
 // await consumes messages until done returns true, the init exits, or the
-// deadline passes; it returns the time the last consumed message was read.
+// deadline passes; it returns the time the last consumed message was read. A service
+// that says the init handed it SIGTERM ignored or blocked ("I", written before its "R")
+// fails the trial: a daemon that keeps what it inherited never takes its stop signal, so
+// neither its shutdown nor graceful would be the init's true figure.
 func await(c *channel, r *running, deadline time.Time, done func(message) bool) (time.Time, error) {
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
@@ -187,6 +190,9 @@ func await(c *channel, r *running, deadline time.Time, done func(message) bool) 
 		case m, ok := <-c.msgs:
 			if !ok {
 				return time.Time{}, errors.New("report fifo closed")
+			}
+			if m.kind == 'I' {
+				return time.Time{}, fmt.Errorf("service %s inherited SIGTERM %s from the init: a daemon that keeps its inherited disposition and mask would never take its stop signal", m.name, m.arg)
 			}
 			if done(m) {
 				return m.at, nil
