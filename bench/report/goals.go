@@ -56,9 +56,10 @@ func Goals(r Results) []GoalResult {
 	}
 }
 
-// minIntervalN: below this many samples a percentile bootstrap of a median says nothing
-// (with n = 2, a -quick run, every resampled median is one of three values).
-const minIntervalN = 8
+// MinIntervalN is the fewest samples a side for which a ratio gets its interval: below it a
+// percentile bootstrap of a median says nothing (with n = 2, a -quick run, every resampled
+// median is one of three values). cmd/ratios holds to it too.
+const MinIntervalN = 8
 
 // failedTrials counts init's failed trials that would have given a sample of m.
 func (r Results) failedTrials(init string, m Metric) int {
@@ -98,7 +99,7 @@ func (r Results) ratioGoal(id string, k int, limit float64) GoalResult {
 	}
 	measured := fmt.Sprintf("%s× (%s vs %s %s)", formatRatio(ratio), formatValue(s.Median*m.Scale, m.Integer),
 		formatValue(a.Median*m.Scale, m.Integer), m.Unit)
-	if s.N >= minIntervalN && a.N >= minIntervalN {
+	if s.N >= MinIntervalN && a.N >= MinIntervalN {
 		if lo, hi, ok := RatioInterval(r.Values(r.Subject, m.ID, m.K), r.Values(r.Anchor, m.ID, m.K)); ok {
 			measured += fmt.Sprintf("; 95 %% interval %s–%s×", formatRatio(lo), formatRatio(hi))
 		}

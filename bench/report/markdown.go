@@ -32,7 +32,7 @@ func Markdown(w io.Writer, r Results, rawCSVName string) error {
 	}
 
 	p("\n## Goals of issue 7 for %s\n\n", r.Subject)
-	p("Ratios compare medians from this run; graceful must hold in every run. The interval after a ratio is a 95 %% bootstrap interval (%d resamples of each init's samples, a fixed seed): how far this run's own noise moves that ratio (shown when each init has at least %d samples). A goal whose limit lies inside it is met or missed within that noise; one outside it is not explained by it, though a run on another day can still differ.\n\n", bootstrapResamples, minIntervalN)
+	p("Ratios compare medians from this run; graceful must hold in every run. The interval after a ratio is a 95 %% bootstrap interval (%d resamples of each init's samples, a fixed seed): how far this run's own noise moves that ratio (shown when each init has at least %d samples). A goal whose limit lies inside it is met or missed within that noise; one outside it is not explained by it, though a run on another day can still differ.\n\n", bootstrapResamples, MinIntervalN)
 	p("| goal | measured | verdict |\n|---|---|---|\n")
 	for _, g := range Goals(r) {
 		p("| %s | %s | %s |\n", g.Goal, cell(g.Measured), verdictCell(g.Verdict))

@@ -48,7 +48,8 @@ type key struct {
 }
 
 // write prints one line per (metric, K) both inits have samples of, metrics in the
-// report's order: medians, ratio and its interval (none with fewer than 8 samples a side).
+// report's order: medians, ratio and its interval (none with fewer than
+// report.MinIntervalN samples a side).
 func write(w io.Writer, samples []report.Sample, a, b string) error {
 	values := map[string]map[key][]float64{a: {}, b: {}}
 	var keys []key
@@ -71,8 +72,10 @@ func write(w io.Writer, samples []report.Sample, a, b string) error {
 			continue
 		}
 		line := fmt.Sprintf("%-12s K = %-3d  %s / %s: %.3g / %.3g = %.3f", k.metric, k.k, a, b, sa.Median, sb.Median, sa.Median/sb.Median)
-		if lo, hi, ok := report.RatioInterval(values[a][k], values[b][k]); ok {
-			line += fmt.Sprintf(" (95 %% interval %.2f–%.2f)", lo, hi)
+		if sa.N >= report.MinIntervalN && sb.N >= report.MinIntervalN {
+			if lo, hi, ok := report.RatioInterval(values[a][k], values[b][k]); ok {
+				line += fmt.Sprintf(" (95 %% interval %.2f–%.2f)", lo, hi)
+			}
 		}
 		if _, err := fmt.Fprintf(w, "%s  n = %d, %d\n", line, sa.N, sb.N); err != nil {
 			return err

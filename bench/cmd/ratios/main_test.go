@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -32,5 +33,27 @@ func TestWrite(t *testing.T) {
 	}
 	if err := write(&out, samples, "new", "nobody"); err == nil {
 		t.Error("no error for an init without samples")
+	}
+}
+
+// A -quick run has 2 samples a side: a percentile bootstrap of a median of 2 says nothing
+// (every resampled median is one of three values), so no interval is printed below
+// report.MinIntervalN samples on either side, as the report does.
+func TestWriteShowsNoIntervalFromFewSamples(t *testing.T) {
+	var samples []report.Sample
+	for rep := 1; rep < report.MinIntervalN; rep++ {
+		samples = append(samples,
+			report.Sample{Init: "new", Metric: report.Shutdown, K: 4, Rep: rep, Value: 3 + float64(rep)},
+			report.Sample{Init: "old", Metric: report.Shutdown, K: 4, Rep: rep, Value: 2},
+		)
+	}
+	samples = append(samples, report.Sample{Init: "new", Metric: report.Shutdown, K: 4, Rep: report.MinIntervalN, Value: 3})
+	var out strings.Builder
+	if err := write(&out, samples, "new", "old"); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("shutdown_ms  K = 4    new / old: 6.5 / 2 = 3.250  n = %d, %d\n", report.MinIntervalN, report.MinIntervalN-1)
+	if out.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", out.String(), want)
 	}
 }
