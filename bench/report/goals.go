@@ -100,8 +100,8 @@ func (r Results) ratioGoal(id string, k int, limit float64) GoalResult {
 	measured := fmt.Sprintf("%s× (%s vs %s %s)", formatRatio(ratio), formatValue(s.Median*m.Scale, m.Integer),
 		formatValue(a.Median*m.Scale, m.Integer), m.Unit)
 	if s.N >= MinIntervalN && a.N >= MinIntervalN {
-		if lo, hi, ok := RatioInterval(r.Values(r.Subject, m.ID, m.K), r.Values(r.Anchor, m.ID, m.K)); ok {
-			measured += fmt.Sprintf("; 95 %% interval %s–%s×", formatRatio(lo), formatRatio(hi))
+		if in, ok := RatioIntervalOf(r.samplesOf(r.Subject, m), r.samplesOf(r.Anchor, m)); ok {
+			measured += fmt.Sprintf("; %s95 %% interval %s–%s×", yesNo(in.Paired, "", "unpaired "), formatRatio(in.Lo), formatRatio(in.Hi))
 		}
 	}
 	// A timed-out trial is a censored sample (at least the timeout), not a missing one:

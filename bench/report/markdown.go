@@ -32,7 +32,7 @@ func Markdown(w io.Writer, r Results, rawCSVName string) error {
 	}
 
 	p("\n## Goals of issue 7 for %s\n\n", r.Subject)
-	p("Ratios compare medians from this run; graceful must hold in every run. The interval after a ratio is a 95 %% bootstrap interval (%d resamples of each init's samples, a fixed seed): how far this run's own noise moves that ratio (shown when each init has at least %d samples). A goal whose limit lies inside it is met or missed within that noise; one outside it is not explained by it, though a run on another day can still differ.\n\n", bootstrapResamples, MinIntervalN)
+	p("Ratios compare medians from this run; graceful must hold in every run. The interval after a ratio is a 95 %% bootstrap interval (%d resamples, a fixed seed): how far this run's own noise moves that ratio (shown when each init has at least %d samples). It is paired: each init ran once in every repetition, so a resample draws repetitions and takes both inits' samples of one together, and a drift of the machine that moves both stays out of the ratio. Where fewer than %d repetitions have a sample of both, each init's samples are resampled on their own, and the interval says \"unpaired\". A goal whose limit lies inside it is met or missed within that noise; one outside it is not explained by it, though a run on another day can still differ.\n\n", bootstrapResamples, MinIntervalN, MinIntervalN)
 	p("| goal | measured | verdict |\n|---|---|---|\n")
 	for _, g := range Goals(r) {
 		p("| %s | %s | %s |\n", g.Goal, cell(g.Measured), verdictCell(g.Verdict))

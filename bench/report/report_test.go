@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -103,6 +104,111 @@ func TestRatioInterval(t *testing.T) {
 				t.Errorf("not reproducible: %v–%v, then %v–%v", lo, hi, lo2, hi2)
 			}
 		})
+	}
+}
+
+// drifting is n repetitions in which the machine drifts (the anchor's samples spread over
+// 13–27) and the subject stays within ±2 % of 1.2× the anchor in the same repetition.
+func drifting(n int) (values, anchor []float64) {
+	for i := range n {
+		a := 20 + float64(i-n/2)
+		values = append(values, 1.2*a*(1+0.01*float64(i*7%5-2)))
+		anchor = append(anchor, a)
+	}
+	return values, anchor
+}
+
+// The harness runs every init once in each repetition, so a drift moves both: resampled in
+// pairs the ratio stays near 1.2, resampled on their own the drift makes it look like
+// noise that could hold 1.
+func TestPairedRatioIntervalKeepsSharedDriftOut(t *testing.T) {
+	values, anchor := drifting(15)
+	lo, hi, ok := PairedRatioInterval(values, anchor)
+	if !ok || lo > 1.2 || hi < 1.2 || lo < 1.15 || hi > 1.25 {
+		t.Errorf("paired interval %v–%v (ok %v), want within 1.15–1.25 and holding 1.2", lo, hi, ok)
+	}
+	if lo, hi, _ := RatioInterval(values, anchor); lo > 1 || hi < 1.3 {
+		t.Errorf("independent interval %v–%v: the drift no longer widens it, so this test shows nothing", lo, hi)
+	}
+	for _, bad := range [][2][]float64{{nil, nil}, {values, anchor[1:]}, {values[:3], []float64{0, 0, 0}}} {
+		if _, _, ok := PairedRatioInterval(bad[0], bad[1]); ok {
+			t.Errorf("PairedRatioInterval(%v, %v) ok, want no interval", bad[0], bad[1])
+		}
+	}
+}
+
+// RatioIntervalOf pairs by repetition, whatever the order of the samples, when at least
+// MinIntervalN repetitions have both inits; otherwise, or when a repetition holds two
+// samples of one init, it resamples each init's samples on their own.
+func TestRatioIntervalOfPairsByRepetition(t *testing.T) {
+	values, anchor := drifting(15)
+	samples := func(init string, values []float64, firstRep int) []Sample {
+		var s []Sample
+		for i, v := range values {
+			s = append(s, Sample{Init: init, Metric: Startup, K: 4, Rep: firstRep + i, Value: v})
+		}
+		return s
+	}
+	pairedLo, pairedHi, _ := PairedRatioInterval(values, anchor)
+	subject := samples("new", values, 1)
+	shuffled := slices.Clone(subject)
+	for i := range shuffled {
+		j := i * 7 % len(shuffled)
+		shuffled[i], shuffled[j] = shuffled[j], shuffled[i]
+	}
+	independent := func(values, anchor []Sample) Interval {
+		lo, hi, _ := RatioInterval(sampleValues(values), sampleValues(anchor))
+		return Interval{Lo: lo, Hi: hi}
+	}
+	dup := append(samples("old", anchor, 1), Sample{Init: "old", Metric: Startup, K: 4, Rep: 3, Value: 20})
+	shifted := samples("old", anchor, 16-MinIntervalN+1) // reps 9–23 against 1–15: 7 in common
+	tests := []struct {
+		name            string
+		values, anchors []Sample
+		want            Interval
+	}{
+		{"every rep has both", subject, samples("old", anchor, 1), Interval{Lo: pairedLo, Hi: pairedHi, Paired: true}},
+		{"in another order", shuffled, samples("old", anchor, 1), Interval{Lo: pairedLo, Hi: pairedHi, Paired: true}},
+		{"one rep fewer than MinIntervalN in common", subject, shifted, independent(subject, shifted)},
+		{"two samples of one init in a rep", subject, dup, independent(subject, dup)},
+	}
+	for _, tt := range tests {
+		got, ok := RatioIntervalOf(tt.values, tt.anchors)
+		if !ok || got != tt.want {
+			t.Errorf("%s: %+v, %v; want %+v", tt.name, got, ok, tt.want)
+		}
+	}
+}
+
+// A goal's interval is drawn by repetition, and says so when it could not be.
+func TestRatioGoalIntervalIsPairedByRepetition(t *testing.T) {
+	values, anchor := drifting(15)
+	r := Results{Inits: []string{"sidecar-init", "tini"}, Anchor: "tini", Subject: "sidecar-init"}
+	add(&r, "sidecar-init", Startup, 4, values...)
+	add(&r, "tini", Startup, 4, anchor...)
+	lo, hi, _ := PairedRatioInterval(values, anchor)
+	paired := fmt.Sprintf("; 95 %% interval %s–%s×", formatRatio(lo), formatRatio(hi))
+	unpaired := "; unpaired 95 % interval"
+	goal := func(r Results) GoalResult {
+		for _, g := range Goals(r) {
+			if g.Goal == "startup, K = 4 ≤ 1.25× tini" {
+				return g
+			}
+		}
+		t.Fatal("no start-up goal at K = 4")
+		return GoalResult{}
+	}
+	if g := goal(r); !strings.HasSuffix(g.Measured, paired) {
+		t.Errorf("measured %q, want it to end in the paired %q", g.Measured, paired)
+	}
+	// The anchor's samples from other repetitions: none pairs.
+	for i := range r.Samples {
+		if r.Samples[i].Init == "tini" {
+			r.Samples[i].Rep += 100
+		}
+	}
+	if g := goal(r); !strings.Contains(g.Measured, unpaired) {
+		t.Errorf("measured %q, want %q", g.Measured, unpaired)
 	}
 }
 

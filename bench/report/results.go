@@ -71,6 +71,17 @@ func (r Results) Values(init, metric string, k int) []float64 {
 	return values
 }
 
+// samplesOf returns the samples of one (init, metric), in run order.
+func (r Results) samplesOf(init string, m Metric) []Sample {
+	var samples []Sample
+	for _, s := range r.Samples {
+		if s.Init == init && s.Metric == m.ID && s.K == m.K {
+			samples = append(samples, s)
+		}
+	}
+	return samples
+}
+
 // Summary summarizes one (init, metric).
 func (r Results) Summary(init string, m Metric) (Summary, bool) {
 	return Summarize(r.Values(init, m.ID, m.K))

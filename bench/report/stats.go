@@ -65,24 +65,117 @@ func RatioInterval(values, anchor []float64) (lo, hi float64, ok bool) {
 	if len(values) == 0 || len(anchor) == 0 {
 		return 0, 0, false
 	}
-	rng := rand.New(rand.NewPCG(7, 7))
-	resample := func(dst, src []float64) Summary {
-		for i := range dst {
-			dst[i] = src[rng.IntN(len(src))]
+	a, b := make([]float64, len(values)), make([]float64, len(anchor))
+	return bootstrap(func(rng *rand.Rand) (float64, bool) {
+		for i := range a {
+			a[i] = values[rng.IntN(len(values))]
 		}
-		s, _ := Summarize(dst)
-		return s
+		for i := range b {
+			b[i] = anchor[rng.IntN(len(anchor))]
+		}
+		return medianRatio(a, b)
+	})
+}
+
+// PairedRatioInterval is RatioInterval for samples taken in pairs: values[i] and anchor[i]
+// come from the same repetition, and a resample draws repetitions, the two samples of one
+// together. The harness runs every init once in each repetition, so what drifts from one
+// repetition to the next (the machine's phase, a neighbour's load) moves both inits:
+// resampled on their own, that shared drift widens the interval; drawn in pairs, it stays
+// out of the ratio. ok is false without pairs, for slices of different lengths, or when a
+// resampled anchor median is 0.
+func PairedRatioInterval(values, anchor []float64) (lo, hi float64, ok bool) {
+	if len(values) == 0 || len(values) != len(anchor) {
+		return 0, 0, false
 	}
 	a, b := make([]float64, len(values)), make([]float64, len(anchor))
+	return bootstrap(func(rng *rand.Rand) (float64, bool) {
+		for i := range a {
+			j := rng.IntN(len(values))
+			a[i], b[i] = values[j], anchor[j]
+		}
+		return medianRatio(a, b)
+	})
+}
+
+// Interval is a ratio's 95 % bootstrap interval, and how it was drawn.
+type Interval struct {
+	Lo, Hi float64
+	Paired bool // by repetition (PairedRatioInterval); else each init's samples on their own
+}
+
+// RatioIntervalOf is the interval of the ratio of the median of values to that of anchor,
+// the samples of one metric and K of two inits: paired by repetition when at least
+// MinIntervalN repetitions have one sample of each (the reps with only one side are left
+// out of it), else independent (RatioInterval over all the samples, as before pairing).
+// A repetition with two samples of one init (two runs' CSVs joined) pairs nothing.
+func RatioIntervalOf(values, anchor []Sample) (Interval, bool) {
+	if x, y, ok := pairByRep(values, anchor); ok && len(x) >= MinIntervalN {
+		lo, hi, ok := PairedRatioInterval(x, y)
+		return Interval{Lo: lo, Hi: hi, Paired: true}, ok
+	}
+	lo, hi, ok := RatioInterval(sampleValues(values), sampleValues(anchor))
+	return Interval{Lo: lo, Hi: hi}, ok
+}
+
+// pairByRep returns the values of the repetitions both have, in rep order; ok is false
+// when a repetition holds two samples of one side.
+func pairByRep(values, anchor []Sample) (x, y []float64, ok bool) {
+	byRep := func(samples []Sample) (map[int]float64, bool) {
+		m := make(map[int]float64, len(samples))
+		for _, s := range samples {
+			if _, dup := m[s.Rep]; dup {
+				return nil, false
+			}
+			m[s.Rep] = s.Value
+		}
+		return m, true
+	}
+	v, okV := byRep(values)
+	w, okW := byRep(anchor)
+	if !okV || !okW {
+		return nil, nil, false
+	}
+	var reps []int
+	for rep := range v {
+		if _, both := w[rep]; both {
+			reps = append(reps, rep)
+		}
+	}
+	slices.Sort(reps)
+	for _, rep := range reps {
+		x, y = append(x, v[rep]), append(y, w[rep])
+	}
+	return x, y, true
+}
+
+func sampleValues(samples []Sample) []float64 {
+	values := make([]float64, len(samples))
+	for i, s := range samples {
+		values[i] = s.Value
+	}
+	return values
+}
+
+// bootstrap draws bootstrapResamples ratios, from a fixed seed, and returns their 2.5th and
+// 97.5th percentiles; ok is false when a draw has no ratio.
+func bootstrap(draw func(*rand.Rand) (float64, bool)) (lo, hi float64, ok bool) {
+	rng := rand.New(rand.NewPCG(7, 7))
 	ratios := make([]float64, bootstrapResamples)
 	for i := range ratios {
-		v, w := resample(a, values), resample(b, anchor)
-		if ratios[i], ok = Ratio(v.Median, w.Median); !ok {
+		if ratios[i], ok = draw(rng); !ok {
 			return 0, 0, false
 		}
 	}
 	slices.Sort(ratios)
 	return ratios[bootstrapResamples*25/1000], ratios[bootstrapResamples*975/1000-1], true
+}
+
+// medianRatio is the ratio of the medians of two non-empty resamples.
+func medianRatio(values, anchor []float64) (float64, bool) {
+	v, _ := Summarize(values)
+	w, _ := Summarize(anchor)
+	return Ratio(v.Median, w.Median)
 }
 
 var csvHeader = []string{"init", "metric", "k", "rep", "value"}

@@ -1,6 +1,6 @@
 // Command ratios prints, from a benchmarks-raw.csv that initbench wrote, the ratio of two
 // inits' medians for every timed metric and K, with the 95 % bootstrap interval the report
-// uses (report.RatioInterval). It is how an A/B of two builds is read
+// uses (report.RatioIntervalOf: paired by repetition). It is how an A/B of two builds is read
 // (initbench -sidecar-init NEW -baseline OLD: ratios -a sidecar-init -b sidecar-init-baseline),
 // and how an init is compared with an anchor the goals do not name (-b c-floor-g).
 //
@@ -51,7 +51,7 @@ type key struct {
 // report's order: medians, ratio and its interval (none with fewer than
 // report.MinIntervalN samples a side).
 func write(w io.Writer, samples []report.Sample, a, b string) error {
-	values := map[string]map[key][]float64{a: {}, b: {}}
+	values := map[string]map[key][]report.Sample{a: {}, b: {}}
 	var keys []key
 	for _, s := range samples {
 		byKey, wanted := values[s.Init]
@@ -62,19 +62,19 @@ func write(w io.Writer, samples []report.Sample, a, b string) error {
 		if !slices.Contains(keys, k) {
 			keys = append(keys, k)
 		}
-		byKey[k] = append(byKey[k], s.Value)
+		byKey[k] = append(byKey[k], s)
 	}
 	printed := 0
 	for _, k := range keys {
-		sa, okA := report.Summarize(values[a][k])
-		sb, okB := report.Summarize(values[b][k])
+		sa, okA := report.Summarize(sampleValues(values[a][k]))
+		sb, okB := report.Summarize(sampleValues(values[b][k]))
 		if !okA || !okB || sb.Median == 0 {
 			continue
 		}
 		line := fmt.Sprintf("%-12s K = %-3d  %s / %s: %.3g / %.3g = %.3f", k.metric, k.k, a, b, sa.Median, sb.Median, sa.Median/sb.Median)
 		if sa.N >= report.MinIntervalN && sb.N >= report.MinIntervalN {
-			if lo, hi, ok := report.RatioInterval(values[a][k], values[b][k]); ok {
-				line += fmt.Sprintf(" (95 %% interval %.2f–%.2f)", lo, hi)
+			if in, ok := report.RatioIntervalOf(values[a][k], values[b][k]); ok {
+				line += fmt.Sprintf(" (95 %% interval %.2f–%.2f, %s)", in.Lo, in.Hi, pairing(in))
 			}
 		}
 		if _, err := fmt.Fprintf(w, "%s  n = %d, %d\n", line, sa.N, sb.N); err != nil {
@@ -86,6 +86,23 @@ func write(w io.Writer, samples []report.Sample, a, b string) error {
 		return fmt.Errorf("no timed metric has samples of both %s and %s", a, b)
 	}
 	return nil
+}
+
+func sampleValues(samples []report.Sample) []float64 {
+	values := make([]float64, len(samples))
+	for i, s := range samples {
+		values[i] = s.Value
+	}
+	return values
+}
+
+// pairing says how an interval was drawn: by repetition, or each init's samples on their
+// own (too few repetitions with both: failed trials, or a slow init capped by -slow-reps).
+func pairing(in report.Interval) string {
+	if in.Paired {
+		return "paired"
+	}
+	return "unpaired"
 }
 
 // timed: the metrics a ratio is read for (start-up, shutdown, reaping).
