@@ -97,7 +97,7 @@ func (r Results) ratioGoal(id string, k int, limit float64) GoalResult {
 	if !ok {
 		return GoalResult{Goal: goal, Measured: "anchor median is 0: no ratio", Verdict: NotMeasured}
 	}
-	measured := fmt.Sprintf("%s× (%s vs %s %s)", formatRatio(ratio), formatValue(s.Median*m.Scale, m.Integer),
+	measured := fmt.Sprintf("%s× (%s vs %s %s)", formatRatioBeside(ratio, limit), formatValue(s.Median*m.Scale, m.Integer),
 		formatValue(a.Median*m.Scale, m.Integer), m.Unit)
 	if s.N >= MinIntervalN && a.N >= MinIntervalN {
 		if in, ok := RatioIntervalOf(r.samplesOf(r.Subject, m), r.samplesOf(r.Anchor, m)); ok {

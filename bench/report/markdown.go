@@ -150,3 +150,16 @@ func formatValue(v float64, integer bool) string {
 }
 
 func formatRatio(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) }
+
+// formatRatioBeside prints a ratio judged against limit: as formatRatio, with as many more
+// decimals as it takes (up to 9) to tell it from a limit it is not. The verdict compares
+// the unrounded ratio, which is the honest one (judging the rounded figure would let
+// 1.004 meet "≤ 1.00"), so the row shows what was judged: "1.004×" missed, not "1.00×".
+func formatRatioBeside(x, limit float64) string {
+	for decimals := 2; ; decimals++ {
+		s := strconv.FormatFloat(x, 'f', decimals, 64)
+		if x == limit || decimals == 9 || s != strconv.FormatFloat(limit, 'f', decimals, 64) {
+			return s
+		}
+	}
+}

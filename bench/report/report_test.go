@@ -346,6 +346,32 @@ func TestGoals(t *testing.T) {
 	}
 }
 
+// The verdict compares the unrounded ratio with the limit, so a ratio that rounds to the
+// limit is printed with the decimals that tell them apart: 20.08 / 20 = 1.004 is no
+// "1.00×" missed against "≤ 1.00×". The limit itself is printed as it is.
+func TestRatioGoalPrintsTheRatioItJudges(t *testing.T) {
+	for _, tt := range []struct {
+		subject float64
+		want    string
+		verdict Verdict
+	}{
+		{20.08, "1.004× (20.1 vs 20.0 ms)", Missed},
+		{20.0008, "1.00004× (20.0 vs 20.0 ms)", Missed},
+		{19.92, "0.996× (19.9 vs 20.0 ms)", Met},
+		{20, "1.00× (20.0 vs 20.0 ms)", Met},
+		{20.2, "1.01× (20.2 vs 20.0 ms)", Missed},
+	} {
+		r := Results{Inits: []string{"sidecar-init", "tini"}, Anchor: "tini", Subject: "sidecar-init"}
+		add(&r, "sidecar-init", Startup, 100, tt.subject)
+		add(&r, "tini", Startup, 100, 20)
+		for _, g := range Goals(r) {
+			if g.Goal == "startup, K = 100 ≤ 1.00× tini" && (g.Measured != tt.want || g.Verdict != tt.verdict) {
+				t.Errorf("%v vs 20 ms: %q, %s; want %q, %s", tt.subject, g.Measured, g.Verdict, tt.want, tt.verdict)
+			}
+		}
+	}
+}
+
 func TestGoalsMissedRatioAndBinary(t *testing.T) {
 	r := fixture()
 	add(&r, "sidecar-init", Shutdown, 100, 10)
