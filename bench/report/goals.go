@@ -64,8 +64,11 @@ const MinIntervalN = 8
 // failedTrials counts init's failed trials that would have given a sample of m.
 func (r Results) failedTrials(init string, m Metric) int {
 	trial := fmt.Sprintf("lifecycle K=%d", m.K)
-	if m.ID == Reap {
+	switch m.ID {
+	case Reap:
 		trial = "reap"
+	case Wakeups, CPU:
+		trial = "idle"
 	}
 	n := 0
 	for _, f := range r.Failures {
@@ -74,6 +77,22 @@ func (r Results) failedTrials(init string, m Metric) int {
 		}
 	}
 	return n
+}
+
+// subjectFailures: a timed-out trial is a censored sample (at least the timeout), not a
+// missing one, and dropping it would flatter the init that timed out. A failed trial of
+// the subject is a run in which g was not shown to hold, so it misses g, whatever the
+// other runs' samples say, and with no sample at all too.
+func (r Results) subjectFailures(g GoalResult, m Metric) GoalResult {
+	n := r.failedTrials(r.Subject, m)
+	if n == 0 {
+		return g
+	}
+	note := fmt.Sprintf("%d failed trials of %s", n, r.Subject)
+	if g.Measured != "" {
+		note = g.Measured + "; " + note
+	}
+	return GoalResult{Goal: g.Goal, Measured: note, Verdict: Missed}
 }
 
 func metricByID(id string, k int) Metric {
@@ -87,33 +106,31 @@ func metricByID(id string, k int) Metric {
 
 func (r Results) ratioGoal(id string, k int, limit float64) GoalResult {
 	m := metricByID(id, k)
-	goal := fmt.Sprintf("%s ≤ %.2f× %s", m.Title, limit, r.Anchor)
+	g := GoalResult{Goal: fmt.Sprintf("%s ≤ %.2f× %s", m.Title, limit, r.Anchor), Verdict: NotMeasured}
 	s, okS := r.Summary(r.Subject, m)
 	a, okA := r.Summary(r.Anchor, m)
 	if !okS || !okA {
-		return GoalResult{Goal: goal, Verdict: NotMeasured}
+		return r.subjectFailures(g, m)
 	}
 	ratio, ok := Ratio(s.Median, a.Median)
 	if !ok {
-		return GoalResult{Goal: goal, Measured: "anchor median is 0: no ratio", Verdict: NotMeasured}
+		g.Measured = "anchor median is 0: no ratio"
+		return r.subjectFailures(g, m)
 	}
-	measured := fmt.Sprintf("%s× (%s vs %s %s)", formatRatioBeside(ratio, limit), formatValue(s.Median*m.Scale, m.Integer),
+	g.Measured = fmt.Sprintf("%s× (%s vs %s %s)", formatRatioBeside(ratio, limit), formatValue(s.Median*m.Scale, m.Integer),
 		formatValue(a.Median*m.Scale, m.Integer), m.Unit)
 	if s.N >= MinIntervalN && a.N >= MinIntervalN {
 		if in, ok := RatioIntervalOf(r.samplesOf(r.Subject, m), r.samplesOf(r.Anchor, m)); ok {
-			measured += fmt.Sprintf("; %s95 %% interval %s–%s×", yesNo(in.Paired, "", "unpaired "), formatRatio(in.Lo), formatRatio(in.Hi))
+			g.Measured += fmt.Sprintf("; %s95 %% interval %s–%s×", yesNo(in.Paired, "", "unpaired "), formatRatio(in.Lo), formatRatio(in.Hi))
 		}
 	}
-	// A timed-out trial is a censored sample (at least the timeout), not a missing one:
-	// dropping it would flatter the init that timed out. The subject's fails its goal; the
-	// anchor's leaves the ratio unknown.
-	if n := r.failedTrials(r.Subject, m); n > 0 {
-		return GoalResult{Goal: goal, Measured: measured + fmt.Sprintf("; %d failed trials of %s", n, r.Subject), Verdict: Missed}
-	}
+	g.Verdict = verdict(ratio <= limit)
+	// The anchor's failed trial leaves the ratio unknown (its figure is censored too).
 	if n := r.failedTrials(r.Anchor, m); n > 0 {
-		return GoalResult{Goal: goal, Measured: measured + fmt.Sprintf("; %d failed trials of %s", n, r.Anchor), Verdict: NotMeasured}
+		g.Measured += fmt.Sprintf("; %d failed trials of %s", n, r.Anchor)
+		g.Verdict = NotMeasured
 	}
-	return GoalResult{Goal: goal, Measured: measured, Verdict: verdict(ratio <= limit)}
+	return r.subjectFailures(g, m)
 }
 
 // gracefulGoal: every service gets its stop signal in every run, at every K.
@@ -151,13 +168,12 @@ func (r Results) gracefulGoal() GoalResult {
 
 func (r Results) limitGoal(id string, k int, limitMiB float64) GoalResult {
 	m := metricByID(id, k)
-	goal := fmt.Sprintf("%s ≤ %s MiB", m.Title, formatValue(limitMiB, false))
-	s, ok := r.Summary(r.Subject, m)
-	if !ok {
-		return GoalResult{Goal: goal, Verdict: NotMeasured}
+	g := GoalResult{Goal: fmt.Sprintf("%s ≤ %s MiB", m.Title, formatValue(limitMiB, false)), Verdict: NotMeasured}
+	if s, ok := r.Summary(r.Subject, m); ok {
+		g.Measured = fmt.Sprintf("%s MiB (max %s)", formatValue(s.Median*m.Scale, false), formatValue(s.Max*m.Scale, false))
+		g.Verdict = verdict(s.Median*m.Scale <= limitMiB)
 	}
-	measured := fmt.Sprintf("%s MiB (max %s)", formatValue(s.Median*m.Scale, false), formatValue(s.Max*m.Scale, false))
-	return GoalResult{Goal: goal, Measured: measured, Verdict: verdict(s.Median*m.Scale <= limitMiB)}
+	return r.subjectFailures(g, m)
 }
 
 // zeroGoal: the figure is 0 in every run, as graceful is K in every run. Judged on the
@@ -176,7 +192,7 @@ func (r Results) zeroGoal(id string, k int, goal string) GoalResult {
 		g.Measured = fmt.Sprintf("%d of %d runs at 0 %s (max %s)", zero, len(values), m.Unit, formatValue(s.Max, false))
 		g.Verdict = verdict(zero == len(values))
 	}
-	return g
+	return r.subjectFailures(g, m)
 }
 
 func (r Results) binaryGoal() GoalResult {

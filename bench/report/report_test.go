@@ -465,3 +465,35 @@ func TestZeroGoalHoldsInEveryRun(t *testing.T) {
 		}
 	}
 }
+
+// A failed trial of the subject is a run in which its goals were not shown to hold: it
+// misses every goal that trial measures, the memory and idle ones as the ratios, and says
+// how many failed, even when no trial gave a sample.
+func TestFailedTrialsOfTheSubjectMissTheirGoals(t *testing.T) {
+	r := fixture()
+	r.Failures = append(r.Failures,
+		Failure{Rep: 4, Init: "sidecar-init", Trial: "lifecycle K=4", Err: "timed out"},
+		Failure{Rep: 1, Init: "sidecar-init", Trial: "lifecycle K=100", Err: "timed out"},
+		Failure{Rep: 2, Init: "sidecar-init", Trial: "lifecycle K=100", Err: "timed out"},
+		Failure{Rep: 1, Init: "sidecar-init", Trial: "idle", Err: "init exited early"},
+		Failure{Rep: 2, Init: "sidecar-init", Trial: "idle", Err: "init exited early"},
+		Failure{Rep: 3, Init: "sidecar-init", Trial: "idle", Err: "init exited early"},
+	)
+	tests := []struct{ goal, measured string }{
+		{"RSS, K = 4 ≤ 6.00 MiB", "4.98 MiB (max 5.08); 1 failed trials of sidecar-init"},
+		{"RSS, K = 100 ≤ 7.00 MiB", "2 failed trials of sidecar-init"},
+		{"idle: 0 wakeups per second (K = 4)", "2 of 3 runs at 0 /s (max 0.100); 3 failed trials of sidecar-init"},
+		{"idle: no measurable CPU (K = 4)", "3 of 3 runs at 0 ms/s (max 0); 3 failed trials of sidecar-init"},
+		{"shutdown, K = 4 ≤ 1.25× tini", "1.20× (1.20 vs 1.00 ms); 1 failed trials of tini; 1 failed trials of sidecar-init"},
+		{"startup, K = 100 ≤ 1.00× tini", "2 failed trials of sidecar-init"},
+	}
+	got := map[string]GoalResult{}
+	for _, g := range Goals(r) {
+		got[g.Goal] = g
+	}
+	for _, tt := range tests {
+		if g := got[tt.goal]; g.Verdict != Missed || g.Measured != tt.measured {
+			t.Errorf("%s: %s, %q; want missed, %q", tt.goal, g.Verdict, g.Measured, tt.measured)
+		}
+	}
+}
