@@ -164,43 +164,38 @@ func (w *readyFileWorker) run() {
 	}
 }
 
-// write writes the ready file and reports whether it did: the first failure is an error in
-// the log, the retries are at debug, and a success after failures says so.
+// write writes the ready file and reports whether it did (logged by attempted).
 func (w *readyFileWorker) write(failures int) bool {
-	path := zlog.String("path", w.file.Path())
-	if err := w.file.Write([]byte(time.Now().UTC().Format(time.RFC3339Nano) + "\n")); err != nil {
-		level, msg := zapcore.DebugLevel, "could not write the ready file, again"
-		if failures == 0 {
-			level, msg = zapcore.ErrorLevel, "could not write the ready file; trying again while every daemon is ready (after 1 s, doubling to 30 s)"
-		}
-		if ce := w.log.Check(level, msg); ce != nil {
-			ce.Write(path, zlog.Error(err))
-		}
-		return false
-	}
-	if failures > 0 {
-		w.log.Info("wrote the ready file", path, zlog.Int("failed_attempts", failures))
-	}
-	return true
+	err := w.file.Write([]byte(time.Now().UTC().Format(time.RFC3339Nano) + "\n"))
+	return w.attempted(err, failures, zapcore.ErrorLevel, "could not write the ready file",
+		"; trying again while every daemon is ready (after 1 s, doubling to 30 s)", "wrote the ready file")
 }
 
 // remove removes the ready file and reports whether it is gone (or never ours: a
 // directory), as write does: a failure is tried again, or the file would say ready while
 // `health` does not (a volume's passing error, EIO or ESTALE, made it stay for good).
 func (w *readyFileWorker) remove(failures int) bool {
-	path := zlog.String("path", w.file.Path())
-	switch err := w.file.Remove(); {
-	case errors.Is(err, readyfile.ErrIsDirectory):
+	err := w.file.Remove()
+	if errors.Is(err, readyfile.ErrIsDirectory) {
 		// Never ours: a mistyped path must not delete a directory. Nothing to try again.
 		if !w.dirWarned {
 			w.dirWarned = true
-			w.log.Warn("the ready file's path is a directory; leaving it", path)
+			w.log.Warn("the ready file's path is a directory; leaving it", zlog.String("path", w.file.Path()))
 		}
 		return true
-	case err != nil:
-		level, msg := zapcore.DebugLevel, "could not remove the ready file, again"
+	}
+	return w.attempted(err, failures, zapcore.WarnLevel, "could not remove the ready file", "", "removed the ready file")
+}
+
+// attempted logs an attempt and says whether it succeeded: its first failure in a row at
+// level first (failed, then firstTail), the next ones at debug (failed, again), and a
+// success after failures as done, with how many there were.
+func (w *readyFileWorker) attempted(err error, failures int, first zapcore.Level, failed, firstTail, done string) bool {
+	path := zlog.String("path", w.file.Path())
+	if err != nil {
+		level, msg := zapcore.DebugLevel, failed+", again"
 		if failures == 0 {
-			level, msg = zapcore.WarnLevel, "could not remove the ready file"
+			level, msg = first, failed+firstTail
 		}
 		if ce := w.log.Check(level, msg); ce != nil {
 			ce.Write(path, zlog.Error(err))
@@ -208,7 +203,7 @@ func (w *readyFileWorker) remove(failures int) bool {
 		return false
 	}
 	if failures > 0 {
-		w.log.Info("removed the ready file", path, zlog.Int("failed_attempts", failures))
+		w.log.Info(done, path, zlog.Int("failed_attempts", failures))
 	}
 	return true
 }

@@ -760,14 +760,10 @@ func TestCaughtStopDropsARestartReapedFirst(t *testing.T) {
 	stop := make(chan os.Signal, 1)
 	svc := shDaemon("svc", "trap '' TERM; exec sleep 1000")
 	svc.Grace = testTimeout
-	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{svc, shDaemon("a", "exec sleep 1000")},
+	s := runningWithoutALoop(t, Options{Log: zlog.New(core), Daemons: []config.Daemon{svc, shDaemon("a", "exec sleep 1000")},
 		Signals: Signals{Stop: stop}})
+	t.Cleanup(func() { _ = syscall.Kill(-s.daemons[0].pid, syscall.SIGKILL) }) // a second run of svc
 	now := time.Now()
-	for _, d := range s.daemons {
-		s.spawn(d, now)
-		s.becomeReady(d)
-		t.Cleanup(func() { _ = syscall.Kill(-d.pid, syscall.SIGKILL) }) // (a second run of svc too)
-	}
 	svcPid, aPid := s.daemons[0].pid, s.daemons[1].pid
 	if resp := s.onCall(control.Request{Cmd: "restart", Name: "svc"}, now); !resp.OK {
 		t.Fatalf("restart: %+v", resp)
@@ -799,14 +795,7 @@ func TestHeldBackDaemonDeadBesideItsDependentHasItsLeftoversStopped(t *testing.T
 	dep := shDaemon("dep", "sleep 1000 & exec sleep 1001")
 	app := shDaemon("app", "exec sleep 1000")
 	app.After = []string{"dep"}
-	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{dep, app}, ReverseStop: true})
-	now := time.Now()
-	for _, d := range s.daemons {
-		s.spawn(d, now)
-		s.becomeReady(d)
-		pgid := d.pid // its own group's
-		t.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
-	}
+	s := runningWithoutALoop(t, Options{Log: zlog.New(core), Daemons: []config.Daemon{dep, app}, ReverseStop: true})
 	depPid, appPid := s.daemons[0].pid, s.daemons[1].pid
 	for deadline := time.Now().Add(testTimeout); !strings.Contains(readComm(depPid), "sleep"); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -826,6 +815,22 @@ func TestHeldBackDaemonDeadBesideItsDependentHasItsLeftoversStopped(t *testing.T
 		}
 	}
 	t.Fatalf("dep's leftover was not stopped:\n%v", logs.All())
+}
+
+// runningWithoutALoop is a supervisor on opts whose daemons were spawned and made ready by
+// hand, no loop running: for a test that hands the handlers exits in an order of its own.
+// Each daemon's group is SIGKILLed at the end of the test.
+func runningWithoutALoop(t *testing.T, opts Options) *Supervisor {
+	t.Helper()
+	s := New(opts)
+	now := time.Now()
+	for _, d := range s.daemons {
+		s.spawn(d, now)
+		s.becomeReady(d)
+		pgid := d.pid // its own group's
+		t.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
+	}
+	return s
 }
 
 // readComm is /proc/PID/comm, or "".
