@@ -434,3 +434,55 @@ func TestInterimResponsesAreReadPast(t *testing.T) {
 		})
 	}
 }
+
+// An endpoint slower than the events for a long time makes one run of drops: said once as
+// it begins, its count at most once a dropLogEvery and when the queue empties, not a pair
+// of warnings for every event taken (a soak test: 4.4 warnings a second, for as long as
+// the endpoint lags). The counts logged add up to the drops, as the events report them.
+func TestARunOfDropsIsLoggedSparingly(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	n := &Notifier{log: zlog.New(core), wake: make(chan struct{}, 1)} // no sender: the test takes
+	full := func() int {
+		return logs.FilterMessage("notification queue full: dropping the oldest events until the supervise endpoint takes them").Len()
+	}
+	var reported uint64
+	take := func() {
+		ev, ok := n.next()
+		if !ok {
+			t.Fatal("nothing queued")
+		}
+		reported += ev.Dropped
+		n.mu.Lock()
+		n.inFlight = nil
+		n.mu.Unlock()
+	}
+	for range QueueSize + 5 {
+		n.Send(Event{})
+	}
+	take()                                // reports 5: the first count of the run is logged at once
+	for round := 0; round < 50; round++ { // the endpoint lags: each event taken, two more come
+		n.Send(Event{})
+		n.Send(Event{})
+		take()
+	}
+	for len(n.queue) > 0 {
+		take() // it catches up: the run ends, its count so far is logged
+	}
+	if got := full(); got != 1 {
+		t.Errorf("%d queue-full lines for one run of drops, want 1", got)
+	}
+	var logged uint64
+	lines := logs.FilterMessage("notifications dropped: the supervise endpoint did not keep up").All()
+	for _, e := range lines {
+		logged += e.ContextMap()["dropped"].(uint64)
+	}
+	if len(lines) != 2 || logged != reported || reported != 5+50 {
+		t.Errorf("%d drop lines adding up to %d, events reporting %d; want 2 lines, 55 drops", len(lines), logged, reported)
+	}
+	for range QueueSize + 1 { // a new run, once the last one ended
+		n.Send(Event{})
+	}
+	if got := full(); got != 2 {
+		t.Errorf("%d queue-full lines after a second run began, want 2", got)
+	}
+}
