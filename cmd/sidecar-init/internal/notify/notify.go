@@ -193,7 +193,7 @@ func (n *Notifier) Close(timeout time.Duration) {
 	}
 	n.mu.Lock()
 	if n.unlogged > 0 {
-		n.logDropped() // reported in events delivered, not logged yet
+		n.logDropped() // reported in events that were delivered (or refused), not logged yet
 	}
 	left, dropped := len(n.queue), n.dropped
 	for _, ev := range n.queue {
@@ -221,15 +221,7 @@ func (n *Notifier) next() (Event, bool) {
 	n.queue = n.queue[1:]
 	if n.dropped > 0 {
 		ev.Dropped = n.dropped
-		n.unlogged += n.dropped
 		n.dropped = 0
-	}
-	runEnds := len(n.queue) == 0
-	if n.unlogged > 0 && (runEnds || time.Since(n.loggedAt) >= dropLogEvery) {
-		n.logDropped()
-	}
-	if runEnds {
-		n.overloaded = false
 	}
 	n.inFlight = &ev
 	return ev, true
@@ -304,10 +296,23 @@ func (n *Notifier) deliver(ev Event) bool {
 }
 
 // done: the event in flight is delivered, or dropped and logged.
+// done ends the event in flight, delivered or refused for good: the drops it reported are
+// logged now or with a later line of the run (an event put back at Close is counted by
+// Close's own line instead, once).
 func (n *Notifier) done() {
 	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.inFlight != nil {
+		n.unlogged += n.inFlight.Dropped
+	}
 	n.inFlight = nil
-	n.mu.Unlock()
+	runEnds := len(n.queue) == 0
+	if n.unlogged > 0 && (runEnds || time.Since(n.loggedAt) >= dropLogEvery) {
+		n.logDropped()
+	}
+	if runEnds {
+		n.overloaded = false
+	}
 }
 
 // setTarget splits http://host[:port]/path or unix:/path into what post dials and sends.
