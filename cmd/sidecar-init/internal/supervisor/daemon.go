@@ -379,7 +379,7 @@ func (s *Supervisor) pastUndrainedBound(d *daemon, label string, spec *procs.Spe
 	}
 	if !s.unlabelled[label] {
 		s.unlabelled[label] = true
-		msg := "labelled output is not being drained: each run's output is discarded until it is " +
+		msg := "labelled output is not being drained: each run started until it is has its output discarded, for that whole run " +
 			"(a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)"
 		if label != d.cfg.Name {
 			msg = "labelled output is not being drained: the probes' output is discarded until it is " +
@@ -641,10 +641,8 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 // labelled output is not all written yet. Each holds two pipes, a copier and its 64 KiB
 // buffer until its last line is out; a stdout nobody reads (a paused terminal, a stuck log
 // driver) would otherwise pile them up at every probe attempt and every crash-loop
-// restart, without end (a review: 700 descriptors and 32 MB in 30 s). Past it, a run
-// gets the supervisor's own stdout and stderr, as with log = "inherit": its writes then
-// wait on the stalled stream themselves, which is the back-pressure the README promises.
-// A probe's output is discarded instead (pastUndrainedBound).
+// restart, without end (a review: 700 descriptors and 32 MB in 30 s). Past it, a run's
+// output is discarded, for that whole run (pastUndrainedBound).
 const maxUndrainedRuns = 8
 
 // pruneDrained drops the pipes of earlier spawns whose copiers reached EOF, so that a daemon

@@ -710,7 +710,7 @@ func TestStalledOutputDoesNotPileUpPipes(t *testing.T) {
 	d.Log, d.Restart = "prefix", fsm.RestartOnFailure
 	d.BackoffInitial, d.BackoffMax, d.BackoffReset = 5*time.Millisecond, 5*time.Millisecond, time.Minute
 	h.run([]config.Daemon{d}, nil)
-	h.waitMessage("labelled output is not being drained: each run's output is discarded until it is " +
+	h.waitMessage("labelled output is not being drained: each run started until it is has its output discarded, for that whole run " +
 		"(a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)")
 	spawns := func() int {
 		n := 0
@@ -727,7 +727,7 @@ func TestStalledOutputDoesNotPileUpPipes(t *testing.T) {
 			t.Fatalf("only %d spawns:\n%s", spawns(), h.dumpLogs())
 		}
 	}
-	if n := len(h.logs.FilterMessage("labelled output is not being drained: each run's output is discarded until it is " +
+	if n := len(h.logs.FilterMessage("labelled output is not being drained: each run started until it is has its output discarded, for that whole run " +
 		"(a stdout or stderr nobody reads, or processes earlier runs left holding their pipes)").All()); n != 1 {
 		t.Errorf("%d warnings, want one for the whole stall", n)
 	}
