@@ -36,6 +36,15 @@ const (
 	maxQueuedBytes = 4 << 20
 )
 
+// Bounds of the free list of line buffers: enough for a batch of everyday logging (a
+// shutdown of 100 daemons logs a few hundred lines, drained as they come), not a burst's
+// thousands kept for the process's life. Unbounded, a burst once queued (8192 lines, a
+// stalled stderr) left a few MiB of buffers in RssAnon for good (found by a review).
+const (
+	maxFreeLines   = 256
+	maxFreeLineCap = 4096
+)
+
 // NewWriter starts the goroutine that writes to out. Close stops it.
 func NewWriter(out io.Writer) *Writer {
 	w := &Writer{out: out, wake: make(chan struct{}, 1), finished: make(chan struct{})}
@@ -136,7 +145,7 @@ func (w *Writer) drain() {
 			}
 			w.mu.Lock()
 			for _, line := range batch {
-				if cap(line) <= 4096 {
+				if cap(line) <= maxFreeLineCap && len(w.free) < maxFreeLines {
 					w.free = append(w.free, line)
 				}
 			}

@@ -514,3 +514,27 @@ func TestLineLoggedDuringAnIdleCloseCannotHoldIt(t *testing.T) {
 		out.unblock()
 	}
 }
+
+// A burst queued behind a stalled stderr is written once it drains, and its buffers are not
+// all kept for reuse: the free list stays bounded, or a burst's thousands of lines would
+// stay in the process's memory for good.
+func TestBurstLeavesABoundedFreeList(t *testing.T) {
+	out := newStalledOut(t)
+	w := NewWriter(out)
+	_, _ = w.Write(line(0, 200))
+	<-out.entered // the drainer is stuck on the first line: the rest queue up
+	const n = 4 * maxFreeLines
+	for i := 1; i <= n; i++ {
+		_, _ = w.Write(line(i, 200))
+	}
+	out.unblock()
+	w.Close(5 * time.Second)
+	if got := len(out.lines()); got != n+1 {
+		t.Fatalf("%d lines written, want %d", got, n+1)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.free) > maxFreeLines {
+		t.Errorf("%d buffers kept for reuse after the burst, want at most %d", len(w.free), maxFreeLines)
+	}
+}
