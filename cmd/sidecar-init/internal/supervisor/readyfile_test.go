@@ -95,20 +95,28 @@ func waitFile(t *testing.T, h *harness, path string, want bool, what string) {
 	}
 }
 
+// runWithGatedReadyFile runs "steady" and "crasher", which exits 3 once the file gate is
+// made, with a ready file the test can make hang or fail (gated); it returns once both are
+// running and the file says so.
+func runWithGatedReadyFile(t *testing.T) (h *harness, gated *gatedReadyFile, gate string) {
+	t.Helper()
+	h = newHarness(t)
+	h.readyFile = filepath.Join(t.TempDir(), "ready")
+	gated = newGatedReadyFile()
+	h.wrapReadyFile = func(f readyFileOps) readyFileOps { gated.readyFileOps = f; return gated }
+	gate = filepath.Join(t.TempDir(), "gate")
+	crasher := shDaemon("crasher", "while [ ! -e "+gate+" ]; do sleep 0.01; done; exit 3")
+	h.run([]config.Daemon{fake(t, h, "steady", time.Second), crasher}, nil)
+	waitFile(t, h, h.readyFile, true, "both daemons running")
+	return h, gated, gate
+}
+
 // A ready file on a mount that stops answering must hold up nothing but itself: the loop
 // still answers the control socket, a stop signal still stops every daemon, and the exit
 // waits 300 ms at most for the last removal, saying so. A review saw the loop frozen in
 // the removal, SIGTERM ignored and the daemons never stopped.
 func TestReadyFileOnAHungMountHoldsUpNothing(t *testing.T) {
-	h := newHarness(t)
-	h.readyFile = filepath.Join(t.TempDir(), "ready")
-	gated := newGatedReadyFile()
-	h.wrapReadyFile = func(f readyFileOps) readyFileOps { gated.readyFileOps = f; return gated }
-	gate := filepath.Join(t.TempDir(), "gate")
-	steady := fake(t, h, "steady", time.Second)
-	crasher := shDaemon("crasher", "while [ ! -e "+gate+" ]; do sleep 0.01; done; exit 3")
-	h.run([]config.Daemon{steady, crasher}, nil)
-	waitFile(t, h, h.readyFile, true, "both daemons running")
+	h, gated, gate := runWithGatedReadyFile(t)
 
 	gated.hangFromNow(t)
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
@@ -135,7 +143,7 @@ func TestReadyFileOnAHungMountHoldsUpNothing(t *testing.T) {
 		if code != 3 {
 			t.Errorf("exit %d, want crasher's 3", code)
 		}
-	case <-time.After(steady.Grace + 2*time.Second):
+	case <-time.After(3 * time.Second): // steady's 1 s grace, and 2 s
 		t.Fatalf("no exit within the grace and 2 s of SIGTERM while the ready file hung:\n%s", h.dumpLogs())
 	}
 	if !h.hasTransition("steady", "exited") {
@@ -150,14 +158,7 @@ func TestReadyFileOnAHungMountHoldsUpNothing(t *testing.T) {
 // is: the file must not keep saying ready while `health` says not. A review saw it stay
 // for good after one failure.
 func TestReadyFileRemovalIsRetried(t *testing.T) {
-	h := newHarness(t)
-	h.readyFile = filepath.Join(t.TempDir(), "ready")
-	gated := newGatedReadyFile()
-	h.wrapReadyFile = func(f readyFileOps) readyFileOps { gated.readyFileOps = f; return gated }
-	gate := filepath.Join(t.TempDir(), "gate")
-	crasher := shDaemon("crasher", "while [ ! -e "+gate+" ]; do sleep 0.01; done; exit 3")
-	h.run([]config.Daemon{fake(t, h, "steady", time.Second), crasher}, nil)
-	waitFile(t, h, h.readyFile, true, "both daemons running")
+	h, gated, gate := runWithGatedReadyFile(t)
 
 	gated.setFailRemove(syscall.EIO)
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
