@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unicode"
@@ -666,10 +667,7 @@ func decodeTable(data []byte, raw *fileTable) error {
 // decodeFields decodes table into the struct rv: the keys' spelling first, then field by
 // field in declaration order. at names rv in errors ("daemon[0]"; "" at the top).
 func decodeFields(md *toml.MetaData, table map[string]toml.Primitive, rv reflect.Value, at place) error {
-	known := make([]string, rv.NumField()) // the keys, in the order of the fields
-	for i := range known {
-		known[i] = rv.Type().Field(i).Tag.Get("toml")
-	}
+	known := keysOf(rv.Type())
 	if err := checkSpelling(table, known, at); err != nil {
 		return err
 	}
@@ -683,16 +681,35 @@ func decodeFields(md *toml.MetaData, table map[string]toml.Primitive, rv reflect
 	return nil
 }
 
+// fieldKeys caches keysOf: a table of K daemons decodes K structs of each type, and
+// reading the tags by reflection each time was a tenth of the parse (BenchmarkParse).
+var fieldKeys sync.Map // reflect.Type → []string
+
+// keysOf lists the toml keys of struct type t, in the order of its fields. The slice is
+// shared: callers only read it.
+func keysOf(t reflect.Type) []string {
+	if known, ok := fieldKeys.Load(t); ok {
+		return known.([]string)
+	}
+	known := make([]string, t.NumField())
+	for i := range known {
+		known[i] = t.Field(i).Tag.Get("toml")
+	}
+	fieldKeys.Store(t, known)
+	return known
+}
+
 // place is where a value sits, for errors: its path with array indexes ("daemon[2].command"),
 // and what is needed to tell whether BurntSushi/toml's line for it is right. The decoder
 // keeps one line per key path, so in an array of tables "daemon.command" has the line of the
 // last daemon that sets it: right for that daemon, wrong for the ones before it.
 type place struct {
 	path string
-	// inEntry: inside an entry of an array of tables, with later the entries after it and
-	// rel our path below it.
+	// inEntry: inside an entry of an array of tables, with later the entries after it
+	// (decoded only for an error, by md) and rel our path below it.
 	inEntry bool
-	later   []any
+	md      *toml.MetaData
+	later   []toml.Primitive
 	rel     []string
 	// nested: inside an array of tables within another one, where no line is trusted (the
 	// daemon table has none).
@@ -711,8 +728,8 @@ func (p place) child(key string) place {
 	return c
 }
 
-func (p place) item(i int, items []any) place {
-	return place{path: fmt.Sprintf("%s[%d]", p.path, i), inEntry: true, later: items[i+1:],
+func (p place) item(md *toml.MetaData, i int, items []toml.Primitive) place {
+	return place{path: fmt.Sprintf("%s[%d]", p.path, i), inEntry: true, md: md, later: items[i+1:],
 		nested: p.nested || p.inEntry}
 }
 
@@ -722,7 +739,10 @@ func (p place) lineIsOurs() bool {
 		return false
 	}
 	for _, entry := range p.later {
-		value := entry
+		var value any
+		if err := p.md.PrimitiveDecode(entry, &value); err != nil {
+			return false // (it decoded as part of the whole file: not seen)
+		}
 		for _, key := range p.rel {
 			table, _ := value.(map[string]any)
 			if value = table[key]; value == nil {
@@ -754,13 +774,9 @@ func decodeInOrder(md *toml.MetaData, value toml.Primitive, rv reflect.Value, at
 		if err := md.PrimitiveDecode(value, &items); err != nil {
 			return at.mismatch(err)
 		}
-		var raw []any // the same entries, to see which keys the later ones set
-		if err := md.PrimitiveDecode(value, &raw); err != nil {
-			return at.mismatch(err)
-		}
 		rv.Set(reflect.MakeSlice(t, len(items), len(items)))
 		for i, item := range items {
-			if err := decodeInOrder(md, item, rv.Index(i), at.item(i, raw)); err != nil {
+			if err := decodeInOrder(md, item, rv.Index(i), at.item(md, i, items)); err != nil {
 				return err
 			}
 		}
@@ -803,6 +819,12 @@ func (p place) mismatch(err error) error {
 // into a map as an empty one, without an error, so `env = "A=1"` gave a daemon no
 // variables and `ready = "127.0.0.1:80"` an empty probe; the type is checked first.
 func tableOf(md *toml.MetaData, value toml.Primitive, at place) (map[string]toml.Primitive, error) {
+	// A table decodes into the map at once; only what is not one needs the look at its
+	// type below (a second decode of the whole value, which was a seventh of the parse).
+	var table map[string]toml.Primitive
+	if err := md.PrimitiveDecode(value, &table); err == nil && table != nil {
+		return table, nil
+	}
 	var raw any
 	if err := md.PrimitiveDecode(value, &raw); err != nil {
 		return nil, at.mismatch(err)
@@ -820,7 +842,7 @@ func tableOf(md *toml.MetaData, value toml.Primitive, at place) (map[string]toml
 		cerr.Msg = "incompatible types: TOML value has type " + found + "; destination is a table"
 		return nil, cerr
 	}
-	var table map[string]toml.Primitive
+	table = nil
 	return table, at.mismatch(md.PrimitiveDecode(value, &table))
 }
 
