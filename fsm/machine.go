@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	lfsm "github.com/looplab/fsm"
@@ -20,40 +21,76 @@ type Machine struct {
 	state  State
 }
 
-// engine is one looplab/fsm FSM for a table, shared by every machine of that table. A
-// looplab FSM per machine cost about 5 us and 5.7 KB of maps at each daemon's start (31
-// allocations: the table's transitions rebuilt as a map per instance), the largest part
-// of the supervisor's own start-up work at 100 daemons after the forks themselves, and
-// of its anonymous memory. The FSM's current state is only the state of the machine
-// whose event it is running: Fire sets it, runs the event and reads the result, under mu,
-// so machines of one table may live in different goroutines (tests run supervisors side
-// by side). No callbacks are registered, so an event never leaves the FSM mid-transition.
+// engine is a looplab/fsm FSM that decides the transitions of a table's machines. The
+// package's own tables (one per restart policy, the supervisor's) each have one, shared by
+// all their machines: a looplab FSM per machine cost about 5 us and 5.7 KB of maps at each
+// daemon's start (31 allocations: the table's transitions rebuilt per instance), the
+// largest part of the supervisor's own start-up work at 100 daemons after the forks
+// themselves, and of its anonymous memory. Any other table (a Replace'd copy, a test's)
+// gets an engine per machine, as before. The FSM's current state is only the state of the
+// machine whose event it is running: Fire sets it, runs the event and reads the result,
+// under mu, so machines of one table may live in different goroutines (tests run
+// supervisors side by side). No callbacks are registered, so an event never leaves the
+// FSM mid-transition.
 type engine struct {
 	mu  sync.Mutex
 	fsm *lfsm.FSM
+	// rows, for a shared engine: a deep copy of the rows its FSM was built from.
+	rows []Row
 }
 
-// engineKey names a table by its rows' backing array: Tables are values built once and
-// never changed in place (Replace copies), so the same array means the same rows.
-type engineKey struct {
-	rows *Row
-	n    int
+func newEngine(t Table) *engine {
+	return &engine{fsm: lfsm.NewFSM(string(t.Initial), t.lfsmEvents(), nil)}
 }
 
-// engines holds the engine of each table a machine was made of.
-var engines sync.Map // engineKey → *engine
+// sharedEngine is the engine of one of the package's own tables, made with its first
+// machine.
+type sharedEngine struct {
+	once   sync.Once
+	engine *engine
+}
 
+// sharedEngines is keyed by the first row of each of the package's own tables: a Table
+// copied by value shares its rows' array. Built once and only read after.
+var sharedEngines = func() map[*Row]*sharedEngine {
+	shared := map[*Row]*sharedEngine{&SupervisorTable.Rows[0]: {}}
+	for _, t := range daemonTables {
+		shared[&t.Rows[0]] = &sharedEngine{}
+	}
+	return shared
+}()
+
+// engineOf gives t's shared engine when t is one of the package's own tables with its
+// rows as the engine was built from (rows changed in place since, or a slice of them, get
+// their own engine), and a new engine otherwise.
 func engineOf(t Table) *engine {
-	newEngine := func() *engine { return &engine{fsm: lfsm.NewFSM(string(t.Initial), t.lfsmEvents(), nil)} }
 	if len(t.Rows) == 0 {
-		return newEngine()
+		return newEngine(t)
 	}
-	key := engineKey{rows: &t.Rows[0], n: len(t.Rows)}
-	if e, ok := engines.Load(key); ok {
-		return e.(*engine)
+	shared, ok := sharedEngines[&t.Rows[0]]
+	if !ok {
+		return newEngine(t)
 	}
-	e, _ := engines.LoadOrStore(key, newEngine())
-	return e.(*engine)
+	shared.once.Do(func() {
+		e := newEngine(t)
+		e.rows = make([]Row, len(t.Rows))
+		for i, r := range t.Rows {
+			e.rows[i] = r
+			e.rows[i].Src = slices.Clone(r.Src)
+		}
+		shared.engine = e
+	})
+	if !sameTransitions(shared.engine.rows, t.Rows) {
+		return newEngine(t)
+	}
+	return shared.engine
+}
+
+// sameTransitions: a and b make the same FSM (Driver and Note are for the docs only).
+func sameTransitions(a, b []Row) bool {
+	return slices.EqualFunc(a, b, func(x, y Row) bool {
+		return x.Event == y.Event && x.Dst == y.Dst && slices.Equal(x.Src, y.Src)
+	})
 }
 
 // fire runs event e on the engine from state from, and returns where it left the FSM
@@ -91,8 +128,7 @@ func (e *IllegalEventError) Error() string {
 
 // NewMachine builds a machine from the table. It registers no callbacks: the caller logs
 // each Transition that Fire returns, so there is exactly one place that logs transitions.
-// Machines of one table share its looplab FSM (engine); t must not be changed in place
-// afterwards (Replace makes a changed copy).
+// Machines of the package's own tables share a looplab FSM (engine).
 func NewMachine(name string, t Table) *Machine {
 	return &Machine{name: name, table: t, engine: engineOf(t), state: t.Initial}
 }
