@@ -741,7 +741,9 @@ func (p place) lineIsOurs() bool {
 	for _, entry := range p.later {
 		var value any
 		if err := p.md.PrimitiveDecode(entry, &value); err != nil {
-			return false // (it decoded as part of the whole file: not seen)
+			// Not seen: decoding into any takes every TOML value. Were it to fail, the line
+			// is not trusted.
+			return false
 		}
 		for _, key := range p.rel {
 			table, _ := value.(map[string]any)
