@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -844,5 +845,45 @@ func TestTracedDaemonsStopIsNoDeath(t *testing.T) {
 	}
 	if !strings.Contains(log, `"machine":"traced","event":"kill"`) {
 		t.Errorf("the traced daemon was not SIGKILLed at its grace:\n%s", log)
+	}
+}
+
+// pass_env reaches the daemons: the table's list for a daemon without its own, the
+// daemon's own over it, and `env` added either way; the rest of sidecar-init's
+// environment (a secret given for another guard) stays out.
+func TestPassEnvReachesTheDaemons(t *testing.T) {
+	dir := t.TempDir()
+	dump := func(name string) string {
+		out := filepath.Join(dir, name)
+		return fmt.Sprintf("[[daemon]]\nname = %q\noneshot = true\ncommand = [\"/bin/sh\", \"-c\", %q]\n",
+			name, "env | sort > "+out+".tmp && mv "+out+".tmp "+out)
+	}
+	table := `pass_env = ["PATH", "EGRESS_*"]` + "\n" + dump("egress") +
+		dump("gate") + `pass_env = ["GATE_TOKEN"]` + "\n" + `env = { MINE = "1" }` + "\n" +
+		dump("all") + `pass_env = ["*"]` + "\n"
+	p := startInit(t, table, false, "EGRESS_PORT=8080", "GATE_TOKEN=secret", "OTHER=x")
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p.stderr())
+	}
+	for name, want := range map[string][]string{
+		"egress": {"EGRESS_PORT=8080", "PATH=/usr/bin:/bin"},
+		"gate":   {"GATE_TOKEN=secret", "MINE=1"},
+	} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, kv := range strings.Fields(string(data)) {
+			if !strings.HasPrefix(kv, "PWD=") && !strings.HasPrefix(kv, "SHLVL=") && !strings.HasPrefix(kv, "_=") { // the shell's own
+				got = append(got, kv)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s's environment: %q, want %q", name, got, want)
+		}
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, "all")); err != nil || !strings.Contains(string(data), "OTHER=x") || !strings.Contains(string(data), "GATE_TOKEN=secret") {
+		t.Errorf(`pass_env = ["*"]: %q (%v), want the whole environment`, data, err)
 	}
 }

@@ -122,7 +122,12 @@ type Daemon struct {
 	// Env holds the variables added to the inherited environment as KEY=value, sorted as
 	// whole strings.
 	Env []string
-	Dir string
+	// FilterEnv says the daemon inherits only the variables of sidecar-init's environment
+	// that PassEnv names (a name, or a prefix ending in '*'; none when empty); otherwise it
+	// inherits all of them. Its own pass_env, else the table's.
+	FilterEnv bool
+	PassEnv   []string
+	Dir       string
 	// StopSignal is sent at shutdown; 0 means "the signal that started the shutdown".
 	StopSignal syscall.Signal
 	// Forward lists the signals forwarded to it (from procs.ForwardedSignals); nil: all of
@@ -203,6 +208,7 @@ type fileTable struct {
 	StopOrder       string       `toml:"stop_order"`
 	ReadyFile       string       `toml:"ready_file"`
 	LimitNofile     *int64       `toml:"limit_nofile"`
+	PassEnv         *[]string    `toml:"pass_env"`
 	Daemons         []fileDaemon `toml:"daemon"`
 }
 
@@ -210,6 +216,7 @@ type fileDaemon struct {
 	Name           string            `toml:"name"`
 	Command        []string          `toml:"command"`
 	Env            map[string]string `toml:"env"`
+	PassEnv        *[]string         `toml:"pass_env"`
 	Dir            string            `toml:"dir"`
 	StopSignal     string            `toml:"stop_signal"`
 	ForwardSignals *[]string         `toml:"forward_signals"`
@@ -415,6 +422,12 @@ func parse(source string, data []byte) (*Config, error) {
 			return nil, &Error{File: source, Key: "grace", Msg: err.Error()}
 		}
 	}
+	var tablePassEnv []string
+	if raw.PassEnv != nil {
+		if tablePassEnv, err = parsePassEnv(*raw.PassEnv); err != nil {
+			return nil, &Error{File: source, Key: "pass_env", Msg: err.Error()}
+		}
+	}
 	seen := map[string]int{}
 	for i, d := range raw.Daemons {
 		key := func(field string) string { return fmt.Sprintf("daemon[%d].%s", i, field) }
@@ -463,6 +476,15 @@ func parse(source string, data []byte) (*Config, error) {
 			daemon.Env = append(daemon.Env, k+"="+v)
 		}
 		sort.Strings(daemon.Env)
+		switch {
+		case d.PassEnv != nil:
+			daemon.FilterEnv = true
+			if daemon.PassEnv, err = parsePassEnv(*d.PassEnv); err != nil {
+				return nil, &Error{File: source, Key: key("pass_env"), Msg: fmt.Sprintf("daemon %q: %v", d.Name, err)}
+			}
+		case raw.PassEnv != nil:
+			daemon.FilterEnv, daemon.PassEnv = true, tablePassEnv
+		}
 		if d.StopSignal != "" {
 			sig, err := procs.ParseSignal(d.StopSignal)
 			switch sig {
@@ -513,6 +535,40 @@ func parse(source string, data []byte) (*Config, error) {
 }
 
 func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
+
+// parsePassEnv checks a pass_env list: variable names, or prefixes ending in '*' ("EGRESS_*";
+// "*" alone passes everything). A '*' anywhere else would read as a pattern it is not.
+func parsePassEnv(list []string) ([]string, error) {
+	for _, entry := range list {
+		name := strings.TrimSuffix(entry, "*")
+		switch {
+		case entry == "":
+			return nil, errors.New("an empty entry (want a variable name such as \"PATH\", or a prefix such as \"EGRESS_*\")")
+		case strings.ContainsAny(entry, "=\x00"):
+			return nil, fmt.Errorf("%q: a variable name has no '=' or NUL", entry)
+		case strings.Contains(name, "*"):
+			return nil, fmt.Errorf("%q: '*' may only end an entry (a prefix such as \"EGRESS_*\")", entry)
+		}
+	}
+	return slices.Clip(list), nil
+}
+
+// Passes says the daemon inherits the variable name from sidecar-init's environment.
+func (d Daemon) Passes(name string) bool {
+	if !d.FilterEnv {
+		return true
+	}
+	for _, entry := range d.PassEnv {
+		if prefix, ok := strings.CutSuffix(entry, "*"); ok {
+			if strings.HasPrefix(name, prefix) {
+				return true
+			}
+		} else if name == entry {
+			return true
+		}
+	}
+	return false
+}
 
 // durationKey parses the value of a daemon's duration key, which must be at least least
 // (time.Nanosecond: positive).

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -216,6 +217,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad stop_order", "stop_order = \"random\"\n", []string{"key stop_order", "reverse"}},
 		{"probe not a table", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = \"127.0.0.1:80\"\n", []string{"key daemon[0].ready", "type string; destination is a table"}},
 		{"env not a table", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = [\"A=1\"]\n", []string{"key daemon[0].env", "destination is a table"}},
+		{"pass_env entry empty", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\npass_env = [\"PATH\", \"\"]\n", []string{"key daemon[0].pass_env", `daemon "a": an empty entry`}},
+		{"pass_env entry with '='", "pass_env = [\"A=1\"]\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"bad.toml:1: key pass_env", `"A=1": a variable name has no '='`}},
+		{"pass_env '*' inside", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\npass_env = [\"EGRESS_*_PORT\"]\n", []string{"key daemon[0].pass_env", `"EGRESS_*_PORT": '*' may only end an entry`}},
+		{"pass_env not a list", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\npass_env = \"PATH\"\n", []string{"bad.toml:4: key daemon[0].pass_env", "incompatible types"}},
 		{"daemon entry not a table", "daemon = [\"x\"]\n", []string{"key daemon[0]", "destination is a table"}},
 		{"second daemon not a table", "daemon = [{ name = \"a\", command = [\"x\"] }, 2]\n", []string{"key daemon[1]", "type int64"}},
 		{"probe not a table keeps its line", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nready = \"h:1\"\n", []string{"bad.toml:4: key daemon[0].ready", "type string; destination is a table"}},
@@ -498,5 +503,53 @@ func TestNULInAPathKeyIsAnError(t *testing.T) {
 	var c Config
 	if err := c.SetControlSocket("/run/c\x00tl.sock"); err == nil {
 		t.Error("SetControlSocket (the environment's) took a NUL")
+	}
+}
+
+// pass_env: a daemon's own list, else the table's, else the whole environment; `env` and a
+// user's variables are added after the filter (TestDaemonEnv).
+func TestPassEnv(t *testing.T) {
+	cfg, err := Parse("t.toml", []byte(`pass_env = ["PATH", "EGRESS_*"]
+[[daemon]]
+name = "table"
+command = ["x"]
+[[daemon]]
+name = "own"
+command = ["x"]
+pass_env = ["TOKEN"]
+[[daemon]]
+name = "none"
+command = ["x"]
+pass_env = []
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := Parse("t.toml", []byte("[[daemon]]\nname = \"all\"\ncommand = [\"x\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	daemons := slices.Concat(cfg.Daemons, all.Daemons)
+	for _, tc := range []struct {
+		variable string
+		passes   []bool // table, own, none, all
+	}{
+		{"PATH", []bool{true, false, false, true}},
+		{"EGRESS_PORT", []bool{true, false, false, true}},
+		{"EGRESS_", []bool{true, false, false, true}},
+		{"EGRESS", []bool{false, false, false, true}},
+		{"XEGRESS_PORT", []bool{false, false, false, true}},
+		{"PATHS", []bool{false, false, false, true}},
+		{"TOKEN", []bool{false, true, false, true}},
+		{"TOKEN2", []bool{false, false, false, true}},
+	} {
+		for i, d := range daemons {
+			if got := d.Passes(tc.variable); got != tc.passes[i] {
+				t.Errorf("%s passes %s: %v, want %v", d.Name, tc.variable, got, tc.passes[i])
+			}
+		}
+	}
+	if !daemons[2].FilterEnv || len(daemons[2].PassEnv) != 0 || daemons[3].FilterEnv {
+		t.Errorf("pass_env = [] filters everything out, and no pass_env filters nothing: %+v, %+v", daemons[2], daemons[3])
 	}
 }

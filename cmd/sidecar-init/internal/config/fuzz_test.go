@@ -26,6 +26,7 @@ const fuzzSource = "fuzz.toml"
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(good))
 	f.Add([]byte("[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n"))
+	f.Add([]byte("pass_env = [\"PATH\", \"E_*\"]\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\npass_env = []\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(fuzzSource, data)
 		if err != nil {
@@ -85,6 +86,14 @@ func checkAccepted(t *testing.T, cfg *Config) {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok || k == "" || strings.Contains(k, "\x00") || strings.Contains(v, "\x00") {
 				t.Fatalf("daemon %q: bad environment entry %q accepted", d.Name, kv)
+			}
+		}
+		if !d.FilterEnv && d.PassEnv != nil {
+			t.Fatalf("daemon %q: a pass_env list %q that filters nothing", d.Name, d.PassEnv)
+		}
+		for _, entry := range d.PassEnv {
+			if name := strings.TrimSuffix(entry, "*"); entry == "" || strings.ContainsAny(name, "=*\x00") {
+				t.Fatalf("daemon %q: bad pass_env entry %q accepted", d.Name, entry)
 			}
 		}
 		if d.StopSignal != 0 {

@@ -903,10 +903,13 @@ func (s *Supervisor) fireSupervisor(e fsm.Event, fields ...zlog.Field) (fsm.Tran
 	return tr, true
 }
 
-// DaemonEnv is the environment d runs with (its exec probes too): environ, then HOME, USER
-// and LOGNAME of its user if it has one, then the table's env, each replacing what came
-// before under the same name.
+// DaemonEnv is the environment d runs with (its exec probes too): environ (only what its
+// pass_env names, when it has one), then HOME, USER and LOGNAME of its user if it has
+// one, then the table's env, each replacing what came before under the same name.
 func DaemonEnv(environ []string, d config.Daemon) []string {
+	if d.FilterEnv {
+		environ = slices.DeleteFunc(slices.Clone(environ), func(kv string) bool { return !d.Passes(kv[:indexEq(kv)]) })
+	}
 	if d.Credential != nil {
 		// A merge of its own: mergeEnv replaces what came before, not what comes with, and
 		// a user's HOME beside the table's would leave two (getenv takes the first).

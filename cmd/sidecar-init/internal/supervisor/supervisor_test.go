@@ -686,6 +686,26 @@ func TestDaemonEnvOfAUser(t *testing.T) {
 	}
 }
 
+// pass_env filters only what is inherited: the user's HOME, USER and LOGNAME and the
+// table's env are added after it, and the caller's environ is left as it was.
+func TestDaemonEnvPassesOnlyWhatItNames(t *testing.T) {
+	environ := []string{"PATH=/bin", "HOME=/root", "EGRESS_PORT=8080", "TOKEN=secret", "EMPTY="}
+	d := config.Daemon{Name: "x", FilterEnv: true, PassEnv: []string{"PATH", "EGRESS_*", "EMPTY"}, Env: []string{"MINE=1"},
+		Credential: &procs.Credential{UID: 65534, GID: 65534, Name: "nobody", Home: "/nonexistent"}}
+	got := DaemonEnv(environ, d)
+	want := []string{"PATH=/bin", "EGRESS_PORT=8080", "EMPTY=", "HOME=/nonexistent", "USER=nobody", "LOGNAME=nobody", "MINE=1"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("DaemonEnv = %q, want %q", got, want)
+	}
+	if strings.Join(environ, " ") != "PATH=/bin HOME=/root EGRESS_PORT=8080 TOKEN=secret EMPTY=" {
+		t.Errorf("the inherited environment changed: %q", environ)
+	}
+	d.PassEnv, d.Credential = nil, nil
+	if got := DaemonEnv(environ, d); strings.Join(got, " ") != "MINE=1" {
+		t.Errorf("pass_env = []: %q, want only the table's env", got)
+	}
+}
+
 // stalledWriter is a stdout nobody reads: every Write waits until release is closed.
 type stalledWriter struct{ release chan struct{} }
 
