@@ -186,6 +186,11 @@ func statusFor(err error) int {
 	return 126
 }
 
+// DefaultPath is where a bare program name is looked up when the daemon's environment has
+// no PATH (Debian's and systemd's default). A daemon whose pass_env passes no PATH is given
+// this one, so that what it runs itself is found where its command was.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // lookPath resolves a bare program name in the PATH of the daemon's own environment (not
 // the supervisor's), as execvp in the daemon would: a relative PATH entry ("" is ".") is
 // taken from the daemon's dir, where it runs, and a file the daemon may not execute (its
@@ -198,7 +203,7 @@ func lookPath(name string, env []string, workDir string, cred *Credential) (stri
 	if strings.Contains(name, "/") {
 		return name, nil
 	}
-	pathList := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	pathList := DefaultPath
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
 			pathList = v

@@ -33,6 +33,14 @@ func TestCheck(t *testing.T) {
 		return fmt.Sprintf("[[daemon]]\nname = %q\ncommand = [%q]\n%s\n", name, command, strings.Join(extra, "\n"))
 	}
 	readyFile := filepath.Join(dir, "ready")
+	// tools is a PATH entry holding mytool, for pass_env.
+	tools := filepath.Join(dir, "tools")
+	if err := os.Mkdir(tools, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tools, "mytool"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	// shared is a directory anyone may write to, with root's symlink to dir in it.
 	shared := filepath.Join(dir, "shared")
 	if err := os.Mkdir(shared, 0o755); err != nil {
@@ -61,6 +69,9 @@ func TestCheck(t *testing.T) {
 		{"all good", good + daemon("b", "sleep", `dir = "/"`, `ready = { exec = ["true"] }`), nil, 0, "b     (sidecar-init's)  /usr/bin/sleep"},
 		{"missing program", good + daemon("b", "/nonexistent/prog"), nil, 1, "exec /nonexistent/prog: "},
 		{"program not in PATH", good + daemon("b", "no-such-prog"), nil, 1, "no such file or directory (status 127)"},
+		// The daemon's PATH is what pass_env leaves it: the default list when it passes none.
+		{"program in a PATH pass_env passes", good + daemon("b", "mytool", `pass_env = ["PATH"]`), []string{"PATH=" + tools}, 0, filepath.Join(tools, "mytool")},
+		{"program in a PATH pass_env does not pass", good + daemon("b", "mytool", `pass_env = []`), []string{"PATH=" + tools}, 1, "exec mytool: no such file or directory (status 127)"},
 		{"not executable", good + daemon("b", plain), nil, 1, "may not execute it: permission denied (status 126)"},
 		{"missing dir", good + daemon("b", "/bin/true", `dir = "/nonexistent"`), nil, 1, "dir /nonexistent: "},
 		{"exec probe missing", good + daemon("b", "/bin/true", `ready = { exec = ["/nonexistent/probe"] }`), nil, 1, "its ready probe: exec /nonexistent/probe"},

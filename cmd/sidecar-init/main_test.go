@@ -19,6 +19,7 @@ import (
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/fakedaemon"
 	"github.com/claude-bottle/sidecar-init/internal/leakcheck"
+	"github.com/claude-bottle/sidecar-init/procs"
 	"github.com/claude-bottle/sidecar-init/sidecars"
 )
 
@@ -867,7 +868,7 @@ func TestPassEnvReachesTheDaemons(t *testing.T) {
 	}
 	for name, want := range map[string][]string{
 		"egress": {"EGRESS_PORT=8080", "PATH=/usr/bin:/bin"},
-		"gate":   {"GATE_TOKEN=secret", "MINE=1"},
+		"gate":   {"GATE_TOKEN=secret", "MINE=1", "PATH=" + procs.DefaultPath}, // no PATH passed: the default
 	} {
 		data, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {

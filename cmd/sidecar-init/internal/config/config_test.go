@@ -219,6 +219,7 @@ func TestParseErrors(t *testing.T) {
 		{"env not a table", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\nenv = [\"A=1\"]\n", []string{"key daemon[0].env", "destination is a table"}},
 		{"pass_env entry empty", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\npass_env = [\"PATH\", \"\"]\n", []string{"key daemon[0].pass_env", `daemon "a": an empty entry`}},
 		{"pass_env entry with '='", "pass_env = [\"A=1\"]\n[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\n", []string{"bad.toml:1: key pass_env", `"A=1": a variable name has no '='`}},
+		{"pass_env entry with NUL", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\npass_env = [\"A\\u0000\"]\n", []string{"key daemon[0].pass_env", `a variable name has no '=' or NUL`}},
 		{"pass_env '*' inside", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\npass_env = [\"EGRESS_*_PORT\"]\n", []string{"key daemon[0].pass_env", `"EGRESS_*_PORT": '*' may only end an entry`}},
 		{"pass_env not a list", "[[daemon]]\nname = \"a\"\ncommand = [\"x\"]\npass_env = \"PATH\"\n", []string{"bad.toml:4: key daemon[0].pass_env", "incompatible types"}},
 		{"daemon entry not a table", "daemon = [\"x\"]\n", []string{"key daemon[0]", "destination is a table"}},

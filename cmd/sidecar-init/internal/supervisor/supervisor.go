@@ -905,7 +905,10 @@ func (s *Supervisor) fireSupervisor(e fsm.Event, fields ...zlog.Field) (fsm.Tran
 
 // DaemonEnv is the environment d runs with (its exec probes too): environ (only what its
 // pass_env names, when it has one), then HOME, USER and LOGNAME of its user if it has
-// one, then the table's env, each replacing what came before under the same name.
+// one, then the table's env, each replacing what came before under the same name. A
+// daemon with a pass_env that leaves it no PATH gets procs.DefaultPath, the list its
+// command was found in: its own lookups would otherwise use another (execvp's /bin:/usr/bin),
+// and a program it runs from /usr/local/bin would start failing only once it is called.
 func DaemonEnv(environ []string, d config.Daemon) []string {
 	if d.FilterEnv {
 		environ = slices.DeleteFunc(slices.Clone(environ), func(kv string) bool { return !d.Passes(kv[:indexEq(kv)]) })
@@ -915,7 +918,12 @@ func DaemonEnv(environ []string, d config.Daemon) []string {
 		// a user's HOME beside the table's would leave two (getenv takes the first).
 		environ = mergeEnv(environ, d.Credential.Env())
 	}
-	return mergeEnv(environ, d.Env)
+	environ = mergeEnv(environ, d.Env)
+	hasPath := slices.ContainsFunc(environ, func(kv string) bool { return kv[:indexEq(kv)] == "PATH" })
+	if d.FilterEnv && !hasPath {
+		environ = append(slices.Clip(environ), "PATH="+procs.DefaultPath)
+	}
+	return environ
 }
 
 // mergeEnv adds the daemon's variables to the inherited environment, replacing any that

@@ -700,9 +700,19 @@ func TestDaemonEnvPassesOnlyWhatItNames(t *testing.T) {
 	if strings.Join(environ, " ") != "PATH=/bin HOME=/root EGRESS_PORT=8080 TOKEN=secret EMPTY=" {
 		t.Errorf("the inherited environment changed: %q", environ)
 	}
+	// Left without a PATH, it gets the list its command is looked up in; its env's wins.
 	d.PassEnv, d.Credential = nil, nil
-	if got := DaemonEnv(environ, d); strings.Join(got, " ") != "MINE=1" {
-		t.Errorf("pass_env = []: %q, want only the table's env", got)
+	if got := DaemonEnv(environ, d); strings.Join(got, " ") != "MINE=1 PATH="+procs.DefaultPath {
+		t.Errorf("pass_env = []: %q, want the table's env and the default PATH", got)
+	}
+	d.Env = []string{"PATH=/opt/bin"}
+	if got := DaemonEnv(environ, d); strings.Join(got, " ") != "PATH=/opt/bin" {
+		t.Errorf("pass_env = [], env PATH: %q, want only the table's env", got)
+	}
+	// Without pass_env nothing is added: what sidecar-init has is what it passes.
+	d.FilterEnv = false
+	if got := DaemonEnv([]string{"A=1"}, config.Daemon{Name: "x"}); strings.Join(got, " ") != "A=1" {
+		t.Errorf("no pass_env: %q, want the inherited environment as it is", got)
 	}
 }
 
