@@ -160,16 +160,29 @@ func (m *Machine) Fire(e Event) (Transition, error) {
 	from := m.state
 	to, err := m.engine.fire(from, e)
 	m.state = to
-	var noTransition lfsm.NoTransitionError
-	switch {
-	case err == nil, errors.As(err, &noTransition):
+	// A self-loop row's NoTransitionError, without callbacks, equals selfLoop: errors.Is
+	// against it needs no target on the heap, as errors.As does (an allocation at every
+	// fire of a self-loop, on the reap path). failed() takes any other form of it.
+	if err == nil || errors.Is(err, selfLoop) {
 		return Transition{Machine: m.name, Event: e, From: from, To: m.Current()}, nil
-	default:
-		var invalid lfsm.InvalidEventError
-		var unknown lfsm.UnknownEventError
-		if errors.As(err, &invalid) || errors.As(err, &unknown) {
-			return Transition{}, &IllegalEventError{Machine: m.name, Event: e, State: from}
-		}
-		return Transition{}, fmt.Errorf("%s: event %q in state %q: %w", m.name, e, from, err)
 	}
+	return m.failed(e, from, err)
+}
+
+// selfLoop is the error looplab returns for a row whose source is its destination, made
+// once (as an error value, boxing it would allocate at each comparison).
+var selfLoop error = lfsm.NoTransitionError{}
+
+// failed is Fire's verdict on an error of looplab's other than a self-loop's.
+func (m *Machine) failed(e Event, from State, err error) (Transition, error) {
+	var noTransition lfsm.NoTransitionError
+	var invalid lfsm.InvalidEventError
+	var unknown lfsm.UnknownEventError
+	switch {
+	case errors.As(err, &noTransition): // wrapped, should a version of looplab wrap it
+		return Transition{Machine: m.name, Event: e, From: from, To: m.Current()}, nil
+	case errors.As(err, &invalid) || errors.As(err, &unknown):
+		return Transition{}, &IllegalEventError{Machine: m.name, Event: e, State: from}
+	}
+	return Transition{}, fmt.Errorf("%s: event %q in state %q: %w", m.name, e, from, err)
 }
