@@ -256,7 +256,7 @@ func (s *Supervisor) reviveCancelledDependents(d *daemon) {
 			continue
 		}
 		// It never ran: the cancellation was its only LAST EXIT, and no longer holds.
-		dep.cancelledFor, dep.lastExit = nil, ""
+		dep.cancelledFor, dep.lastExit = nil, exitNote{}
 		s.fireDaemon(dep, fsm.DaemonStart, zapcore.InfoLevel, detail{reason: "a daemon it comes after was started by an operator: " + d.cfg.Name})
 		s.reviveCancelledDependents(dep)
 	}
@@ -278,7 +278,7 @@ func (s *Supervisor) startReply(d *daemon, done string) control.Response {
 func (s *Supervisor) status(now time.Time) []control.DaemonStatus {
 	out := make([]control.DaemonStatus, 0, len(s.daemons))
 	for _, d := range s.daemons {
-		st := control.DaemonStatus{Name: d.cfg.Name, State: string(d.machine.Current()), Restarts: d.restarts, LastExit: d.lastExit}
+		st := control.DaemonStatus{Name: d.cfg.Name, State: string(d.machine.Current()), Restarts: d.restarts, LastExit: d.lastExit.String()}
 		if d.live() {
 			st.Pid = d.pid
 			st.Uptime = now.Sub(d.startedAt).Round(time.Second).String()

@@ -41,7 +41,7 @@ type daemon struct {
 	restarts       int
 	windowRestarts int
 	// lastExit describes the last death ("status 3", "signal SIGKILL", "exec failed (127)").
-	lastExit string
+	lastExit exitNote
 	// finished: a oneshot whose last run exited with status 0, which makes it ready (see
 	// done); cleared at every spawn.
 	finished bool
@@ -163,6 +163,53 @@ func (d *daemon) dropClosedGroups() {
 	d.groups = slices.DeleteFunc(d.groups, func(g procGroup) bool { return g.pgid == 0 })
 }
 
+// exitNote is what status shows as a daemon's LAST EXIT, kept in its parts and written out
+// only when asked: formatted at every death, it was an allocation on the reap path
+// (BenchmarkDeath).
+type exitNote struct {
+	kind exitKind
+	// exit, for exitDied; unresponsive: the run was stopped for failing its liveness probe.
+	exit         procs.Exit
+	unresponsive bool
+	status       int // exitSpawnFailed: 127 or 126
+	// dependency and its state, for exitCancelled.
+	dependency      string
+	dependencyState fsm.State
+}
+
+type exitKind uint8
+
+const (
+	exitNone        exitKind = iota
+	exitDied                 // "status 3", "signal SIGKILL", "unresponsive, then status 0"
+	exitFinished             // a oneshot: "finished (status 0)"
+	exitSpawnFailed          // "exec failed (127)"
+	exitCancelled            // it never ran: "cancelled (setup exited)"
+)
+
+func (n exitNote) String() string {
+	switch n.kind {
+	case exitNone:
+		return "" // it never died
+	case exitDied:
+		what := fmt.Sprintf("status %d", n.exit.Code())
+		if sig, ok := n.exit.Signal(); ok {
+			what = "signal " + procs.SignalName(sig)
+		}
+		if n.unresponsive {
+			what = "unresponsive, then " + what
+		}
+		return what
+	case exitFinished:
+		return "finished (status 0)"
+	case exitSpawnFailed:
+		return fmt.Sprintf("exec failed (%d)", n.status)
+	case exitCancelled:
+		return fmt.Sprintf("cancelled (%s %s)", n.dependency, n.dependencyState)
+	}
+	return ""
+}
+
 type afterStop int
 
 const (
@@ -201,9 +248,13 @@ func liveState(state fsm.State) bool {
 
 // detail is what a transition's log line and notification carry besides the transition.
 type detail struct {
-	exit     *procs.Exit // the reaped status, for deaths
-	status   int         // exec failure status (spawn_failed)
-	signal   string      // a signal sent (stop, kill)
+	// exit is the reaped status, for deaths (died). A value, not a pointer to the caller's:
+	// det's strings reach the notification, and with them any pointer in det, which put
+	// every reaped exit on the heap (BenchmarkDeath).
+	exit     procs.Exit
+	died     bool
+	status   int    // exec failure status (spawn_failed)
+	signal   string // a signal sent (stop, kill)
 	reason   string
 	hasState bool // status is set
 }
@@ -223,7 +274,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 	if !d.everSpawned {
 		// Its first run: a LAST EXIT it has is a cancellation's ("cancelled (setup exited)"),
 		// which no longer holds (an operator started it, directly or after a stop).
-		d.lastExit = ""
+		d.lastExit = exitNote{}
 	}
 	d.everSpawned = true
 	// An operator's start after every daemon had died: what this run leaves behind was not
@@ -248,7 +299,7 @@ func (s *Supervisor) spawn(d *daemon, now time.Time) {
 			}
 		}
 		s.log.Error(msg, zlog.String("daemon", d.cfg.Name), zlog.Strings("command", d.cfg.Command), zlog.Error(err))
-		d.lastExit = fmt.Sprintf("exec failed (%d)", status)
+		d.lastExit = exitNote{kind: exitSpawnFailed, status: status}
 		d.pid = 0
 		d.startedAt = time.Time{}
 		s.dieOnItsOwn(d, fsm.DaemonSpawnFailed, detail{status: status, hasState: true}, zapcore.ErrorLevel, status, now)
@@ -435,25 +486,21 @@ func (d *daemon) oldRunsLeft() bool {
 // onDaemonExit handles a reaped daemon: a death on its own, or the end of a stop.
 func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 	duringShutdown := s.shuttingDown() // (a crash can begin one, under the tear-down policy)
-	if sig, ok := e.Signal(); ok {
-		d.lastExit = "signal " + procs.SignalName(sig)
-	} else {
-		d.lastExit = fmt.Sprintf("status %d", e.Code())
-	}
+	d.lastExit = exitNote{kind: exitDied, exit: e}
 	s.stopProbing(d) // its probes probe an incarnation that is gone
 	if state := d.machine.Current(); state == fsm.DaemonRunning || state == fsm.DaemonStarting || state == fsm.DaemonUnresponsive {
-		event, level, det, status := fsm.DaemonExit, zapcore.InfoLevel, detail{exit: &e}, e.Code()
+		event, level, det, status := fsm.DaemonExit, zapcore.InfoLevel, detail{exit: e, died: true}, e.Code()
 		switch {
 		case state == fsm.DaemonUnresponsive:
 			// Stopped for failing its liveness probe: a failure, whatever its status.
 			event, level, det.reason = fsm.DaemonFail, zapcore.WarnLevel, "stopped as unresponsive"
 			status = unresponsiveStatus(d, e)
-			d.lastExit = "unresponsive, then " + d.lastExit // status tells a hang from a crash
+			d.lastExit.unresponsive = true // status tells a hang from a crash
 		case e.Code() != 0:
 			event, level = fsm.DaemonFail, zapcore.WarnLevel
 		case d.cfg.Oneshot:
 			d.finished, det.reason = true, "oneshot finished"
-			d.lastExit = "finished (status 0)" // status tells it from a guard that died
+			d.lastExit = exitNote{kind: exitFinished} // status tells it from a guard that died
 		}
 		s.dieOnItsOwn(d, event, det, level, status, now)
 		s.afterGroupLeaderExit(d)
@@ -466,7 +513,7 @@ func (s *Supervisor) onDaemonExit(d *daemon, e procs.Exit, now time.Time) {
 		}
 		return
 	}
-	s.fireDaemon(d, fsm.DaemonDied, zapcore.InfoLevel, detail{exit: &e})
+	s.fireDaemon(d, fsm.DaemonDied, zapcore.InfoLevel, detail{exit: e, died: true})
 	s.afterGroupLeaderExit(d)
 	switch d.afterStop {
 	case afterStopHold:
@@ -540,7 +587,11 @@ func (s *Supervisor) dieOnItsOwn(d *daemon, event fsm.Event, det detail, level z
 		s.fireDaemon(d, fsm.DaemonGiveUp, zapcore.ErrorLevel, detail{reason: fmt.Sprintf(
 			"%d restarts in a row died before backoff_reset %v (max_restarts %d)", d.windowRestarts, d.cfg.BackoffReset, d.cfg.MaxRestarts)})
 	}
-	s.diedOnItsOwn(d, status, det.exit, from == fsm.DaemonUnresponsive)
+	var exit *procs.Exit // (nil: an exec failure)
+	if det.died {
+		exit = &det.exit
+	}
+	s.diedOnItsOwn(d, status, exit, from == fsm.DaemonUnresponsive)
 	s.armTimer(now)
 }
 
@@ -570,17 +621,19 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 			zlog.String("state", string(d.machine.Current())), zlog.Error(err))
 		return
 	}
-	var exitCode *int
+	// The exit code as a value, not a pointer: a pointer made here would put it (or det) on
+	// the heap at every transition, logged and notified or not (the reap path's
+	// allocations, BenchmarkDeath).
+	exitCode, hasExitCode := 0, false
 	signal := det.signal
 	switch {
-	case det.exit != nil:
-		code := det.exit.Code()
-		exitCode = &code
+	case det.died:
+		exitCode, hasExitCode = det.exit.Code(), true
 		if sig, ok := det.exit.Signal(); ok {
 			signal = procs.SignalName(sig)
 		}
 	case det.hasState:
-		exitCode = &det.status
+		exitCode, hasExitCode = det.status, true
 	}
 	// The pid of a process in the transition: the one spawned, or the one there when it
 	// came (a death, a stop, readiness). A start, hold, cancel or give-up concerns none,
@@ -592,7 +645,7 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 	// How long the run that just died lasted: a crash loop's runs of a second tell another
 	// story than a crash after a day (supervisord and s6-svstat say it too).
 	ranFor := time.Duration(-1)
-	if det.exit != nil && !d.startedAt.IsZero() {
+	if det.died && !d.startedAt.IsZero() {
 		ranFor = time.Since(d.startedAt).Round(time.Millisecond)
 	}
 	var nextRestart time.Duration
@@ -606,8 +659,8 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 		if pid > 0 {
 			fields = append(fields, zlog.Int("pid", pid))
 		}
-		if exitCode != nil {
-			fields = append(fields, zlog.Int("exit_code", *exitCode))
+		if hasExitCode {
+			fields = append(fields, zlog.Int("exit_code", exitCode))
 		}
 		if ranFor >= 0 {
 			fields = append(fields, zlog.Duration("ran_for", ranFor))
@@ -628,8 +681,12 @@ func (s *Supervisor) fireDaemon(d *daemon, e fsm.Event, level zapcore.Level, det
 	}
 	if s.opts.Notifier != nil {
 		ev := notify.Event{Time: time.Now().UTC(), Daemon: d.cfg.Name, Pid: pid, Event: string(tr.Event),
-			From: string(tr.From), To: string(tr.To), ExitCode: exitCode, Signal: signal, Restarts: d.restarts,
+			From: string(tr.From), To: string(tr.To), Signal: signal, Restarts: d.restarts,
 			Reason: det.reason}
+		if hasExitCode {
+			code := exitCode // (a variable of this branch: on the heap only when notifying)
+			ev.ExitCode = &code
+		}
 		if nextRestart > 0 {
 			ev.NextRestartIn = nextRestart.String()
 		}

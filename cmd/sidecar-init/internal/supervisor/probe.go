@@ -255,7 +255,7 @@ func (s *Supervisor) cancelOrphanedStarts() {
 			if dep.machine.Done() && !dep.done() {
 				d.cancelledFor = dep
 				// What status shows in LAST EXIT: it never ran, and why.
-				d.lastExit = fmt.Sprintf("cancelled (%s %s)", dep.cfg.Name, dep.machine.Current())
+				d.lastExit = exitNote{kind: exitCancelled, dependency: dep.cfg.Name, dependencyState: dep.machine.Current()}
 				s.log.Error("not starting a daemon: a daemon it comes after is done",
 					zlog.String("daemon", d.cfg.Name), zlog.String("dependency", dep.cfg.Name), zlog.String("dependency_state", string(dep.machine.Current())))
 				s.fireDaemon(d, fsm.DaemonCancel, zapcore.ErrorLevel, detail{reason: dep.cfg.Name + " is " + string(dep.machine.Current())})

@@ -838,3 +838,26 @@ func TestStartDuringTheLeftoversStopKeepsTheDaemon(t *testing.T) {
 	}
 	h.stopAndWant(0)
 }
+
+// LAST EXIT in every form status shows, written out from its parts when asked.
+func TestExitNote(t *testing.T) {
+	killed := procs.Exit{Status: unix.WaitStatus(syscall.SIGKILL)}
+	three := procs.Exit{Status: unix.WaitStatus(3 << 8)}
+	for _, tc := range []struct {
+		note exitNote
+		want string
+	}{
+		{exitNote{}, ""},
+		{exitNote{kind: exitDied, exit: three}, "status 3"},
+		{exitNote{kind: exitDied, exit: killed}, "signal SIGKILL"},
+		{exitNote{kind: exitDied, exit: procs.Exit{}, unresponsive: true}, "unresponsive, then status 0"},
+		{exitNote{kind: exitDied, exit: killed, unresponsive: true}, "unresponsive, then signal SIGKILL"},
+		{exitNote{kind: exitFinished}, "finished (status 0)"},
+		{exitNote{kind: exitSpawnFailed, status: 127}, "exec failed (127)"},
+		{exitNote{kind: exitCancelled, dependency: "setup", dependencyState: fsm.DaemonExited}, "cancelled (setup exited)"},
+	} {
+		if got := tc.note.String(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.note, got, tc.want)
+		}
+	}
+}
