@@ -9,6 +9,7 @@ import (
 
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/config"
 	"github.com/claude-bottle/sidecar-init/cmd/sidecar-init/internal/zlog"
+	"github.com/claude-bottle/sidecar-init/fsm"
 	"github.com/claude-bottle/sidecar-init/procs"
 )
 
@@ -30,8 +31,10 @@ func BenchmarkDeath(b *testing.B) {
 				now := time.Now()
 				var pgids []int
 				for _, d := range s.daemons {
-					s.spawn(d, now)
-					s.becomeReady(d)
+					s.spawn(d, now) // (ready at once: no probe)
+					if d.machine.Current() != fsm.DaemonRunning {
+						b.Fatalf("%s is %s after its spawn, want running", d.cfg.Name, d.machine.Current())
+					}
 					pgids = append(pgids, d.pid) // each leads its own group
 				}
 				pid := s.daemons[0].pid
