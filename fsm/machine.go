@@ -161,8 +161,8 @@ func (m *Machine) Fire(e Event) (Transition, error) {
 	to, err := m.engine.fire(from, e)
 	m.state = to
 	// A self-loop row's NoTransitionError, without callbacks, equals selfLoop: errors.Is
-	// against it needs no target on the heap, as errors.As does (an allocation at every
-	// fire of a self-loop, on the reap path). failed() takes any other form of it.
+	// against it needs no target on the heap, as errors.As does (whose target escaped at
+	// every fire, on the reap path). failed() takes any other form of it.
 	if err == nil || errors.Is(err, selfLoop) {
 		return Transition{Machine: m.name, Event: e, From: from, To: m.Current()}, nil
 	}
