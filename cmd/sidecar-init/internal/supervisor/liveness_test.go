@@ -400,14 +400,22 @@ func TestNeverPassingLivenessIsGivenUp(t *testing.T) {
 	h := newHarness(t)
 	d := withLiveness(fake(t, h, "guard", time.Second), "exit 1", 3)
 	d.LivenessInterval = 50 * time.Millisecond // 3 attempts: 150 ms, past backoff_reset
+	h.wantGivenUpAtMaxRestarts(d, 143)
+}
+
+// wantGivenUpAtMaxRestarts runs d beside another daemon, restarting always with
+// max_restarts 2 and a backoff_reset of 100 ms, and wants it given up after its third run;
+// then stops the rest and wants exit status wantExit.
+func (h *harness) wantGivenUpAtMaxRestarts(d config.Daemon, wantExit int) {
+	h.t.Helper()
 	d.Restart, d.MaxRestarts = fsm.RestartAlways, 2
 	d.BackoffInitial, d.BackoffMax, d.BackoffReset = 10*time.Millisecond, time.Second, 100*time.Millisecond
-	h.run([]config.Daemon{d, fake(t, h, "other", time.Second)}, nil)
-	h.waitLog("guard", fsm.DaemonGivenUp)
-	if runs := len(h.transitions("guard", "spawn")); runs != 3 {
-		t.Fatalf("%d runs, want 3 (max_restarts 2)", runs)
+	h.run([]config.Daemon{d, fake(h.t, h, "other", time.Second)}, nil)
+	h.waitLog(d.Name, fsm.DaemonGivenUp)
+	if runs := len(h.transitions(d.Name, "spawn")); runs != 3 {
+		h.t.Fatalf("%d runs, want 3 (max_restarts 2)", runs)
 	}
-	h.stopAndWant(143)
+	h.stopAndWant(wantExit)
 }
 
 // The same for a readiness probe that never passes: each run is SIGKILLed at its
@@ -420,14 +428,7 @@ func TestNeverReadyIsGivenUp(t *testing.T) {
 	d := fake(t, h, "never-ready", time.Second)
 	d.Ready = config.Probe{File: "/nonexistent/ready"}
 	d.ReadyTimeout = 150 * time.Millisecond // past backoff_reset
-	d.Restart, d.MaxRestarts = fsm.RestartAlways, 2
-	d.BackoffInitial, d.BackoffMax, d.BackoffReset = 10*time.Millisecond, time.Second, 100*time.Millisecond
-	h.run([]config.Daemon{d, fake(t, h, "other", time.Second)}, nil)
-	h.waitLog("never-ready", fsm.DaemonGivenUp)
-	if runs := len(h.transitions("never-ready", "spawn")); runs != 3 {
-		t.Fatalf("%d runs, want 3 (max_restarts 2)", runs)
-	}
-	h.stopAndWant(137)
+	h.wantGivenUpAtMaxRestarts(d, 137)
 }
 
 // While a tcp or file attempt's goroutine has not returned (a stat on a hung mount), the
