@@ -9,6 +9,7 @@ import (
 	"iter"
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -911,7 +912,7 @@ func (s *Supervisor) fireSupervisor(e fsm.Event, fields ...zlog.Field) (fsm.Tran
 // and a program it runs from /usr/local/bin would start failing only once it is called.
 func DaemonEnv(environ []string, d config.Daemon) []string {
 	if d.FilterEnv {
-		environ = slices.DeleteFunc(slices.Clone(environ), func(kv string) bool { return !d.Passes(kv[:indexEq(kv)]) })
+		environ = slices.DeleteFunc(slices.Clone(environ), func(kv string) bool { return !d.Passes(envName(kv)) })
 	}
 	if d.Credential != nil {
 		// A merge of its own: mergeEnv replaces what came before, not what comes with, and
@@ -919,9 +920,8 @@ func DaemonEnv(environ []string, d config.Daemon) []string {
 		environ = mergeEnv(environ, d.Credential.Env())
 	}
 	environ = mergeEnv(environ, d.Env)
-	hasPath := slices.ContainsFunc(environ, func(kv string) bool { return kv[:indexEq(kv)] == "PATH" })
-	if d.FilterEnv && !hasPath {
-		environ = append(slices.Clip(environ), "PATH="+procs.DefaultPath)
+	if d.FilterEnv && !slices.ContainsFunc(environ, func(kv string) bool { return envName(kv) == "PATH" }) {
+		environ = append(environ, "PATH="+procs.DefaultPath) // (a copy of ours: the filter's)
 	}
 	return environ
 }
@@ -934,22 +934,20 @@ func mergeEnv(base, extra []string) []string {
 	}
 	override := make(map[string]bool, len(extra))
 	for _, kv := range extra {
-		override[kv[:indexEq(kv)]] = true
+		override[envName(kv)] = true
 	}
 	out := make([]string, 0, len(base)+len(extra))
 	for _, kv := range base {
-		if !override[kv[:indexEq(kv)]] {
+		if !override[envName(kv)] {
 			out = append(out, kv)
 		}
 	}
 	return append(out, extra...)
 }
 
-func indexEq(kv string) int {
-	for i := 0; i < len(kv); i++ {
-		if kv[i] == '=' {
-			return i
-		}
-	}
-	return len(kv)
+// envName is the name of an environment entry: what comes before its first '=' (all of
+// it when it has none).
+func envName(kv string) string {
+	name, _, _ := strings.Cut(kv, "=")
+	return name
 }
