@@ -619,3 +619,60 @@ func TestExited(t *testing.T) {
 		t.Fatal("a reaped pid, 0 or -1: Exited = true")
 	}
 }
+
+// A group whose processes this process may not signal is alive: kill(-pgid, 0) fails with
+// EPERM, and GroupAlive must not take that for empty. A sidecar-init that is not root meets
+// it when a daemon made itself root (a setuid program): its shutdown then waits for that
+// group through the grace and the looks after SIGKILL, instead of exiting past it. The
+// check runs on one locked thread whose real and effective uid are nobody's (set with the
+// raw system call: Go's Setresuid changes every thread); the saved uid stays root's, so
+// the thread can come back.
+func TestGroupAliveWhenNotPermittedToSignal(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: the group must belong to a user this test can then stop being")
+	}
+	rootsGroup := exec.Command("/bin/sleep", "100")
+	rootsGroup.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := rootsGroup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = rootsGroup.Process.Kill(); _ = rootsGroup.Wait() }()
+	pgid := rootsGroup.Process.Pid
+
+	type result struct {
+		alive   bool
+		err     error
+		setup   error
+		restore error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		var r result
+		defer func() {
+			if r.restore == nil && r.setup == nil {
+				runtime.UnlockOSThread() // back to root: the thread may serve others again
+			} // (otherwise the goroutine ends locked, and its thread with it)
+			done <- r
+		}()
+		if _, _, errno := syscall.RawSyscall(syscall.SYS_SETRESUID, 65534, 65534, 0); errno != 0 {
+			r.setup = errno
+			return
+		}
+		_, r.err = SignalGroup(pgid, 0)
+		r.alive = GroupAlive(pgid)
+		if _, _, errno := syscall.RawSyscall(syscall.SYS_SETRESUID, 0, 0, 0); errno != 0 {
+			r.restore = errno
+		}
+	}()
+	r := <-done
+	if r.setup != nil || r.restore != nil {
+		t.Fatalf("switching the thread's uid: to nobody %v, back to root %v", r.setup, r.restore)
+	}
+	if !errors.Is(r.err, unix.EPERM) {
+		t.Errorf("SignalGroup(%d, 0) as nobody = %v, want EPERM (the group is root's)", pgid, r.err)
+	}
+	if !r.alive {
+		t.Errorf("GroupAlive(%d) as nobody = false for root's live group: EPERM taken for empty", pgid)
+	}
+}
