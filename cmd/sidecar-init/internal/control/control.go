@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -146,14 +147,19 @@ func LockPath(socket string) string { return socket + ".lock" }
 // left alone: a mistyped path must not delete a file.
 func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		// A directory this user may not enter may hold a live sidecar-init's socket: the
+		// look decides (ErrCannotTell, ErrInUse) before "no socket" does.
+		if ierr := inUse(path); ierr != nil {
+			return nil, ierr
+		}
 		return nil, fmt.Errorf("control socket directory: %w", err)
 	}
 	// Two sidecar-inits started at the same moment could both find no one answering, each
 	// remove the other's fresh socket and listen, one of them unreachable: the lock makes
 	// the look, the removal and the listen one instance's at a time. It is held only for
 	// those (a newer instance may still take the path once the socket there stopped
-	// answering), never waited for (the loser of the race runs without a socket, saying
-	// so), and the lock file stays: removing it would let another instance lock a new file
+	// answering), never waited for (the loser of the race exits 2 with ErrInUse, as beside
+	// a running instance), and the lock file stays: removing it would let another instance lock a new file
 	// while one holds the old.
 	// Read-only and 0644: flock needs no more, and a later instance run as another user (a
 	// socket in a shared directory) can still take its turn. Non-blocking: a FIFO put at
@@ -180,7 +186,9 @@ func Listen(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("control socket %s: %w (it is creating the socket this moment: %s.lock)", path, ErrInUse, path)
 		}
-		return nil, fmt.Errorf("control socket lock %s.lock: %w", path, err)
+		// ENOLCK, EINVAL (a filesystem without flock): as for a lock file that cannot be
+		// opened, the look below still finds a listening instance.
+		log.Debug("control socket lock not usable; going on without it", zlog.String("path", LockPath(path)), zlog.Error(err))
 	}
 	return listenLocked(path, calls, log)
 }
@@ -279,7 +287,7 @@ func listenLocked(path string, calls chan<- Call, log *zlog.Logger) (*Server, er
 	ln.SetUnlinkOnClose(false)
 	file, err := os.Lstat(path)
 	if err == nil {
-		err = os.Chmod(path, 0o600)
+		err = chmodSocket(path, file)
 	}
 	if err != nil {
 		_ = ln.Close()
@@ -287,6 +295,32 @@ func listenLocked(path string, calls chan<- Call, log *zlog.Logger) (*Server, er
 		return nil, fmt.Errorf("control socket permissions: %w", err)
 	}
 	return startServer(path, ln, file, calls, log), nil
+}
+
+// chmodSocket makes the socket at path, file as Lstat saw it, 0600 without following a
+// symlink: whoever may write the directory (an existing one keeps its mode) could have put
+// one there since the bind, and root's chmod by path would then make any file 0600. The
+// umask made the socket 0600 already unless the directory has a default ACL (which takes
+// the umask's place): only then is the mode changed, through the descriptor.
+func chmodSocket(path string, file os.FileInfo) error {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = unix.Close(fd) }()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	want, ok := file.Sys().(*syscall.Stat_t)
+	if !ok || st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Dev != want.Dev || st.Ino != want.Ino {
+		return fmt.Errorf("%s is no longer the socket just made: someone who may write its directory replaced it", path)
+	}
+	if st.Mode&0o7777 == 0o600 {
+		return nil
+	}
+	// fchmod refuses an O_PATH descriptor; its /proc link reaches the inode itself.
+	return unix.Chmod("/proc/self/fd/"+strconv.Itoa(fd), 0o600)
 }
 
 // startServer starts accepting clients on ln, the socket at path.
