@@ -72,6 +72,13 @@ func (f *File) openDir() (int, error) {
 		return -1, fmt.Errorf("open the ready file's directory %s: %w", f.dirPath, err)
 	}
 	todo, followed := components(f.dirPath), 0
+	// movable: the walk came down through a directory others may change, so the directory
+	// it is in (and everything under it) may have been renamed there by them, a root
+	// directory holding a root symlink included (a rename within one parent needs no write
+	// permission on the directory moved). No symlink is trusted below such a point; an
+	// absolute target starts again from /. A ".." out of a directory only ours keeps it: that
+	// directory cannot have been moved, so its parent is the one the walk came from.
+	movable := false
 	for len(todo) > 0 {
 		name := todo[0]
 		todo = todo[1:]
@@ -98,6 +105,9 @@ func (f *File) openDir() (int, error) {
 		case unix.S_IFDIR:
 			_ = unix.Close(fd)
 			fd = next
+			if name != ".." && !fixedIn(st, dir) {
+				movable = true
+			}
 			continue
 		case unix.S_IFLNK:
 		default:
@@ -105,12 +115,15 @@ func (f *File) openDir() (int, error) {
 			return fail(fmt.Errorf("%s: %w", name, unix.ENOTDIR))
 		}
 		followed++
-		if !trusted(st, dir) || followed > maxSymlinks {
+		if movable || !trusted(st, dir) || followed > maxSymlinks {
 			_ = unix.Close(next)
-			if followed > maxSymlinks {
+			switch {
+			case followed > maxSymlinks:
 				return fail(fmt.Errorf("%s: %w", name, unix.ELOOP))
+			case !trusted(st, dir):
+				return fail(fmt.Errorf("%s is a symlink of uid %d, or in a directory others may change: not followed (a daemon could have put it there)", name, st.Uid))
 			}
-			return fail(fmt.Errorf("%s is a symlink of uid %d, or in a directory others may change: not followed (a daemon could have put it there)", name, st.Uid))
+			return fail(fmt.Errorf("%s is a symlink below a directory others may change: not followed (a daemon could have moved its directory there)", name))
 		}
 		target, err := readlink(next)
 		_ = unix.Close(next)
@@ -122,6 +135,7 @@ func (f *File) openDir() (int, error) {
 			if fd, err = unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
 				return -1, fmt.Errorf("open /: %w", err)
 			}
+			movable = false
 		}
 		todo = append(components(target), todo...)
 	}
@@ -155,6 +169,14 @@ func onlyOurs(dir unix.Stat_t) bool {
 	return ours(dir.Uid) && dir.Mode&0o022 == 0
 }
 
+// fixedIn says only root or sidecar-init's user may have put the entry st in dir, under its
+// name: dir is only theirs, or it is theirs and sticky and st is theirs too (the sticky bit
+// keeps others from renaming an entry they do not own, and a directory moves to another
+// parent only with write permission on it).
+func fixedIn(st, dir unix.Stat_t) bool {
+	return onlyOurs(dir) || (ours(dir.Uid) && dir.Mode&unix.S_ISVTX != 0 && ours(st.Uid))
+}
+
 func ours(uid uint32) bool { return uid == 0 || uid == uint32(unix.Geteuid()) }
 
 // readlink reads the target of the symlink open (O_PATH|O_NOFOLLOW) at fd.
@@ -172,8 +194,17 @@ func readlink(fd int) (string, error) {
 }
 
 // tmpName is where Write puts the content before the rename: in the same directory (a
-// rename does not cross file systems), hidden, and named after the file.
-func (f *File) tmpName() string { return "." + f.name + ".sidecar-init-tmp" }
+// rename does not cross file systems), hidden, and named after the file: as much of its
+// name as fits in a name (255 bytes), or a ready file named near that limit, valid itself,
+// would never be written (ENAMETOOLONG at every try, while `check` finds nothing wrong).
+func (f *File) tmpName() string {
+	const suffix, nameMax = ".sidecar-init-tmp", 255
+	name := f.name
+	if n := nameMax - len(suffix) - 1; len(name) > n {
+		name = name[:n]
+	}
+	return "." + name + suffix
+}
 
 // Write makes the ready file hold content, replacing whatever is at its path.
 func (f *File) Write(content []byte) error {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -316,6 +317,80 @@ func TestNoSymlinkOrDotDotWhereOthersMayWrite(t *testing.T) {
 	}
 	for _, path := range []string{filepath.Join(sticky, "app", "ready"), filepath.Join(base, "up", "ready")} {
 		wantRefused(t, Open(path), victim)
+	}
+}
+
+// Root's symlink in root's directory is not followed once the walk has come down through
+// a directory others may change: a daemon that owns a directory on the path (a volume, an
+// emptyDir) can rename a root directory of its tree onto the path (a rename within one
+// parent needs no write permission on the directory moved), and the root symlink in it
+// would take root anywhere. An absolute target starts again from /, and is trusted again.
+func TestNoSymlinkBelowADirectoryOthersMayChange(t *testing.T) {
+	needsRoot(t)
+	base := t.TempDir()
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	secret, victim := secretIn(t, base)
+	shared := filepath.Join(base, "shared") // the daemon's volume
+	if err := os.Mkdir(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(shared, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	// Root's directory, with root's symlink in it, where the daemon renamed it (root-made
+	// content in a volume: a release layout, an image's files copied in).
+	moved := filepath.Join(shared, "run")
+	if err := os.Mkdir(moved, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, filepath.Join(moved, "status")); err != nil {
+		t.Fatal(err)
+	}
+	wantRefused(t, Open(filepath.Join(moved, "status", "ready")), victim)
+
+	// Under root's sticky directory (/tmp), root's own directory cannot have been moved
+	// there by others: its root symlinks are still followed.
+	sticky := filepath.Join(base, "tmp")
+	if err := os.Mkdir(sticky, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sticky, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	rootsOwn := filepath.Join(sticky, "app")
+	run := filepath.Join(base, "run")
+	for _, d := range []string{rootsOwn, run} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(run, filepath.Join(rootsOwn, "state")); err != nil {
+		t.Fatal(err)
+	}
+	if err := Open(filepath.Join(rootsOwn, "state", "ready")).Write([]byte("ready\n")); err != nil {
+		t.Fatalf("through root's symlink in root's directory under a sticky /tmp: %v", err)
+	}
+	if got := read(t, filepath.Join(run, "ready")); got != "ready\n" {
+		t.Errorf("through root's symlink under a sticky directory: %q", got)
+	}
+}
+
+// A ready_file whose name is valid (up to 255 bytes) is written, though its temporary
+// name, which is longer, would not be a valid name: ENAMETOOLONG at every try, while check
+// found nothing wrong.
+func TestALongNameIsWritten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), strings.Repeat("r", 255))
+	f := Open(path)
+	if err := f.CheckDir(); err != nil {
+		t.Fatalf("CheckDir: %v", err)
+	}
+	if err := f.Write([]byte("ready\n")); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if got := read(t, path); got != "ready\n" {
+		t.Errorf("the ready file holds %q", got)
 	}
 }
 
