@@ -23,10 +23,10 @@ func Preflight(spec Spec) (string, error) {
 	if len(spec.Argv) == 0 || spec.Argv[0] == "" {
 		return "", &SpawnError{Err: errors.New("empty command"), Status: 127}
 	}
-	fail := func(err error) (string, error) {
-		return "", &SpawnError{Argv0: spec.Argv[0], Err: err, Status: statusFor(err)}
-	}
 	spec.Credential = spec.Credential.switchTo()
+	fail := func(err error) (string, error) {
+		return "", &SpawnError{Argv0: spec.Argv[0], Err: blameSwitch(spec.Credential, err), Status: statusFor(err)}
+	}
 	path, err := lookPath(spec.Argv[0], spec.Env, spec.Dir, spec.Credential)
 	if err != nil {
 		return fail(err)

@@ -72,7 +72,7 @@ func Spawn(spec Spec, stdin *os.File) (pid int, err error) {
 	spec.Credential = spec.Credential.switchTo()
 	path, err := lookPath(spec.Argv[0], spec.Env, spec.Dir, spec.Credential)
 	if err != nil {
-		return 0, &SpawnError{Argv0: spec.Argv[0], Err: err, Status: statusFor(err)}
+		return 0, &SpawnError{Argv0: spec.Argv[0], Err: blameSwitch(spec.Credential, err), Status: statusFor(err)}
 	}
 	attr := &syscall.ProcAttr{
 		Dir:   spec.Dir,
@@ -129,12 +129,7 @@ func startWithNoSignalBlocked() (restore func()) {
 // pays nothing.
 func blameSetup(dir string, cred *Credential, err error) error {
 	if errors.Is(err, syscall.EPERM) && cred != nil {
-		// The child's setgroups/setgid/setuid, most likely, not the exec: a non-root
-		// sidecar-init (docker run --user, runAsUser), or a root one whose container dropped
-		// the capabilities (capabilities.drop: [ALL], --cap-drop ALL), may run daemons only
-		// as its own user.
-		return fmt.Errorf("run as user %s (uid %d, gid %d): switching users takes root with CAP_SETUID and CAP_SETGID, and sidecar-init runs as uid %d%s: remove the daemon's user, or give sidecar-init root and those capabilities: %w",
-			cred.Name, cred.UID, cred.GID, os.Geteuid(), capsNote(), err)
+		return blameSwitch(cred, err)
 	}
 	pathErr := errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EACCES)
 	if dir == "" || !pathErr {
@@ -159,6 +154,20 @@ func blameSetup(dir string, cred *Credential, err error) error {
 			return err
 		}
 	}
+}
+
+// blameSwitch names the user switch when err is its EPERM: the child's setgroups/setgid/
+// setuid, or AsUser's setgroups/setfsgid/setfsuid on its worker thread (a bare program
+// name is looked up as the daemon's user before anything is forked). A non-root
+// sidecar-init (docker run --user, runAsUser), or a root one whose container dropped the
+// capabilities (capabilities.drop: [ALL], --cap-drop ALL), may run daemons only as its own
+// user. Any other err is returned as it is.
+func blameSwitch(cred *Credential, err error) error {
+	if cred == nil || !errors.Is(err, syscall.EPERM) {
+		return err
+	}
+	return fmt.Errorf("run as user %s (uid %d, gid %d): switching users takes root with CAP_SETUID and CAP_SETGID, and sidecar-init runs as uid %d%s: remove the daemon's user, or give sidecar-init root and those capabilities: %w",
+		cred.Name, cred.UID, cred.GID, os.Geteuid(), capsNote(), err)
 }
 
 // capsNote says when this thread lacks CAP_SETUID or CAP_SETGID (a container that dropped
