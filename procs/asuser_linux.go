@@ -189,6 +189,12 @@ func runAs(cred *Credential, fn func() error) (restored bool, err error) {
 		if rerr := setIdentity(own, "take the supervisor's own identity back"); rerr != nil {
 			restored, err = false, errors.Join(err, rerr)
 		}
+		// PR_SET_DUMPABLE takes 0 or 1 only (EINVAL for 2, which every call would then
+		// return). 2, SUID_DUMP_ROOT, comes from the fs.suid_dumpable sysctl at a change of
+		// credentials, and the switch back just made one: the kernel has set it again.
+		if dumpable != 0 && dumpable != 1 {
+			return
+		}
 		if e := unix.Prctl(unix.PR_SET_DUMPABLE, uintptr(dumpable), 0, 0, 0); e != nil {
 			err = errors.Join(err, fmt.Errorf("restore the dumpable flag to %d: %w", dumpable, e))
 		}

@@ -216,12 +216,15 @@ func lookPath(name string, env []string, workDir string, cred *Credential) (stri
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
 			pathList = v
+			break // the first, as getenv in the daemon reads it (glibc, musl, Go)
 		}
 	}
+	// strings.Split, not filepath.SplitList: a PATH set but empty is one empty entry, the
+	// current directory, for execvp (POSIX), where SplitList gives none.
 	found := ""
 	err := AsUser(cred, func() error {
 		firstErr := error(syscall.ENOENT)
-		for _, dir := range filepath.SplitList(pathList) {
+		for _, dir := range strings.Split(pathList, ":") {
 			if dir == "" {
 				dir = "."
 			}
