@@ -227,6 +227,13 @@ func (n *Notifier) next() (Event, bool) {
 	return ev, true
 }
 
+// queued says events wait to be taken.
+func (n *Notifier) queued() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.queue) > 0
+}
+
 // logDropped logs the drops reported in events since the last such line. With mu held.
 func (n *Notifier) logDropped() {
 	n.log.Warn("notifications dropped: the supervise endpoint did not keep up", zlog.Uint64("dropped", n.unlogged))
@@ -242,6 +249,12 @@ func (n *Notifier) run() {
 			case <-n.wake:
 				continue
 			case <-n.quit:
+				// An event Sent between the look at the queue and this select, then Close:
+				// both cases are ready, and the select picks either. Quit with it queued and
+				// a healthy endpoint's event would be reported as never delivered.
+				if n.queued() {
+					continue
+				}
 				return
 			}
 		}

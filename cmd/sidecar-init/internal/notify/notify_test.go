@@ -366,6 +366,33 @@ func TestCloseReportsWhatWasNotDelivered(t *testing.T) {
 	}
 }
 
+// An event Sent after the sender found the queue empty, but before it waited, and then
+// Close: the sender sees its wake-up and the quit at once and must take the event, not
+// quit with it. The test puts the event in the queue without the wake-up, once the sender
+// waits, which leaves the quit alone: the case the select could pick.
+func TestCloseDeliversAnEventSentJustBefore(t *testing.T) {
+	c := &collector{}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	core, logs := observer.New(zapcore.InfoLevel)
+	n, err := New(srv.URL+"/events", "", zlog.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the sender is waiting on an empty queue by then
+	n.mu.Lock()
+	n.seq++
+	n.queue = append(n.queue, Event{Seq: n.seq, Daemon: "egress", Event: "spawn"})
+	n.mu.Unlock()
+	n.Close(5 * time.Second)
+	if got := c.received(); len(got) != 1 {
+		t.Errorf("the endpoint received %d events, want the one sent before Close", len(got))
+	}
+	if lost := logs.FilterMessage("notifications not delivered before exit"); lost.Len() != 0 {
+		t.Errorf("an event a healthy endpoint took was reported lost: %v", lost.All()[0].ContextMap())
+	}
+}
+
 // An event still being sent when Close gives up counts as undelivered too.
 func TestCloseCountsTheEventInFlight(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
