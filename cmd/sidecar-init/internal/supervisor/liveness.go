@@ -78,8 +78,8 @@ func (s *Supervisor) onLivenessResult(r probeResult, now time.Time) {
 // its outcome counted, at the top of onTimer.)
 func (s *Supervisor) livenessTimedOut(d *daemon, now time.Time) {
 	for pid, probe := range s.execProbes {
-		if probe.d == d && probe.liveness {
-			if _, err := procs.SignalGroup(pid, syscall.SIGKILL); err != nil {
+		if probe.d == d && probe.liveness && !reapedIn(s.handling, pid) {
+			if err := killProbe(pid); err != nil {
 				s.log.Error("could not kill a liveness probe", zlog.String("daemon", d.cfg.Name), zlog.Int("pid", pid), zlog.Error(err))
 			}
 		}
@@ -91,7 +91,7 @@ func (s *Supervisor) livenessTimedOut(d *daemon, now time.Time) {
 // livenessFailed counts a failed attempt: the next one after liveness_interval, or, at
 // liveness_failures in a row, the daemon is unresponsive and is stopped.
 func (s *Supervisor) livenessFailed(d *daemon, err error, now time.Time) {
-	if procs.Exited(d.pid) {
+	if s.exitedUnhandled(d.pid) {
 		// The daemon is gone and its SIGCHLD not handled yet (or its reap is later in this
 		// batch): the probe failed because it died, and its reap says how. Stopping it as
 		// unresponsive would make a death of its own, an exit 0 say, a liveness failure.

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -180,12 +181,25 @@ func (s *Supervisor) stopProbing(d *daemon) {
 	d.probing, d.probeFor = false, 0
 	d.liveAt, d.liveDeadline, d.liveAttempt = time.Time{}, time.Time{}, 0
 	for pid, probe := range s.execProbes {
-		if probe.d == d {
-			if _, err := procs.SignalGroup(pid, syscall.SIGKILL); err != nil {
+		if probe.d == d && !reapedIn(s.handling, pid) { // (reaped: dead, its pid free again)
+			if err := killProbe(pid); err != nil {
 				s.log.Error("could not kill a probe", zlog.String("daemon", d.cfg.Name), zlog.Error(err))
 			}
 		}
 	}
+}
+
+// killProbe SIGKILLs a running exec probe: its process group, and the probe itself at its
+// pid, as signalGroup does for a daemon: a probe that moved itself to another process group
+// (setpgid) is not reached by its own group's signal, and unkilled it would never be reaped,
+// holding every next liveness attempt and the supervisor's exit for ever. Its pid cannot
+// have been reused: it is our child, not reaped yet.
+func killProbe(pid int) error {
+	_, err := procs.SignalGroup(pid, syscall.SIGKILL)
+	if kerr := syscall.Kill(pid, syscall.SIGKILL); kerr != nil && !errors.Is(kerr, syscall.ESRCH) && err == nil {
+		err = kerr
+	}
+	return err
 }
 
 // onProbeResult: ready, or another attempt after a longer wait. A result for an earlier
@@ -203,6 +217,16 @@ func (s *Supervisor) onProbeResult(r probeResult, now time.Time) {
 	if d.machine.Current() != fsm.DaemonStarting || r.pid != d.pid {
 		return
 	}
+	if r.ok && s.exitedUnhandled(d.pid) {
+		// It passed for a run that has exited, its death not handled yet (an exit just after
+		// onTimer's reap, or an exec probe reaped before its daemon in one wait4 batch): a
+		// daemon that exits before it is ready is not ready, and its reap decides (its
+		// dependents cancelled, not spawned on a dead daemon).
+		if ce := s.log.Check(zapcore.DebugLevel, "readiness probe passed on a daemon that has exited: its reap decides"); ce != nil {
+			ce.Write(zlog.String("daemon", d.cfg.Name))
+		}
+		return
+	}
 	if r.ok {
 		s.becomeReady(d)
 		return
@@ -214,6 +238,26 @@ func (s *Supervisor) onProbeResult(r probeResult, now time.Time) {
 	d.probeAt = now.Add(d.probeInterval)
 	d.probeInterval = min(2*d.probeInterval, probeMaxInterval)
 	s.armTimer(now)
+}
+
+// exitedUnhandled says the run with pid has exited and its death is not handled yet: a
+// zombie (procs.Exited), or reaped in the drain being handled. wait4(-1) hands the
+// calling thread's children first, oldest first, then the other threads': an exec probe
+// forked on the thread that now reaps comes before its daemon forked on another, and by
+// the probe's onExit, waitid no longer sees the daemon's zombie. (Only the drain being
+// handled: an earlier drain's pids are handled, and may be new processes' by now.)
+func (s *Supervisor) exitedUnhandled(pid int) bool {
+	return reapedIn(s.handling, pid) || procs.Exited(pid)
+}
+
+// reapedIn says pid is among exits.
+func reapedIn(exits []procs.Exit, pid int) bool {
+	for _, e := range exits {
+		if e.Pid == pid {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Supervisor) becomeReady(d *daemon) {

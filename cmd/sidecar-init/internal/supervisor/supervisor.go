@@ -132,6 +132,9 @@ type Supervisor struct {
 	// reaped holds a drain's exits of daemons and probes, handled once the drain is done
 	// (onExits); orphans' are handled as they come. Reused from drain to drain.
 	reaped []procs.Exit
+	// handling is the drain onExits is handling, nil between drains: exits wait4 took
+	// whose turn may not have come yet (exitedUnhandled).
+	handling []procs.Exit
 	// sweptEveryone: as PID 1, kill(-1, SIGKILL) was sent to what escaped the groups (since
 	// the last spawn).
 	sweptEveryone bool
@@ -542,6 +545,8 @@ func (s *Supervisor) onTraceStop(e procs.Exit) {
 // them: wait4's order is the kernel's, and an operator's restart reaped before that death
 // would otherwise spawn its second run only for the shutdown to stop it.
 func (s *Supervisor) onExits(exits []procs.Exit) {
+	s.handling = exits
+	defer func() { s.handling = nil }()
 	if slices.ContainsFunc(exits, s.mayBeTheStops) {
 		s.awaitArrivingStop()
 	}
