@@ -546,6 +546,18 @@ func TestDemoTableParses(t *testing.T) {
 	}
 }
 
+// bench/cmd/stopwindow runs examples/stopwindow.toml: one service that outlives the tool's
+// patience (1.5 s) on its own, or a lost stop signal would not show.
+func TestStopWindowTableParses(t *testing.T) {
+	cfg, err := loadConfig("../../examples/stopwindow.toml")
+	if err != nil {
+		t.Fatalf("examples/stopwindow.toml: %v", err)
+	}
+	if len(cfg.Daemons) != 1 || strings.Join(cfg.Daemons[0].Command, " ") != "/bin/sleep 2" {
+		t.Errorf("stopwindow daemons = %+v, want one /bin/sleep 2", cfg.Daemons)
+	}
+}
+
 // Every linked package runs its init before main, used or not; a PID 1 that speaks no HTTP
 // must not pay for net/http and crypto/tls at every start (package zap imports net/http,
 // which is why the supervisor logs through zlog, on zapcore alone).
