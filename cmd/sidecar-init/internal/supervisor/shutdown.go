@@ -412,6 +412,10 @@ func (s *Supervisor) endLeftoverStop() {
 	}
 	s.leftoversStopping = false
 	s.reverseDeadline = time.Time{}
+	// The look for escaped processes (dealWithEscaped) that every daemon's end began is off
+	// too: left set, armTimer would keep pointing the timer at a moment gone by, and the
+	// loop would wake at once, again and again, for as long as the daemon stays held.
+	s.escapeLookAt, s.sweptEveryone = time.Time{}, false
 	for _, d := range s.daemons {
 		d.awaitingStop = false
 	}
