@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -586,27 +585,14 @@ func TestLockFileOfAnotherUserIsNoObstacle(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Root without CAP_DAC_OVERRIDE is bound by the modes as another user would be.
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with its changed capabilities
-		header := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-		var data [2]unix.CapUserData
-		if err := unix.Capget(&header, &data[0]); err != nil {
-			done <- err
-			return
-		}
-		data[0].Effective &^= 1<<unix.CAP_DAC_OVERRIDE | 1<<unix.CAP_DAC_READ_SEARCH | 1<<unix.CAP_FOWNER
-		if err := unix.Capset(&header, &data[0]); err != nil {
-			done <- err
-			return
-		}
+	err := onRestrictedThread(t, false, func() error {
 		s, err := Listen(path, make(chan Call), zlog.Nop())
 		if err == nil {
 			s.Close()
 		}
-		done <- err
-	}()
-	if err := <-done; err != nil {
+		return err
+	})
+	if err != nil {
 		t.Fatalf("Listen with another user's 0600 lock file: %v", err)
 	}
 }

@@ -34,7 +34,9 @@ func reapBatch(t *testing.T, s *Supervisor, pids ...int) {
 	s.onExits(s.reaped)
 }
 
-func batchSupervisor(t *testing.T, cfg config.Daemon) (*Supervisor, *daemon, *observer.ObservedLogs) {
+// batchSupervisor is a supervisor whose loop does not run: the test calls its handlers
+// itself, in the order it wants. It returns the first daemon.
+func batchSupervisor(t *testing.T, daemons ...config.Daemon) (*Supervisor, *daemon, *observer.ObservedLogs) {
 	t.Helper()
 	stdin, err := os.Open(os.DevNull)
 	if err != nil {
@@ -42,7 +44,7 @@ func batchSupervisor(t *testing.T, cfg config.Daemon) (*Supervisor, *daemon, *ob
 	}
 	t.Cleanup(func() { _ = stdin.Close() })
 	core, logs := observer.New(zapcore.DebugLevel)
-	s := New(Options{Log: zlog.New(core), Daemons: []config.Daemon{cfg}, Stdin: stdin})
+	s := New(Options{Log: zlog.New(core), Daemons: daemons, Stdin: stdin})
 	return s, s.daemons[0], logs
 }
 
@@ -91,4 +93,38 @@ func TestProbeReapedBeforeItsDaemon(t *testing.T) {
 			}
 		}
 	})
+}
+
+// README: a daemon "that exits before a probe attempt passes (even with status 0, even just
+// after creating its ready file) is done for good, and the daemons after it that have not
+// started yet are cancelled". onTimer reaps before it starts an attempt, but an exit that
+// lands between that reap and the attempt's stat (or an exec probe's test, whose reap can
+// come in the same wait4 batch as the daemon's, first) gives a pass for a daemon that has
+// already exited. onProbeResult did not look, so the daemon was made ready, and before its
+// SIGCHLD was handled settle wrote the ready file and the loop spawned its dependents.
+func TestProbePassOnAnExitedDaemon(t *testing.T) {
+	ready := filepath.Join(t.TempDir(), "ready")
+	dep := shDaemon("dep", "sleep 0.1; touch "+ready+"; exit 0") // creates its file, then exits
+	dep.Ready, dep.ReadyTimeout, dep.Restart = config.Probe{File: ready}, time.Hour, fsm.RestartNever
+	app := shDaemon("app", "exec tail -f /dev/null")
+	app.After = []string{"dep"}
+	s, d, _ := batchSupervisor(t, dep, app)
+	s.spawn(d, time.Now()) // its first attempt, at once: the file is not there yet
+	s.onProbeResult(<-s.probeResults, time.Now())
+	if d.machine.Current() != fsm.DaemonStarting {
+		t.Fatalf("dep is %s after its first attempt", d.machine.Current())
+	}
+	// The daemon exits just after onTimer's reap, before the attempt's stat.
+	waitReapable(t, d.pid)
+	s.probe(d, time.Now())
+	s.onProbeResult(<-s.probeResults, time.Now())
+	defer s.reap()
+	if d.machine.Current() == fsm.DaemonRunning {
+		next := "none"
+		if n := s.nextToStart(); n != nil {
+			next = n.cfg.Name
+		}
+		t.Fatalf("dep, already exited (pid %d a zombie), was made ready by a probe that ran after its exit; "+
+			"the loop would now spawn %q after it", d.pid, next)
+	}
 }
