@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -277,6 +278,7 @@ func TestLongGraceNote(t *testing.T) {
 		{[]time.Duration{time.Second, 9 * time.Second}, ""}, // 9 s + 1 s fits docker stop's 10 s
 		{[]time.Duration{time.Second, 9500 * time.Millisecond}, "d1"},
 		{[]time.Duration{12 * time.Second, 30 * time.Second, time.Second}, "d1"},
+		{[]time.Duration{time.Second, time.Duration(math.MaxInt64)}, "d1"}, // grace + 1 s would overflow
 	} {
 		var daemons []config.Daemon
 		for i, grace := range tc.graces {

@@ -316,6 +316,12 @@ func removeEarlierReadyFile(cfg *config.Config, log *zlog.Logger) {
 	if cfg.ReadyFile == "" {
 		return
 	}
+	if socket := cfg.ControlSocket; cfg.ReadyFile == socket || cfg.ReadyFile == control.LockPath(socket) ||
+		madeForTheSocket(cfg.ReadyFile, socket) {
+		// A ready_file refuseSocketClashes refuses was never a ready file: what is there is
+		// the socket's, its lock's (which stays in place) or its directory.
+		return
+	}
 	// Cannot tell (another user's socket): as good as live, the file may be its.
 	switch live, err := control.Answering(cfg.ControlSocket); {
 	case live:
@@ -537,7 +543,7 @@ func longGraceNote(daemons []config.Daemon) string {
 		}
 	}
 	// A group still holding processes after its SIGKILL gets one more second (README).
-	if longest.Grace+time.Second <= dockerStopTimeout {
+	if longest.Grace <= dockerStopTimeout-time.Second { // (not Grace+1s: a grace near the longest duration would overflow)
 		return ""
 	}
 	return fmt.Sprintf("daemon %s's grace %v (plus up to 1 s) outlasts docker stop's default %v: the container is SIGKILLed "+

@@ -264,8 +264,39 @@ func Preflight(path string) error {
 	case errors.Is(err, syscall.ENOTDIR):
 		// The directory cannot be made either (MkdirAll).
 		return fmt.Errorf("control socket %s: %w: a directory on its path is not a directory", path, ErrNoSocket)
+	case err != nil:
+		// Missing (or a symlink loop on the way): Listen's MkdirAll makes the directories
+		// that are missing, but not in place of a symlink that leads nowhere or in circles.
+		if derr := makeableDir(filepath.Dir(path)); derr != nil {
+			return fmt.Errorf("control socket %s: %w: its directory cannot be made: %w", path, ErrNoSocket, derr)
+		}
 	}
 	return nil
+}
+
+// makeableDir says, making nothing, whether os.MkdirAll(dir) could succeed as far as the
+// names on the way go: each missing one is missing for Lstat too (not a dangling symlink),
+// and the first that exists is a directory once symlinks are followed.
+func makeableDir(dir string) error {
+	for {
+		info, err := os.Stat(dir)
+		switch {
+		case err == nil && info.IsDir():
+			return nil
+		case err == nil:
+			return fmt.Errorf("%s is not a directory", dir)
+		case !errors.Is(err, os.ErrNotExist):
+			return err // ELOOP, say
+		}
+		if _, lerr := os.Lstat(dir); lerr == nil {
+			return fmt.Errorf("%s is a symlink to nothing", dir)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return nil
+		}
+		dir = parent
+	}
 }
 
 func listenLocked(path string, calls chan<- Call, log *zlog.Logger) (*Server, error) {
