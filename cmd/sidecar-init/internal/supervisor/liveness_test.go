@@ -25,6 +25,18 @@ func withLiveness(d config.Daemon, script string, failures int) config.Daemon {
 	return d
 }
 
+// fakeReadyOnceItHandlesSignals is fake(...) made ready by a file the fake daemon creates
+// once its signal handling is in place. Without it the daemon is ready at its spawn, and a
+// liveness attempt failing 20 ms later can stop it before the test binary's start has got
+// that far (a loaded machine's CI saw it once): SIGTERM then kills a daemon the test
+// meant to ignore it, and no SIGKILL comes.
+func fakeReadyOnceItHandlesSignals(t *testing.T, h *harness, name string, grace time.Duration, args ...string) config.Daemon {
+	ready := filepath.Join(t.TempDir(), name+".ready")
+	d := fake(t, h, name, grace, append(args, "-touch", ready)...)
+	d.Ready, d.ReadyTimeout = config.Probe{File: ready}, testTimeout
+	return d
+}
+
 // livingDaemon is a supervisor whose one daemon, cfg, went through events (spawn, ready,
 // ...) without a loop or a process: its pid is above PID_MAX_LIMIT (2^22), so a signal
 // reaches nobody. For the loop's handlers called directly.
@@ -189,7 +201,7 @@ func TestStaleLivenessFileIsRemoved(t *testing.T) {
 // status.
 func TestUnresponsiveDaemonIgnoringItsStopIsKilled(t *testing.T) {
 	h := newHarness(t)
-	d := withLiveness(fake(t, h, "guard", 200*time.Millisecond, "-ignore-stop"), "exit 1", 2)
+	d := withLiveness(fakeReadyOnceItHandlesSignals(t, h, "guard", 200*time.Millisecond, "-ignore-stop"), "exit 1", 2)
 	h.run([]config.Daemon{d}, nil)
 	h.waitLog("guard", fsm.DaemonUnresponsive)
 	if r := h.call(control.CmdHealth, ""); r.OK || !strings.Contains(r.Error, "guard (unresponsive)") {
@@ -270,7 +282,7 @@ func TestHangingLivenessProbeTimesOut(t *testing.T) {
 // grace the liveness stop armed stands.
 func TestOperatorStopOfAnUnresponsiveDaemon(t *testing.T) {
 	h := newHarness(t)
-	d := withLiveness(fake(t, h, "guard", 300*time.Millisecond, "-ignore-stop"), "exit 1", 1)
+	d := withLiveness(fakeReadyOnceItHandlesSignals(t, h, "guard", 300*time.Millisecond, "-ignore-stop"), "exit 1", 1)
 	d.Restart, d.BackoffInitial, d.BackoffMax, d.BackoffReset = fsm.RestartOnFailure, 10*time.Millisecond, time.Second, time.Hour
 	h.run([]config.Daemon{d, fake(t, h, "other", time.Second)}, nil)
 	h.waitLog("guard", fsm.DaemonUnresponsive)
@@ -299,7 +311,7 @@ func TestOperatorStopOfAnUnresponsiveDaemon(t *testing.T) {
 // the supervisor's status is the shutdown's.
 func TestShutdownDuringALivenessStop(t *testing.T) {
 	h := newHarness(t)
-	d := withLiveness(fake(t, h, "guard", 300*time.Millisecond, "-ignore-stop"), "exit 1", 1)
+	d := withLiveness(fakeReadyOnceItHandlesSignals(t, h, "guard", 300*time.Millisecond, "-ignore-stop"), "exit 1", 1)
 	h.run([]config.Daemon{d}, nil)
 	h.waitLog("guard", fsm.DaemonUnresponsive)
 	h.stopAndWant(0)
