@@ -78,8 +78,8 @@ func (s *Supervisor) onLivenessResult(r probeResult, now time.Time) {
 // its outcome counted, at the top of onTimer.)
 func (s *Supervisor) livenessTimedOut(d *daemon, now time.Time) {
 	for pid, probe := range s.execProbes {
-		if probe.d == d && probe.liveness && !reapedIn(s.handling, pid) {
-			if err := killProbe(pid); err != nil {
+		if probe.d == d && probe.liveness {
+			if err := s.killProbe(pid); err != nil {
 				s.log.Error("could not kill a liveness probe", zlog.String("daemon", d.cfg.Name), zlog.Int("pid", pid), zlog.Error(err))
 			}
 		}

@@ -181,8 +181,8 @@ func (s *Supervisor) stopProbing(d *daemon) {
 	d.probing, d.probeFor = false, 0
 	d.liveAt, d.liveDeadline, d.liveAttempt = time.Time{}, time.Time{}, 0
 	for pid, probe := range s.execProbes {
-		if probe.d == d && !reapedIn(s.handling, pid) { // (reaped: dead, its pid free again)
-			if err := killProbe(pid); err != nil {
+		if probe.d == d {
+			if err := s.killProbe(pid); err != nil {
 				s.log.Error("could not kill a probe", zlog.String("daemon", d.cfg.Name), zlog.Error(err))
 			}
 		}
@@ -193,8 +193,12 @@ func (s *Supervisor) stopProbing(d *daemon) {
 // pid, as signalGroup does for a daemon: a probe that moved itself to another process group
 // (setpgid) is not reached by its own group's signal, and unkilled it would never be reaped,
 // holding every next liveness attempt and the supervisor's exit for ever. Its pid cannot
-// have been reused: it is our child, not reaped yet.
-func killProbe(pid int) error {
+// have been reused: it is our child, not reaped yet. One reaped in the drain being handled
+// is dead already, and its pid free again: left alone (its reap kills what it left).
+func (s *Supervisor) killProbe(pid int) error {
+	if reapedIn(s.handling, pid) {
+		return nil
+	}
 	_, err := procs.SignalGroup(pid, syscall.SIGKILL)
 	if kerr := syscall.Kill(pid, syscall.SIGKILL); kerr != nil && !errors.Is(kerr, syscall.ESRCH) && err == nil {
 		err = kerr
